@@ -1,0 +1,126 @@
+"""Connections to PostgreSQL + pgvector: one door in, clear errors out.
+
+Works with any server reachable through ``DATABASE_URL`` (or the embedded default).
+On connect we check that pgvector is installed and recent enough (>= 0.7, for
+``sparsevec`` and iterative HNSW scans need 0.8 for filtered fast search).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from services.config import Settings, get_settings
+
+MIN_PGVECTOR = (0, 7, 0)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or lacks what the platform needs."""
+
+
+def redact(url: str) -> str:
+    """A DSN with its password removed, safe for messages and logs."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**params)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+
+
+def prepare_connection(conn: psycopg.Connection) -> None:
+    """Make sure pgvector exists (creating it if we may) and register its types."""
+    row = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    ).fetchone()
+    if row is None:
+        available = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
+        if available is None:
+            raise DatabaseUnavailable(
+                "the pgvector extension is not installed on this PostgreSQL server "
+                f"(need >= {'.'.join(map(str, MIN_PGVECTOR))})"
+            )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            if not conn.autocommit:
+                conn.commit()
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"pgvector is available but could not be created: {exc}"
+            ) from exc
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
+    if _version_tuple(row[0]) < MIN_PGVECTOR:
+        raise DatabaseUnavailable(
+            f"pgvector {row[0]} is too old; need >= {'.'.join(map(str, MIN_PGVECTOR))}"
+        )
+    register_vector(conn)
+    if not conn.autocommit:
+        conn.commit()
+
+
+def connect(url: str | None = None, *, autocommit: bool = False,
+            connect_timeout: int = 5) -> psycopg.Connection:
+    """Open one connection with pgvector registered, or raise DatabaseUnavailable."""
+    url = url or get_settings().database_url
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {redact(url)}: {reason}") from None
+    try:
+        prepare_connection(conn)
+    except Exception:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    conn = connect(url, autocommit=autocommit)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def make_pool(settings: Settings | None = None, *, min_size: int = 1, max_size: int = 8,
+              timeout: float = 5.0, open: bool = False) -> ConnectionPool:
+    """A connection pool whose connections have pgvector registered.
+
+    Not opened by default (``pool.open(wait=False)``), so a service can start while
+    the database is down and recover when it comes back.
+    """
+    settings = settings or get_settings()
+
+    def configure(conn: psycopg.Connection) -> None:
+        register_vector(conn)
+        conn.commit()
+
+    return ConnectionPool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        configure=configure,
+        kwargs={"connect_timeout": 5},
+        open=open,
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=0,
+    )
