@@ -1,0 +1,326 @@
+"""Index versions: build a new embedding table beside the live one, check it, swap atomically.
+
+Each version owns one table ``index_v<N>`` whose dimensions come from its models:
+
+    product_id bigint PK, <filter columns copied from products>,
+    dense vector(d), sparse sparsevec(V)
+
+with HNSW indexes using the inner-product opclasses. The product metadata used by
+filters is copied into the table so that a filtered HNSW scan (pgvector iterative
+scan) never needs a join. Life cycle: building -> ready -> live -> previous -> retired
+(or failed). The swap is one transaction; at most one version is live (unique index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator, Sequence
+
+import numpy as np
+import psycopg
+from pgvector import SparseVector
+from psycopg import sql
+
+from services.store.products import METADATA_COLUMNS
+
+log = logging.getLogger(__name__)
+
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+MAX_SPARSE_NNZ = 1000  # pgvector's HNSW limit for sparsevec
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    id: int
+    status: str
+    dense_model: str
+    dense_dim: int
+    sparse_model: str
+    sparse_dim: int
+    row_count: int | None
+    created_at: datetime | None
+    built_at: datetime | None
+    live_at: datetime | None
+    params: dict
+    report: dict
+
+    @property
+    def table(self) -> str:
+        return table_name(self.id)
+
+    def describe(self) -> str:
+        return (f"v{self.id} [{self.status}] dense={self.dense_model}({self.dense_dim}) "
+                f"sparse={self.sparse_model}({self.sparse_dim}) rows={self.row_count} "
+                f"live_at={self.live_at}")
+
+
+_VERSION_COLS = ("id, status, dense_model, dense_dim, sparse_model, sparse_dim, row_count, "
+                 "created_at, built_at, live_at, params, report")
+
+
+@contextmanager
+def _tx(conn: psycopg.Connection) -> Iterator[None]:
+    """One committed unit of work: a mutating call never leaves a transaction open."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS and not conn.autocommit:
+        conn.commit()  # close the implicit read transaction of earlier lookups
+    with conn.transaction():
+        yield
+
+
+def table_name(version_id: int) -> str:
+    return f"index_v{int(version_id)}"
+
+
+def _version(row) -> IndexVersion:
+    return IndexVersion(*row)
+
+
+def get_version(conn: psycopg.Connection, version_id: int) -> IndexVersion | None:
+    row = conn.execute(f"SELECT {_VERSION_COLS} FROM index_versions WHERE id = %s",
+                       (version_id,)).fetchone()
+    return _version(row) if row else None
+
+
+def live_version(conn: psycopg.Connection) -> IndexVersion | None:
+    row = conn.execute(
+        f"SELECT {_VERSION_COLS} FROM index_versions WHERE status = 'live'"
+    ).fetchone()
+    return _version(row) if row else None
+
+
+def list_versions(conn: psycopg.Connection) -> list[IndexVersion]:
+    rows = conn.execute(f"SELECT {_VERSION_COLS} FROM index_versions ORDER BY id").fetchall()
+    return [_version(r) for r in rows]
+
+
+def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int,
+                   sparse_model: str, sparse_dim: int, params: dict | None = None) -> int:
+    """Register a new version and create its (empty, index-less) embedding table."""
+    if dense_dim <= 0 or sparse_dim <= 0:
+        raise ValueError("dimensions must be positive")
+    with _tx(conn):
+        vid = conn.execute(
+            """
+            INSERT INTO index_versions (dense_model, dense_dim, sparse_model, sparse_dim, params)
+            VALUES (%s, %s, %s, %s, %s) RETURNING id
+            """,
+            (dense_model, dense_dim, sparse_model, sparse_dim, json.dumps(params or {})),
+        ).fetchone()[0]
+        conn.execute(
+            sql.SQL(
+                """
+                CREATE TABLE {t} (
+                    product_id      bigint PRIMARY KEY REFERENCES products (id) ON DELETE CASCADE,
+                    gender          text,
+                    master_category text,
+                    sub_category    text,
+                    article_type    text,
+                    base_colour     text,
+                    season          text,
+                    year            integer,
+                    usage           text,
+                    dense           vector({d}) NOT NULL,
+                    sparse          sparsevec({v}) NOT NULL
+                )
+                """
+            ).format(t=sql.Identifier(table_name(vid)), d=sql.Literal(int(dense_dim)),
+                     v=sql.Literal(int(sparse_dim)))
+        )
+    return vid
+
+
+def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequence[int],
+                    dense: np.ndarray, sparse: Sequence[SparseVector]) -> int:
+    """Binary-COPY one batch into the version's table; re-loading the same ids replaces them.
+
+    Rows are staged then upserted in one statement joined to ``products`` (which must
+    hold every id), so a retried task never duplicates rows.
+    """
+    n = len(product_ids)
+    if dense.shape[0] != n or len(sparse) != n:
+        raise ValueError(f"batch sizes differ: {n} ids, {dense.shape[0]} dense, {len(sparse)} sparse")
+    version = get_version(conn, version_id)
+    if version is None:
+        raise LookupError(f"index version {version_id} does not exist")
+    if dense.ndim != 2 or dense.shape[1] != version.dense_dim:
+        raise ValueError(f"dense vectors have shape {dense.shape}, version expects "
+                         f"(n, {version.dense_dim})")
+    for vec in sparse:
+        if vec.dimensions() != version.sparse_dim:
+            raise ValueError(f"sparse vector has dimension {vec.dimensions()}, version expects "
+                             f"{version.sparse_dim}")
+        if len(vec.indices()) > MAX_SPARSE_NNZ:
+            raise ValueError(f"sparse vector has {len(vec.indices())} non-zeros (max {MAX_SPARSE_NNZ})")
+    table = sql.Identifier(table_name(version_id))
+    dense = np.ascontiguousarray(dense, dtype=np.float32)
+    with _tx(conn), conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS emb_staging "
+            "(product_id bigint, dense vector, sparse sparsevec) ON COMMIT DELETE ROWS"
+        )
+        cur.execute("TRUNCATE emb_staging")
+        with cur.copy("COPY emb_staging (product_id, dense, sparse) FROM STDIN "
+                      "WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "vector", "sparsevec"])
+            for pid, dvec, svec in zip(product_ids, dense, sparse):
+                copy.write_row([int(pid), dvec, svec])
+        meta = ", ".join(METADATA_COLUMNS)
+        cur.execute(
+            sql.SQL(
+                """
+                INSERT INTO {t} (product_id, {meta}, dense, sparse)
+                SELECT DISTINCT ON (s.product_id) s.product_id, {pmeta}, s.dense, s.sparse
+                FROM emb_staging s JOIN products p ON p.id = s.product_id
+                ORDER BY s.product_id
+                ON CONFLICT (product_id) DO UPDATE
+                    SET dense = EXCLUDED.dense, sparse = EXCLUDED.sparse
+                """
+            ).format(
+                t=table,
+                meta=sql.SQL(meta),
+                pmeta=sql.SQL(", ".join(f"p.{c}" for c in METADATA_COLUMNS)),
+            )
+        )
+        inserted = cur.rowcount
+        if inserted != len(set(int(p) for p in product_ids)):
+            raise LookupError(f"{n - inserted} of {n} embeddings have no product row; "
+                              "load products before their embeddings")
+    return inserted
+
+
+def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
+                  ef_construction: int = HNSW_EF_CONSTRUCTION) -> dict[str, float]:
+    """Create both HNSW indexes (idempotent); returns seconds per index."""
+    import time
+
+    t = table_name(version_id)
+    timings = {}
+    conn.execute("SET maintenance_work_mem = '1GB'")
+    for col, opclass in (("dense", "vector_ip_ops"), ("sparse", "sparsevec_ip_ops")):
+        start = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({col} {opclass}) "
+                "WITH (m = {m}, ef_construction = {ef})"
+            ).format(name=sql.Identifier(f"{t}_{col}_hnsw"), t=sql.Identifier(t),
+                     col=sql.Identifier(col), opclass=sql.SQL(opclass),
+                     m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)))
+        )
+        conn.commit()
+        timings[col] = time.perf_counter() - start
+    conn.execute(sql.SQL("ANALYZE {t}").format(t=sql.Identifier(t)))
+    conn.commit()
+    return timings
+
+
+def row_count(conn: psycopg.Connection, version_id: int) -> int:
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {t}").format(t=sql.Identifier(table_name(version_id)))
+    ).fetchone()[0]
+
+
+def has_indexes(conn: psycopg.Connection, version_id: int) -> bool:
+    n = conn.execute(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexdef ILIKE '%%USING hnsw%%'",
+        (table_name(version_id),),
+    ).fetchone()[0]
+    return n == 2
+
+
+def mark_ready(conn: psycopg.Connection, version_id: int, report: dict) -> None:
+    with _tx(conn):
+        conn.execute(
+            """
+            UPDATE index_versions
+               SET status = 'ready', row_count = %s, built_at = now(), report = report || %s
+             WHERE id = %s AND status IN ('building', 'ready')
+            """,
+            (row_count(conn, version_id), json.dumps(report, default=str), version_id),
+        )
+
+
+def mark_failed(conn: psycopg.Connection, version_id: int, error: str) -> None:
+    """Record a failed build; never touches the live version."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    with _tx(conn):
+        conn.execute(
+            "UPDATE index_versions SET status = 'failed', error = %s "
+            "WHERE id = %s AND status IN ('building', 'ready')",
+            (error[:4000], version_id),
+        )
+
+
+def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
+    """Make ``version_id`` live in ONE transaction; the old live version becomes 'previous'.
+
+    Refuses a version that is not 'ready' (built, indexed and checked). A transaction-level
+    advisory lock serialises concurrent swaps.
+    """
+    with _tx(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
+        row = conn.execute("SELECT status FROM index_versions WHERE id = %s FOR UPDATE",
+                           (version_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"index version {version_id} does not exist")
+        if row[0] == "live":
+            return get_version(conn, version_id)
+        if row[0] != "ready":
+            raise ValueError(f"index version {version_id} is '{row[0]}', only a 'ready' "
+                             "version can go live")
+        if not has_indexes(conn, version_id):
+            raise ValueError(f"index version {version_id} has no HNSW indexes")
+        conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'live'")
+        conn.execute("UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
+                     (version_id,))
+    return get_version(conn, version_id)
+
+
+def rollback_live(conn: psycopg.Connection) -> IndexVersion:
+    """Put the most recent 'previous' version back live (the current live becomes previous)."""
+    with _tx(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
+        prev = conn.execute(
+            "SELECT id FROM index_versions WHERE status = 'previous' ORDER BY live_at DESC NULLS "
+            "LAST, id DESC LIMIT 1"
+        ).fetchone()
+        if prev is None:
+            raise LookupError("no previous index version to roll back to")
+        conn.execute("UPDATE index_versions SET status = 'ready' WHERE status = 'live'")
+        conn.execute("UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
+                     (prev[0],))
+        conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'ready' "
+                     "AND live_at IS NOT NULL")
+    return live_version(conn)
+
+
+def retire_old(conn: psycopg.Connection, keep_previous: int = 1) -> list[int]:
+    """Drop tables of versions older than the live one and the ``keep_previous`` newest
+    'previous' ones; failed versions are dropped too. Returns the retired ids."""
+    with _tx(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
+        rows = conn.execute(
+            """
+            SELECT id FROM index_versions
+             WHERE status = 'failed'
+                OR (status = 'previous' AND id NOT IN (
+                        SELECT id FROM index_versions WHERE status = 'previous'
+                         ORDER BY live_at DESC NULLS LAST, id DESC LIMIT %s))
+            """,
+            (keep_previous,),
+        ).fetchall()
+        retired = [r[0] for r in rows]
+        for vid in retired:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(
+                t=sql.Identifier(table_name(vid))))
+            conn.execute(
+                "UPDATE index_versions SET status = CASE WHEN status = 'failed' THEN 'failed' "
+                "ELSE 'retired' END, retired_at = now() WHERE id = %s",
+                (vid,),
+            )
+    return retired

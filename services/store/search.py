@@ -1,0 +1,286 @@
+"""How a query is ranked: ``score = alpha * dense_ip + (1 - alpha) * sparse_ip`` in ONE SQL statement.
+
+Scales: both sides are unit vectors. CLIP embeddings are L2-normalised by the
+encoder, and so are SPLADE vectors (``services.encoders.splade``), so each inner
+product is a cosine in [-1, 1] (sparse: [0, 1]). Raw SPLADE dot products are tens
+while CLIP cosines are below 1; without normalisation a convex weight is decided by
+the sparse side alone (measured: see README "Score calibration"). Normalising both
+sides keeps the blend linear, lets each side use its own HNSW index, and leaves
+``alpha`` meaningful; the evaluation's alpha sweep picks the default.
+
+Two modes, one statement each (``FAST_SQL`` and ``EXACT_SQL`` below):
+- exact: scores every row that passes the filters (a sequential scan).
+- fast: candidates from the dense HNSW index and from the sparse HNSW index (each
+  filtered; pgvector >= 0.8 iterative scans keep filtered scans full), their union
+  re-ranked by the exact fused score. Recall against exact is measured in the
+  benchmark, not assumed.
+
+pgvector's ``<#>`` is the NEGATIVE inner product, hence the ``-(...)`` below.
+Every value reaches SQL as a bound parameter; identifiers (the version's table,
+filter columns from a fixed allow-list) are composed with ``psycopg.sql``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import SparseVector
+from psycopg import sql
+
+from services.store.index_versions import MAX_SPARSE_NNZ, IndexVersion, live_version
+
+MAX_K = 1000
+DEFAULT_CANDIDATES = 100  # per index, in fast mode
+
+
+class SearchValidationError(ValueError):
+    """A query the platform refuses before any SQL runs."""
+
+
+class NoLiveIndex(LookupError):
+    """No index version is live yet."""
+
+
+# Filter field -> column. Accepts the dataset's names and snake_case.
+_FILTER_FIELDS = {
+    "gender": "gender",
+    "masterCategory": "master_category",
+    "subCategory": "sub_category",
+    "articleType": "article_type",
+    "baseColour": "base_colour",
+    "season": "season",
+    "usage": "usage",
+}
+_FILTER_ALIASES = {**{k: v for k, v in _FILTER_FIELDS.items()},
+                   **{v: v for v in _FILTER_FIELDS.values()}}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters; each text field matches any of its values (OR), fields are ANDed."""
+
+    gender: tuple[str, ...] = ()
+    master_category: tuple[str, ...] = ()
+    sub_category: tuple[str, ...] = ()
+    article_type: tuple[str, ...] = ()
+    base_colour: tuple[str, ...] = ()
+    season: tuple[str, ...] = ()
+    usage: tuple[str, ...] = ()
+    year_min: int | None = None
+    year_max: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None) -> "Filters":
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise SearchValidationError("filters must be an object of field -> value(s)")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if value is None or value == "" or value == []:
+                continue
+            if key in ("year_min", "yearMin", "year_max", "yearMax"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise SearchValidationError(f"filter {key} must be an integer year")
+                values["year_min" if key.lower().startswith("yearmin") or key == "year_min"
+                       else "year_max"] = value
+                continue
+            column = _FILTER_ALIASES.get(key)
+            if column is None:
+                allowed = sorted(set(_FILTER_FIELDS) | {"year_min", "year_max"})
+                raise SearchValidationError(f"unknown filter '{key}'; allowed: {', '.join(allowed)}")
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(
+                isinstance(v, str) and v.strip() for v in items
+            ):
+                raise SearchValidationError(
+                    f"filter {key} must be a non-empty string or a list of strings")
+            if len(items) > 100:
+                raise SearchValidationError(f"filter {key} has too many values (max 100)")
+            values[column] = tuple(v.strip() for v in items)
+        f = cls(**values)
+        if f.year_min is not None and f.year_max is not None and f.year_min > f.year_max:
+            raise SearchValidationError("year_min is greater than year_max")
+        return f
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, f.name) not in ((), None) for f in fields(self))
+
+    def where(self, alias: str = "") -> tuple[sql.Composable, dict[str, Any]]:
+        """A WHERE condition over the version table's filter columns, and its parameters."""
+        prefix = f"{alias}." if alias else ""
+        parts: list[sql.Composable] = []
+        params: dict[str, Any] = {}
+        for column in _FILTER_FIELDS.values():
+            vals = getattr(self, column)
+            if vals:
+                parts.append(sql.SQL(prefix) + sql.SQL("{} = ANY(%(f_{})s)").format(
+                    sql.Identifier(column), sql.SQL(column)))
+                params[f"f_{column}"] = list(vals)
+        if self.year_min is not None:
+            parts.append(sql.SQL(prefix + "year >= %(f_year_min)s"))
+            params["f_year_min"] = self.year_min
+        if self.year_max is not None:
+            parts.append(sql.SQL(prefix + "year <= %(f_year_max)s"))
+            params["f_year_max"] = self.year_max
+        if not parts:
+            return sql.SQL("TRUE"), params
+        return sql.SQL(" AND ").join(parts), params
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    dense: np.ndarray | None
+    sparse: SparseVector | None
+    alpha: float = 0.5
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+    exact: bool = False
+    candidates: int | None = None  # per index in fast mode; default max(k, DEFAULT_CANDIDATES)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    product_id: int
+    score: float
+    dense_score: float | None
+    sparse_score: float | None
+    product_display_name: str
+    gender: str | None
+    master_category: str | None
+    sub_category: str | None
+    article_type: str | None
+    base_colour: str | None
+    season: str | None
+    year: int | None
+    usage: str | None
+
+
+# --- the statements ------------------------------------------------------------------
+# {t}: the version's table; {filters}: Filters.where(); {dense_cands}/{sparse_cands}: a
+# candidate subquery or an empty set when that side has no weight or no query vector.
+
+_SCORED_SELECT = """
+SELECT e.product_id,
+       %(alpha)s * coalesce(-(e.dense <#> %(qd)s::vector), 0)
+         + (1 - %(alpha)s) * coalesce(-(e.sparse <#> %(qs)s::sparsevec), 0) AS score,
+       -(e.dense <#> %(qd)s::vector)      AS dense_score,
+       -(e.sparse <#> %(qs)s::sparsevec)  AS sparse_score,
+       p.product_display_name, p.gender, p.master_category, p.sub_category, p.article_type,
+       p.base_colour, p.season, p.year, p.usage
+"""
+
+EXACT_SQL = _SCORED_SELECT + """
+FROM {t} e JOIN products p ON p.id = e.product_id
+WHERE {filters}
+ORDER BY score DESC, e.product_id
+LIMIT %(k)s
+"""
+
+FAST_SQL = """
+WITH dense_candidates AS MATERIALIZED (
+    SELECT product_id FROM {t} e WHERE {filters} AND %(use_dense)s
+    ORDER BY e.dense <#> %(qd)s::vector LIMIT %(n)s
+), sparse_candidates AS MATERIALIZED (
+    SELECT product_id FROM {t} e WHERE {filters} AND %(use_sparse)s
+    ORDER BY e.sparse <#> %(qs)s::sparsevec LIMIT %(n)s
+), candidates AS (
+    SELECT product_id FROM dense_candidates
+    UNION
+    SELECT product_id FROM sparse_candidates
+)
+""" + _SCORED_SELECT + """
+FROM candidates c
+JOIN {t} e USING (product_id)
+JOIN products p ON p.id = e.product_id
+ORDER BY score DESC, e.product_id
+LIMIT %(k)s
+"""
+
+
+def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:
+    if query.dense is None and query.sparse is None:
+        raise SearchValidationError("a query needs text, an image, or both")
+    alpha = query.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
+            or not 0.0 <= alpha <= 1.0:
+        raise SearchValidationError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
+        raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
+    if query.candidates is not None and not 1 <= query.candidates <= 10_000:
+        raise SearchValidationError("candidates must be in 1..10000")
+    dense = None
+    if query.dense is not None:
+        dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)
+        if dense.shape[0] != version.dense_dim:
+            raise SearchValidationError(
+                f"dense vector has {dense.shape[0]} dimensions, the live index expects "
+                f"{version.dense_dim}")
+        if not np.all(np.isfinite(dense)):
+            raise SearchValidationError("dense vector has non-finite values")
+    if query.sparse is not None:
+        if query.sparse.dimensions() != version.sparse_dim:
+            raise SearchValidationError(
+                f"sparse vector has {query.sparse.dimensions()} dimensions, the live index "
+                f"expects {version.sparse_dim}")
+        if len(query.sparse.indices()) > MAX_SPARSE_NNZ:
+            raise SearchValidationError(
+                f"sparse vector has {len(query.sparse.indices())} non-zeros (max {MAX_SPARSE_NNZ})")
+    # A side without a query vector cannot carry weight.
+    if query.sparse is None:
+        alpha = 1.0
+    elif query.dense is None:
+        alpha = 0.0
+    return float(alpha), dense
+
+
+def fused_search(conn: psycopg.Connection, query: SearchQuery,
+                 version: IndexVersion | None = None) -> list[SearchHit]:
+    """Rank products for ``query`` against ``version`` (default: the live one)."""
+    version = version or live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    alpha, dense = _validate(query, version)
+    where, params = query.filters.where("e")
+    n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+    params.update(
+        alpha=alpha,
+        qd=dense,
+        qs=query.sparse,
+        k=query.k,
+        n=n,
+        use_dense=dense is not None and alpha > 0.0,
+        use_sparse=query.sparse is not None and alpha < 1.0,
+    )
+    template = EXACT_SQL if query.exact else FAST_SQL
+    statement = sql.SQL(template).format(t=sql.Identifier(version.table), filters=where)
+    with conn.transaction():
+        if not query.exact:
+            # ef_search caps what one HNSW scan returns; iterative scans keep filtered
+            # scans going until enough rows pass (pgvector >= 0.8).
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                sql.Literal(max(40, min(n, 1000)))))
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = conn.execute(statement, params).fetchall()
+    return [SearchHit(*row) for row in rows]
+
+
+def stored_vectors(conn: psycopg.Connection, product_id: int,
+                   version: IndexVersion | None = None) -> tuple[np.ndarray, SparseVector] | None:
+    """A product's own vectors in ``version`` (for "more like this")."""
+    version = version or live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    row = conn.execute(
+        sql.SQL("SELECT dense, sparse FROM {t} WHERE product_id = %s").format(
+            t=sql.Identifier(version.table)),
+        (product_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return np.asarray(row[0].to_numpy() if hasattr(row[0], "to_numpy") else row[0],
+                      dtype=np.float32), row[1]
