@@ -40,7 +40,8 @@ class Settings:
 
     @property
     def model_cache(self) -> Path:
-        return self.home / "models"
+        override = os.environ.get("FASHION_MODEL_CACHE", "").strip()
+        return Path(override).resolve() if override else self.home / "models"
 
     @property
     def catalog_dir(self) -> Path:

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real PostgreSQL + pgvector (the project's embedded server) for every test.
+
+The test session uses its own FASHION_HOME (``.fashion/test-home``, kept between runs so
+the model cache and catalogues are reused), its own server port, and a fresh database
+``fashion_test`` migrated to head. ``DATABASE_URL`` points there for the whole session, so
+code under test connects exactly as it does in production. Set ``TEST_DATABASE_URL`` to
+run the suite against an external PostgreSQL with pgvector instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_HOME = Path(os.environ.get("FASHION_TEST_HOME", REPO / ".fashion" / "test-home"))
+
+# Set before any project module reads the environment.
+os.environ["FASHION_HOME"] = str(TEST_HOME)
+os.environ.setdefault("FASHION_MODEL_CACHE", str(REPO / ".fashion" / "models"))
+os.environ.setdefault("FASHION_PG_PORT", "54339")
+os.environ.setdefault("XDG_RUNTIME_DIR", str(TEST_HOME / "run"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TEST_HOME.mkdir(parents=True, exist_ok=True)
+(TEST_HOME / "run").mkdir(exist_ok=True)
+
+
+def _fresh_database(admin_url: str, dbname: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """Settings of the test session, with a fresh migrated database."""
+    from services.config import get_settings
+    from services.store import embedded, migrate
+
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        os.environ["DATABASE_URL"] = external
+    else:
+        os.environ.pop("DATABASE_URL", None)
+        base = get_settings()
+        embedded.start(base)
+        _fresh_database(base.database_url_for("postgres"), "fashion_test")
+        os.environ["DATABASE_URL"] = base.database_url_for("fashion_test")
+    migrate.upgrade("head")
+    return get_settings()
+
+
+@pytest.fixture
+def conn(settings):
+    from services.store.db import connect
+
+    c = connect(settings.database_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def empty_db(settings, conn):
+    """A database with the schema but no products and no index versions."""
+    from services.store.index_versions import list_versions, table_name
+
+    for v in list_versions(conn):
+        conn.execute(f'DROP TABLE IF EXISTS "{table_name(v.id)}"')
+    conn.execute("DELETE FROM index_versions")
+    conn.execute("DELETE FROM products")
+    conn.commit()
+    return conn
