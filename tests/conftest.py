@@ -25,6 +25,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(TEST_HOME / "run"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TEST_HOME.mkdir(parents=True, exist_ok=True)
 (TEST_HOME / "run").mkdir(exist_ok=True)
+(TEST_HOME / "run").chmod(0o700)
 
 
 def _fresh_database(admin_url: str, dbname: str) -> None:

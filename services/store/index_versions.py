@@ -259,7 +259,7 @@ def mark_failed(conn: psycopg.Connection, version_id: int, error: str) -> None:
 def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
     """Make ``version_id`` live in ONE transaction; the old live version becomes 'previous'.
 
-    Refuses a version that is not 'ready' (built, indexed and checked). A transaction-level
+    Refuses a version that is not 'ready' (built, indexed and checked) or 'previous'. A transaction-level
     advisory lock serialises concurrent swaps.
     """
     with _tx(conn):
@@ -270,9 +270,9 @@ def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
             raise LookupError(f"index version {version_id} does not exist")
         if row[0] == "live":
             return get_version(conn, version_id)
-        if row[0] != "ready":
+        if row[0] not in ("ready", "previous"):
             raise ValueError(f"index version {version_id} is '{row[0]}', only a 'ready' "
-                             "version can go live")
+                             "(or 'previous') version can go live")
         if not has_indexes(conn, version_id):
             raise ValueError(f"index version {version_id} has no HNSW indexes")
         conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'live'")

@@ -1,0 +1,300 @@
+"""The store against the real PostgreSQL + pgvector: migrations, COPY loads, versions, fused search."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector import SparseVector
+
+from services.store import index_versions as iv
+from services.store import migrate, products, search
+from services.store.db import DatabaseUnavailable, connect, redact
+
+DIM, VOCAB, N = 32, 500, 600
+COLOURS = ["Red", "Blue", "Black", "Green"]
+ARTICLES = ["Tshirts", "Shirts", "Jackets"]
+
+
+def _rows(n: int = N) -> list[dict]:
+    return [
+        dict(id=i, gender=["Men", "Women"][i % 2], masterCategory="Apparel",
+             subCategory="Topwear", articleType=ARTICLES[i % 3], baseColour=COLOURS[i % 4],
+             season="Summer", year=2010 + i % 8, usage="Casual",
+             productDisplayName=f"Brand {ARTICLES[i % 3]} {i}", image=b"\x89PNG\r\n\x1a\nxx")
+        for i in range(n)
+    ]
+
+
+def _vectors(n: int = N, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(n, DIM)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    sparse = []
+    for _ in range(n):
+        v = np.zeros(VOCAB, np.float32)
+        idx = rng.choice(VOCAB, 12, replace=False)
+        v[idx] = rng.random(12) + 0.05
+        sparse.append(SparseVector(v / np.linalg.norm(v)))
+    return dense, sparse
+
+
+def _build_version(conn, n: int = N, seed: int = 0, swap: bool = True) -> int:
+    products.upsert_products(conn, _rows(n), source="test")
+    dense, sparse = _vectors(n, seed)
+    vid = iv.create_version(conn, dense_model="test-dense", dense_dim=DIM,
+                            sparse_model="test-sparse", sparse_dim=VOCAB)
+    iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
+    iv.build_indexes(conn, vid)
+    iv.mark_ready(conn, vid, {"test": True})
+    if swap:
+        iv.swap_live(conn, vid)
+    return vid
+
+
+@pytest.fixture
+def live(empty_db):
+    vid = _build_version(empty_db)
+    dense, sparse = _vectors()
+    return empty_db, vid, dense, sparse
+
+
+# --- connections and migrations -------------------------------------------------------
+
+def test_pgvector_version_checked(conn):
+    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[0]
+    assert tuple(int(x) for x in version.split(".")[:2]) >= (0, 7)
+
+
+def test_database_down_gives_clear_error_without_password():
+    url = "postgresql://shopper:s3cret@127.0.0.1:9/fashion"
+    with pytest.raises(DatabaseUnavailable) as exc:
+        connect(url)
+    message = str(exc.value)
+    assert "127.0.0.1" in message and "s3cret" not in message
+    assert "s3cret" not in redact(url)
+
+
+def test_migrations_downgrade_and_upgrade(settings):
+    migrate.downgrade("base")
+    with connect() as c:
+        assert c.execute("SELECT to_regclass('products')").fetchone()[0] is None
+    migrate.upgrade("head")
+    with connect() as c:
+        assert c.execute("SELECT to_regclass('products')").fetchone()[0] == "products"
+        assert c.execute("SELECT to_regclass('index_versions')").fetchone()[0] == "index_versions"
+    assert migrate.current() is not None
+
+
+# --- loading -------------------------------------------------------------------------
+
+def test_loading_products_twice_does_not_duplicate(empty_db):
+    rows = _rows(50)
+    products.upsert_products(empty_db, rows)
+    rows[3]["productDisplayName"] = "Renamed"
+    products.upsert_products(empty_db, rows)
+    assert empty_db.execute("SELECT count(*) FROM products").fetchone()[0] == 50
+    assert products.get_product(empty_db, 3)["product_display_name"] == "Renamed"
+    assert products.get_image(empty_db, 3)[1] == "image/png"
+
+
+def test_embedding_reload_is_idempotent_and_dims_come_from_models(empty_db):
+    products.upsert_products(empty_db, _rows(40))
+    dense, sparse = _vectors(40)
+    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
+                            sparse_dim=VOCAB)
+    iv.load_embeddings(empty_db, vid, list(range(40)), dense, sparse)
+    iv.load_embeddings(empty_db, vid, list(range(40)), dense, sparse)
+    assert iv.row_count(empty_db, vid) == 40
+    typ = empty_db.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attname IN ('dense', 'sparse') ORDER BY attname",
+        (iv.table_name(vid),)).fetchall()
+    assert [t[0] for t in typ] == [f"vector({DIM})", f"sparsevec({VOCAB})"]
+
+
+def test_embeddings_of_unknown_products_are_refused(empty_db):
+    products.upsert_products(empty_db, _rows(5))
+    dense, sparse = _vectors(6)
+    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
+                            sparse_dim=VOCAB)
+    with pytest.raises(LookupError):
+        iv.load_embeddings(empty_db, vid, list(range(6)), dense, sparse)
+    assert iv.row_count(empty_db, vid) == 0
+
+
+def test_wrong_dimension_refused_on_load(empty_db):
+    products.upsert_products(empty_db, _rows(3))
+    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
+                            sparse_dim=VOCAB)
+    _, sparse = _vectors(3)
+    with pytest.raises(ValueError, match="shape"):
+        iv.load_embeddings(empty_db, vid, [0, 1, 2], np.ones((3, DIM + 1), np.float32), sparse)
+
+
+# --- versions and swap ---------------------------------------------------------------
+
+def test_swap_keeps_one_live_and_previous_for_rollback(live):
+    conn, first, _, _ = live
+    second = _build_version(conn, seed=1, swap=False)
+    assert iv.live_version(conn).id == first  # a built, unswapped version changes nothing
+    iv.swap_live(conn, second)
+    statuses = {v.id: v.status for v in iv.list_versions(conn)}
+    assert statuses[first] == "previous" and statuses[second] == "live"
+    assert iv.rollback_live(conn).id == first
+    iv.swap_live(conn, second)
+    third = _build_version(conn, seed=2)
+    retired = iv.retire_old(conn, keep_previous=1)
+    assert first in retired and second not in retired and third == iv.live_version(conn).id
+    assert conn.execute("SELECT to_regclass(%s)", (iv.table_name(first),)).fetchone()[0] is None
+
+
+def test_unready_or_failed_version_cannot_go_live(live):
+    conn, first, _, _ = live
+    products.upsert_products(conn, _rows(5))
+    vid = iv.create_version(conn, dense_model="d", dense_dim=DIM, sparse_model="s",
+                            sparse_dim=VOCAB)
+    with pytest.raises(ValueError, match="building"):
+        iv.swap_live(conn, vid)
+    iv.mark_failed(conn, vid, "encoder crashed")
+    with pytest.raises(ValueError, match="failed"):
+        iv.swap_live(conn, vid)
+    assert iv.live_version(conn).id == first
+
+
+def test_database_enforces_single_live_version(live):
+    conn, first, _, _ = live
+    second = _build_version(conn, seed=1, swap=False)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("UPDATE index_versions SET status = 'live' WHERE id = %s", (second,))
+    conn.rollback()
+
+
+# --- fused search --------------------------------------------------------------------
+
+def _ids(hits):
+    return [h.product_id for h in hits]
+
+
+def test_alpha_one_is_exactly_dense_order_and_zero_exactly_sparse(live):
+    conn, vid, dense, sparse = live
+    table = iv.table_name(vid)
+    for q in (3, 77, 301):
+        qd, qs = dense[q] * 0.9 + dense[q + 1] * 0.1, sparse[q]
+        by_dense = [r[0] for r in conn.execute(
+            f"SELECT product_id FROM {table} ORDER BY dense <#> %s, product_id LIMIT 20",
+            (qd,)).fetchall()]
+        by_sparse = [r[0] for r in conn.execute(
+            f"SELECT product_id FROM {table} ORDER BY sparse <#> %s, product_id LIMIT 20",
+            (qs,)).fetchall()]
+        exact1 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=1.0, k=20, exact=True))
+        exact0 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=0.0, k=20, exact=True))
+        assert _ids(exact1) == by_dense
+        # Sparse ties (products sharing no term score 0) are broken by id, as in by_sparse.
+        assert _ids(exact0) == by_sparse
+        fast1 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=1.0, k=10,
+                                                             candidates=N))
+        assert _ids(fast1) == by_dense[:10]
+
+
+def test_scores_are_the_documented_blend(live):
+    conn, _, dense, sparse = live
+    qd, qs = dense[10], sparse[11]
+    hits = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=0.3, k=15, exact=True))
+    for h in hits:
+        d = float(dense[h.product_id] @ qd)
+        s = float(np.dot(sparse[h.product_id].to_numpy(), qs.to_numpy()))
+        assert h.dense_score == pytest.approx(d, abs=1e-4)
+        assert h.sparse_score == pytest.approx(s, abs=1e-4)
+        assert h.score == pytest.approx(0.3 * d + 0.7 * s, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_fast_mode_matches_exact_with_enough_candidates(live):
+    conn, _, dense, sparse = live
+    recalls = []
+    for q in range(0, 60, 3):
+        qd, qs = dense[q], sparse[(q * 7) % N]
+        exact = _ids(search.fused_search(conn, search.SearchQuery(qd, qs, 0.5, 10, exact=True)))
+        fast = _ids(search.fused_search(conn, search.SearchQuery(qd, qs, 0.5, 10, candidates=200)))
+        recalls.append(len(set(exact) & set(fast)) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_filters_hold_in_both_modes(live, exact):
+    conn, _, dense, sparse = live
+    f = search.Filters.from_mapping({"baseColour": "Red", "gender": ["Men"], "year_min": 2012,
+                                     "articleType": ["Tshirts", "Jackets"]})
+    hits = search.fused_search(conn, search.SearchQuery(dense[1], sparse[1], 0.5, 10,
+                                                        filters=f, exact=exact))
+    assert hits, "a selective filter must still return rows (iterative scan)"
+    for h in hits:
+        assert h.base_colour == "Red" and h.gender == "Men" and h.year >= 2012
+        assert h.article_type in ("Tshirts", "Jackets")
+    expected = conn.execute(
+        "SELECT count(*) FROM products WHERE base_colour='Red' AND gender='Men' AND year >= 2012 "
+        "AND article_type IN ('Tshirts','Jackets')").fetchone()[0]
+    assert len(hits) == min(10, expected)
+
+
+def test_image_only_and_text_only_queries(live):
+    conn, _, dense, sparse = live
+    hits = search.fused_search(conn, search.SearchQuery(dense[5], None, alpha=0.2, k=3))
+    assert hits[0].product_id == 5 and hits[0].sparse_score is None
+    hits = search.fused_search(conn, search.SearchQuery(None, sparse[9], alpha=0.8, k=3))
+    assert hits[0].product_id == 9 and hits[0].dense_score is None
+
+
+def test_stored_vectors_roundtrip(live):
+    conn, _, dense, sparse = live
+    d, s = search.stored_vectors(conn, 42)
+    assert np.allclose(d, dense[42], atol=1e-6)
+    assert s.indices() == sparse[42].indices()
+    assert search.stored_vectors(conn, 10**9) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(alpha=1.5), "alpha"),
+        (dict(alpha=-0.1), "alpha"),
+        (dict(alpha=float("nan")), "alpha"),
+        (dict(k=0), "k must"),
+        (dict(k=1001), "k must"),
+        (dict(k=-3), "k must"),
+    ],
+)
+def test_bad_parameters_rejected_before_sql(live, kwargs, message):
+    conn, _, dense, sparse = live
+    with pytest.raises(search.SearchValidationError, match=message):
+        search.fused_search(conn, search.SearchQuery(dense[0], sparse[0], **kwargs))
+
+
+def test_bad_vectors_and_filters_rejected(live):
+    conn, _, dense, sparse = live
+    with pytest.raises(search.SearchValidationError, match="dimensions"):
+        search.fused_search(conn, search.SearchQuery(np.ones(DIM + 3, np.float32), None))
+    too_many = SparseVector({i: 1.0 for i in range(1001)}, VOCAB)
+    with pytest.raises(search.SearchValidationError, match="non-zeros"):
+        search.fused_search(conn, search.SearchQuery(None, too_many))
+    with pytest.raises(search.SearchValidationError, match="text, an image"):
+        search.fused_search(conn, search.SearchQuery(None, None))
+    with pytest.raises(search.SearchValidationError, match="unknown filter"):
+        search.Filters.from_mapping({"price": "cheap"})
+    with pytest.raises(search.SearchValidationError, match="integer"):
+        search.Filters.from_mapping({"year_min": "2012"})
+    with pytest.raises(search.SearchValidationError, match="string"):
+        search.Filters.from_mapping({"gender": 3})
+
+
+def test_filter_values_are_bound_parameters(live):
+    conn, _, dense, sparse = live
+    f = search.Filters.from_mapping({"baseColour": "Red'; DROP TABLE products; --"})
+    assert search.fused_search(conn, search.SearchQuery(dense[0], sparse[0], filters=f)) == []
+    assert conn.execute("SELECT count(*) FROM products").fetchone()[0] == N
+
+
+def test_no_live_index(empty_db):
+    with pytest.raises(search.NoLiveIndex):
+        search.fused_search(empty_db, search.SearchQuery(np.ones(DIM, np.float32), None))
