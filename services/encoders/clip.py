@@ -1,0 +1,270 @@
+"""Dense CLIP encoder (open_clip): images, texts and multimodal queries to unit vectors.
+
+Every model in the registry is built through ``open_clip.create_model_and_transforms``
+(hub tag, ``hf-hub:`` id or local checkpoint alike). Outputs are float32, L2-normalised
+numpy arrays, so inner products are cosines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from services.config import get_settings
+from services.encoders.images import as_rgb_image
+from services.encoders.registry import (
+    OFFLINE_CLIP_ARCH,
+    ModelSpec,
+    build_call,
+    ensure_model_configs,
+    get_spec,
+)
+
+log = logging.getLogger(__name__)
+
+ImageInput = bytes | Image.Image
+
+# Below this many images, decoding in the main process beats starting workers.
+DATALOADER_MIN_IMAGES = 512
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else cuda, then mps, then cpu."""
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_num_workers() -> int:
+    """Image decode workers: env FASHION_ENCODER_WORKERS, else cores - 1 (at most 8)."""
+    env = os.environ.get("FASHION_ENCODER_WORKERS", "").strip()
+    if env:
+        return max(0, int(env))
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _autocast(device: str) -> contextlib.AbstractContextManager:
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _normalise(x: torch.Tensor) -> np.ndarray:
+    x = x.float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x.cpu().numpy().astype(np.float32, copy=False)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Decode + preprocess one image per item (runs inside DataLoader workers)."""
+
+    def __init__(self, images: Sequence[ImageInput], preprocess: Callable[[Image.Image], torch.Tensor]):
+        self.images = images
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.preprocess(as_rgb_image(self.images[index]))
+
+
+class ClipEncoder:
+    """An open_clip model with its preprocessing and tokenizer."""
+
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[..., torch.Tensor],
+        device: str,
+        dim: int,
+        num_workers: int | None = None,
+    ):
+        self.name = name
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dim = dim
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+
+    def __repr__(self) -> str:
+        return f"ClipEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r})"
+
+    # --- images ----------------------------------------------------------------------
+    def preprocess_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Decode and preprocess in this process (small batches, tests)."""
+        return torch.stack([self.preprocess(as_rgb_image(item)) for item in images])
+
+    @torch.inference_mode()
+    def forward_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """Bare model forward on preprocessed pixels -> normalised embeddings."""
+        with _autocast(self.device):
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        return _normalise(features)
+
+    def _image_batches(self, images: Sequence[ImageInput], batch_size: int):
+        workers = self.num_workers if len(images) >= DATALOADER_MIN_IMAGES else 0
+        if workers == 0:
+            for start in range(0, len(images), batch_size):
+                yield self.preprocess_images(images[start : start + batch_size])
+            return
+        loader = torch.utils.data.DataLoader(
+            _ImageDataset(images, self.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=self.device.startswith("cuda"),
+            shuffle=False,
+        )
+        yield from loader
+
+    def encode_images(
+        self, images: Sequence[ImageInput], batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
+        """(n, dim) float32 unit vectors; raises InvalidImageError on a bad image."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        batches = self._image_batches(images, batch_size)
+        total = (len(images) + batch_size - 1) // batch_size
+        bar = tqdm(batches, total=total, desc=f"{self.name} images", unit="batch", disable=not progress)
+        return np.concatenate([self.forward_images(pixels) for pixels in bar])
+
+    # --- texts -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(n, dim) float32 unit vectors. Texts longer than the context are truncated."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a sequence of strings; use encode_query for one")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text #{i} is empty; give a non-empty description")
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            with _autocast(self.device):
+                out.append(_normalise(self.model.encode_text(tokens)))
+        return np.concatenate(out)
+
+    # --- queries ---------------------------------------------------------------------
+    def encode_query(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        text_weight: float = 0.5,
+    ) -> np.ndarray:
+        """(dim,) unit vector for a text, an image, or both (weighted, re-normalised sum)."""
+        if text is not None and not text.strip():
+            text = None
+        if text is None and image is None:
+            raise ValueError("a query needs a text, an image, or both")
+        if not 0.0 <= text_weight <= 1.0:
+            raise ValueError(f"text_weight must be in [0, 1], got {text_weight}")
+        text_vec = self.encode_texts([text])[0] if text is not None else None
+        image_vec = self.encode_images([image])[0] if image is not None else None
+        if text_vec is None:
+            return image_vec
+        if image_vec is None:
+            return text_vec
+        return combine_query_vectors(text_vec, image_vec, text_weight)
+
+
+def combine_query_vectors(text_vec: np.ndarray, image_vec: np.ndarray, text_weight: float) -> np.ndarray:
+    """Weighted sum of two unit vectors, re-normalised (a point on the arc between them)."""
+    mixed = text_weight * text_vec + (1.0 - text_weight) * image_vec
+    norm = float(np.linalg.norm(mixed))
+    if norm < 1e-12:  # opposite vectors at equal weight: no direction to prefer
+        return text_vec.astype(np.float32)
+    return (mixed / norm).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------
+def configure_cpu_determinism(threads: int | None = None) -> None:
+    """Deterministic kernels on CPU (same inputs -> same vectors); optional thread count."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _resolve_name(name: str | None) -> str:
+    if name:
+        return name
+    configured = get_settings().dense_model
+    spec = get_spec(configured, kind="clip")
+    call = build_call(spec)
+    if call.local_path and not Path(call.local_path).exists() and spec.name == "fashion-clip-offline":
+        log.warning(
+            "trained checkpoint %s not found; falling back to 'clip-tiny-untrained' "
+            "(random weights: rankings are noise)", call.local_path,
+        )
+        return "clip-tiny-untrained"
+    return configured
+
+
+def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Module, Any, Any]:
+    """(model, preprocess_val, tokenizer) for ``spec`` via the registry's one loader call."""
+    import open_clip
+
+    ensure_model_configs()
+    call = build_call(spec)
+    if call.local_path and not Path(call.local_path).exists():
+        if spec.name == "clip-tiny-untrained":
+            from services.encoders.models_setup import ensure_untrained_clip
+
+            ensure_untrained_clip()
+        else:
+            raise FileNotFoundError(
+                f"checkpoint for model {spec.name!r} not found at {call.local_path}; "
+                "run `fashion-search models fetch` or `fashion-search train-clip`"
+            )
+    model, _, preprocess = open_clip.create_model_and_transforms(*call.args, device=device, **call.kwargs)
+    tokenizer = open_clip.get_tokenizer(spec.source)
+    return model, preprocess, tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, device: str) -> ClipEncoder:
+    spec = get_spec(name, kind="clip")
+    if device == "cpu":
+        configure_cpu_determinism()
+    model, preprocess, tokenizer = build_clip_model(spec, device)
+    if not spec.trained:
+        log.warning("dense model %r is UNTRAINED (random init): use it only as a baseline", name)
+    return ClipEncoder(name, model, preprocess, tokenizer, device, spec.dim)
+
+
+def load_clip(name: str | None = None, device: str | None = None) -> ClipEncoder:
+    """The CLIP encoder ``name`` (default: settings.dense_model), cached per name + device."""
+    return _load_cached(_resolve_name(name), pick_device(device))
+
+
+__all__ = [
+    "ClipEncoder",
+    "OFFLINE_CLIP_ARCH",
+    "build_clip_model",
+    "combine_query_vectors",
+    "load_clip",
+    "pick_device",
+]
