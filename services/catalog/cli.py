@@ -45,7 +45,9 @@ def _inspect(args: argparse.Namespace) -> int:
     for path in files:
         parquet = open_parquet(path)
         total += parquet.metadata.num_rows
-        print(f"{path}: {parquet.metadata.num_rows} rows, {parquet.metadata.num_row_groups} row groups")
+        print(
+            f"{path}: {parquet.metadata.num_rows} rows, {parquet.metadata.num_row_groups} row groups"
+        )
     print("schema:")
     for field in open_parquet(files[0]).schema_arrow:
         print(f"  {field.name}: {field.type}")
@@ -60,14 +62,18 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    catalog = sub.add_parser("catalog", help="product catalogues: offline build, hub download, inspect")
+    catalog = sub.add_parser(
+        "catalog", help="product catalogues: offline build, hub download, inspect"
+    )
     actions = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
 
     build = actions.add_parser(
         "build-offline",
         help="build the offline catalogue (Fashion-MNIST images, synthetic metadata)",
     )
-    build.add_argument("--size", type=int, default=10_000, help="number of products (default 10000)")
+    build.add_argument(
+        "--size", type=int, default=10_000, help="number of products (default 10000)"
+    )
     build.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     build.add_argument(
         "--out", help="output Parquet file (default: $FASHION_HOME/catalog/offline-<size>.parquet)"

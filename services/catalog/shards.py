@@ -23,7 +23,14 @@ _FEATURES = {
     "id": {"dtype": "int64", "_type": "Value"},
     **{
         name: {"dtype": "string", "_type": "Value"}
-        for name in ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season")
+        for name in (
+            "gender",
+            "masterCategory",
+            "subCategory",
+            "articleType",
+            "baseColour",
+            "season",
+        )
     },
     "year": {"dtype": "int64", "_type": "Value"},
     "usage": {"dtype": "string", "_type": "Value"},

@@ -37,9 +37,7 @@ def local_parquet_files(path: Path) -> list[Path]:
     """A Parquet file, or the ``*.parquet`` files of a folder (recursively, in name order)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CatalogSourceError(
-            f"catalogue source not found: {path} (expected {SOURCES_HELP})"
-        )
+        raise CatalogSourceError(f"catalogue source not found: {path} (expected {SOURCES_HELP})")
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*.parquet") if p.is_file())

@@ -50,7 +50,15 @@ _CLOSED_FIELDS = {
     "season": SEASONS,
     "usage": USAGES,
 }
-_TEXT_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
+_TEXT_FIELDS = (
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "usage",
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,9 @@ def _decode_check(data: bytes) -> str | None:
                 image.verify()
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-    except Exception as exc:  # any decoder failure is a property of the row, not a crash
+    # Decoders raise many types (OSError, SyntaxError, ValueError, DecompressionBombError...);
+    # any of them is a property of the row and must not stop the run.
+    except Exception as exc:  # noqa: BLE001
         return str(exc) or type(exc).__name__
     return None
 
