@@ -219,8 +219,11 @@ def render_garment(pixels: np.ndarray, colour: str) -> bytes:
         (GARMENT_SIZE, GARMENT_SIZE), Image.Resampling.BICUBIC
     )
     level = np.asarray(grey, dtype=np.float32)[..., None] / 255.0
-    alpha = np.clip(level * 2.0, 0.0, 1.0)
-    tint = np.asarray(COLOURS[colour], dtype=np.float32) * (0.68 + 0.32 * level)
+    # Fashion-MNIST's background is 0; anything clearly above it is garment (opaque), so
+    # faint garments (many tops and bags peak well below 255) still show their full colour.
+    alpha = np.clip(level * 4.0, 0.0, 1.0)
+    shading = level / max(float(level.max()), 1e-6)  # 0..1 within this garment
+    tint = np.asarray(COLOURS[colour], dtype=np.float32) * (0.62 + 0.38 * shading)
     background = np.asarray(BACKGROUND_RGB, dtype=np.float32)
     garment = background * (1.0 - alpha) + tint * alpha
 
