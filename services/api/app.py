@@ -1,0 +1,91 @@
+"""The Litestar application factory: ``create_app(settings=None) -> Litestar``.
+
+Wiring only: the :class:`~services.api.runtime.Runtime` (pool, encoders, caches) is built
+here, started on startup (pool opened with ``wait=False``, models loaded in a thread) and
+closed on shutdown, and injected into the controllers with ``Provide``. Errors are mapped
+to JSON in :mod:`services.api.errors`; request ids and access logs in :mod:`services.api.logs`.
+OpenAPI 3.1 is served at ``/schema`` (``/schema/openapi.json``, Swagger at ``/schema/swagger``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+
+from services.api.controllers.page import STATIC_DIR, PageController
+from services.api.controllers.products import ProductController
+from services.api.controllers.search import SearchController
+from services.api.controllers.system import SystemController
+from services.api.errors import EXCEPTION_HANDLERS
+from services.api.logs import request_id_middleware
+from services.api.runtime import Runtime
+from services.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Multipart overhead and the other form fields on top of the image itself.
+BODY_SLACK_BYTES = 256 * 1024
+
+
+def _dashboard_controllers() -> list:
+    """The evaluation dashboard (another area) when it is installed."""
+    try:
+        from evaluation.dashboard import DashboardController
+    except ModuleNotFoundError as exc:
+        if exc.name in ("evaluation", "evaluation.dashboard"):
+            return []
+        log.warning("evaluation dashboard not mounted: %s", exc)
+        return []
+    except ImportError as exc:
+        log.warning("evaluation dashboard not mounted: %s", exc)
+        return []
+    return [DashboardController]
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               pool_timeout: float = 3.0, load_models: bool = True) -> Litestar:
+    """Build the API. ``pool_timeout``: seconds a request waits for a database connection."""
+    settings = settings or get_settings()
+    runtime = runtime or Runtime(settings, pool_timeout=pool_timeout, load_models=load_models)
+
+    def provide_runtime() -> Runtime:
+        return runtime
+
+    def start() -> None:
+        runtime.start()
+
+    def stop() -> None:
+        runtime.stop()
+
+    app = Litestar(
+        route_handlers=[
+            SearchController,
+            ProductController,
+            SystemController,
+            PageController,
+            create_static_files_router(path="/static", directories=[STATIC_DIR],
+                                       include_in_schema=False),
+            *_dashboard_controllers(),
+        ],
+        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
+        on_startup=[start],
+        on_shutdown=[stop],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_id_middleware],
+        logging_config=None,  # the serving process configures logging (JSON lines, request ids)
+        request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Fashion hybrid search API",
+            version="1.0.0",
+            description="CLIP dense + SPLADE sparse product search fused in PostgreSQL/pgvector.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+        ),
+    )
+    app.state.runtime = runtime
+    return app

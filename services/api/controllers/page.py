@@ -1,0 +1,28 @@
+"""The storefront page at ``/``: static HTML + CSS + vanilla JS (no build step)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from litestar import Controller, MediaType, Response, get
+
+from services.api.runtime import Runtime
+from services.api.schemas import MAX_K, MAX_TEXT_CHARS
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+class PageController(Controller):
+    include_in_schema = False
+
+    @get("/", sync_to_thread=False, media_type=MediaType.HTML)
+    def index(self, runtime: Runtime) -> Response[str]:
+        s = runtime.settings
+        config = {"defaultAlpha": s.default_alpha, "maxUploadBytes": s.max_upload_bytes,
+                  "maxK": MAX_K, "maxTextChars": MAX_TEXT_CHARS}
+        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        html = html.replace("__CONFIG__", json.dumps(config)).replace(
+            "__DEFAULT_ALPHA__", f"{s.default_alpha:.2f}")
+        return Response(html, media_type=MediaType.HTML,
+                        headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,121 @@
+"""Every failure leaves the API as JSON ``{status_code, error, detail, request_id}``; never a trace.
+
+Status codes:
+- 400: the body cannot be parsed (malformed JSON, broken multipart).
+- 404: unknown product (or route).
+- 413: body or upload over the size limit.
+- 415: the upload is not an image format we read (a zip renamed .jpg, a PDF...).
+- 422: parsed but invalid: no text and no image, alpha/k out of range, unknown filter,
+  text too long, a corrupt or oversized image.
+- 503: the database is unreachable, no index is live, or the encoders are not loaded.
+  Nothing is cached about the outage: the next request after the database returns succeeds.
+- 500: a bug; the body carries only the request id, the trace goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException
+from psycopg_pool import PoolTimeout
+
+from services.api.logs import current_request_id
+from services.api.runtime import ModelsNotReady
+from services.encoders.images import InvalidImageError
+from services.store.db import DatabaseUnavailable
+from services.store.search import NoLiveIndex, SearchValidationError
+
+log = logging.getLogger("services.api.errors")
+
+_REASONS = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised by the API's own validation."""
+
+    def __init__(self, status_code: int, detail: str, error: str | None = None):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.error = error or _REASONS.get(status_code, "error")
+
+
+def error_response(status_code: int, detail: str, error: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    rid = current_request_id()
+    body = {
+        "status_code": status_code,
+        "error": error or _REASONS.get(status_code, "error"),
+        "detail": detail,
+        "request_id": rid,
+    }
+    hdrs = dict(headers or {})
+    if rid:
+        hdrs.setdefault("X-Request-ID", rid)
+    return Response(content=body, status_code=status_code, media_type=MediaType.JSON,
+                    headers=hdrs)
+
+
+def _api_error(request: Request, exc: ApiError) -> Response:
+    return error_response(exc.status_code, exc.detail, exc.error)
+
+
+def _http_exception(request: Request, exc: HTTPException) -> Response:
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = "request body too large"
+    if exc.status_code >= 500:
+        log.error("server error %s on %s %s: %s", exc.status_code, request.method,
+                  request.url.path, exc.detail)
+        detail = "internal server error"
+    extra = getattr(exc, "extra", None)
+    if exc.status_code == 400 and extra:
+        detail = f"{detail}: {extra}"
+    return error_response(exc.status_code, str(detail), headers=getattr(exc, "headers", None))
+
+
+def _validation(request: Request, exc: SearchValidationError) -> Response:
+    return error_response(422, str(exc))
+
+
+def _invalid_image(request: Request, exc: InvalidImageError) -> Response:
+    message = str(exc)
+    status = 415 if message.startswith("not ") else 422
+    return error_response(status, message)
+
+
+def _unavailable(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, NoLiveIndex):
+        detail = str(exc)
+    elif isinstance(exc, ModelsNotReady):
+        detail = str(exc)
+    else:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        detail = "the database is unavailable; retry shortly"
+    return error_response(503, detail, headers={"Retry-After": "2"})
+
+
+def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error; quote the request id when reporting it")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_exception,
+    SearchValidationError: _validation,
+    InvalidImageError: _invalid_image,
+    NoLiveIndex: _unavailable,
+    ModelsNotReady: _unavailable,
+    DatabaseUnavailable: _unavailable,
+    PoolTimeout: _unavailable,
+    psycopg.OperationalError: _unavailable,
+    Exception: _internal,
+}

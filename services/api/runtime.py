@@ -1,0 +1,187 @@
+"""What one API process holds for its lifetime: the connection pool, the loaded encoders,
+and an LRU cache of query embeddings. Injected into handlers with ``Provide``.
+
+Startup never blocks on the database or the models: the pool opens with ``wait=False``
+(the app serves /healthz while PostgreSQL is down and recovers when it returns), and the
+encoders load once in a background thread (/readyz says "loading" until they are in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+import numpy as np
+from pgvector import SparseVector
+
+from services.config import Settings
+from services.store.db import make_pool
+
+log = logging.getLogger(__name__)
+
+
+class ModelsNotReady(RuntimeError):
+    """The encoders are still loading (or failed to load)."""
+
+
+class LRUCache:
+    """A small thread-safe LRU map with hit/miss counters."""
+
+    def __init__(self, maxsize: int = 1024):
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """(value, was_cached). ``compute`` runs outside the lock (two threads may both compute)."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key], True
+            self.misses += 1
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        return value, False
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True)
+class Encoders:
+    clip: Any  # services.encoders.clip.ClipEncoder
+    splade: Any  # services.encoders.splade.SpladeEncoder
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    dense: np.ndarray | None
+    sparse: SparseVector | None
+    cached: bool
+
+
+class Runtime:
+    """Pool + encoders + caches of one API process."""
+
+    def __init__(self, settings: Settings, *, pool_timeout: float = 3.0, pool_max_size: int = 8,
+                 cache_size: int = 2048, load_models: bool = True):
+        self.settings = settings
+        self.pool = make_pool(settings, min_size=1, max_size=pool_max_size, timeout=pool_timeout)
+        self.text_cache = LRUCache(cache_size)
+        self.image_cache = LRUCache(max(64, cache_size // 8))
+        self._load_models = load_models
+        self._encoders: Encoders | None = None
+        self._model_error: str | None = None
+        self._loader: threading.Thread | None = None
+        self.facets_cache: dict[int, dict[str, list[str]]] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self.pool.open(wait=False)
+        if self._load_models and self._loader is None:
+            self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
+            self._loader.start()
+
+    def stop(self) -> None:
+        self.pool.close(timeout=5.0)
+
+    def _load(self) -> None:
+        start = time.perf_counter()
+        try:
+            from services.encoders.clip import load_clip
+            from services.encoders.splade import load_splade
+
+            clip = load_clip(self.settings.dense_model)
+            splade = load_splade(self.settings.sparse_model)
+            self._encoders = Encoders(clip=clip, splade=splade)
+            log.info("encoders loaded in %.1fs: dense=%s sparse=%s",
+                     time.perf_counter() - start, clip.name, splade.name)
+        except Exception as exc:  # reported by /readyz and on every search
+            self._model_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading encoders failed")
+
+    def wait_for_models(self, timeout: float | None = None) -> bool:
+        if self._loader is not None:
+            self._loader.join(timeout)
+        return self._encoders is not None
+
+    @property
+    def models_state(self) -> str:
+        if self._encoders is not None:
+            return "loaded"
+        if self._model_error:
+            return f"failed: {self._model_error}"
+        return "loading"
+
+    @property
+    def encoders(self) -> Encoders:
+        if self._encoders is None:
+            if self._model_error:
+                raise ModelsNotReady(f"the encoders failed to load: {self._model_error}")
+            raise ModelsNotReady("the encoders are still loading; retry in a few seconds")
+        return self._encoders
+
+    # --- query embeddings (cached) ---------------------------------------------------
+    def text_vectors(self, text: str) -> tuple[np.ndarray, SparseVector, bool]:
+        """(clip text vector, splade vector, cached?) for ``text``."""
+        enc = self.encoders
+
+        def compute():
+            dense = enc.clip.encode_texts([text])[0]
+            sparse = enc.splade.encode([text])[0]
+            return dense, sparse
+
+        (dense, sparse), cached = self.text_cache.get_or_compute(
+            (enc.clip.name, enc.splade.name, text), compute)
+        return dense, sparse, cached
+
+    def image_vector(self, data: bytes) -> tuple[np.ndarray, bool]:
+        """CLIP vector of uploaded image bytes, cached by their SHA-256.
+
+        Decoding happens only on a miss; a bad upload raises InvalidImageError (not cached).
+        """
+        from services.encoders.images import decode_image
+
+        enc = self.encoders
+        return self.image_cache.get_or_compute(
+            (enc.clip.name, image_digest(data)),
+            lambda: enc.clip.encode_images([decode_image(data)])[0])
+
+    def query_vectors(self, text: str | None, image: bytes | None,
+                      text_weight: float = 0.5) -> QueryVectors:
+        """Dense = CLIP(text, image) (multimodal when both); sparse = SPLADE(text)."""
+        from services.encoders.clip import combine_query_vectors
+
+        dense_text = sparse = dense_image = None
+        cached = True
+        if text is not None:
+            dense_text, sparse, hit = self.text_vectors(text)
+            cached = cached and hit
+        if image is not None:
+            dense_image, hit = self.image_vector(image)
+            cached = cached and hit
+        if dense_text is not None and dense_image is not None:
+            dense = combine_query_vectors(dense_text, dense_image, text_weight)
+        else:
+            dense = dense_text if dense_text is not None else dense_image
+        return QueryVectors(dense=dense, sparse=sparse, cached=cached)
+
+
+def image_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,278 @@
+"""The API's search, "more like this", facets and index lookups: blocking code, run in threads.
+
+A search encodes the query first (cached), then takes ONE pooled connection for the
+live version lookup, the fused SQL statement (``services.store.search``) and one batch
+query for the result products' sparse vectors, which explain each hit: the vocabulary
+terms with the largest ``q_i * d_i`` contributions to the sparse inner product.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from pgvector import SparseVector
+from psycopg import sql
+
+from services.api.errors import ApiError
+from services.api.runtime import Runtime
+from services.api.schemas import (
+    MAX_TEXT_CHARS,
+    Facets,
+    IndexInfo,
+    Product,
+    ProductMetadata,
+    QueryEcho,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    SimilarResponse,
+    Term,
+)
+from services.store.index_versions import IndexVersion, live_version
+from services.store.products import get_product
+from services.store.search import Filters, NoLiveIndex, SearchHit, SearchQuery, fused_search, \
+    stored_vectors
+
+EXPLAIN_TERMS = 5
+# File signatures of the image formats the encoders read; anything else is a 415.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
+                b"II*\x00", b"MM\x00*")
+FACET_FIELDS = {
+    "gender": "gender", "masterCategory": "master_category", "subCategory": "sub_category",
+    "articleType": "article_type", "baseColour": "base_colour", "season": "season",
+    "usage": "usage",
+}
+
+
+def image_url(product_id: int) -> str:
+    return f"/v1/products/{product_id}/image"
+
+
+def check_image_format(data: bytes) -> None:
+    if not data:
+        raise ApiError(422, "the uploaded image is empty")
+    if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return
+    raise ApiError(415, "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or "
+                        "TIFF)")
+
+
+def normalise_text(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    if not text:
+        return None
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApiError(422, f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    return text
+
+
+def _live(conn: psycopg.Connection, runtime: Runtime | None = None) -> IndexVersion:
+    version = live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    if runtime is not None:
+        enc = runtime.encoders
+        if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
+            raise ApiError(
+                503,
+                f"the live index v{version.id} was built with {version.dense_model} + "
+                f"{version.sparse_model} but this API serves {enc.clip.name} + "
+                f"{enc.splade.name}; restart the API with the index's models",
+                "index_model_mismatch")
+    return version
+
+
+def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
+                   product_ids: list[int]) -> dict[int, SparseVector]:
+    """The stored SPLADE vectors of ``product_ids`` in ``version`` (one query)."""
+    if not product_ids:
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT product_id, sparse FROM {t} WHERE product_id = ANY(%s)").format(
+            t=sql.Identifier(version.table)),
+        (product_ids,),
+    ).fetchall()
+    return {int(pid): vec for pid, vec in rows}
+
+
+def _metadata(hit: SearchHit | dict) -> ProductMetadata:
+    if isinstance(hit, dict):
+        get = hit.get
+        return ProductMetadata(get("gender"), get("master_category"), get("sub_category"),
+                               get("article_type"), get("base_colour"), get("season"),
+                               get("year"), get("usage"))
+    return ProductMetadata(hit.gender, hit.master_category, hit.sub_category, hit.article_type,
+                           hit.base_colour, hit.season, hit.year, hit.usage)
+
+
+def _results(hits: list[SearchHit], query_sparse: SparseVector | None,
+             docs: dict[int, SparseVector], splade: Any | None) -> list[SearchResult]:
+    out = []
+    for hit in hits:
+        terms: list[Term] = []
+        doc = docs.get(hit.product_id)
+        if splade is not None and query_sparse is not None and doc is not None:
+            terms = [Term(t, round(w, 5))
+                     for t, w in splade.explain(query_sparse, doc, top=EXPLAIN_TERMS)]
+        out.append(SearchResult(
+            id=hit.product_id,
+            name=hit.product_display_name,
+            metadata=_metadata(hit),
+            image_url=image_url(hit.product_id),
+            score=round(float(hit.score), 6),
+            dense_score=None if hit.dense_score is None else round(float(hit.dense_score), 6),
+            sparse_score=None if hit.sparse_score is None else round(float(hit.sparse_score), 6),
+            terms=terms,
+        ))
+    return out
+
+
+def resolve_alpha(mode: str, alpha: float | None, has_text: bool, has_image: bool,
+                  default_alpha: float) -> float:
+    if mode == "sparse":
+        if not has_text:
+            raise ApiError(422, "sparse mode needs text (SPLADE encodes text only)")
+        return 0.0
+    if mode == "dense" or not has_text:
+        return 1.0
+    return default_alpha if alpha is None else float(alpha)
+
+
+def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchResponse:
+    start = time.perf_counter()
+    text = normalise_text(req.text)
+    if text is None and image is None:
+        raise ApiError(422, "give a text, an image, or both")
+    if image is not None:
+        check_image_format(image)
+    filters = Filters.from_mapping(req.filters)
+    alpha = resolve_alpha(req.mode, req.alpha, text is not None, image is not None,
+                          runtime.settings.default_alpha)
+    vectors = runtime.query_vectors(text, image)
+    splade = runtime.encoders.splade
+    query = SearchQuery(dense=vectors.dense, sparse=vectors.sparse, alpha=alpha, k=req.k,
+                        filters=filters, exact=req.exact)
+    with runtime.pool.connection() as conn:
+        version = _live(conn, runtime)
+        hits = fused_search(conn, query, version)
+        docs = (sparse_vectors(conn, version, [h.product_id for h in hits])
+                if vectors.sparse is not None else {})
+    return SearchResponse(
+        query=QueryEcho(text=text, image=image is not None, mode=req.mode, alpha=alpha, k=req.k,
+                        exact=req.exact, filters=dict(req.filters or {})),
+        index_version=version.id,
+        took_ms=round((time.perf_counter() - start) * 1000, 2),
+        cached_embedding=vectors.cached,
+        results=_results(hits, vectors.sparse, docs, splade),
+    )
+
+
+def product(runtime: Runtime, product_id: int) -> Product:
+    with runtime.pool.connection() as conn:
+        row = get_product(conn, product_id)
+    if row is None:
+        raise ApiError(404, f"product {product_id} not found")
+    return Product(id=row["id"], name=row["product_display_name"], metadata=_metadata(row),
+                   image_url=image_url(row["id"]) if row["has_image"] else None)
+
+
+def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> SimilarResponse:
+    """Products nearest to a product's own stored vectors (itself excluded)."""
+    start = time.perf_counter()
+    alpha = runtime.settings.default_alpha if alpha is None else alpha
+    if not 0.0 <= alpha <= 1.0:
+        raise ApiError(422, f"alpha must be in [0, 1], got {alpha}")
+    with runtime.pool.connection() as conn:
+        row = get_product(conn, product_id)
+        if row is None:
+            raise ApiError(404, f"product {product_id} not found")
+        version = _live(conn)
+        stored = stored_vectors(conn, product_id, version)
+        if stored is None:
+            raise ApiError(404, f"product {product_id} is not in the live index v{version.id}")
+        dense, sparse = stored
+        hits = fused_search(conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1),
+                            version)
+        hits = [h for h in hits if h.product_id != product_id][:k]
+        docs = sparse_vectors(conn, version, [h.product_id for h in hits])
+    try:
+        splade = runtime.encoders.splade
+    except Exception:  # explanations are optional here: similar needs no query encoding
+        splade = None
+    return SimilarResponse(
+        product=Product(id=row["id"], name=row["product_display_name"], metadata=_metadata(row),
+                        image_url=image_url(row["id"]) if row["has_image"] else None),
+        alpha=alpha,
+        index_version=version.id,
+        took_ms=round((time.perf_counter() - start) * 1000, 2),
+        results=_results(hits, sparse, docs, splade),
+    )
+
+
+def index_info(runtime: Runtime) -> IndexInfo:
+    with runtime.pool.connection() as conn:
+        v = _live(conn)
+    enc = None
+    try:
+        enc = runtime.encoders
+    except Exception:
+        pass
+    return IndexInfo(
+        version=v.id, status=v.status, dense_model=v.dense_model, dense_dim=v.dense_dim,
+        sparse_model=v.sparse_model, sparse_dim=v.sparse_dim, row_count=v.row_count,
+        built_at=v.built_at.isoformat() if v.built_at else None,
+        live_at=v.live_at.isoformat() if v.live_at else None,
+        serving_dense_model=enc.clip.name if enc else None,
+        serving_sparse_model=enc.splade.name if enc else None,
+    )
+
+
+def facets(runtime: Runtime) -> Facets:
+    """Distinct filter values among the live index's products (cached per version)."""
+    with runtime.pool.connection() as conn:
+        version = _live(conn)
+        cached = runtime.facets_cache.get(version.id)
+        if cached is None:
+            columns = sql.SQL(", ").join(
+                sql.SQL("array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)")
+                .format(c=sql.Identifier(col)) for col in FACET_FIELDS.values())
+            row = conn.execute(sql.SQL("SELECT {cols} FROM {t}").format(
+                cols=columns, t=sql.Identifier(version.table))).fetchone()
+            cached = {name: list(values or []) for name, values in zip(FACET_FIELDS, row)}
+            runtime.facets_cache[version.id] = cached
+    return Facets(index_version=version.id, values=cached)
+
+
+def readiness(runtime: Runtime) -> dict[str, str]:
+    """Named checks -> "ok" or what is wrong."""
+    checks = {"models": runtime.models_state}
+    try:
+        with runtime.pool.connection() as conn:
+            conn.execute("SELECT 1")
+            checks["database"] = "ok"
+            version = live_version(conn)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        checks["database"] = f"unavailable: {reason}"
+        checks["index"] = "unknown (database unavailable)"
+        return checks
+    if version is None:
+        checks["index"] = "no live index version"
+    else:
+        checks["index"] = f"ok: v{version.id} ({version.row_count} rows)"
+        if checks["models"] == "loaded":
+            enc = runtime.encoders
+            if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
+                checks["index"] = (f"mismatch: live v{version.id} uses {version.dense_model} + "
+                                   f"{version.sparse_model}, API serves {enc.clip.name} + "
+                                   f"{enc.splade.name}")
+    return checks
+
+
+def is_ready(checks: dict[str, str]) -> bool:
+    return (checks.get("models") == "loaded" and checks.get("database") == "ok"
+            and checks.get("index", "").startswith("ok"))

@@ -1,0 +1,231 @@
+// Storefront page: vanilla JS against the JSON API. Everything user-visible is built
+// with textContent (never innerHTML from data).
+"use strict";
+
+(() => {
+  const cfg = window.FASHION_CONFIG || { defaultAlpha: 0.5, maxUploadBytes: 8 << 20 };
+  const $ = (sel) => document.querySelector(sel);
+  const form = $("#search-form");
+  const q = $("#q");
+  const alpha = $("#alpha");
+  const alphaOut = $("#alpha-out");
+  const fileInput = $("#image");
+  const drop = $("#drop");
+  const preview = $("#preview");
+  const previewImg = $("#preview-img");
+  const grid = $("#results");
+  const statusEl = $("#status");
+  const title = $("#results-title");
+  const banner = $("#error");
+  const tpl = $("#card-tpl");
+
+  let imageFile = null;
+  let inflight = null;
+  let lastWasSimilar = null;
+
+  // --- errors --------------------------------------------------------------------
+  function showError(msg) {
+    $("#error-text").textContent = msg;
+    banner.hidden = false;
+  }
+  function clearError() { banner.hidden = true; }
+  $("#error-close").addEventListener("click", clearError);
+
+  async function readError(resp) {
+    try {
+      const body = await resp.json();
+      const id = body.request_id ? ` (request ${body.request_id.slice(0, 8)})` : "";
+      return `${body.detail || resp.statusText}${id}`;
+    } catch (_) {
+      return `${resp.status} ${resp.statusText}`;
+    }
+  }
+
+  // --- index badge + facets ------------------------------------------------------------
+  async function loadIndex() {
+    try {
+      const r = await fetch("/v1/index");
+      if (!r.ok) { $("#index-badge").textContent = "index unavailable"; return; }
+      const v = await r.json();
+      $("#index-badge").textContent = `index v${v.version} · ${v.row_count ?? "?"} products`;
+      $("#index-badge").title = `${v.dense_model} + ${v.sparse_model}`;
+    } catch (_) { $("#index-badge").textContent = "offline"; }
+  }
+  async function loadFacets() {
+    try {
+      const r = await fetch("/v1/facets");
+      if (!r.ok) return;
+      const f = await r.json();
+      document.querySelectorAll("select[data-facet]").forEach((sel) => {
+        for (const v of f.values[sel.dataset.facet] || []) {
+          const o = document.createElement("option");
+          o.value = v; o.textContent = v;
+          sel.appendChild(o);
+        }
+      });
+    } catch (_) { /* filters stay "Any" */ }
+  }
+
+  // --- image input -----------------------------------------------------------------
+  function setImage(file) {
+    clearError();
+    if (!file) {
+      imageFile = null; preview.hidden = true; fileInput.value = ""; previewImg.removeAttribute("src");
+      return;
+    }
+    if (file.size > cfg.maxUploadBytes) {
+      showError(`That image is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${(cfg.maxUploadBytes / 1048576).toFixed(0)} MB.`);
+      fileInput.value = "";
+      return;
+    }
+    imageFile = file;
+    previewImg.src = URL.createObjectURL(file);
+    preview.hidden = false;
+    search();
+  }
+  fileInput.addEventListener("change", () => setImage(fileInput.files[0] || null));
+  $("#clear-image").addEventListener("click", () => { setImage(null); if (q.value.trim()) search(); });
+  $("#drop-label").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
+  });
+  for (const ev of ["dragenter", "dragover"]) {
+    document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    document.addEventListener(ev, (e) => { e.preventDefault(); if (ev === "drop" || e.target === document.documentElement) drop.classList.remove("over"); });
+  }
+  document.addEventListener("drop", (e) => {
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) setImage(f);
+  });
+
+  // --- alpha + filters ---------------------------------------------------------------
+  function showAlpha() { alphaOut.textContent = Number(alpha.value).toFixed(2); }
+  let alphaTimer = null;
+  alpha.addEventListener("input", () => {
+    showAlpha();
+    clearTimeout(alphaTimer);
+    alphaTimer = setTimeout(rerun, 150);
+  });
+  $("#alpha-reset").addEventListener("click", () => { alpha.value = cfg.defaultAlpha; showAlpha(); rerun(); });
+  document.querySelectorAll("#filters select").forEach((s) => s.addEventListener("change", rerun));
+
+  function filters() {
+    const out = {};
+    document.querySelectorAll("select[data-facet]").forEach((s) => { if (s.value) out[s.name] = s.value; });
+    return out;
+  }
+  function rerun() {
+    if (lastWasSimilar) similar(lastWasSimilar.id, lastWasSimilar.name);
+    else if (q.value.trim() || imageFile) search();
+  }
+
+  // --- requests --------------------------------------------------------------------------
+  async function request(url, init) {
+    if (inflight) inflight.abort();
+    inflight = new AbortController();
+    grid.classList.add("loading");
+    try {
+      const resp = await fetch(url, { ...init, signal: inflight.signal });
+      if (!resp.ok) { showError(await readError(resp)); return null; }
+      clearError();
+      return await resp.json();
+    } catch (e) {
+      if (e.name !== "AbortError") showError("Cannot reach the search service. Check your connection and retry.");
+      return null;
+    } finally {
+      grid.classList.remove("loading");
+    }
+  }
+
+  async function search() {
+    lastWasSimilar = null;
+    const text = q.value.trim();
+    if (!text && !imageFile) { showError("Type a description or add a photo first."); q.focus(); return; }
+    const fields = { alpha: Number(alpha.value), k: 24, mode: $("#mode").value, filters: filters() };
+    if (text) fields.text = text;
+    let init;
+    if (imageFile) {
+      const fd = new FormData();
+      for (const [k, v] of Object.entries(fields)) fd.append(k, typeof v === "object" ? JSON.stringify(v) : String(v));
+      fd.append("image", imageFile, imageFile.name || "query.jpg");
+      init = { method: "POST", body: fd };
+    } else {
+      init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) };
+    }
+    const data = await request("/v1/search", init);
+    if (!data) return;
+    const what = [text && `“${text}”`, imageFile && "your photo"].filter(Boolean).join(" + ");
+    title.textContent = what ? `Results for ${what}` : "Results";
+    statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.query.alpha.toFixed(2)} · index v${data.index_version}`;
+    render(data.results);
+  }
+
+  async function similar(id, name) {
+    lastWasSimilar = { id, name };
+    const data = await request(`/v1/products/${id}/similar?k=24&alpha=${alpha.value}`, {});
+    if (!data) return;
+    title.textContent = `More like “${name}”`;
+    statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.alpha.toFixed(2)}`;
+    render(data.results);
+    window.scrollTo({ top: 0, behavior: "smooth" });
+    grid.focus({ preventScroll: true });
+  }
+
+  // --- rendering ---------------------------------------------------------------------------
+  const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(3));
+
+  function render(results) {
+    grid.replaceChildren();
+    if (!results.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = "No products match. Try fewer filters or other words.";
+      grid.appendChild(li);
+      return;
+    }
+    const a = Number(alpha.value);
+    for (const r of results) {
+      const node = tpl.content.firstElementChild.cloneNode(true);
+      node.dataset.id = r.id;
+      const img = node.querySelector("img");
+      img.src = r.image_url; img.alt = r.name;
+      node.querySelector(".name").textContent = r.name;
+      const m = r.metadata;
+      node.querySelector(".meta").textContent = [m.gender, m.articleType, m.baseColour, m.season].filter(Boolean).join(" · ");
+      node.querySelector(".score-value").textContent = r.score.toFixed(3);
+      const d = Math.max(0, (r.dense_score || 0) * a), s = Math.max(0, (r.sparse_score || 0) * (1 - a));
+      node.querySelector(".fill.dense").style.width = `${Math.min(100, d * 100)}%`;
+      node.querySelector(".fill.sparse").style.width = `${Math.min(100, s * 100)}%`;
+      node.querySelector(".score").title = `fused ${r.score.toFixed(3)} = ${a.toFixed(2)} × dense ${fmt(r.dense_score)} + ${(1 - a).toFixed(2)} × sparse ${fmt(r.sparse_score)}`;
+      node.querySelector(".dense-v").textContent = fmt(r.dense_score);
+      node.querySelector(".sparse-v").textContent = fmt(r.sparse_score);
+      const ul = node.querySelector(".terms");
+      if (r.terms.length) {
+        for (const t of r.terms) {
+          const li = document.createElement("li");
+          li.textContent = t.term;
+          const w = document.createElement("small");
+          w.textContent = t.weight.toFixed(3);
+          li.appendChild(w);
+          ul.appendChild(li);
+        }
+      } else {
+        const li = document.createElement("li");
+        li.className = "none";
+        li.textContent = "no shared keywords (visual match)";
+        ul.appendChild(li);
+      }
+      node.querySelector(".similar").addEventListener("click", () => similar(r.id, r.name));
+      grid.appendChild(node);
+    }
+  }
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "/" && document.activeElement !== q && !(e.target instanceof HTMLInputElement)) { e.preventDefault(); q.focus(); }
+  });
+  showAlpha();
+  loadIndex();
+  loadFacets();
+})();
