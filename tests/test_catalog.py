@@ -95,7 +95,7 @@ def test_offline_rows_are_valid_and_use_the_vocabulary(rows):
         assert row["gender"] in vocab.GENDERS and row["season"] in vocab.SEASONS
         assert row["usage"] in vocab.USAGES and row["baseColour"] in vocab.COLOURS
         assert row["year"] is None or 2010 <= row["year"] <= 2018
-        pattern = rf"^.+ {row['gender']} (\w+ )*{re.escape(row['baseColour'])} {article.display}$"
+        pattern = rf"^.+ {row['gender']} ([\w-]+ )*{re.escape(row['baseColour'])} {article.display}$"
         assert re.match(pattern, row["productDisplayName"]), row["productDisplayName"]
         image = Image.open(io.BytesIO(row["image"]))
         assert (image.format, image.size, image.mode) == ("JPEG", (60, 80), "RGB")
@@ -249,6 +249,9 @@ def test_resolve_source_offline_is_cached(home):
     built = path.stat().st_mtime_ns
     assert resolve_source("offline", size=30) == [path]
     assert path.stat().st_mtime_ns == built
+    path.write_bytes(b"stale")  # an old or foreign file at the cache path is rebuilt
+    assert resolve_source("offline", size=30) == [path]
+    assert len(list(iter_rows([path]))) == 30
     (limited,) = resolve_source("offline", size=30, limit=12)
     assert list(iter_rows([limited])) == list(iter_rows([path], limit=12))
 

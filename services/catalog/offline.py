@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
 import os
 import random
@@ -54,6 +55,10 @@ BACKGROUND_RGB = (246, 245, 243)
 JPEG_QUALITY = 90
 YEARS = (2010, 2018)
 NULL_YEAR_RATE = 0.002  # the real dataset has a few rows without a year
+# Bump whenever generation changes what a row or image looks like: cached catalogues record
+# it in their Parquet metadata and are rebuilt when it differs.
+GENERATOR_VERSION = 2
+PROVENANCE_KEY = "fashion_search.offline"
 
 # --- generation tables: how a synthetic product is drawn, per article type -------------------
 _GENDER = {
@@ -155,6 +160,11 @@ _BRANDS = {
 }  # fmt: skip
 _KIDS_BRANDS = ("Gini and Jony", "Doodle", "Palm Tree", "United Colors of Benetton Kids")
 _DESCRIPTORS = {
+    "Sports Shoes": ("Running", "Training", "Mesh", "Lace-Up"),
+    "Casual Shoes": ("Canvas", "Leather", "Slip-On", "Lace-Up"),
+    "Boots": ("Leather", "Suede", "Ankle-Length"),
+    "Sandals": ("Strappy", "Leather", "Flat"),
+    "Handbags": ("Leather", "Tote", "Sling", "Quilted"),
     "Tshirts": ("Printed", "Solid", "Striped", "Polo"),
     "Tops": ("Printed", "Solid", "Striped"),
     "Shirts": ("Checked", "Striped", "Solid", "Slim Fit"),
@@ -166,7 +176,7 @@ _DESCRIPTORS = {
     "Track Pants": ("Solid", "Striped"),
     "Dresses": ("Printed", "Solid", "Floral"),
 }
-DESCRIPTOR_RATE = 0.25
+DESCRIPTOR_RATE = 0.45
 
 
 def _weighted(rng: random.Random, weights: dict[str, float]) -> str:
@@ -306,7 +316,30 @@ def build_offline_catalog(
         raise ValueError(f"size must be >= 1, got {size}")
     out = Path(out)
     log.info("building offline catalogue: %d products (seed %d) -> %s", size, seed, out)
-    return write_parquet(iter_offline_rows(size, seed, source_dir), out)
+    provenance = {"generator_version": GENERATOR_VERSION, "size": size, "seed": seed}
+    return write_parquet(
+        iter_offline_rows(size, seed, source_dir),
+        out,
+        metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)},
+    )
+
+
+def offline_provenance(path: Path) -> dict | None:
+    """The generator version, size and seed recorded in an offline catalogue (None if absent)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return None
+    raw = metadata.get(PROVENANCE_KEY.encode())
+    return json.loads(raw) if raw else None
+
+
+def is_current_offline_catalog(path: Path, size: int, seed: int = 0) -> bool:
+    """True when ``path`` was built by this generator version with this size and seed."""
+    expected = {"generator_version": GENERATOR_VERSION, "size": size, "seed": seed}
+    return Path(path).exists() and offline_provenance(path) == expected
 
 
 def source_classes_of(ids: Sequence[int], seed: int = 0) -> list[int]:

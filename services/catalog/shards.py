@@ -77,14 +77,20 @@ def rows_to_table(rows: Iterable[dict]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=CATALOG_SCHEMA)
 
 
-def write_parquet(rows: Iterable[dict], path: Path) -> Path:
-    """Write ``rows`` to one Parquet file atomically (temp file + rename); returns ``path``."""
+def write_parquet(rows: Iterable[dict], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``rows`` to one Parquet file atomically (temp file + rename); returns ``path``.
+
+    ``metadata`` adds key/value pairs to the file's schema metadata (e.g. provenance).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table = rows_to_table(rows)
+    if metadata:
+        table = table.replace_schema_metadata({**table.schema.metadata, **metadata})
     try:
         pq.write_table(
-            rows_to_table(rows),
+            table,
             tmp,
             row_group_size=ROW_GROUP_SIZE,
             compression="zstd",

@@ -24,11 +24,16 @@ def offline_catalog_path(size: int) -> Path:
 
 
 def ensure_offline_catalog(size: int = 10_000) -> Path:
-    """The cached offline catalogue of ``size`` products, built on first use."""
-    from services.catalog.offline import build_offline_catalog
+    """The cached offline catalogue of ``size`` products, built on first use.
+
+    A cached file from an older generator version (or not an offline catalogue) is rebuilt.
+    """
+    from services.catalog.offline import build_offline_catalog, is_current_offline_catalog
 
     path = offline_catalog_path(size)
-    if not path.exists():
+    if not is_current_offline_catalog(path, size):
+        if path.exists():
+            log.info("rebuilding stale offline catalogue %s", path)
         build_offline_catalog(path, size=size)
     return path
 
