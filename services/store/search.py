@@ -161,45 +161,55 @@ class SearchHit:
 
 
 # --- the statements ------------------------------------------------------------------
-# {t}: the version's table; {filters}: Filters.where(); {dense_cands}/{sparse_cands}: a
-# candidate subquery or an empty set when that side has no weight or no query vector.
+# {t}: the version's table (alias e); {filters}: Filters.where("e"). In fast mode a side
+# with no weight or no query vector contributes no candidates (use_dense / use_sparse).
+# Candidates carry their vectors, so re-ranking needs no second lookup of the table.
 
-_SCORED_SELECT = """
-SELECT e.product_id,
-       %(alpha)s * coalesce(-(e.dense <#> %(qd)s::vector), 0)
-         + (1 - %(alpha)s) * coalesce(-(e.sparse <#> %(qs)s::sparsevec), 0) AS score,
-       -(e.dense <#> %(qd)s::vector)      AS dense_score,
-       -(e.sparse <#> %(qs)s::sparsevec)  AS sparse_score,
+_SCORES = """
+       %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
+         + (1 - %(alpha)s) * coalesce(-(sparse <#> %(qs)s::sparsevec), 0) AS score,
+       -(dense <#> %(qd)s::vector)     AS dense_score,
+       -(sparse <#> %(qs)s::sparsevec) AS sparse_score
+"""
+
+# The k best rows get their product metadata by primary key, after the ranking.
+_WITH_PRODUCTS = """
+SELECT r.product_id, r.score, r.dense_score, r.sparse_score,
        p.product_display_name, p.gender, p.master_category, p.sub_category, p.article_type,
        p.base_colour, p.season, p.year, p.usage
+FROM ranked r JOIN products p ON p.id = r.product_id
+ORDER BY r.score DESC, r.product_id
 """
 
-EXACT_SQL = _SCORED_SELECT + """
-FROM {t} e JOIN products p ON p.id = e.product_id
-WHERE {filters}
-ORDER BY score DESC, e.product_id
-LIMIT %(k)s
-"""
+EXACT_SQL = """
+WITH ranked AS (
+    SELECT product_id, """ + _SCORES + """
+    FROM {t} e
+    WHERE {filters}
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+)""" + _WITH_PRODUCTS
 
 FAST_SQL = """
 WITH dense_candidates AS MATERIALIZED (
-    SELECT product_id FROM {t} e WHERE {filters} AND %(use_dense)s
-    ORDER BY e.dense <#> %(qd)s::vector LIMIT %(n)s
+    SELECT product_id, dense, sparse FROM {t} e
+    WHERE {filters} AND %(use_dense)s
+    ORDER BY e.dense <#> %(qd)s::vector
+    LIMIT %(n)s
 ), sparse_candidates AS MATERIALIZED (
-    SELECT product_id FROM {t} e WHERE {filters} AND %(use_sparse)s
-    ORDER BY e.sparse <#> %(qs)s::sparsevec LIMIT %(n)s
+    SELECT product_id, dense, sparse FROM {t} e
+    WHERE {filters} AND %(use_sparse)s
+    ORDER BY e.sparse <#> %(qs)s::sparsevec
+    LIMIT %(n)s
 ), candidates AS (
-    SELECT product_id FROM dense_candidates
-    UNION
-    SELECT product_id FROM sparse_candidates
-)
-""" + _SCORED_SELECT + """
-FROM candidates c
-JOIN {t} e USING (product_id)
-JOIN products p ON p.id = e.product_id
-ORDER BY score DESC, e.product_id
-LIMIT %(k)s
-"""
+    SELECT DISTINCT ON (product_id) product_id, dense, sparse
+    FROM (SELECT * FROM dense_candidates UNION ALL SELECT * FROM sparse_candidates) u
+), ranked AS (
+    SELECT product_id, """ + _SCORES + """
+    FROM candidates
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+)""" + _WITH_PRODUCTS
 
 
 def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:

@@ -1,0 +1,29 @@
+# One command per job. `make run` = the main job on the embedded default; `make test` = every test.
+.PHONY: setup run test bench-search bench-encoders bench-api stop lint
+
+setup:
+	bash scripts/setup.sh
+
+run:
+	bash scripts/run_main.sh
+
+test:
+	WITH_BROWSER=1 bash scripts/setup.sh
+	.venv/bin/python -m pytest -q
+
+stop:
+	-.venv/bin/fashion-search airflow stop
+	-.venv/bin/fashion-search db stop
+
+bench-search: setup
+	.venv/bin/fashion-search db start
+	.venv/bin/python benchmarks/bench_search.py
+
+bench-encoders: setup
+	.venv/bin/python benchmarks/bench_encoders.py
+
+bench-api: setup
+	.venv/bin/python benchmarks/bench_api.py
+
+lint:
+	.venv/bin/ruff check services evaluation dags tests benchmarks
