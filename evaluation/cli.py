@@ -1,0 +1,95 @@
+"""``fashion-search eval``: evaluate the live index, store the run, print its table, write a report.
+
+``fashion-search eval-report [RUN]`` prints a stored run again (default: the latest).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from evaluation.queries import FAMILIES
+
+
+def _alphas(text: str) -> list[float]:
+    try:
+        values = [float(a) for a in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alphas must be numbers, got {text!r}") from None
+    if not values or any(not 0.0 <= a <= 1.0 for a in values):
+        raise argparse.ArgumentTypeError("alphas must be numbers in [0, 1]")
+    return values
+
+
+def _families(text: str) -> list[str]:
+    names = [f for f in text.replace(",", " ").split() if f]
+    unknown = [f for f in names if f not in FAMILIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    return names
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="measure MAP@10 & co. of dense/sparse/hybrid/multi on the live index",
+        description="Generate the query set from the live index's catalogue metadata, encode "
+        "each query once, sweep alpha with the fused search, store the run in PostgreSQL "
+        "(eval_runs, eval_metrics), print the table and write a markdown report under "
+        "FASHION_HOME/reports. Protocol: evaluation/PROTOCOL.md.")
+    p.add_argument("--alphas", type=_alphas, default=None,
+                   help="alphas to sweep, e.g. '0,0.3,0.5,1' (default 0.0..1.0 step 0.1; "
+                        "0, 1 and the service default are always added)")
+    p.add_argument("--families", type=_families, default=None,
+                   help=f"query families (default all): {', '.join(FAMILIES)}")
+    p.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
+    p.add_argument("--notes", default=None, help="free text stored with the run")
+    p.add_argument("--check-regression", action="store_true",
+                   help="exit 4 when hybrid MAP@10 dropped by more than --margin vs the "
+                        "previous run")
+    p.add_argument("--margin", type=float, default=None,
+                   help="allowed hybrid MAP@10 drop (default env FASHION_EVAL_MAP_MARGIN or 0.02)")
+    p.set_defaults(func=_eval)
+
+    r = subparsers.add_parser("eval-report", help="print a stored evaluation run")
+    r.add_argument("run", type=int, nargs="?", default=None, help="run id (default: latest)")
+    r.set_defaults(func=_report)
+
+
+def _eval(args) -> int:
+    from evaluation.report import text_report
+    from evaluation.run import evaluate
+    from evaluation.summary import check_regression, margin_from_env
+    from services.store.db import connect
+
+    margin = args.margin if args.margin is not None else margin_from_env()
+    conn = connect()
+    try:
+        outcome = evaluate(conn, alphas=args.alphas, families=args.families, seed=args.seed,
+                           notes=args.notes, progress=lambda m: print(m, flush=True))
+        print()
+        print(text_report(conn, outcome.run_id))
+        if outcome.report_path:
+            print(f"\nreport written to {outcome.report_path}")
+        check = check_regression(conn, outcome.run_id, margin)
+        print(check.message())
+        if args.check_regression and check.regressed:
+            return 4
+    finally:
+        conn.close()
+    return 0
+
+
+def _report(args) -> int:
+    from evaluation import storage
+    from evaluation.report import text_report
+    from services.store.db import connect
+
+    with connect() as conn:
+        run_id = args.run
+        if run_id is None:
+            latest = storage.latest_run(conn)
+            if latest is None:
+                raise LookupError("no succeeded evaluation run yet; run `fashion-search eval`")
+            run_id = latest.id
+        print(text_report(conn, run_id))
+    return 0

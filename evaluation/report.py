@@ -1,0 +1,232 @@
+"""Tables of a stored run: the CLI's text table and the markdown report (settings.reports_dir).
+
+Both are rendered from the rows in ``eval_metrics``, so what is printed, what is written
+and what the dashboard shows are the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+
+from evaluation import storage
+from evaluation.metrics import METRICS, PRIMARY
+from evaluation.queries import FAMILIES
+from evaluation.storage import ALL, MetricRow
+from evaluation.summary import Headline, compare, headline, run_headline, value
+
+TARGETS = {"hybrid": 0.90, "hybrid_gain": 0.05, "multi": 0.85}
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def overall_table(rows: list[MetricRow]) -> list[list[str]]:
+    """Header + one line per (mode, alpha): every metric over all queries of that mode."""
+    out = [["mode", "alpha", *METRICS, "n"]]
+    by_key: dict[tuple[str, float], dict[str, MetricRow]] = defaultdict(dict)
+    for r in rows:
+        if r.family == ALL and r.metric in METRICS:
+            by_key[(r.mode, r.alpha)][r.metric] = r
+    order = {"dense": 0, "sparse": 1, "hybrid": 2, "multi": 3}
+    for (mode, alpha), ms in sorted(by_key.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        n = max(m.n_queries for m in ms.values())
+        out.append([mode, f"{alpha:.2f}", *[_f(ms[m].value) if m in ms else "—" for m in METRICS],
+                    str(n)])
+    return out
+
+
+def family_table(rows: list[MetricRow], head: Headline) -> list[list[str]]:
+    """Per family: MAP@10 of dense, sparse, hybrid (best alpha), hybrid (default), multi."""
+    out = [["family", "n", "dense", "sparse", f"hybrid@{_f(head.hybrid_alpha, 1)}",
+            f"hybrid@{_f(head.default_alpha, 2)}", f"multi@{_f(head.multi_alpha, 1)}"]]
+    families = [f for f in (*FAMILIES, ALL)
+                if any(r.family == f for r in rows)]
+    for fam in families:
+        n = max((r.n_queries for r in rows if r.family == fam and r.metric == PRIMARY
+                 and r.mode in ("hybrid", "multi")), default=0)
+        out.append([
+            fam, str(n),
+            _f(value(rows, "dense", family=fam)),
+            _f(value(rows, "sparse", family=fam)),
+            _f(value(rows, "hybrid", head.hybrid_alpha, family=fam)
+               if head.hybrid_alpha is not None else None),
+            _f(value(rows, "hybrid", head.default_alpha, family=fam)
+               if head.default_alpha is not None else None),
+            _f(value(rows, "multi", head.multi_alpha, family=fam)
+               if head.multi_alpha is not None else None),
+        ])
+    return out
+
+
+def format_text(table: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for j, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table[0]))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    return "\n".join(lines)
+
+
+def target_lines(head: Headline) -> list[str]:
+    best_single = max((v for v in (head.dense, head.sparse) if v is not None), default=None)
+    gain = head.hybrid - best_single if head.hybrid is not None and best_single is not None \
+        else None
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("MET" if ok else "NOT MET")
+
+    return [
+        f"hybrid MAP@10 >= {TARGETS['hybrid']:.2f}: {_f(head.hybrid)} at alpha "
+        f"{_f(head.hybrid_alpha, 1)} -> "
+        f"{verdict(None if head.hybrid is None else head.hybrid >= TARGETS['hybrid'])}",
+        f"hybrid - best single mode >= {TARGETS['hybrid_gain']:.2f}: {_f(gain)} -> "
+        f"{verdict(None if gain is None else gain >= TARGETS['hybrid_gain'])}",
+        f"multi MAP@10 >= {TARGETS['multi']:.2f}: {_f(head.multi)} at alpha "
+        f"{_f(head.multi_alpha, 1)} -> "
+        f"{verdict(None if head.multi is None else head.multi >= TARGETS['multi'])}",
+    ]
+
+
+def text_report(conn: psycopg.Connection, run_id: int) -> str:
+    """What ``fashion-search eval`` prints."""
+    run = storage.get_run(conn, run_id)
+    if run is None:
+        raise LookupError(f"evaluation run {run_id} does not exist")
+    rows = storage.metrics_for(conn, run_id)
+    head = headline(rows, run.details.get("default_alpha"))
+    timings = run.details.get("timings", {})
+    parts = [
+        f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
+        f"dense={run.dense_model} sparse={run.sparse_model} queries={run.query_set_version} "
+        f"({run.details.get('n_queries_scored', '?')} scored, "
+        f"{len(run.details.get('skipped', []))} skipped)",
+        "",
+        "Overall, per mode and alpha:",
+        format_text(overall_table(rows)),
+        "",
+        f"MAP@10 per family (hybrid best alpha {_f(head.hybrid_alpha, 1)}, service default "
+        f"alpha {_f(head.default_alpha, 2)}):",
+        format_text(family_table(rows, head)),
+        "",
+        "fast-mode recall@10 vs exact: " + ", ".join(
+            f"{m} {_f(value(rows, m, None, metric='fast_recall@10'))}"
+            for m in ("dense", "sparse", "hybrid")),
+        "targets: " + "; ".join(target_lines(head)),
+        f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
+        f"{timings.get('searches', '?')} searches in {timings.get('search_s', '?')} s "
+        f"({timings.get('ms_per_search', '?')} ms each)",
+    ]
+    return "\n".join(parts)
+
+
+def _worst_queries(run: storage.EvalRun, head: Headline, per_family: int = 5) -> list[str]:
+    per_query = run.details.get("per_query", {})
+    by_family: dict[str, list[tuple[float, str, dict]]] = defaultdict(list)
+    for qid, e in per_query.items():
+        alpha = head.multi_alpha if e["family"] == "multimodal" else head.hybrid_alpha
+        if alpha is None:
+            continue
+        ap = e["ap"].get(str(round(alpha, 6)))
+        if ap is not None:
+            by_family[e["family"]].append((ap, qid, e))
+    lines = []
+    for fam in FAMILIES:
+        items = sorted(by_family.get(fam, []), key=lambda x: (x[0], x[1]))[:per_family]
+        if not items:
+            continue
+        lines.append(f"**{fam}**\n")
+        lines.append("| query | text | AP@10 | #relevant | relevant when |")
+        lines.append("|---|---|---:|---:|---|")
+        for ap, qid, e in items:
+            text = e["text"] + (f" + photo of #{e['image_product_id']}"
+                                if e.get("image_product_id") else "")
+            lines.append(f"| {qid} | {text} | {ap:.3f} | {e['n_relevant']} | {e['relevance']} |")
+        lines.append("")
+    return lines
+
+
+def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
+    run = storage.get_run(conn, run_id)
+    if run is None:
+        raise LookupError(f"evaluation run {run_id} does not exist")
+    rows = storage.metrics_for(conn, run_id)
+    head = headline(rows, run.details.get("default_alpha"))
+    prev = storage.previous_run(conn, run_id)
+    comparison = compare(head, run_headline(conn, prev) if prev else None)
+    skipped = run.details.get("skipped", [])
+    timings = run.details.get("timings", {})
+    lines = [
+        f"# Evaluation run {run.id}",
+        "",
+        f"- status: {run.status}; started {run.started_at:%Y-%m-%d %H:%M:%S %Z}, "
+        f"finished {run.finished_at:%Y-%m-%d %H:%M:%S %Z}" if run.finished_at else
+        f"- status: {run.status}",
+        f"- index version: v{run.index_version_id} ({run.details.get('n_products')} products)",
+        f"- models: dense `{run.dense_model}`, sparse `{run.sparse_model}`",
+        f"- query set: `{run.query_set_version}` (seed {run.details.get('seed')}), "
+        f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped",
+        f"- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
+        f"AP@10 normalised by min(10, #relevant))",
+        f"- time: {timings.get('total_s')} s in all; encoding {timings.get('encode_s')} s; "
+        f"{timings.get('searches')} searches (k={run.details.get('k')}) in "
+        f"{timings.get('search_s')} s, {timings.get('ms_per_search')} ms each; fast-recall "
+        f"check {timings.get('fast_recall_s')} s",
+        "",
+        "## Targets",
+        "",
+        *[f"- {t}" for t in target_lines(head)],
+        "",
+        "The best alpha is chosen on these same queries (optimistic); the service's "
+        f"default alpha ({_f(head.default_alpha, 2)}) is the number users get.",
+        "",
+        "## Overall, per mode and alpha",
+        "",
+        format_markdown(overall_table(rows)),
+        "",
+        "## MAP@10 per family",
+        "",
+        format_markdown(family_table(rows, head)),
+        "",
+        "## Fast mode vs exact (recall@10 of the HNSW candidates + re-rank path)",
+        "",
+        *[f"- {m}: {_f(value(rows, m, None, metric='fast_recall@10'))}"
+          for m in ("dense", "sparse", "hybrid")],
+        "",
+        "## Against the previous run" + (f" ({prev.id})" if prev else " (none)"),
+        "",
+        "| number | previous | current | delta |",
+        "|---|---:|---:|---:|",
+        *[f"| {c.name} | {_f(c.previous)} | {_f(c.current)} | "
+          f"{_f(c.delta)}{' **REGRESSION**' if c.regressed else ''} |" for c in comparison],
+        "",
+        "## Weakest queries per family (at the best alpha)",
+        "",
+        *_worst_queries(run, head),
+        "## Skipped queries",
+        "",
+        *([f"- {s['qid']} `{s['text']}`: {s['reason']}" for s in skipped] or ["none"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(conn: psycopg.Connection, run_id: int, reports_dir: Path) -> Path:
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"eval_run_{run_id:05d}.md"
+    path.write_text(markdown_report(conn, run_id))
+    (reports_dir / "eval_latest.md").write_text(path.read_text())
+    return path

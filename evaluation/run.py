@@ -1,0 +1,307 @@
+"""One evaluation run against the live index: query set -> encode once -> alpha sweep -> metrics -> tables.
+
+Steps (``run_evaluation``):
+1. read the metadata of the products in the live index version and generate the query
+   set from it (``evaluation.queries``); judge relevance from metadata; queries with no
+   relevant product are recorded in the run's details and skipped;
+2. encode every query ONCE with the live version's own models: CLIP text (or image +
+   text, a re-normalised weighted sum) and SPLADE text;
+3. for each alpha of the sweep run ``services.store.search.fused_search`` (fast mode,
+   k=100 so that Recall@100 is measurable): alpha 1 is "dense", alpha 0 "sparse", every
+   alpha is "hybrid"; image + text queries are "multi" at every alpha;
+4. fast-mode recall@10 against the exact ranking on a fixed subset of text queries, for
+   dense, sparse and hybrid at the service's default alpha;
+5. store means per (mode, alpha, family, metric) in ``eval_metrics`` and write the
+   markdown report under ``settings.reports_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from evaluation import storage
+from evaluation.metrics import METRICS, PRIMARY, mean, overlap_at_k, query_metrics
+from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
+from evaluation.storage import ALL, MetricRow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
+DEFAULT_K = 100
+DEFAULT_TEXT_WEIGHT = 0.5  # CLIP text vs image weight of a multimodal query (API default)
+FAST_RECALL_QUERIES = 60
+
+
+@dataclass
+class EvalOutcome:
+    """What a run produced, beside the rows it stored."""
+
+    run_id: int
+    query_set: QuerySet
+    rows: list[MetricRow]
+    skipped: list[dict]
+    per_query: dict[str, dict] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    report_path: Path | None = None
+
+
+def load_index_metadata(conn: psycopg.Connection, version) -> list[dict]:
+    """Metadata (dataset field names) of every product in ``version``'s table."""
+    from psycopg import sql
+
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT e.product_id, e.gender, e.master_category, e.sub_category, e.article_type, "
+            "e.base_colour, e.season, e.year, e.usage, p.image IS NOT NULL "
+            "FROM {t} e JOIN products p ON p.id = e.product_id ORDER BY e.product_id"
+        ).format(t=sql.Identifier(version.table))
+    ).fetchall()
+    keys = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
+            "season", "year", "usage", "has_image")
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def _alphas(alphas: Sequence[float] | None, default_alpha: float) -> list[float]:
+    chosen = list(DEFAULT_ALPHAS if alphas is None else alphas)
+    for a in chosen:
+        if not 0.0 <= float(a) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {a}")
+    # dense (1), sparse (0) and the service default are always measured.
+    return sorted({round(float(a), 6) for a in chosen} | {0.0, 1.0, round(default_alpha, 6)})
+
+
+def _aggregate(per_query: dict[tuple[str, str, float], dict[str, float]],
+               families: dict[str, str]) -> list[MetricRow]:
+    """Mean of each metric per (mode, alpha, family) and overall (family 'all')."""
+    groups: dict[tuple[str, float, str], list[dict[str, float]]] = defaultdict(list)
+    for (mode, qid, alpha), m in per_query.items():
+        groups[(mode, alpha, families[qid])].append(m)
+        groups[(mode, alpha, ALL)].append(m)
+    rows = []
+    for (mode, alpha, family), ms in sorted(groups.items()):
+        for metric in METRICS:
+            v, n = mean(m[metric] for m in ms)
+            if v is not None:
+                rows.append(MetricRow(mode, alpha, family, metric, v, n))
+    return rows
+
+
+def run_evaluation(conn: psycopg.Connection | None = None, *,
+                   alphas: Sequence[float] | None = None,
+                   families: Sequence[str] | None = None,
+                   seed: int = 0,
+                   sizes: dict[str, int] | None = None,
+                   k: int = DEFAULT_K,
+                   text_weight: float = DEFAULT_TEXT_WEIGHT,
+                   fast_recall_queries: int = FAST_RECALL_QUERIES,
+                   notes: str | None = None,
+                   write_report: bool = True,
+                   settings=None,
+                   progress: Callable[[str], None] | None = None) -> int:
+    """Evaluate the live index, store the run, return its id (see :func:`evaluate`)."""
+    return evaluate(conn, alphas=alphas, families=families, seed=seed, sizes=sizes, k=k,
+                    text_weight=text_weight, fast_recall_queries=fast_recall_queries,
+                    notes=notes, write_report=write_report, settings=settings,
+                    progress=progress).run_id
+
+
+def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=None, seed=0,
+             sizes=None, k=DEFAULT_K, text_weight=DEFAULT_TEXT_WEIGHT,
+             fast_recall_queries=FAST_RECALL_QUERIES, notes=None, write_report=True,
+             settings=None, progress=None) -> EvalOutcome:
+    from services.config import get_settings
+    from services.store.db import connect
+
+    settings = settings or get_settings()
+    own = conn is None
+    if own:
+        conn = connect(settings.database_url)
+    try:
+        return _evaluate(conn, settings, alphas=alphas, families=families, seed=seed,
+                         sizes=sizes, k=k, text_weight=text_weight,
+                         fast_recall_queries=fast_recall_queries, notes=notes,
+                         write_report=write_report, progress=progress or log.info)
+    finally:
+        if own:
+            conn.close()
+
+
+def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight,
+              fast_recall_queries, notes, write_report, progress) -> EvalOutcome:
+    from services.store.search import NoLiveIndex
+    from services.store.index_versions import live_version
+
+    if families:
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown query families {unknown}; known: {', '.join(FAMILIES)}")
+    if not 1 <= k <= 1000:
+        raise ValueError(f"k must be in 1..1000, got {k}")
+    default_alpha = float(settings.default_alpha)
+    sweep = _alphas(alphas, default_alpha)
+    version = live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live; build one first "
+                          "(fashion-search index --source offline)")
+    t0 = time.perf_counter()
+    products = load_index_metadata(conn, version)
+    qs = generate_queries(products, seed=seed, families=families, sizes=sizes)
+    conn.commit()
+    details = {"default_alpha": default_alpha, "alphas": sweep, "seed": seed, "k": k,
+               "families": list(families or FAMILIES), "text_weight": text_weight,
+               "n_products": len(products), "n_queries_generated": len(qs.queries)}
+    run_id = storage.start_run(conn, index_version_id=version.id,
+                               dense_model=version.dense_model,
+                               sparse_model=version.sparse_model,
+                               query_set_version=qs.version, notes=notes, details=details)
+    progress(f"eval run {run_id}: index v{version.id} ({len(products)} products), "
+             f"{len(qs.queries)} queries ({qs.version}), alphas {sweep}")
+    try:
+        outcome = _measure(conn, version, products, qs, sweep, k=k, text_weight=text_weight,
+                           default_alpha=default_alpha,
+                           fast_recall_queries=fast_recall_queries, progress=progress)
+        outcome.run_id = run_id
+        outcome.timings["total_s"] = round(time.perf_counter() - t0, 2)
+        storage.store_metrics(conn, run_id, outcome.rows)
+        storage.finish_run(conn, run_id, status="succeeded", details={
+            "skipped": outcome.skipped,
+            "timings": outcome.timings,
+            "n_queries_scored": len(qs.queries) - len(outcome.skipped),
+            "per_query": outcome.per_query,
+        })
+    except BaseException as exc:
+        storage.finish_run(conn, run_id, status="failed",
+                           notes=f"{type(exc).__name__}: {exc}"[:4000])
+        raise
+    if write_report:
+        from evaluation.report import write_report as _write
+
+        outcome.report_path = _write(conn, run_id, settings.reports_dir)
+        progress(f"report: {outcome.report_path}")
+    return outcome
+
+
+def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
+            images: dict[int, bytes], text_weight: float):
+    from services.encoders.clip import combine_query_vectors, load_clip
+    from services.encoders.splade import load_splade
+
+    clip = load_clip(version.dense_model)
+    splade = load_splade(version.sparse_model)
+    texts = [q.text for q in text_qs] + [q.text for q in multi_qs]
+    dense_text = clip.encode_texts(texts) if texts else np.zeros((0, clip.dim), np.float32)
+    sparse = splade.encode(texts) if texts else []
+    dense: dict[str, np.ndarray] = {}
+    sparse_by: dict[str, object] = {}
+    for i, q in enumerate(text_qs):
+        dense[q.qid] = dense_text[i]
+        sparse_by[q.qid] = sparse[i]
+    if multi_qs:
+        img_vecs = clip.encode_images([images[q.image_product_id] for q in multi_qs])
+        for j, q in enumerate(multi_qs):
+            i = len(text_qs) + j
+            dense[q.qid] = combine_query_vectors(dense_text[i], img_vecs[j], text_weight)
+            sparse_by[q.qid] = sparse[i]
+    return dense, sparse_by
+
+
+def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: int,
+             text_weight: float, default_alpha: float, fast_recall_queries: int,
+             progress) -> EvalOutcome:
+    from services.store.products import get_image
+    from services.store.search import SearchQuery, fused_search
+
+    timings: dict[str, float] = {}
+    skipped: list[dict] = []
+    relevant: dict[str, set[int]] = {}
+    images: dict[int, bytes] = {}
+    for q in qs.queries:
+        rel = q.relevant(products)
+        if not rel:
+            skipped.append({"qid": q.qid, "family": q.family, "text": q.text,
+                            "reason": f"no relevant product ({q.describe_relevance()})"})
+            continue
+        if q.is_multimodal:
+            img = get_image(conn, q.image_product_id)
+            if img is None:
+                skipped.append({"qid": q.qid, "family": q.family, "text": q.text,
+                                "reason": f"product {q.image_product_id} has no image"})
+                continue
+            images[q.image_product_id] = img[0]
+        relevant[q.qid] = rel
+    conn.commit()
+    scored = [q for q in qs.queries if q.qid in relevant]
+    text_qs = [q for q in scored if not q.is_multimodal]
+    multi_qs = [q for q in scored if q.is_multimodal]
+    for s in skipped:
+        progress(f"skipped {s['qid']} {s['text']!r}: {s['reason']}")
+
+    t = time.perf_counter()
+    dense, sparse = _encode(version, text_qs, multi_qs, images, text_weight)
+    timings["encode_s"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    per_query: dict[tuple[str, str, float], dict[str, float]] = {}
+    rankings: dict[tuple[str, float], list[int]] = {}
+    n_search = 0
+    for i, q in enumerate(scored):
+        for alpha in sweep:
+            hits = fused_search(conn, SearchQuery(dense=dense[q.qid], sparse=sparse[q.qid],
+                                                  alpha=alpha, k=k), version)
+            n_search += 1
+            ranking = [h.product_id for h in hits]
+            rankings[(q.qid, alpha)] = ranking
+            m = query_metrics(ranking, relevant[q.qid])
+            if q.is_multimodal:
+                per_query[("multi", q.qid, alpha)] = m
+            else:
+                per_query[("hybrid", q.qid, alpha)] = m
+                if alpha == 1.0:
+                    per_query[("dense", q.qid, alpha)] = m
+                if alpha == 0.0:
+                    per_query[("sparse", q.qid, alpha)] = m
+        if (i + 1) % 50 == 0:
+            progress(f"  searched {i + 1}/{len(scored)} queries")
+    timings["search_s"] = round(time.perf_counter() - t, 2)
+    timings["searches"] = n_search
+    timings["ms_per_search"] = round(1000 * timings["search_s"] / max(1, n_search), 2)
+
+    families = {q.qid: q.family for q in scored}
+    rows = _aggregate(per_query, families)
+
+    # Fast (two HNSW candidate lists + exact re-rank) vs exact scan, top 10.
+    t = time.perf_counter()
+    step = max(1, len(text_qs) // max(1, fast_recall_queries))
+    subset = text_qs[::step][:fast_recall_queries]
+    for mode, alpha in (("dense", 1.0), ("sparse", 0.0), ("hybrid", default_alpha)):
+        overlaps = []
+        for q in subset:
+            exact = fused_search(conn, SearchQuery(dense=dense[q.qid], sparse=sparse[q.qid],
+                                                   alpha=alpha, k=10, exact=True), version)
+            overlaps.append(overlap_at_k(rankings[(q.qid, round(alpha, 6))],
+                                         [h.product_id for h in exact], 10))
+        v, n = mean(overlaps)
+        if v is not None:
+            rows.append(MetricRow(mode, alpha, ALL, "fast_recall@10", v, n))
+    timings["fast_recall_s"] = round(time.perf_counter() - t, 2)
+
+    # Per-query primary metric for the report's "where it falls short" section.
+    pq: dict[str, dict] = {}
+    for q in scored:
+        entry = {"family": q.family, "text": q.text, "n_relevant": len(relevant[q.qid]),
+                 "relevance": q.describe_relevance()}
+        if q.image_product_id is not None:
+            entry["image_product_id"] = q.image_product_id
+        mode = "multi" if q.is_multimodal else "hybrid"
+        entry["ap"] = {str(a): round(per_query[(mode, q.qid, a)][PRIMARY], 4) for a in sweep}
+        pq[q.qid] = entry
+    return EvalOutcome(run_id=0, query_set=qs, rows=rows, skipped=skipped, per_query=pq,
+                       timings=timings)

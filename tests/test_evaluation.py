@@ -1,0 +1,343 @@
+"""Evaluation: metrics against hand-computed cases, the deterministic query set, storage,
+regression check, the nightly DAG's wiring, and one small end-to-end run on a real index
+whose stored rows the dashboard renders."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from evaluation import metrics as M
+from evaluation.queries import FAMILIES, PINNED_PARAPHRASES, generate_queries
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def test_metrics_hand_computed():
+    ranking = [1, 2, 3, 4, 5]
+    rel = {1, 3}
+    assert M.precision_at_k(ranking, rel, 10) == pytest.approx(0.2)
+    assert M.average_precision_at_k(ranking, rel, 10) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert M.reciprocal_rank_at_k(ranking, rel, 10) == 1.0
+    assert M.ndcg_at_k(ranking, rel, 10) == pytest.approx(
+        (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    assert M.recall_at_k(ranking, rel, 100) == 1.0
+
+    # one relevant product at rank 5
+    assert M.average_precision_at_k(ranking, {5}, 10) == pytest.approx(0.2)
+    assert M.reciprocal_rank_at_k(ranking, {5}, 10) == pytest.approx(0.2)
+    assert M.ndcg_at_k(ranking, {5}, 10) == pytest.approx(1 / math.log2(6))
+    # relevant product beyond the cut-off
+    long = list(range(1, 31))
+    assert M.average_precision_at_k(long, {20}, 10) == 0.0
+    assert M.reciprocal_rank_at_k(long, {20}, 10) == 0.0
+    assert M.recall_at_k(long, {20}, 100) == 1.0
+
+
+def test_ap_normalised_by_min_k_and_relevant():
+    relevant = set(range(100, 120))  # 20 relevant, top 10 all relevant
+    ranking = list(range(100, 110)) + [1, 2, 3]
+    assert M.average_precision_at_k(ranking, relevant, 10) == 1.0
+    assert M.precision_at_k(ranking, relevant, 10) == 1.0
+    assert M.ndcg_at_k(ranking, relevant, 10) == pytest.approx(1.0)
+    assert M.recall_at_k(ranking, relevant, 100) == pytest.approx(10 / 20)
+    # 3 relevant found at ranks 2, 4, 6 of a list where 3 exist: (1/2 + 2/4 + 3/6) / 3
+    assert M.average_precision_at_k([0, 1, 0, 2, 0, 3], {1, 2, 3}, 10) == pytest.approx(0.5)
+
+
+def test_empty_relevance_is_none_not_zero():
+    for fn in (M.precision_at_k, M.average_precision_at_k, M.reciprocal_rank_at_k, M.ndcg_at_k,
+               M.recall_at_k):
+        assert fn([1, 2, 3], set()) is None
+    assert M.query_metrics([1, 2], []) is None
+    assert M.mean([None, 0.5, 1.0, None]) == (0.75, 2)
+    assert M.mean([None]) == (None, 0)
+    assert M.overlap_at_k([1, 2], [], 10) is None
+
+
+def test_ties_and_duplicates():
+    # equal scores: ties broken by ascending id, like the store's ORDER BY score DESC, id
+    assert M.rank_by_score({5: 0.9, 3: 0.9, 7: 1.0, 1: 0.1}) == [7, 3, 5, 1]
+    ranking = M.rank_by_score({5: 0.9, 3: 0.9, 7: 1.0})
+    assert M.average_precision_at_k(ranking, {5}, 10) == pytest.approx(1 / 3)
+    # a repeated id never counts twice
+    assert M.precision_at_k([1, 1, 2], {1}, 10) == pytest.approx(0.1)
+    assert M.average_precision_at_k([1, 1, 1], {1, 2}, 10) == pytest.approx(0.5)
+    assert M.overlap_at_k([1, 2, 3], [3, 9, 1], 3) == pytest.approx(2 / 3)
+
+
+# --- query set --------------------------------------------------------------------------------
+def _catalogue(n=600, seed=1):
+    from services.catalog import vocabulary as v
+
+    rng = random.Random(seed)
+    return [dict(id=1000 + i, articleType=rng.choice(sorted(v.ARTICLE_TYPES)),
+                 baseColour=rng.choice(sorted(v.COLOURS)), gender=rng.choice(v.GENDERS),
+                 season=rng.choice(v.SEASONS), usage=rng.choice(v.USAGES)) for i in range(n)]
+
+
+def test_query_generator_is_deterministic():
+    products = _catalogue()
+    a = generate_queries(products, seed=0)
+    shuffled = list(products)
+    random.Random(7).shuffle(shuffled)
+    b = generate_queries(shuffled, seed=0)
+    assert [q.to_json() for q in a.queries] == [q.to_json() for q in b.queries]
+    assert a.version == b.version and a.version.startswith("qs1-")
+    c = generate_queries(products, seed=1)
+    assert c.version != a.version
+    assert {q.family for q in a.queries} == set(FAMILIES)
+    assert len({q.qid for q in a.queries}) == len(a.queries)
+    assert 150 <= len(a.queries) <= 400
+
+
+def test_query_relevance_judgements():
+    products = _catalogue()
+    qs = generate_queries(products, seed=0)
+    texts = {q.text: q for q in qs.queries}
+    for pinned in PINNED_PARAPHRASES:
+        assert pinned in texts
+    assert dict(texts["trainers"].criteria)["articleType"] == ("Sports Shoes", "Casual Shoes")
+    wmns = dict(texts["wmns top"].criteria)
+    assert wmns["gender"] == ("Women", "Unisex") and wmns["articleType"] == ("Tops",)
+    for q in qs.queries:
+        crit = dict(q.criteria)
+        if q.family == "gender_colour_category":
+            g = crit["gender"]
+            assert q.text.split()[0] == g[0].lower()
+            assert g == ((g[0], "Unisex") if g[0] in ("Men", "Women") else (g[0],))
+        if q.family == "multimodal":
+            src = next(p for p in products if p["id"] == q.image_product_id)
+            assert crit["articleType"] == (src["articleType"],)
+            assert crit["baseColour"] != (src["baseColour"],)
+            assert q.text == crit["baseColour"][0].lower()
+            assert q.image_product_id not in q.relevant(products)
+        if q.family != "paraphrase":  # built from combinations that exist
+            assert q.relevant(products), q
+
+
+def test_unknown_family_rejected():
+    with pytest.raises(ValueError, match="unknown query families"):
+        generate_queries(_catalogue(50), families=["nope"])
+
+
+# --- database: migration, storage, regression --------------------------------------------------
+def test_migration_0002_down_and_up(settings, conn):
+    from services.store import migrate
+
+    def tables():
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'eval_%%'")
+        out = {r[0] for r in rows.fetchall()}
+        conn.commit()
+        return out
+
+    assert tables() == {"eval_runs", "eval_metrics", "eval_alerts"}
+    conn.close()
+    try:
+        migrate.downgrade("0001")
+        from services.store.db import connect
+
+        with connect(settings.database_url) as c:
+            left = c.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'eval_%%'")
+            assert left.fetchone()[0] == 0
+    finally:
+        migrate.upgrade("head")
+    from services.store.db import connect
+
+    with connect(settings.database_url) as c:
+        back = c.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'eval_%%'")
+        assert back.fetchone()[0] == 3
+
+
+def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8):
+    from evaluation import storage
+    from evaluation.storage import MetricRow
+
+    run_id = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
+                               query_set_version="qs1-test",
+                               details={"default_alpha": 0.5, "synthetic": True})
+    rows = [MetricRow("dense", 1.0, "all", "map@10", dense, 10),
+            MetricRow("sparse", 0.0, "all", "map@10", sparse, 10)]
+    for a, v in hybrid_by_alpha.items():
+        rows.append(MetricRow("hybrid", a, "all", "map@10", v, 10))
+        rows.append(MetricRow("hybrid", a, "category", "map@10", v - 0.05, 3))
+        rows.append(MetricRow("multi", a, "all", "map@10", multi * v, 4))
+    storage.store_metrics(conn, run_id, rows)
+    storage.finish_run(conn, run_id, status="succeeded")
+    return run_id
+
+
+def test_regression_check_and_alert(settings, conn, monkeypatch):
+    from evaluation import nightly, storage
+    from evaluation.summary import MapRegression, check_regression, headline
+
+    first = _fake_run(conn, {0.0: 0.6, 0.5: 0.80, 1.0: 0.5})
+    same = _fake_run(conn, {0.0: 0.6, 0.5: 0.79, 1.0: 0.5})  # drop 0.01 <= 0.02
+    check = check_regression(conn, same, 0.02)
+    assert check.previous_run_id == first and not check.regressed
+    assert check.drop == pytest.approx(0.01)
+    worse = _fake_run(conn, {0.0: 0.6, 0.5: 0.70, 1.0: 0.5})
+    assert check_regression(conn, worse, 0.02).regressed
+    assert not check_regression(conn, worse, 0.2).regressed
+    h = headline(storage.metrics_for(conn, worse), 0.5)
+    assert h.hybrid_alpha == 0.5 and h.hybrid == pytest.approx(0.70)
+
+    monkeypatch.setenv("FASHION_EVAL_MAP_MARGIN", "0.05")
+    assert nightly.resolve_margin(None) == 0.05
+    assert nightly.resolve_margin(0.01) == 0.01
+    with pytest.raises(MapRegression) as info:
+        nightly.check_run(worse, None)
+
+    class TI:
+        dag_id, task_id = "fashion_eval_nightly", "check_regression"
+
+    before = len(storage.list_alerts(conn, 1000))
+    nightly.alert_on_failure({"exception": info.value, "task_instance": TI()})
+    alerts = storage.list_alerts(conn, 1000)
+    conn.commit()
+    assert len(alerts) == before + 1
+    assert alerts[0].run_id == worse and "regression" in alerts[0].message
+    assert alerts[0].details["previous_run_id"] == same
+
+
+def test_nightly_dag_wiring():
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from evaluation.nightly import alert_on_failure
+
+    spec = importlib.util.spec_from_file_location("fashion_eval_nightly_dag",
+                                                  REPO / "dags" / "fashion_eval_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.DAG_OBJECT
+    assert dag.dag_id == "fashion_eval_nightly"
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert "fashion://index/live" in repr(dag.timetable.asset_condition)
+    assert dag.task_ids == ["evaluate", "check_regression"]
+    assert dag.task_dict["check_regression"].upstream_task_ids == {"evaluate"}
+    for t in dag.tasks:
+        assert alert_on_failure in t.on_failure_callback
+    assert "margin" in dag.params
+
+
+# --- end to end: tiny real index -> evaluation -> stored rows -> dashboard ---------------------
+def _build_tiny_index(conn, size: int = 200) -> None:
+    """A live index of ``size`` offline products encoded by the real offline models."""
+    try:
+        from services.pipeline.reindex import run_reindex
+    except ImportError:
+        run_reindex = None
+    if run_reindex is not None:
+        run_reindex(source="offline", size=size, shard_size=size)
+        return
+    from services.catalog.offline import iter_offline_rows
+    from services.encoders.clip import load_clip
+    from services.encoders.splade import load_splade
+    from services.store import index_versions as iv
+    from services.store.products import upsert_products
+
+    rows = list(iter_offline_rows(size))
+    upsert_products(conn, rows, source="offline")
+    clip, splade = load_clip(), load_splade()
+    dense = clip.encode_images([r["image"] for r in rows])
+    sparse = splade.encode([" ".join(str(r[k]) for k in ("productDisplayName", "articleType",
+                                                          "baseColour", "gender") if r.get(k))
+                            for r in rows])
+    vid = iv.create_version(conn, dense_model=clip.name, dense_dim=clip.dim,
+                            sparse_model=splade.name, sparse_dim=splade.vocab_size)
+    iv.load_embeddings(conn, vid, [r["id"] for r in rows], dense, sparse)
+    iv.build_indexes(conn, vid)
+    iv.mark_ready(conn, vid, {"built_by": "tests/test_evaluation.py"})
+    iv.swap_live(conn, vid)
+
+
+@pytest.fixture(scope="module")
+def tiny_index(settings):
+    from services.store.db import connect
+    from services.store.index_versions import live_version
+
+    conn = connect(settings.database_url)
+    try:
+        live = live_version(conn)
+        conn.commit()
+        if live is None or (live.row_count or 0) < 100:
+            _build_tiny_index(conn)
+        yield live_version(conn)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+SMALL = {"category": 5, "colour_category": 5, "gender_colour_category": 4,
+         "usage_season_category": 4, "paraphrase": 6, "multimodal": 5}
+
+
+@pytest.mark.slow
+def test_end_to_end_run_is_stored_and_rendered(settings, conn, tiny_index, tmp_path):
+    from litestar import Litestar
+    from litestar.testing import TestClient
+
+    from evaluation import storage
+    from evaluation.dashboard import DashboardController
+    from evaluation.report import text_report
+    from evaluation.run import evaluate
+
+    assert tiny_index is not None
+    outcome = evaluate(conn, alphas=[0.0, 0.5, 1.0], sizes=SMALL, fast_recall_queries=5)
+    run = storage.get_run(conn, outcome.run_id)
+    assert run.status == "succeeded" and run.index_version_id == tiny_index.id
+    assert run.query_set_version == outcome.query_set.version
+    rows = storage.metrics_for(conn, run.id)
+    conn.commit()
+    modes = {r.mode for r in rows}
+    assert modes == {"dense", "sparse", "hybrid", "multi"}
+    assert {r.alpha for r in rows if r.mode == "hybrid"} >= {0.0, 0.5, 1.0}
+    assert all(0.0 <= r.value <= 1.0 for r in rows)
+    overall = [r for r in rows if r.family == "all" and r.metric == "map@10"]
+    assert overall and all(r.n_queries > 0 for r in overall)
+    assert any(r.metric == "fast_recall@10" for r in rows)
+    scored = run.details["n_queries_scored"]
+    assert scored + len(run.details["skipped"]) == len(outcome.query_set.queries)
+    # dense = hybrid at alpha 1 and sparse = hybrid at alpha 0, by construction
+    from evaluation.summary import value
+
+    assert value(rows, "dense") == pytest.approx(value(rows, "hybrid", 1.0))
+    assert value(rows, "sparse") == pytest.approx(value(rows, "hybrid", 0.0))
+    assert outcome.report_path and outcome.report_path.exists()
+    assert "MAP@10 per family" in outcome.report_path.read_text()
+    text = text_report(conn, run.id)
+    assert "map@10" in text and "hybrid" in text
+
+    app = Litestar(route_handlers=[DashboardController])
+    with TestClient(app=app) as client:
+        page = client.get("/dashboard")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert f"Run <b>#{run.id}</b>" in page.text
+        assert "/dashboard/alpha.png" in page.text
+        for png in ("history.png", "alpha.png", "families.png"):
+            r = client.get(f"/dashboard/{png}")
+            assert r.status_code == 200, png
+            assert r.headers["content-type"] == "image/png"
+            assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.get("/dashboard/data.json").json()["run"] == run.id
+        assert client.get("/dashboard", params={"run": 999999}).status_code == 404
+        assert client.get("/dashboard", params={"run": "x"}).status_code == 400
+
+
+def test_cli_registers_eval():
+    import argparse
+
+    from evaluation.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "--alphas", "0,0.5,1", "--families",
+                              "category,multimodal"])
+    assert args.alphas == [0.0, 0.5, 1.0] and args.families == ["category", "multimodal"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--alphas", "2"])
