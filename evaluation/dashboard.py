@@ -195,7 +195,8 @@ def render_page(data: DashboardData, base: str) -> str:
     run, h = data.run, data.head
     parts.append(
         f"<p class='meta'>Run <b>#{run.id}</b> ({esc(run.status)}), finished "
-        f"{esc(str(run.finished_at or run.started_at)[:19])} · index v{run.index_version_id} "
+        f"{esc(str(run.finished_at or run.started_at)[:19])} · index "
+        f"{'v' + str(run.index_version_id) if run.index_version_id else '(deleted)'} "
         f"({run.details.get('n_products', '?')} products) · dense <code>{esc(str(run.dense_model))}"
         f"</code> · sparse <code>{esc(str(run.sparse_model))}</code> · query set "
         f"<code>{esc(str(run.query_set_version))}</code>, {run.details.get('n_queries_scored', '?')}"
@@ -227,9 +228,9 @@ def render_page(data: DashboardData, base: str) -> str:
         + ". The best alpha is picked on the same queries, so it is an optimistic number.</p>")
     parts += [
         "<h2>Charts</h2><div class='charts'>",
-        f"<img alt='MAP@10 history per mode' src='{base}/history.png' width='750'>",
-        f"<img alt='alpha curve of the run' src='{base}/alpha.png{q}' width='750'>",
-        f"<img alt='MAP@10 per family' src='{base}/families.png{q}' width='750'>",
+        f"<img alt='MAP@10 history per mode' src='{base}/history.png' width='620'>",
+        f"<img alt='alpha curve of the run' src='{base}/alpha.png{q}' width='620'>",
+        f"<img alt='MAP@10 per family' src='{base}/families.png{q}' width='620'>",
         "</div>",
     ]
     # previous-run comparison

@@ -41,8 +41,9 @@ def overall_table(rows: list[MetricRow]) -> list[list[str]]:
 
 def family_table(rows: list[MetricRow], head: Headline) -> list[list[str]]:
     """Per family: MAP@10 of dense, sparse, hybrid (best alpha), hybrid (default), multi."""
-    out = [["family", "n", "dense", "sparse", f"hybrid@{_f(head.hybrid_alpha, 1)}",
-            f"hybrid@{_f(head.default_alpha, 2)}", f"multi@{_f(head.multi_alpha, 1)}"]]
+    out = [["family", "n", "dense", "sparse", f"hybrid best a={_f(head.hybrid_alpha, 1)}",
+            f"hybrid default a={_f(head.default_alpha, 2)}",
+            f"multi best a={_f(head.multi_alpha, 1)}"]]
     families = [f for f in (*FAMILIES, ALL)
                 if any(r.family == f for r in rows)]
     for fam in families:
