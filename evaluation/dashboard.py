@@ -12,8 +12,9 @@ Routes (all read-only, rendered from ``eval_runs`` / ``eval_metrics``):
 - ``GET /dashboard/data.json``    the same numbers as JSON.
 
 ``?run=<id>`` selects another run than the latest. The controller takes a database
-connection from the app's pool when the app keeps one in ``app.state`` (``db_pool`` or
-``pool``: a psycopg_pool ConnectionPool), else opens one per request.
+connection from the API's pool (``app.state.runtime.pool``, or ``app.state.db_pool``)
+when mounted in ``services.api``, else opens one per request (a bare Litestar app in
+tests); an unreachable database answers 503.
 """
 
 from __future__ import annotations
@@ -37,29 +38,48 @@ from evaluation.summary import (DEFAULT_MARGIN, Comparison, Headline, alpha_curv
 HISTORY_RUNS = 60
 
 
+def _app_pool(request: Request):
+    """The API's pool: ``app.state.runtime.pool`` (services.api) or ``app.state.db_pool``."""
+    state = request.app.state
+    runtime = getattr(state, "runtime", None)
+    for candidate in (getattr(runtime, "pool", None), getattr(state, "db_pool", None),
+                      getattr(state, "pool", None)):
+        if candidate is not None and hasattr(candidate, "connection"):
+            return candidate
+    return None
+
+
 @contextmanager
 def _connection(request: Request) -> Iterator[psycopg.Connection]:
-    state = request.app.state
-    pool = None
-    for name in ("db_pool", "pool"):
-        candidate = getattr(state, name, None)
-        if candidate is not None and hasattr(candidate, "connection"):
-            pool = candidate
-            break
-    if pool is not None:
-        with pool.connection() as conn:
-            yield conn
-        return
-    from services.store.db import connect
+    from litestar.exceptions import ServiceUnavailableException
 
-    conn = connect()
+    from services.store.db import DatabaseUnavailable, connect
+
+    pool = _app_pool(request)
+    try:
+        if pool is not None:
+            with pool.connection() as conn:
+                yield conn
+            return
+        conn = connect()
+    except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+        raise ServiceUnavailableException(f"database unavailable: {exc}") from None
+    except Exception as exc:  # psycopg_pool.PoolTimeout
+        if type(exc).__name__ == "PoolTimeout":
+            raise ServiceUnavailableException("database unavailable (pool timeout)") from None
+        raise
     try:
         yield conn
     finally:
         conn.close()
 
 
-def _current_default_alpha() -> float | None:
+def _current_default_alpha(request: Request | None = None) -> float | None:
+    """The serving process's settings.default_alpha (the API's runtime settings if mounted)."""
+    runtime = getattr(request.app.state, "runtime", None) if request is not None else None
+    settings = getattr(runtime, "settings", None)
+    if settings is not None:
+        return float(settings.default_alpha)
     try:
         from services.config import get_settings
 
@@ -82,7 +102,8 @@ class DashboardData:
     margin: float
 
 
-def load_data(conn: psycopg.Connection, run_id: int | None = None) -> DashboardData:
+def load_data(conn: psycopg.Connection, run_id: int | None = None,
+              current_default_alpha: float | None = None) -> DashboardData:
     runs = storage.list_runs(conn, limit=HISTORY_RUNS)
     by_run = storage.metrics_for_runs(conn, [r.id for r in runs])
     history: dict[str, list[float | None]] = {m: [] for m in
@@ -114,7 +135,8 @@ def load_data(conn: psycopg.Connection, run_id: int | None = None) -> DashboardD
     alerts = storage.list_alerts(conn, limit=10)
     conn.commit()
     return DashboardData(runs, history, run, rows, head, previous, comparison, alerts,
-                         _current_default_alpha(), margin)
+                         current_default_alpha if current_default_alpha is not None
+                         else _current_default_alpha(), margin)
 
 
 # --- pictures ----------------------------------------------------------------------------
@@ -293,7 +315,7 @@ def _load(request: Request) -> DashboardData:
 
     with _connection(request) as conn:
         try:
-            return load_data(conn, _run_param(request))
+            return load_data(conn, _run_param(request), _current_default_alpha(request))
         except LookupError as exc:
             raise NotFoundException(str(exc)) from None
 
