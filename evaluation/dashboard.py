@@ -20,9 +20,10 @@ tests); an unreachable database answers 503.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar
 
 import psycopg
 from litestar import Controller, MediaType, Request, Response, get
@@ -32,8 +33,17 @@ from evaluation.metrics import PRIMARY
 from evaluation.queries import FAMILIES
 from evaluation.report import TARGETS, family_table, overall_table, target_lines
 from evaluation.storage import ALL
-from evaluation.summary import (DEFAULT_MARGIN, Comparison, Headline, alpha_curve, best_alpha,
-                                compare, headline, margin_from_env, value)
+from evaluation.summary import (
+    DEFAULT_MARGIN,
+    Comparison,
+    Headline,
+    alpha_curve,
+    best_alpha,
+    compare,
+    headline,
+    margin_from_env,
+    value,
+)
 
 HISTORY_RUNS = 60
 
@@ -208,8 +218,8 @@ def render_page(data: DashboardData, base: str) -> str:
     ]
     if data.run is None or data.head is None:
         parts += [
-            "<p class='meta'>No evaluation run is stored yet. Run <code>fashion-search eval</code> "
-            "(or the <code>fashion_eval_nightly</code> DAG) once a live index exists.</p>",
+            ("<p class='meta'>No evaluation run is stored yet. Run <code>fashion-search eval</code> "
+            "(or the <code>fashion_eval_nightly</code> DAG) once a live index exists.</p>"),
             f"<div class='charts'><img alt='MAP history' src='{base}/history.png'></div>",
             "</body></html>",
         ]
@@ -324,7 +334,7 @@ class DashboardController(Controller):
     """Analysts' MAP dashboard (HTML + PNG charts); see the module docstring."""
 
     path = "/dashboard"
-    tags = ["dashboard"]
+    tags: ClassVar[list[str]] = ["dashboard"]
 
     @get("/", media_type=MediaType.HTML, sync_to_thread=True, include_in_schema=False)
     def page(self, request: Request) -> str:

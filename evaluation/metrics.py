@@ -23,8 +23,7 @@ so a ranking is a total order and every metric is deterministic.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Hashable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 METRICS: tuple[str, ...] = ("map@10", "mrr@10", "ndcg@10", "p@10", "recall@100")
 PRIMARY = "map@10"

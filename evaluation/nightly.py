@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from evaluation.summary import (DEFAULT_MARGIN, MapRegression, check_regression,
-                                margin_from_env)
+from evaluation.summary import DEFAULT_MARGIN, MapRegression, check_regression, margin_from_env
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,8 @@ def record_alert(message: str, *, run_id: int | None = None, details: dict | Non
         path = get_settings().reports_dir / "alerts.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
-            fh.write(json.dumps({"at": datetime.now(timezone.utc).isoformat(), "source": source,
+            fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), "source": source,
                                  "run_id": run_id, "message": message,
                                  "details": details or {}}, default=str) + "\n")
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("could not write the alert file either")

@@ -90,14 +90,14 @@ def target_lines(head: Headline) -> list[str]:
         return "n/a" if ok is None else ("MET" if ok else "NOT MET")
 
     return [
-        f"hybrid MAP@10 >= {TARGETS['hybrid']:.2f}: {_f(head.hybrid)} at alpha "
+        (f"hybrid MAP@10 >= {TARGETS['hybrid']:.2f}: {_f(head.hybrid)} at alpha "
         f"{_f(head.hybrid_alpha, 1)} -> "
-        f"{verdict(None if head.hybrid is None else head.hybrid >= TARGETS['hybrid'])}",
-        f"hybrid - best single mode >= {TARGETS['hybrid_gain']:.2f}: {_f(gain)} -> "
-        f"{verdict(None if gain is None else gain >= TARGETS['hybrid_gain'])}",
-        f"multi MAP@10 >= {TARGETS['multi']:.2f}: {_f(head.multi)} at alpha "
+        f"{verdict(None if head.hybrid is None else head.hybrid >= TARGETS['hybrid'])}"),
+        (f"hybrid - best single mode >= {TARGETS['hybrid_gain']:.2f}: {_f(gain)} -> "
+        f"{verdict(None if gain is None else gain >= TARGETS['hybrid_gain'])}"),
+        (f"multi MAP@10 >= {TARGETS['multi']:.2f}: {_f(head.multi)} at alpha "
         f"{_f(head.multi_alpha, 1)} -> "
-        f"{verdict(None if head.multi is None else head.multi >= TARGETS['multi'])}",
+        f"{verdict(None if head.multi is None else head.multi >= TARGETS['multi'])}"),
     ]
 
 
@@ -110,25 +110,25 @@ def text_report(conn: psycopg.Connection, run_id: int) -> str:
     head = headline(rows, run.details.get("default_alpha"))
     timings = run.details.get("timings", {})
     parts = [
-        f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
+        (f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
         f"dense={run.dense_model} sparse={run.sparse_model} queries={run.query_set_version} "
         f"({run.details.get('n_queries_scored', '?')} scored, "
-        f"{len(run.details.get('skipped', []))} skipped)",
+        f"{len(run.details.get('skipped', []))} skipped)"),
         "",
         "Overall, per mode and alpha:",
         format_text(overall_table(rows)),
         "",
-        f"MAP@10 per family (hybrid best alpha {_f(head.hybrid_alpha, 1)}, service default "
-        f"alpha {_f(head.default_alpha, 2)}):",
+        (f"MAP@10 per family (hybrid best alpha {_f(head.hybrid_alpha, 1)}, service default "
+        f"alpha {_f(head.default_alpha, 2)}):"),
         format_text(family_table(rows, head)),
         "",
         "fast-mode recall@10 vs exact: " + ", ".join(
             f"{m} {_f(value(rows, m, None, metric='fast_recall@10'))}"
             for m in ("dense", "sparse", "hybrid")),
         "targets: " + "; ".join(target_lines(head)),
-        f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
+        (f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
         f"{timings.get('searches', '?')} searches in {timings.get('search_s', '?')} s "
-        f"({timings.get('ms_per_search', '?')} ms each)",
+        f"({timings.get('ms_per_search', '?')} ms each)"),
     ]
     return "\n".join(parts)
 
@@ -159,6 +159,30 @@ def _worst_queries(run: storage.EvalRun, head: Headline, per_family: int = 5) ->
     return lines
 
 
+CRITERIA_FIELDS = ("articleType", "baseColour", "gender", "usage", "season")
+
+
+def criterion_table(run: storage.EvalRun, head: Headline) -> list[list[str]] | None:
+    """Share of the top 10 meeting each single criterion, per family and mode (diagnostic)."""
+    crit = run.details.get("diagnostics", {}).get("criterion_precision")
+    if not crit or head.hybrid_alpha is None:
+        return None
+    settings = [("sparse", "hybrid", 0.0), ("dense", "hybrid", 1.0),
+                (f"hybrid a={head.hybrid_alpha:.1f}", "hybrid", head.hybrid_alpha)]
+    if head.multi_alpha is not None:
+        settings += [("multi a=1.0", "multi", 1.0),
+                     (f"multi a={head.multi_alpha:.1f}", "multi", head.multi_alpha)]
+    out = [["family", "ranking", *CRITERIA_FIELDS]]
+    for fam in (*FAMILIES, ALL):
+        for label, mode, alpha in settings:
+            cell = crit.get(mode, {}).get(str(round(alpha, 6)), {}).get(fam)
+            if not cell:
+                continue
+            out.append([fam, label, *[_f(cell.get(f)) if f in cell else "" for f in
+                                      CRITERIA_FIELDS]])
+    return out if len(out) > 1 else None
+
+
 def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
     run = storage.get_run(conn, run_id)
     if run is None:
@@ -177,21 +201,21 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         f"- status: {run.status}",
         f"- index version: v{run.index_version_id} ({run.details.get('n_products')} products)",
         f"- models: dense `{run.dense_model}`, sparse `{run.sparse_model}`",
-        f"- query set: `{run.query_set_version}` (seed {run.details.get('seed')}), "
-        f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped",
-        f"- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
-        f"AP@10 normalised by min(10, #relevant))",
-        f"- time: {timings.get('total_s')} s in all; encoding {timings.get('encode_s')} s; "
+        (f"- query set: `{run.query_set_version}` (seed {run.details.get('seed')}), "
+        f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped"),
+        ("- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
+        "AP@10 normalised by min(10, #relevant))"),
+        (f"- time: {timings.get('total_s')} s in all; encoding {timings.get('encode_s')} s; "
         f"{timings.get('searches')} searches (k={run.details.get('k')}) in "
         f"{timings.get('search_s')} s, {timings.get('ms_per_search')} ms each; fast-recall "
-        f"check {timings.get('fast_recall_s')} s",
+        f"check {timings.get('fast_recall_s')} s"),
         "",
         "## Targets",
         "",
         *[f"- {t}" for t in target_lines(head)],
         "",
-        "The best alpha is chosen on these same queries (optimistic); the service's "
-        f"default alpha ({_f(head.default_alpha, 2)}) is the number users get.",
+        ("The best alpha is chosen on these same queries (optimistic); the service's "
+        f"default alpha ({_f(head.default_alpha, 2)}) is the number users get."),
         "",
         "## Overall, per mode and alpha",
         "",
@@ -200,6 +224,17 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         "## MAP@10 per family",
         "",
         format_markdown(family_table(rows, head)),
+        "",
+        "## Why: share of the top 10 meeting each criterion on its own",
+        "",
+        ("A low MAP with a high articleType share and a low baseColour share means the "
+        "ranking finds the right kind of product in the wrong colour, and so on."),
+        "",
+        format_markdown(crit) if (crit := criterion_table(run, head)) else "(not recorded)",
+        "",
+        (f"Image + text queries searched with the photo alone (dense, alpha 1): MAP@10 "
+        f"{_f(run.details.get('diagnostics', {}).get('multi_image_only', {}).get('map@10'))} "
+        f"(vs {_f(head.multi)} with the text) — what the text adds."),
         "",
         "## Fast mode vs exact (recall@10 of the HNSW candidates + re-rank path)",
         "",

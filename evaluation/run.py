@@ -50,6 +50,7 @@ class EvalOutcome:
     skipped: list[dict]
     per_query: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
     report_path: Path | None = None
 
 
@@ -136,8 +137,8 @@ def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=No
 
 def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight,
               fast_recall_queries, notes, write_report, progress) -> EvalOutcome:
-    from services.store.search import NoLiveIndex
     from services.store.index_versions import live_version
+    from services.store.search import NoLiveIndex
 
     if families:
         unknown = [f for f in families if f not in FAMILIES]
@@ -176,6 +177,7 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight,
             "timings": outcome.timings,
             "n_queries_scored": len(qs.queries) - len(outcome.skipped),
             "per_query": outcome.per_query,
+            "diagnostics": outcome.diagnostics,
         })
     except BaseException as exc:
         storage.finish_run(conn, run_id, status="failed",
@@ -201,6 +203,7 @@ def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
     sparse = splade.encode(texts) if texts else []
     dense: dict[str, np.ndarray] = {}
     sparse_by: dict[str, object] = {}
+    image_only: dict[str, np.ndarray] = {}
     for i, q in enumerate(text_qs):
         dense[q.qid] = dense_text[i]
         sparse_by[q.qid] = sparse[i]
@@ -210,7 +213,8 @@ def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
             i = len(text_qs) + j
             dense[q.qid] = combine_query_vectors(dense_text[i], img_vecs[j], text_weight)
             sparse_by[q.qid] = sparse[i]
-    return dense, sparse_by
+            image_only[q.qid] = img_vecs[j]
+    return dense, sparse_by, image_only
 
 
 def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: int,
@@ -245,7 +249,7 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
         progress(f"skipped {s['qid']} {s['text']!r}: {s['reason']}")
 
     t = time.perf_counter()
-    dense, sparse = _encode(version, text_qs, multi_qs, images, text_weight)
+    dense, sparse, image_only = _encode(version, text_qs, multi_qs, images, text_weight)
     timings["encode_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -293,6 +297,9 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
             rows.append(MetricRow(mode, alpha, ALL, "fast_recall@10", v, n))
     timings["fast_recall_s"] = round(time.perf_counter() - t, 2)
 
+    diagnostics = _diagnostics(conn, version, products, scored, sweep, rankings, relevant,
+                               image_only, k)
+
     # Per-query primary metric for the report's "where it falls short" section.
     pq: dict[str, dict] = {}
     for q in scored:
@@ -304,4 +311,43 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
         entry["ap"] = {str(a): round(per_query[(mode, q.qid, a)][PRIMARY], 4) for a in sweep}
         pq[q.qid] = entry
     return EvalOutcome(run_id=0, query_set=qs, rows=rows, skipped=skipped, per_query=pq,
-                       timings=timings)
+                       timings=timings, diagnostics=diagnostics)
+
+
+def _diagnostics(conn, version, products, scored: list[EvalQuery], sweep: list[float],
+                 rankings: dict[tuple[str, float], list[int]], relevant: dict[str, set[int]],
+                 image_only: dict[str, np.ndarray], k: int) -> dict:
+    """Why numbers fall short: per-criterion precision@10 and an image-only baseline.
+
+    ``criterion_precision[mode][alpha][family][field]``: the share of the top 10 that
+    satisfies that one criterion (e.g. right article type but wrong colour shows as
+    articleType 0.95, baseColour 0.30). ``multi_image_only``: MAP@10 of the multimodal
+    queries searched with the photo alone (dense, alpha 1): what the text adds.
+    """
+    from services.store.search import SearchQuery, fused_search
+
+    meta = {int(p["id"]): p for p in products}
+    sums: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for q in scored:
+        mode = "multi" if q.is_multimodal else "hybrid"
+        for alpha in sweep:
+            top = rankings[(q.qid, alpha)][:10]
+            if not top:
+                continue
+            for fld, allowed in q.criteria:
+                share = sum(meta[pid].get(fld) in allowed for pid in top) / len(top)
+                sums[(mode, str(alpha), q.family, fld)].append(share)
+                sums[(mode, str(alpha), ALL, fld)].append(share)
+    crit: dict = {}
+    for (mode, alpha, family, fld), vals in sums.items():
+        crit.setdefault(mode, {}).setdefault(alpha, {}).setdefault(family, {})[fld] = round(
+            sum(vals) / len(vals), 4)
+    aps = []
+    for q in scored:
+        if q.qid in image_only:
+            hits = fused_search(conn, SearchQuery(dense=image_only[q.qid], sparse=None,
+                                                  alpha=1.0, k=min(k, 100)), version)
+            aps.append(query_metrics([h.product_id for h in hits], relevant[q.qid])[PRIMARY])
+    image_map, n = mean(aps)
+    return {"criterion_precision": crit,
+            "multi_image_only": {"map@10": image_map, "n": n}}

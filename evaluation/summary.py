@@ -130,7 +130,7 @@ def margin_from_env(default: float = DEFAULT_MARGIN) -> float:
 class MapRegression(RuntimeError):
     """Hybrid MAP@10 dropped by more than the allowed margin against the previous run."""
 
-    def __init__(self, message: str, check: "RegressionCheck"):
+    def __init__(self, message: str, check: RegressionCheck):
         super().__init__(message)
         self.check = check
 

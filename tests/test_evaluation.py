@@ -76,9 +76,9 @@ def _catalogue(n=600, seed=1):
     from services.catalog import vocabulary as v
 
     rng = random.Random(seed)
-    return [dict(id=1000 + i, articleType=rng.choice(sorted(v.ARTICLE_TYPES)),
-                 baseColour=rng.choice(sorted(v.COLOURS)), gender=rng.choice(v.GENDERS),
-                 season=rng.choice(v.SEASONS), usage=rng.choice(v.USAGES)) for i in range(n)]
+    return [{"id": 1000 + i, "articleType": rng.choice(sorted(v.ARTICLE_TYPES)),
+                 "baseColour": rng.choice(sorted(v.COLOURS)), "gender": rng.choice(v.GENDERS),
+                 "season": rng.choice(v.SEASONS), "usage": rng.choice(v.USAGES)} for i in range(n)]
 
 
 def test_query_generator_is_deterministic():
