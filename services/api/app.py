@@ -47,8 +47,13 @@ def _dashboard_controllers() -> list:
     return [DashboardController]
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
-               pool_timeout: float = 3.0, load_models: bool = True) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    pool_timeout: float = 3.0,
+    load_models: bool = True,
+) -> Litestar:
     """Build the API. ``pool_timeout``: seconds a request waits for a database connection."""
     settings = settings or get_settings()
     runtime = runtime or Runtime(settings, pool_timeout=pool_timeout, load_models=load_models)
@@ -68,8 +73,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             ProductController,
             SystemController,
             PageController,
-            create_static_files_router(path="/static", directories=[STATIC_DIR],
-                                       include_in_schema=False),
+            create_static_files_router(
+                path="/static", directories=[STATIC_DIR], include_in_schema=False
+            ),
             *_dashboard_controllers(),
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},

@@ -14,7 +14,9 @@ def _serve(args: argparse.Namespace) -> int:
     from services.config import get_settings
 
     settings = get_settings()
-    configure_logging(logging.DEBUG if args.verbose else logging.INFO, json_lines=not args.plain_logs)
+    configure_logging(
+        logging.DEBUG if args.verbose else logging.INFO, json_lines=not args.plain_logs
+    )
     if args.torch_threads:
         import torch
 
@@ -37,9 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the HTTP API and storefront page (uvicorn)")
     p.add_argument("--host", help="bind address (default: FASHION_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: FASHION_API_PORT or 8000)")
-    p.add_argument("--graceful-timeout", type=float, default=10.0,
-                   help="seconds to finish in-flight requests on shutdown (default 10)")
-    p.add_argument("--torch-threads", type=int, default=0,
-                   help="torch intra-op threads (default: torch's choice)")
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to finish in-flight requests on shutdown (default 10)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default: torch's choice)",
+    )
     p.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON lines")
     p.set_defaults(func=_serve)

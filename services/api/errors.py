@@ -30,8 +30,13 @@ from services.store.search import NoLiveIndex, SearchValidationError
 log = logging.getLogger("services.api.errors")
 
 _REASONS = {
-    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error",
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
     503: "service_unavailable",
 }
 
@@ -46,8 +51,9 @@ class ApiError(Exception):
         self.error = error or _REASONS.get(status_code, "error")
 
 
-def error_response(status_code: int, detail: str, error: str | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status_code: int, detail: str, error: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     rid = current_request_id()
     body = {
         "status_code": status_code,
@@ -58,8 +64,7 @@ def error_response(status_code: int, detail: str, error: str | None = None,
     hdrs = dict(headers or {})
     if rid:
         hdrs.setdefault("X-Request-ID", rid)
-    return Response(content=body, status_code=status_code, media_type=MediaType.JSON,
-                    headers=hdrs)
+    return Response(content=body, status_code=status_code, media_type=MediaType.JSON, headers=hdrs)
 
 
 def _api_error(request: Request, exc: ApiError) -> Response:
@@ -71,8 +76,13 @@ def _http_exception(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 413:
         detail = "request body too large"
     if exc.status_code >= 500:
-        log.error("server error %s on %s %s: %s", exc.status_code, request.method,
-                  request.url.path, exc.detail)
+        log.error(
+            "server error %s on %s %s: %s",
+            exc.status_code,
+            request.method,
+            request.url.path,
+            exc.detail,
+        )
         detail = "internal server error"
     extra = getattr(exc, "extra", None)
     if exc.status_code == 400 and extra:
@@ -91,13 +101,15 @@ def _invalid_image(request: Request, exc: InvalidImageError) -> Response:
 
 
 def _unavailable(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, NoLiveIndex):
-        detail = str(exc)
-    elif isinstance(exc, ModelsNotReady):
+    if isinstance(exc, (NoLiveIndex, ModelsNotReady)):
         detail = str(exc)
     else:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+        )
         detail = "the database is unavailable; retry shortly"
     return error_response(503, detail, headers={"Retry-After": "2"})
 

@@ -60,8 +60,11 @@ def configure_logging(level: int = logging.INFO, json_lines: bool = True) -> Non
     """Root handler for a serving process (the CLI calls this; tests need not)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -96,10 +99,17 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_with_id)
         finally:
             access_log.info(
-                "%s %s %s", scope.get("method"), scope.get("path"), status,
-                extra={"method": scope.get("method"), "path": scope.get("path"),
-                       "status": status,
-                       "duration_ms": round((time.perf_counter() - start) * 1000, 2)},
+                "%s %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra={
+                    "request_id": rid,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                },
             )
             _REQUEST_ID.reset(token)
 

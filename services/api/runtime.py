@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 from pgvector import SparseVector
 
-from services.config import Settings
+from services.config import Settings, get_settings
 from services.store.db import make_pool
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,15 @@ class QueryVectors:
 class Runtime:
     """Pool + encoders + caches of one API process."""
 
-    def __init__(self, settings: Settings, *, pool_timeout: float = 3.0, pool_max_size: int = 8,
-                 cache_size: int = 2048, load_models: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool_timeout: float = 3.0,
+        pool_max_size: int = 8,
+        cache_size: int = 2048,
+        load_models: bool = True,
+    ):
         self.settings = settings
         self.pool = make_pool(settings, min_size=1, max_size=pool_max_size, timeout=pool_timeout)
         self.text_cache = LRUCache(cache_size)
@@ -107,11 +115,22 @@ class Runtime:
             from services.encoders.clip import load_clip
             from services.encoders.splade import load_splade
 
-            clip = load_clip(self.settings.dense_model)
+            # The configured default goes through load_clip(None), which falls back to the
+            # untrained offline CLIP when the trained checkpoint is absent (as the pipeline does).
+            default = get_settings()
+            clip = load_clip(
+                None
+                if self.settings.dense_model == default.dense_model
+                else self.settings.dense_model
+            )
             splade = load_splade(self.settings.sparse_model)
             self._encoders = Encoders(clip=clip, splade=splade)
-            log.info("encoders loaded in %.1fs: dense=%s sparse=%s",
-                     time.perf_counter() - start, clip.name, splade.name)
+            log.info(
+                "encoders loaded in %.1fs: dense=%s sparse=%s",
+                time.perf_counter() - start,
+                clip.name,
+                splade.name,
+            )
         except Exception as exc:  # reported by /readyz and on every search
             self._model_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading encoders failed")
@@ -148,7 +167,8 @@ class Runtime:
             return dense, sparse
 
         (dense, sparse), cached = self.text_cache.get_or_compute(
-            (enc.clip.name, enc.splade.name, text), compute)
+            (enc.clip.name, enc.splade.name, text), compute
+        )
         return dense, sparse, cached
 
     def image_vector(self, data: bytes) -> tuple[np.ndarray, bool]:
@@ -161,10 +181,12 @@ class Runtime:
         enc = self.encoders
         return self.image_cache.get_or_compute(
             (enc.clip.name, image_digest(data)),
-            lambda: enc.clip.encode_images([decode_image(data)])[0])
+            lambda: enc.clip.encode_images([decode_image(data)])[0],
+        )
 
-    def query_vectors(self, text: str | None, image: bytes | None,
-                      text_weight: float = 0.5) -> QueryVectors:
+    def query_vectors(
+        self, text: str | None, image: bytes | None, text_weight: float = 0.5
+    ) -> QueryVectors:
         """Dense = CLIP(text, image) (multimodal when both); sparse = SPLADE(text)."""
         from services.encoders.clip import combine_query_vectors
 

@@ -16,7 +16,7 @@ from pgvector import SparseVector
 from psycopg import sql
 
 from services.api.errors import ApiError
-from services.api.runtime import Runtime
+from services.api.runtime import ModelsNotReady, Runtime
 from services.api.schemas import (
     MAX_TEXT_CHARS,
     Facets,
@@ -32,16 +32,33 @@ from services.api.schemas import (
 )
 from services.store.index_versions import IndexVersion, live_version
 from services.store.products import get_product
-from services.store.search import Filters, NoLiveIndex, SearchHit, SearchQuery, fused_search, \
-    stored_vectors
+from services.store.search import (
+    Filters,
+    NoLiveIndex,
+    SearchHit,
+    SearchQuery,
+    fused_search,
+    stored_vectors,
+)
 
 EXPLAIN_TERMS = 5
 # File signatures of the image formats the encoders read; anything else is a 415.
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM",
-                b"II*\x00", b"MM\x00*")
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
 FACET_FIELDS = {
-    "gender": "gender", "masterCategory": "master_category", "subCategory": "sub_category",
-    "articleType": "article_type", "baseColour": "base_colour", "season": "season",
+    "gender": "gender",
+    "masterCategory": "master_category",
+    "subCategory": "sub_category",
+    "articleType": "article_type",
+    "baseColour": "base_colour",
+    "season": "season",
     "usage": "usage",
 }
 
@@ -55,8 +72,7 @@ def check_image_format(data: bytes) -> None:
         raise ApiError(422, "the uploaded image is empty")
     if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return
-    raise ApiError(415, "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or "
-                        "TIFF)")
+    raise ApiError(415, "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)")
 
 
 def normalise_text(text: str | None) -> str | None:
@@ -82,18 +98,21 @@ def _live(conn: psycopg.Connection, runtime: Runtime | None = None) -> IndexVers
                 f"the live index v{version.id} was built with {version.dense_model} + "
                 f"{version.sparse_model} but this API serves {enc.clip.name} + "
                 f"{enc.splade.name}; restart the API with the index's models",
-                "index_model_mismatch")
+                "index_model_mismatch",
+            )
     return version
 
 
-def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
-                   product_ids: list[int]) -> dict[int, SparseVector]:
+def sparse_vectors(
+    conn: psycopg.Connection, version: IndexVersion, product_ids: list[int]
+) -> dict[int, SparseVector]:
     """The stored SPLADE vectors of ``product_ids`` in ``version`` (one query)."""
     if not product_ids:
         return {}
     rows = conn.execute(
         sql.SQL("SELECT product_id, sparse FROM {t} WHERE product_id = ANY(%s)").format(
-            t=sql.Identifier(version.table)),
+            t=sql.Identifier(version.table)
+        ),
         (product_ids,),
     ).fetchall()
     return {int(pid): vec for pid, vec in rows}
@@ -102,37 +121,63 @@ def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
 def _metadata(hit: SearchHit | dict) -> ProductMetadata:
     if isinstance(hit, dict):
         get = hit.get
-        return ProductMetadata(get("gender"), get("master_category"), get("sub_category"),
-                               get("article_type"), get("base_colour"), get("season"),
-                               get("year"), get("usage"))
-    return ProductMetadata(hit.gender, hit.master_category, hit.sub_category, hit.article_type,
-                           hit.base_colour, hit.season, hit.year, hit.usage)
+        return ProductMetadata(
+            get("gender"),
+            get("master_category"),
+            get("sub_category"),
+            get("article_type"),
+            get("base_colour"),
+            get("season"),
+            get("year"),
+            get("usage"),
+        )
+    return ProductMetadata(
+        hit.gender,
+        hit.master_category,
+        hit.sub_category,
+        hit.article_type,
+        hit.base_colour,
+        hit.season,
+        hit.year,
+        hit.usage,
+    )
 
 
-def _results(hits: list[SearchHit], query_sparse: SparseVector | None,
-             docs: dict[int, SparseVector], splade: Any | None) -> list[SearchResult]:
+def _results(
+    hits: list[SearchHit],
+    query_sparse: SparseVector | None,
+    docs: dict[int, SparseVector],
+    splade: Any | None,
+) -> list[SearchResult]:
     out = []
     for hit in hits:
         terms: list[Term] = []
         doc = docs.get(hit.product_id)
         if splade is not None and query_sparse is not None and doc is not None:
-            terms = [Term(t, round(w, 5))
-                     for t, w in splade.explain(query_sparse, doc, top=EXPLAIN_TERMS)]
-        out.append(SearchResult(
-            id=hit.product_id,
-            name=hit.product_display_name,
-            metadata=_metadata(hit),
-            image_url=image_url(hit.product_id),
-            score=round(float(hit.score), 6),
-            dense_score=None if hit.dense_score is None else round(float(hit.dense_score), 6),
-            sparse_score=None if hit.sparse_score is None else round(float(hit.sparse_score), 6),
-            terms=terms,
-        ))
+            terms = [
+                Term(t, round(w, 5))
+                for t, w in splade.explain(query_sparse, doc, top=EXPLAIN_TERMS)
+            ]
+        out.append(
+            SearchResult(
+                id=hit.product_id,
+                name=hit.product_display_name,
+                metadata=_metadata(hit),
+                image_url=image_url(hit.product_id),
+                score=round(float(hit.score), 6),
+                dense_score=None if hit.dense_score is None else round(float(hit.dense_score), 6),
+                sparse_score=None
+                if hit.sparse_score is None
+                else round(float(hit.sparse_score), 6),
+                terms=terms,
+            )
+        )
     return out
 
 
-def resolve_alpha(mode: str, alpha: float | None, has_text: bool, has_image: bool,
-                  default_alpha: float) -> float:
+def resolve_alpha(
+    mode: str, alpha: float | None, has_text: bool, has_image: bool, default_alpha: float
+) -> float:
     if mode == "sparse":
         if not has_text:
             raise ApiError(422, "sparse mode needs text (SPLADE encodes text only)")
@@ -150,20 +195,37 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
     if image is not None:
         check_image_format(image)
     filters = Filters.from_mapping(req.filters)
-    alpha = resolve_alpha(req.mode, req.alpha, text is not None, image is not None,
-                          runtime.settings.default_alpha)
+    alpha = resolve_alpha(
+        req.mode, req.alpha, text is not None, image is not None, runtime.settings.default_alpha
+    )
     vectors = runtime.query_vectors(text, image)
     splade = runtime.encoders.splade
-    query = SearchQuery(dense=vectors.dense, sparse=vectors.sparse, alpha=alpha, k=req.k,
-                        filters=filters, exact=req.exact)
+    query = SearchQuery(
+        dense=vectors.dense,
+        sparse=vectors.sparse,
+        alpha=alpha,
+        k=req.k,
+        filters=filters,
+        exact=req.exact,
+    )
     with runtime.pool.connection() as conn:
         version = _live(conn, runtime)
         hits = fused_search(conn, query, version)
-        docs = (sparse_vectors(conn, version, [h.product_id for h in hits])
-                if vectors.sparse is not None else {})
+        docs = (
+            sparse_vectors(conn, version, [h.product_id for h in hits])
+            if vectors.sparse is not None
+            else {}
+        )
     return SearchResponse(
-        query=QueryEcho(text=text, image=image is not None, mode=req.mode, alpha=alpha, k=req.k,
-                        exact=req.exact, filters=dict(req.filters or {})),
+        query=QueryEcho(
+            text=text,
+            image=image is not None,
+            mode=req.mode,
+            alpha=alpha,
+            k=req.k,
+            exact=req.exact,
+            filters=dict(req.filters or {}),
+        ),
         index_version=version.id,
         took_ms=round((time.perf_counter() - start) * 1000, 2),
         cached_embedding=vectors.cached,
@@ -176,8 +238,12 @@ def product(runtime: Runtime, product_id: int) -> Product:
         row = get_product(conn, product_id)
     if row is None:
         raise ApiError(404, f"product {product_id} not found")
-    return Product(id=row["id"], name=row["product_display_name"], metadata=_metadata(row),
-                   image_url=image_url(row["id"]) if row["has_image"] else None)
+    return Product(
+        id=row["id"],
+        name=row["product_display_name"],
+        metadata=_metadata(row),
+        image_url=image_url(row["id"]) if row["has_image"] else None,
+    )
 
 
 def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> SimilarResponse:
@@ -195,17 +261,22 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
         if stored is None:
             raise ApiError(404, f"product {product_id} is not in the live index v{version.id}")
         dense, sparse = stored
-        hits = fused_search(conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1),
-                            version)
+        hits = fused_search(
+            conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1), version
+        )
         hits = [h for h in hits if h.product_id != product_id][:k]
         docs = sparse_vectors(conn, version, [h.product_id for h in hits])
     try:
         splade = runtime.encoders.splade
-    except Exception:  # explanations are optional here: similar needs no query encoding
+    except ModelsNotReady:  # explanations are optional here: similar needs no query encoding
         splade = None
     return SimilarResponse(
-        product=Product(id=row["id"], name=row["product_display_name"], metadata=_metadata(row),
-                        image_url=image_url(row["id"]) if row["has_image"] else None),
+        product=Product(
+            id=row["id"],
+            name=row["product_display_name"],
+            metadata=_metadata(row),
+            image_url=image_url(row["id"]) if row["has_image"] else None,
+        ),
         alpha=alpha,
         index_version=version.id,
         took_ms=round((time.perf_counter() - start) * 1000, 2),
@@ -216,14 +287,18 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
 def index_info(runtime: Runtime) -> IndexInfo:
     with runtime.pool.connection() as conn:
         v = _live(conn)
-    enc = None
     try:
         enc = runtime.encoders
-    except Exception:
-        pass
+    except ModelsNotReady:
+        enc = None
     return IndexInfo(
-        version=v.id, status=v.status, dense_model=v.dense_model, dense_dim=v.dense_dim,
-        sparse_model=v.sparse_model, sparse_dim=v.sparse_dim, row_count=v.row_count,
+        version=v.id,
+        status=v.status,
+        dense_model=v.dense_model,
+        dense_dim=v.dense_dim,
+        sparse_model=v.sparse_model,
+        sparse_dim=v.sparse_dim,
+        row_count=v.row_count,
         built_at=v.built_at.isoformat() if v.built_at else None,
         live_at=v.live_at.isoformat() if v.live_at else None,
         serving_dense_model=enc.clip.name if enc else None,
@@ -238,10 +313,16 @@ def facets(runtime: Runtime) -> Facets:
         cached = runtime.facets_cache.get(version.id)
         if cached is None:
             columns = sql.SQL(", ").join(
-                sql.SQL("array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)")
-                .format(c=sql.Identifier(col)) for col in FACET_FIELDS.values())
-            row = conn.execute(sql.SQL("SELECT {cols} FROM {t}").format(
-                cols=columns, t=sql.Identifier(version.table))).fetchone()
+                sql.SQL(
+                    "array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)"
+                ).format(c=sql.Identifier(col))
+                for col in FACET_FIELDS.values()
+            )
+            row = conn.execute(
+                sql.SQL("SELECT {cols} FROM {t}").format(
+                    cols=columns, t=sql.Identifier(version.table)
+                )
+            ).fetchone()
             cached = {name: list(values or []) for name, values in zip(FACET_FIELDS, row)}
             runtime.facets_cache[version.id] = cached
     return Facets(index_version=version.id, values=cached)
@@ -267,12 +348,17 @@ def readiness(runtime: Runtime) -> dict[str, str]:
         if checks["models"] == "loaded":
             enc = runtime.encoders
             if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
-                checks["index"] = (f"mismatch: live v{version.id} uses {version.dense_model} + "
-                                   f"{version.sparse_model}, API serves {enc.clip.name} + "
-                                   f"{enc.splade.name}")
+                checks["index"] = (
+                    f"mismatch: live v{version.id} uses {version.dense_model} + "
+                    f"{version.sparse_model}, API serves {enc.clip.name} + "
+                    f"{enc.splade.name}"
+                )
     return checks
 
 
 def is_ready(checks: dict[str, str]) -> bool:
-    return (checks.get("models") == "loaded" and checks.get("database") == "ok"
-            and checks.get("index", "").startswith("ok"))
+    return (
+        checks.get("models") == "loaded"
+        and checks.get("database") == "ok"
+        and checks.get("index", "").startswith("ok")
+    )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 
 from services.api.runtime import Runtime
 from services.api.schemas import MAX_K, MAX_TEXT_CHARS
@@ -17,12 +18,16 @@ class PageController(Controller):
     include_in_schema = False
 
     @get("/", sync_to_thread=False, media_type=MediaType.HTML)
-    def index(self, runtime: Runtime) -> Response[str]:
+    def index(self, runtime: NamedDependency[Runtime]) -> Response[str]:
         s = runtime.settings
-        config = {"defaultAlpha": s.default_alpha, "maxUploadBytes": s.max_upload_bytes,
-                  "maxK": MAX_K, "maxTextChars": MAX_TEXT_CHARS}
+        config = {
+            "defaultAlpha": s.default_alpha,
+            "maxUploadBytes": s.max_upload_bytes,
+            "maxK": MAX_K,
+            "maxTextChars": MAX_TEXT_CHARS,
+        }
         html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
         html = html.replace("__CONFIG__", json.dumps(config)).replace(
-            "__DEFAULT_ALPHA__", f"{s.default_alpha:.2f}")
-        return Response(html, media_type=MediaType.HTML,
-                        headers={"Cache-Control": "no-cache"})
+            "__DEFAULT_ALPHA__", f"{s.default_alpha:.2f}"
+        )
+        return Response(html, media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
 
 from services.api import search_service
 from services.api.errors import ApiError
@@ -20,30 +24,46 @@ def _check_id(product_id: int) -> None:
 
 class ProductController(Controller):
     path = "/v1/products"
-    tags = ["products"]
+    tags: ClassVar[list[str]] = ["products"]
 
     @get("/{product_id:int}", sync_to_thread=True, summary="One product")
-    def product(self, product_id: int, runtime: Runtime) -> Product:
+    def product(self, product_id: FromPath[int], runtime: NamedDependency[Runtime]) -> Product:
         _check_id(product_id)
         return search_service.product(runtime, product_id)
 
-    @get("/{product_id:int}/image", sync_to_thread=True, summary="The product's image file",
-         media_type="image/jpeg")
-    def image(self, product_id: int, runtime: Runtime) -> Response[bytes]:
+    @get(
+        "/{product_id:int}/image",
+        sync_to_thread=True,
+        summary="The product's image file",
+        media_type="image/jpeg",
+    )
+    def image(
+        self, product_id: FromPath[int], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes]:
         _check_id(product_id)
         with runtime.pool.connection() as conn:
             found = get_image(conn, product_id)
         if found is None:
             raise ApiError(404, f"product {product_id} not found or has no image")
         data, mime = found
-        return Response(content=data, media_type=mime,
-                        headers={"Cache-Control": "public, max-age=86400"})
+        return Response(
+            content=data, media_type=mime, headers={"Cache-Control": "public, max-age=86400"}
+        )
 
-    @get("/{product_id:int}/similar", sync_to_thread=True, summary="More like this",
-         description="Nearest products to this product's stored dense + sparse vectors, "
-                     "fused with alpha (default: the server's default_alpha).")
-    def similar(self, product_id: int, runtime: Runtime, alpha: float | None = None,
-                k: int = DEFAULT_K) -> SimilarResponse:
+    @get(
+        "/{product_id:int}/similar",
+        sync_to_thread=True,
+        summary="More like this",
+        description="Nearest products to this product's stored dense + sparse vectors, "
+        "fused with alpha (default: the server's default_alpha).",
+    )
+    def similar(
+        self,
+        product_id: FromPath[int],
+        runtime: NamedDependency[Runtime],
+        alpha: FromQuery[float | None] = None,
+        k: FromQuery[int] = DEFAULT_K,
+    ) -> SimilarResponse:
         _check_id(product_id)
         if not 1 <= k <= MAX_K:
             raise ApiError(422, f"k must be in 1..{MAX_K}, got {k}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from services.api import search_service
@@ -16,20 +18,36 @@ from services.api.runtime import Runtime
 from services.api.schemas import MAX_K, MAX_TEXT_CHARS, SearchRequest, SearchResponse
 
 _FIELDS = {
-    "text": Schema(type=OpenAPIType.STRING, max_length=MAX_TEXT_CHARS,
-                   description="What to look for. Optional when an image is sent."),
-    "alpha": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1,
-                    description="Weight of the dense (CLIP) side; 1 - alpha goes to SPLADE. "
-                                "Default: the server's default_alpha."),
+    "text": Schema(
+        type=OpenAPIType.STRING,
+        max_length=MAX_TEXT_CHARS,
+        description="What to look for. Optional when an image is sent.",
+    ),
+    "alpha": Schema(
+        type=OpenAPIType.NUMBER,
+        minimum=0,
+        maximum=1,
+        description="Weight of the dense (CLIP) side; 1 - alpha goes to SPLADE. "
+        "Default: the server's default_alpha.",
+    ),
     "k": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_K, default=12),
-    "mode": Schema(type=OpenAPIType.STRING, enum=["hybrid", "dense", "sparse"], default="hybrid",
-                   description="dense = alpha 1, sparse = alpha 0 (needs text)."),
-    "exact": Schema(type=OpenAPIType.BOOLEAN, default=False,
-                    description="Score every row instead of HNSW candidates + exact re-rank."),
+    "mode": Schema(
+        type=OpenAPIType.STRING,
+        enum=["hybrid", "dense", "sparse"],
+        default="hybrid",
+        description="dense = alpha 1, sparse = alpha 0 (needs text).",
+    ),
+    "exact": Schema(
+        type=OpenAPIType.BOOLEAN,
+        default=False,
+        description="Score every row instead of HNSW candidates + exact re-rank.",
+    ),
 }
-_FILTERS_DOC = ("Field -> value or list of values (OR within a field, AND across fields): "
-                "gender, masterCategory, subCategory, articleType, baseColour, season, usage, "
-                "year_min, year_max.")
+_FILTERS_DOC = (
+    "Field -> value or list of values (OR within a field, AND across fields): "
+    "gender, masterCategory, subCategory, articleType, baseColour, season, usage, "
+    "year_min, year_max."
+)
 
 
 @dataclass
@@ -37,22 +55,40 @@ class SearchOperation(Operation):
     """The OpenAPI operation with both request bodies (JSON and multipart)."""
 
     def __post_init__(self) -> None:
-        json_schema = Schema(type=OpenAPIType.OBJECT, properties={
-            **_FIELDS, "filters": Schema(type=OpenAPIType.OBJECT, description=_FILTERS_DOC)})
-        multipart_schema = Schema(type=OpenAPIType.OBJECT, properties={
-            **_FIELDS,
-            "filters": Schema(type=OpenAPIType.STRING, description="JSON object. " + _FILTERS_DOC),
-            "image": Schema(type=OpenAPIType.STRING, format="binary",
-                            description="JPEG, PNG, WebP, GIF, BMP or TIFF; size limited "
-                                        "by max_upload_bytes (413 above)."),
-        })
-        self.request_body = RequestBody(required=True, content={
-            "application/json": OpenAPIMediaType(schema=json_schema),
-            "multipart/form-data": OpenAPIMediaType(schema=multipart_schema),
-        })
+        json_schema = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                **_FIELDS,
+                "filters": Schema(type=OpenAPIType.OBJECT, description=_FILTERS_DOC),
+            },
+        )
+        multipart_schema = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                **_FIELDS,
+                "filters": Schema(
+                    type=OpenAPIType.STRING, description="JSON object. " + _FILTERS_DOC
+                ),
+                "image": Schema(
+                    type=OpenAPIType.STRING,
+                    format="binary",
+                    description="JPEG, PNG, WebP, GIF, BMP or TIFF; size limited "
+                    "by max_upload_bytes (413 above).",
+                ),
+            },
+        )
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(schema=json_schema),
+                "multipart/form-data": OpenAPIMediaType(schema=multipart_schema),
+            },
+        )
 
 
-async def parse_search_request(request: Request, max_upload: int) -> tuple[SearchRequest, bytes | None]:
+async def parse_search_request(
+    request: Request, max_upload: int
+) -> tuple[SearchRequest, bytes | None]:
     content_type = request.content_type[0]
     if content_type == "multipart/form-data":
         return await _parse_multipart(request, max_upload)
@@ -60,7 +96,7 @@ async def parse_search_request(request: Request, max_upload: int) -> tuple[Searc
         raise ApiError(415, f"send application/json or multipart/form-data, not {content_type}")
     body = await request.body()
     if not body.strip():
-        raise ApiError(400, "empty request body; send a JSON object such as {\"text\": \"red dress\"}")
+        raise ApiError(400, 'empty request body; send a JSON object such as {"text": "red dress"}')
     try:
         return msgspec.json.decode(body, type=SearchRequest), None
     except msgspec.ValidationError as exc:
@@ -99,11 +135,16 @@ async def _parse_multipart(request: Request, max_upload: int) -> tuple[SearchReq
 
 class SearchController(Controller):
     path = "/v1/search"
-    tags = ["search"]
+    tags: ClassVar[list[str]] = ["search"]
 
-    @post("/", status_code=200, operation_class=SearchOperation, summary="Search products",
-          description="Text, image or both (multimodal). Returns fused, dense and sparse "
-                      "scores and the top contributing SPLADE terms of each product.")
-    async def search(self, request: Request, runtime: Runtime) -> SearchResponse:
+    @post(
+        "/",
+        status_code=200,
+        operation_class=SearchOperation,
+        summary="Search products",
+        description="Text, image or both (multimodal). Returns fused, dense and sparse "
+        "scores and the top contributing SPLADE terms of each product.",
+    )
+    async def search(self, request: Request, runtime: NamedDependency[Runtime]) -> SearchResponse:
         req, image = await parse_search_request(request, runtime.settings.max_upload_bytes)
         return await anyio.to_thread.run_sync(search_service.search, runtime, req, image)

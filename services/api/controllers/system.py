@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from services.api import search_service
 from services.api.runtime import Runtime
@@ -10,24 +13,30 @@ from services.api.schemas import Facets, Health, IndexInfo, Readiness
 
 
 class SystemController(Controller):
-    tags = ["system"]
+    tags: ClassVar[list[str]] = ["system"]
 
     @get("/healthz", sync_to_thread=False, summary="Process alive")
     def healthz(self) -> Health:
         return Health(status="ok")
 
-    @get("/readyz", sync_to_thread=True, summary="Database reachable, live index, models loaded",
-         responses=None)
-    def readyz(self, runtime: Runtime) -> Response[Readiness]:
+    @get(
+        "/readyz",
+        sync_to_thread=True,
+        summary="Database reachable, live index, models loaded",
+        responses=None,
+    )
+    def readyz(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
         checks = search_service.readiness(runtime)
         ready = search_service.is_ready(checks)
-        return Response(Readiness(status="ready" if ready else "not ready", checks=checks),
-                        status_code=200 if ready else 503)
+        return Response(
+            Readiness(status="ready" if ready else "not ready", checks=checks),
+            status_code=200 if ready else 503,
+        )
 
     @get("/v1/index", sync_to_thread=True, summary="The live index version")
-    def index(self, runtime: Runtime) -> IndexInfo:
+    def index(self, runtime: NamedDependency[Runtime]) -> IndexInfo:
         return search_service.index_info(runtime)
 
     @get("/v1/facets", sync_to_thread=True, summary="Filter values present in the live index")
-    def facets(self, runtime: Runtime) -> Facets:
+    def facets(self, runtime: NamedDependency[Runtime]) -> Facets:
         return search_service.facets(runtime)

@@ -1,0 +1,426 @@
+"""HTTP tests of the API: the real app on uvicorn, the real database, the real offline encoders.
+
+A tiny live index (120 offline products) is built once per module; requests go over
+loopback with httpx. Bad input must come back as a JSON 4xx/503, never a 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import zipfile
+
+import httpx
+import pytest
+from api_harness import (
+    CATALOG_SIZE,
+    ServerThread,
+    TcpProxy,
+    build_live_index,
+    free_port,
+    jpeg_bytes,
+)
+
+
+@pytest.fixture(scope="module")
+def live(settings):
+    return build_live_index(settings)
+
+
+@pytest.fixture(scope="module")
+def server(live, settings):
+    from services.api.app import create_app
+
+    srv = ServerThread(create_app(settings)).start()
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def _ids(resp: httpx.Response) -> list[int]:
+    return [r["id"] for r in resp.json()["results"]]
+
+
+def _assert_error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["status_code"] == status and body["detail"]
+    assert "Traceback" not in resp.text
+    return body
+
+
+# --- system endpoints ---------------------------------------------------------------------
+def test_health_ready_index_and_schema(api, live):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
+    index = api.get("/v1/index").json()
+    assert index["version"] == live.version_id and index["row_count"] == CATALOG_SIZE
+    assert index["dense_model"] == index["serving_dense_model"] == live.dense_model
+    schema = api.get("/schema/openapi.json").json()
+    assert schema["openapi"].startswith("3.1")
+    assert {
+        "/v1/search",
+        "/v1/products/{product_id}",
+        "/v1/products/{product_id}/image",
+        "/v1/products/{product_id}/similar",
+        "/healthz",
+        "/readyz",
+        "/v1/index",
+        "/v1/facets",
+    } <= set(schema["paths"])
+    body = schema["paths"]["/v1/search"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+
+
+def test_facets_list_filter_values(api, live):
+    facets = api.get("/v1/facets").json()["values"]
+    assert set(facets) == {
+        "gender",
+        "masterCategory",
+        "subCategory",
+        "articleType",
+        "baseColour",
+        "season",
+        "usage",
+    }
+    assert set(facets["gender"]) == {r["gender"] for r in live.rows if r["gender"]}
+
+
+def test_storefront_page_and_assets(api):
+    page = api.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="alpha"' in page.text and "__CONFIG__" not in page.text
+    assert api.get("/static/app.js").status_code == 200
+    assert api.get("/static/app.css").status_code == 200
+
+
+# --- search ----------------------------------------------------------------------------------
+def test_text_search_returns_products_with_scores_and_terms(api, live):
+    name = live.rows[7]["productDisplayName"]
+    resp = api.post("/v1/search", json={"text": name, "k": 5}, headers={"X-Request-ID": "req-123"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-request-id"] == "req-123"
+    data = resp.json()
+    assert data["index_version"] == live.version_id
+    assert data["query"]["alpha"] == pytest.approx(0.5)
+    results = data["results"]
+    assert len(results) == 5
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    top = results[0]
+    assert set(top) >= {
+        "id",
+        "name",
+        "metadata",
+        "image_url",
+        "score",
+        "dense_score",
+        "sparse_score",
+        "terms",
+    }
+    assert top["score"] == pytest.approx(
+        0.5 * top["dense_score"] + 0.5 * top["sparse_score"], abs=1e-4
+    )
+    assert top["terms"], "the top hit for a product's own name shares sparse terms"
+    assert all(t["weight"] > 0 for t in top["terms"])
+    assert api.get(top["image_url"]).status_code == 200
+
+
+def test_query_embeddings_are_cached(api):
+    first = api.post("/v1/search", json={"text": "cached blue jeans query"}).json()
+    second = api.post("/v1/search", json={"text": "cached blue jeans query"}).json()
+    assert first["cached_embedding"] is False and second["cached_embedding"] is True
+    assert [r["id"] for r in first["results"]] == [r["id"] for r in second["results"]]
+
+
+def test_image_search_finds_the_product_itself(api, live):
+    row = live.rows[3]
+    resp = api.post(
+        "/v1/search", files={"image": ("q.jpg", row["image"], "image/jpeg")}, data={"k": "3"}
+    )
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["query"]["image"] is True and data["query"]["alpha"] == 1.0
+    assert data["results"][0]["id"] == row["id"]
+    assert data["results"][0]["dense_score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_multimodal_search_uses_text_and_image(api, live):
+    row = live.rows[5]
+    resp = api.post(
+        "/v1/search",
+        files={"image": ("q.png", row["image"], "image/png")},
+        data={
+            "text": row["productDisplayName"],
+            "alpha": "0.7",
+            "k": "4",
+            "filters": json.dumps({"gender": row["gender"]}),
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["query"]["image"] is True and data["query"]["text"]
+    assert data["query"]["alpha"] == pytest.approx(0.7)
+    assert data["results"] and all(
+        r["metadata"]["gender"] == row["gender"] for r in data["results"]
+    )
+    assert data["results"][0]["terms"]
+
+
+def test_modes_and_alpha_change_the_ranking(api, live):
+    text = live.rows[11]["productDisplayName"]
+    dense = api.post("/v1/search", json={"text": text, "mode": "dense", "k": 20}).json()
+    sparse = api.post("/v1/search", json={"text": text, "mode": "sparse", "k": 20}).json()
+    assert dense["query"]["alpha"] == 1.0 and sparse["query"]["alpha"] == 0.0
+    assert [r["id"] for r in dense["results"]] != [r["id"] for r in sparse["results"]]
+    exact = api.post("/v1/search", json={"text": text, "alpha": 0.0, "k": 5, "exact": True})
+    assert _ids(exact)[:3] == [r["id"] for r in sparse["results"]][:3]
+
+
+def test_filters_restrict_results(api, live):
+    colour = live.rows[0]["baseColour"]
+    resp = api.post(
+        "/v1/search", json={"text": "shirt", "filters": {"baseColour": [colour]}, "k": 50}
+    )
+    assert resp.status_code == 200
+    assert resp.json()["results"]
+    assert {r["metadata"]["baseColour"] for r in resp.json()["results"]} == {colour}
+
+
+def test_sql_looking_text_is_just_searched(api, conn):
+    resp = api.post("/v1/search", json={"text": "'; DROP TABLE products; --"})
+    assert resp.status_code == 200, resp.text
+    assert conn.execute("SELECT count(*) FROM products").fetchone()[0] == CATALOG_SIZE
+
+
+# --- products -------------------------------------------------------------------------------
+def test_product_image_and_similar(api, live):
+    row = live.rows[2]
+    product = api.get(f"/v1/products/{row['id']}").json()
+    assert product["name"] == row["productDisplayName"]
+    assert product["metadata"]["baseColour"] == row["baseColour"]
+    image = api.get(f"/v1/products/{row['id']}/image")
+    assert image.status_code == 200 and image.headers["content-type"].startswith("image/")
+    assert image.content == row["image"]
+    similar = api.get(f"/v1/products/{row['id']}/similar", params={"k": 6, "alpha": 0.5})
+    assert similar.status_code == 200, similar.text
+    ids = _ids(similar)
+    assert len(ids) == 6 and row["id"] not in ids
+
+
+def test_unknown_product_is_404(api):
+    for path in (
+        "/v1/products/987654321",
+        "/v1/products/987654321/image",
+        "/v1/products/987654321/similar",
+        "/v1/products/99999999999999999999",
+    ):
+        _assert_error(api.get(path), 404)
+
+
+# --- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({}, 422),  # neither text nor image
+        ({"text": "   "}, 422),  # whitespace is no text
+        ({"text": "dress", "alpha": 1.5}, 422),
+        ({"text": "dress", "alpha": -0.1}, 422),
+        ({"text": "dress", "k": 0}, 422),
+        ({"text": "dress", "k": -3}, 422),
+        ({"text": "dress", "k": 10_000}, 422),
+        ({"text": "dress", "k": "ten"}, 422),
+        ({"text": "dress", "filters": {"brand": "x"}}, 422),  # unknown filter
+        ({"text": "dress", "filters": {"gender": 3}}, 422),
+        ({"text": "dress", "mode": "fuzzy"}, 422),
+        ({"text": "dress", "colour": "red"}, 422),  # unknown field
+        ({"text": "x" * 100_000}, 422),  # 100 KB text: refused, not truncated
+    ],
+)
+def test_invalid_search_requests(api, body, status):
+    _assert_error(api.post("/v1/search", json=body), status)
+
+
+def test_malformed_and_unsupported_bodies(api):
+    _assert_error(
+        api.post(
+            "/v1/search", content=b'{"text": "dress",', headers={"content-type": "application/json"}
+        ),
+        400,
+    )
+    _assert_error(
+        api.post("/v1/search", content=b"", headers={"content-type": "application/json"}), 400
+    )
+    _assert_error(
+        api.post("/v1/search", content=b"<q/>", headers={"content-type": "text/xml"}), 415
+    )
+    _assert_error(
+        api.post(
+            "/v1/search",
+            files={"image": ("q.jpg", jpeg_bytes(), "image/jpeg")},
+            data={"filters": "{not json"},
+        ),
+        400,
+    )
+
+
+def test_sparse_mode_needs_text(api):
+    body = _assert_error(
+        api.post(
+            "/v1/search",
+            files={"image": ("q.jpg", jpeg_bytes(), "image/jpeg")},
+            data={"mode": "sparse"},
+        ),
+        422,
+    )
+    assert "text" in body["detail"]
+
+
+def test_oversized_upload_is_413(api):
+    big = b"\xff\xd8\xff" + b"\0" * (50 * 1024 * 1024)
+    _assert_error(api.post("/v1/search", files={"image": ("big.jpg", big, "image/jpeg")}), 413)
+
+
+def test_upload_just_over_the_image_limit_is_413(api, settings):
+    data = b"\xff\xd8\xff" + b"\0" * settings.max_upload_bytes
+    _assert_error(api.post("/v1/search", files={"image": ("big.jpg", data, "image/jpeg")}), 413)
+
+
+def test_non_image_uploads(api):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "hello")
+    _assert_error(
+        api.post("/v1/search", files={"image": ("photo.jpg", buf.getvalue(), "image/jpeg")}), 415
+    )
+    _assert_error(
+        api.post("/v1/search", files={"image": ("a.jpg", b"just some text", "image/jpeg")}), 415
+    )
+    corrupt = jpeg_bytes()[:40]  # a JPEG header and nothing else
+    _assert_error(api.post("/v1/search", files={"image": ("c.jpg", corrupt, "image/jpeg")}), 422)
+
+
+def test_huge_pixel_count_image_is_refused_or_downscaled(api):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000), 1).save(buf, "PNG")  # 100 Mpx, a few KB on the wire
+    resp = api.post("/v1/search", files={"image": ("huge.png", buf.getvalue(), "image/png")})
+    assert resp.status_code in (200, 422), resp.text
+    if resp.status_code == 422:
+        assert "too large" in resp.json()["detail"]
+    assert api.get("/healthz").status_code == 200
+
+
+# --- failures of the platform ---------------------------------------------------------------------
+def test_database_down_gives_503_and_healthz_stays_up(settings, live):
+    from services.api.app import create_app
+
+    closed = free_port()
+    down = dataclasses.replace(
+        settings, database_url_override=f"postgresql://postgres@127.0.0.1:{closed}/fashion_test"
+    )
+    app = create_app(down, pool_timeout=0.5)
+    srv = ServerThread(app).start()
+    try:
+        app.state.runtime.wait_for_models(60)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/healthz").status_code == 200
+            body = _assert_error(c.post("/v1/search", json={"text": "red dress"}), 503)
+            assert "database" in body["detail"] and body["request_id"]
+            ready = c.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["database"].startswith("unavailable")
+            _assert_error(c.get("/v1/products/1"), 503)
+    finally:
+        srv.stop()
+
+
+def test_recovers_when_the_database_comes_back(settings, live):
+    from psycopg.conninfo import conninfo_to_dict
+
+    from services.api.app import create_app
+
+    db = conninfo_to_dict(settings.database_url)
+    proxy = TcpProxy(int(db["port"]))
+    proxy.restore()
+    via_proxy = dataclasses.replace(
+        settings,
+        database_url_override=f"postgresql://{db.get('user', 'postgres')}@127.0.0.1:"
+        f"{proxy.port}/{db['dbname']}",
+    )
+    srv = ServerThread(create_app(via_proxy, pool_timeout=1.0)).start()
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.post("/v1/search", json={"text": "watch"}).status_code == 200
+            proxy.cut()
+            _assert_error(c.post("/v1/search", json={"text": "watch"}), 503)
+            assert c.get("/readyz").status_code == 503
+            proxy.restore()
+            statuses = []
+            for _ in range(40):  # the pool reconnects by itself; no restart
+                statuses.append(c.post("/v1/search", json={"text": "watch"}).status_code)
+                if statuses[-1] == 200:
+                    break
+            assert statuses[-1] == 200, statuses
+            assert c.get("/readyz").status_code == 200
+    finally:
+        srv.stop()
+        proxy.cut()
+
+
+def test_no_live_index_is_503(empty_db, settings):
+    """Runs last in this module (it empties the database)."""
+    from services.api.app import create_app
+
+    srv = ServerThread(create_app(settings)).start()
+    try:
+        srv.server.config.app.state.runtime.wait_for_models(60)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            body = _assert_error(c.post("/v1/search", json={"text": "dress"}), 503)
+            assert "no index version is live" in body["detail"]
+            assert c.get("/readyz").json()["checks"]["index"] == "no live index version"
+    finally:
+        srv.stop()
+
+
+def test_unexpected_errors_are_generic_json_500_with_request_id(caplog):
+    """A handler bug: JSON 500 with the request id, trace only in the log."""
+    from litestar import Litestar, get
+    from litestar.testing import TestClient
+
+    from services.api.errors import EXCEPTION_HANDLERS
+    from services.api.logs import request_id_middleware
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app = Litestar(
+        [boom],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_id_middleware],
+        logging_config=None,
+    )
+    with caplog.at_level(logging.INFO), TestClient(app) as c:
+        resp = c.get("/boom")
+    body = _assert_error(resp, 500)
+    assert "secret" not in resp.text and body["request_id"] == resp.headers["x-request-id"]
+    assert any(
+        "secret internals" in (r.exc_text or "") or r.exc_info
+        for r in caplog.records
+        if r.name == "services.api.errors"
+    )
+    access = [r for r in caplog.records if r.name == "services.api.access"]
+    assert access and access[-1].request_id == body["request_id"] and access[-1].status == 500
