@@ -158,7 +158,7 @@
     const what = [text && `“${text}”`, imageFile && "your photo"].filter(Boolean).join(" + ");
     title.textContent = what ? `Results for ${what}` : "Results";
     statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.query.alpha.toFixed(2)} · index v${data.index_version}`;
-    render(data.results);
+    render(data.results, data.query.alpha);
   }
 
   async function similar(id, name) {
@@ -167,7 +167,7 @@
     if (!data) return;
     title.textContent = `More like “${name}”`;
     statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.alpha.toFixed(2)}`;
-    render(data.results);
+    render(data.results, data.alpha);
     window.scrollTo({ top: 0, behavior: "smooth" });
     grid.focus({ preventScroll: true });
   }
@@ -175,7 +175,7 @@
   // --- rendering ---------------------------------------------------------------------------
   const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(3));
 
-  function render(results) {
+  function render(results, a) {
     grid.replaceChildren();
     if (!results.length) {
       const li = document.createElement("li");
@@ -184,7 +184,6 @@
       grid.appendChild(li);
       return;
     }
-    const a = Number(alpha.value);
     for (const r of results) {
       const node = tpl.content.firstElementChild.cloneNode(true);
       node.dataset.id = r.id;

@@ -1,0 +1,168 @@
+"""The storefront page in headless Chromium against the real app, database and encoders.
+
+Screenshots land in ``artifacts/`` (gitignored): storefront-desktop.png, storefront-why.png,
+storefront-image.png, storefront-phone.png, storefront-error.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from api_harness import ServerThread, build_live_index
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def live(settings):
+    return build_live_index(settings)
+
+
+@pytest.fixture(scope="module")
+def server(live, settings):
+    from services.api.app import create_app
+
+    srv = ServerThread(create_app(settings)).start()
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server.url + "/")
+    pg.wait_for_selector("select[data-facet='gender'] option:nth-child(2)", state="attached")
+    yield pg
+    context.close()
+
+
+def _search(page, text: str) -> list[str]:
+    page.fill("#q", text)
+    with page.expect_response("**/v1/search"):
+        page.press("#q", "Enter")
+    page.wait_for_selector("#results .card")
+    return page.eval_on_selector_all("#results .card", "els => els.map(e => e.dataset.id)")
+
+
+def test_text_query_shows_results_and_why(page, live):
+    name = live.rows[7]["productDisplayName"]
+    ids = _search(page, name)
+    assert ids and str(live.rows[7]["id"]) in ids
+    first = page.locator("#results .card").first
+    assert first.locator(".name").inner_text().strip()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#results .card img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    assert "products" in page.inner_text("#status")
+    page.screenshot(path=str(ARTIFACTS / "storefront-desktop.png"))
+
+    first.locator("summary").click()  # open "why"
+    terms = first.locator(".terms li")
+    assert terms.count() > 0 and terms.first.inner_text().strip()
+    assert first.locator(".dense-v").inner_text() != "–"
+    page.screenshot(path=str(ARTIFACTS / "storefront-why.png"))
+
+
+def test_keyboard_only_search(page):
+    page.locator("body").press("/")  # "/" focuses the search box
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("casual shirt")
+    with page.expect_response("**/v1/search"):
+        page.keyboard.press("Enter")
+    page.wait_for_selector("#results .card")
+    # the "why" disclosure is reachable and opens with the keyboard
+    page.locator("#results .card summary").first.focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#results .card details").first.get_attribute("open") is not None
+
+
+def test_moving_the_slider_changes_the_order(page, live):
+    _search(page, live.rows[11]["productDisplayName"])
+    orders = {}
+    for value in ("0", "1"):
+        with page.expect_response("**/v1/search") as resp:
+            page.locator("#alpha").fill(value)
+        assert resp.value.ok
+        page.wait_for_function(
+            "v => document.querySelector('#status').textContent.includes('alpha ' + v)",
+            arg=f"{float(value):.2f}",
+        )
+        orders[value] = page.eval_on_selector_all(
+            "#results .card", "els => els.map(e => e.dataset.id)"
+        )
+        assert page.inner_text("#alpha-out") == f"{float(value):.2f}"
+    assert orders["0"] != orders["1"]
+
+
+def test_image_upload_searches_by_photo(page, live):
+    row = live.rows[3]
+    with page.expect_response("**/v1/search") as resp:
+        page.set_input_files(
+            "#image", files=[{"name": "query.png", "mimeType": "image/png", "buffer": row["image"]}]
+        )
+    assert resp.value.ok
+    page.wait_for_function("document.querySelector('#results-title').textContent.includes('photo')")
+    assert page.locator("#preview").is_visible()
+    first_id = page.locator("#results .card").first.get_attribute("data-id")
+    assert first_id == str(row["id"])
+    page.screenshot(path=str(ARTIFACTS / "storefront-image.png"))
+
+
+def test_api_error_shows_a_banner(page, live):
+    page.set_input_files(
+        "#image",
+        files=[{"name": "q.png", "mimeType": "image/png", "buffer": live.rows[0]["image"]}],
+    )
+    page.wait_for_selector("#results .card")
+    with page.expect_response("**/v1/search") as resp:
+        page.select_option("#mode", "sparse")  # keywords-only with no text: 422
+    assert resp.value.status == 422
+    banner = page.locator("#error")
+    banner.wait_for(state="visible")
+    assert "text" in banner.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "storefront-error.png"))
+    page.click("#error-close")
+    assert banner.is_hidden()
+
+
+def test_phone_width_layout(browser, server, live):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/")
+        _search(page, "blue casual")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, "no horizontal scrolling on a phone"
+        page.screenshot(path=str(ARTIFACTS / "storefront-phone.png"), full_page=False)
+    finally:
+        context.close()
