@@ -11,9 +11,9 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -261,8 +261,8 @@ def load_clip(name: str | None = None, device: str | None = None) -> ClipEncoder
 
 
 __all__ = [
-    "ClipEncoder",
     "OFFLINE_CLIP_ARCH",
+    "ClipEncoder",
     "build_clip_model",
     "combine_query_vectors",
     "load_clip",

@@ -16,6 +16,7 @@ on every lookup and may not shadow a built-in name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,12 @@ WEIGHTS_DIR = ENCODERS_DIR / "weights"
 # The small open_clip architecture used offline (services/encoders/model_configs/).
 OFFLINE_CLIP_ARCH = "fashion-clip-tiny"
 OFFLINE_CLIP_CHECKPOINT = WEIGHTS_DIR / "fashion-clip-offline.pt"
-UNTRAINED_CLIP_FILE = "clip-tiny-untrained.pt"
+OFFLINE_CLIP_CONFIG = MODEL_CONFIGS_DIR / f"{OFFLINE_CLIP_ARCH}.json"
+# The untrained init's file name carries a digest of the architecture JSON, so a changed
+# architecture never loads a stale checkpoint from the cache.
+UNTRAINED_CLIP_FILE = (
+    f"clip-tiny-untrained-{hashlib.sha256(OFFLINE_CLIP_CONFIG.read_bytes()).hexdigest()[:10]}.pt"
+)
 SPLADE_TINY_DIR = "splade-tiny"
 
 Kind = Literal["clip", "splade"]
@@ -259,7 +265,7 @@ def build_call(spec: ModelSpec, model_cache: Path | None = None) -> LoadCall:
         )
     if spec.kind == "splade":
         source = resolve_location(spec.source, model_cache)
-        is_local = source.startswith("/") or source.startswith(".")
+        is_local = source.startswith(("/", "."))
         return LoadCall(
             "transformers.AutoModelForMaskedLM.from_pretrained",
             (source,),

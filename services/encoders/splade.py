@@ -64,7 +64,7 @@ class SpladeEncoder:
         cleaned = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise ValueError(f"text #{i} is {type(text).__name__}, not a string")
+                raise TypeError(f"text #{i} is {type(text).__name__}, not a string")
             if not text.strip():
                 raise ValueError(f"text #{i} is empty or whitespace; SPLADE needs some words")
             cleaned.append(text)

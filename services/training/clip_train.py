@@ -1,0 +1,274 @@
+"""Train (from scratch) or fine-tune an open_clip model on catalogue (image, caption) pairs.
+
+Contrastive loss is ``open_clip.loss.ClipLoss``. Checkpoints are open_clip-loadable files
+(``{"state_dict": ...}`` plus optimizer state for resuming), so
+``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` -- and therefore the
+model registry -- loads them directly. A run writes ``<out>/last.pt`` every
+``checkpoint_every`` steps and at the end, and resumes from it with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.encoders.registry import OFFLINE_CLIP_ARCH, ensure_model_configs
+from services.training.data import (
+    MIN_TRAIN_PRODUCTS,
+    PairSet,
+    TrainingDataError,
+    build_pairs,
+    split_rows,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used (corrupt, truncated, other architecture)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved beside its checkpoints)."""
+
+    source: str = "offline"
+    size: int = 10_000
+    limit: int | None = None
+    arch: str = OFFLINE_CLIP_ARCH
+    pretrained: str | None = None  # None: train from scratch (fixed-seed init)
+    epochs: int = 15
+    max_minutes: float | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    split_seed: int = 0
+    heldout_fraction: float = 0.1
+    threads: int | None = 2
+    device: str = "cpu"
+    checkpoint_every: int = 100
+    flip: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    epochs_done: float
+    seconds: float
+    losses: list[float]
+    train_products: int
+    heldout_products: int
+    stopped_by_time: bool
+
+
+# --------------------------------------------------------------------------------------
+# model + checkpoints
+# --------------------------------------------------------------------------------------
+def create_model(config: TrainConfig):
+    """(model, preprocess_train, preprocess_val, tokenizer) for the run's architecture."""
+    import open_clip
+
+    ensure_model_configs()
+    torch.manual_seed(config.seed)
+    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+        config.arch, pretrained=config.pretrained, device=config.device
+    )
+    return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(config.arch)
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """Read a checkpoint; :class:`CheckpointError` naming the file when it is unusable."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from None
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not an open_clip training checkpoint")
+    return data
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, **state: Any) -> Path:
+    """Atomically write ``{"state_dict": ..., **state}`` (open_clip-loadable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": model.state_dict(), **state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, **meta: Any) -> Path:
+    """A release checkpoint: weights only (float16 by default: half the size), open_clip-loadable."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": state, **meta}, tmp)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+def load_catalog_rows(config: TrainConfig) -> list[dict]:
+    from services.catalog.reader import iter_rows
+    from services.catalog.sources import resolve_source
+
+    paths = resolve_source(config.source, size=config.size, limit=config.limit)
+    return list(iter_rows(paths, limit=config.limit))
+
+
+def prepare_splits(rows: list[dict], config: TrainConfig, preprocess) -> tuple[PairSet, list[dict]]:
+    """(train pairs, held-out rows); clear errors for an empty or too small catalogue."""
+    if not rows:
+        raise TrainingDataError("the catalogue is empty: nothing to train on")
+    train_rows, heldout_rows = split_rows(rows, config.split_seed, config.heldout_fraction)
+    if len(train_rows) < MIN_TRAIN_PRODUCTS:
+        raise TrainingDataError(
+            f"train split has {len(train_rows)} products (of {len(rows)}); at least "
+            f"{MIN_TRAIN_PRODUCTS} are needed"
+        )
+    pairs = build_pairs(train_rows, preprocess)
+    if len(pairs) < MIN_TRAIN_PRODUCTS:
+        raise TrainingDataError(
+            f"only {len(pairs)} train products have a usable image; at least {MIN_TRAIN_PRODUCTS} are needed"
+        )
+    return pairs, heldout_rows
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def _lr_at(step: int, total: int, config: TrainConfig, time_used: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay driven by steps or by the time budget, whichever is ahead."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = max((step - config.warmup_steps) / max(1, total - config.warmup_steps), time_used)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _time_used(loop_start: float, config: TrainConfig) -> float:
+    """Share of the time budget spent (0 without a budget)."""
+    if not config.max_minutes:
+        return 0.0
+    return (time.monotonic() - loop_start) / (config.max_minutes * 60)
+
+
+# --------------------------------------------------------------------------------------
+# training loop
+# --------------------------------------------------------------------------------------
+def train_clip(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    rows: list[dict] | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Train for ``config.epochs`` (or until ``max_minutes``/``max_steps``); returns the result.
+
+    ``rows`` overrides the catalogue source (tests, custom data).
+    """
+    import open_clip
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    model, _, preprocess_val, tokenizer = create_model(config)
+    started = time.monotonic()
+    pairs, heldout_rows = prepare_splits(rows if rows is not None else load_catalog_rows(config), config, preprocess_val)
+    log.info("train products: %d, held-out products: %d (prepared in %.1fs)",
+             len(pairs), len(heldout_rows), time.monotonic() - started)
+
+    steps_per_epoch = max(1, len(pairs) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+    loss_fn = open_clip.loss.ClipLoss()
+
+    step, losses, spent_before = 0, [], 0.0
+    if resume and last.exists():
+        state = load_checkpoint_file(last)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, losses, spent_before = int(state["step"]), list(state.get("losses", [])), float(state.get("seconds", 0.0))
+        log.info("resumed from %s at step %d", last, step)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(
+            last, model, optimizer=optimizer.state_dict(), step=step, losses=losses,
+            seconds=spent_before + time.monotonic() - loop_start, config=json.dumps(asdict(config)),
+            arch=config.arch,
+        )
+
+    model.train()
+    loop_start = time.monotonic()
+    deadline = loop_start + config.max_minutes * 60 if config.max_minutes else None
+    stopped_by_time = False
+    while step < total_steps:
+        epoch, batch_index = divmod(step, steps_per_epoch)
+        order = _epoch_order(len(pairs), config.seed, epoch)
+        batch = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+        rng = random.Random(f"{config.seed}:step:{step}")
+        images = pairs.pixels[batch].float().to(config.device)
+        if config.flip:
+            flip = torch.tensor([rng.random() < 0.5 for _ in batch])
+            images[flip] = images[flip].flip(-1)
+        texts = tokenizer(pairs.sample_captions(batch, rng)).to(config.device)
+
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, total_steps, config, _time_used(loop_start, config))
+        image_features, text_features, logit_scale = model(images, texts)[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % 20 == 0 or step == 1:
+            log.info("step %d/%d epoch %d loss %.4f lr %.2e (%.0fs)", step, total_steps, epoch,
+                     losses[-1], optimizer.param_groups[0]["lr"], time.monotonic() - loop_start)
+        if step % config.checkpoint_every == 0:
+            checkpoint()
+        if deadline and time.monotonic() > deadline:
+            stopped_by_time = step < total_steps
+            log.warning("stopping at step %d: time budget of %.1f min used", step, config.max_minutes)
+            break
+    model.eval()
+    checkpoint()
+    return TrainResult(
+        checkpoint=last,
+        steps=step,
+        epochs_done=step / steps_per_epoch,
+        seconds=spent_before + time.monotonic() - loop_start,
+        losses=losses,
+        train_products=len(pairs),
+        heldout_products=len(heldout_rows),
+        stopped_by_time=stopped_by_time,
+    )

@@ -1,0 +1,116 @@
+"""The fine-tuning workflow used by the CLI and the Airflow DAG: train -> evaluate -> register.
+
+Each step is a plain function over paths and dicts so the DAG's tasks stay one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from services.config import get_settings
+from services.encoders.clip import ClipEncoder, build_clip_model, load_clip
+from services.encoders.registry import (
+    OFFLINE_CLIP_ARCH,
+    OFFLINE_CLIP_CHECKPOINT,
+    ModelSpec,
+    get_spec,
+    register_model,
+)
+from services.training import clip_report
+from services.training.clip_train import (
+    TrainConfig,
+    export_checkpoint,
+    load_catalog_rows,
+    load_checkpoint_file,
+    train_clip,
+)
+from services.training.data import split_rows
+
+log = logging.getLogger(__name__)
+
+
+def heldout_rows(config: TrainConfig) -> list[dict]:
+    rows = load_catalog_rows(config)
+    return split_rows(rows, config.split_seed, config.heldout_fraction)[1]
+
+
+def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, resume: bool = True) -> dict:
+    """Train (resuming from ``work_dir/last.pt``), export a float16 release checkpoint; summary dict."""
+    started = time.monotonic()
+    result = train_clip(config, work_dir, resume=resume)
+    state = load_checkpoint_file(result.checkpoint)
+    model, _, _ = build_clip_model(ModelSpec(
+        name="_training", kind="clip", source=config.arch, dim=0, licence="", note="",
+        pretrained=str(result.checkpoint),
+    ))
+    export_checkpoint(model, export_to, half=True, arch=config.arch, steps=int(state["step"]))
+    summary = {
+        "arch": config.arch,
+        "checkpoint": str(export_to),
+        "checkpoint_mb": round(export_to.stat().st_size / 2**20, 2),
+        "steps": result.steps,
+        "epochs_done": round(result.epochs_done, 2),
+        "train_seconds": round(result.seconds, 1),
+        "total_seconds": round(time.monotonic() - started, 1),
+        "stopped_by_time": result.stopped_by_time,
+        "train_products": result.train_products,
+        "heldout_products": result.heldout_products,
+        "loss_first": round(result.losses[0], 4) if result.losses else None,
+        "loss_last_20_mean": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
+        "config": asdict(config),
+    }
+    log.info("training summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return summary
+
+
+def encoder_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH) -> ClipEncoder:
+    """A ClipEncoder for a checkpoint file, built through the registry's loader call."""
+    spec = ModelSpec(name=name, kind="clip", source=arch, dim=get_spec("clip-tiny-untrained").dim,
+                     licence="Apache-2.0", note="", pretrained=str(checkpoint))
+    model, preprocess, tokenizer = build_clip_model(spec)
+    return ClipEncoder(name, model, preprocess, tokenizer, "cpu", spec.dim)
+
+
+def evaluate(config: TrainConfig, after: ClipEncoder, before: ClipEncoder | None = None) -> dict:
+    """Before/after report on the held-out split."""
+    rows = heldout_rows(config)
+    before = before or load_clip("clip-tiny-untrained", device="cpu")
+    return clip_report.compare(clip_report.evaluate_encoder(before, rows), clip_report.evaluate_encoder(after, rows))
+
+
+def register_finetuned(name: str, checkpoint: Path, note: str, model_cache: Path | None = None) -> Path:
+    """Copy nothing, just record: a registry.d entry pointing at ``checkpoint``."""
+    spec = ModelSpec(name=name, kind="clip", source=OFFLINE_CLIP_ARCH, dim=get_spec("clip-tiny-untrained").dim,
+                     licence="Apache-2.0", note=note, pretrained=str(Path(checkpoint).resolve()), offline=True)
+    return register_model(spec, model_cache)
+
+
+def reproduce_command(argv: list[str] | None = None) -> str:
+    args = argv if argv is not None else sys.argv[1:]
+    return "fashion-search " + " ".join(shlex.quote(a) for a in args)
+
+
+def write_summary(summary: dict, report: dict | None, folder: Path, stem: str) -> list[Path]:
+    """Training summary JSON (+ report files) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.training.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    written = [path]
+    if report is not None:
+        written += clip_report.save_report(report, [folder], stem=f"{stem}.report")
+    return written
+
+
+def default_paths() -> dict[str, Path]:
+    settings = get_settings()
+    return {
+        "work_dir": settings.work_dir / "clip-training",
+        "export_to": OFFLINE_CLIP_CHECKPOINT,
+        "reports_dir": settings.reports_dir,
+    }
