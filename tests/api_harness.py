@@ -6,6 +6,7 @@ shared PostgreSQL server).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import socket
 import threading
@@ -32,6 +33,16 @@ def jpeg_bytes(size=(64, 64), colour=(200, 30, 30), quality=90) -> bytes:
     return buf.getvalue()
 
 
+def serving_settings(settings):
+    """``settings``, with the untrained offline CLIP when the trained checkpoint is absent
+    (it is produced by the training area; the API tests need an encoder, not a good one)."""
+    from services.encoders.registry import get_spec, is_available
+
+    if is_available(get_spec(settings.dense_model)):
+        return settings
+    return dataclasses.replace(settings, dense_model="clip-tiny-untrained")
+
+
 @dataclass
 class LiveIndex:
     version_id: int
@@ -51,7 +62,7 @@ def build_live_index(settings) -> LiveIndex:
     from services.store.products import upsert_products
 
     rows = list(iter_rows(resolve_source("offline", size=CATALOG_SIZE)))
-    clip, splade = load_clip(), load_splade()
+    clip, splade = load_clip(settings.dense_model), load_splade(settings.sparse_model)
     dense = clip.encode_images([r["image"] for r in rows])
     sparse = splade.encode([r["productDisplayName"] for r in rows])
     conn = connect(settings.database_url)

@@ -21,19 +21,25 @@ from api_harness import (
     build_live_index,
     free_port,
     jpeg_bytes,
+    serving_settings,
 )
 
 
 @pytest.fixture(scope="module")
-def live(settings):
-    return build_live_index(settings)
+def app_settings(settings):
+    return serving_settings(settings)
 
 
 @pytest.fixture(scope="module")
-def server(live, settings):
+def live(app_settings):
+    return build_live_index(app_settings)
+
+
+@pytest.fixture(scope="module")
+def server(live, app_settings):
     from services.api.app import create_app
 
-    srv = ServerThread(create_app(settings)).start()
+    srv = ServerThread(create_app(app_settings)).start()
     srv.wait_ready()
     yield srv
     srv.stop()
@@ -323,12 +329,12 @@ def test_huge_pixel_count_image_is_refused_or_downscaled(api):
 
 
 # --- failures of the platform ---------------------------------------------------------------------
-def test_database_down_gives_503_and_healthz_stays_up(settings, live):
+def test_database_down_gives_503_and_healthz_stays_up(app_settings, live):
     from services.api.app import create_app
 
     closed = free_port()
     down = dataclasses.replace(
-        settings, database_url_override=f"postgresql://postgres@127.0.0.1:{closed}/fashion_test"
+        app_settings, database_url_override=f"postgresql://postgres@127.0.0.1:{closed}/fashion_test"
     )
     app = create_app(down, pool_timeout=0.5)
     srv = ServerThread(app).start()
@@ -346,16 +352,16 @@ def test_database_down_gives_503_and_healthz_stays_up(settings, live):
         srv.stop()
 
 
-def test_recovers_when_the_database_comes_back(settings, live):
+def test_recovers_when_the_database_comes_back(app_settings, live):
     from psycopg.conninfo import conninfo_to_dict
 
     from services.api.app import create_app
 
-    db = conninfo_to_dict(settings.database_url)
+    db = conninfo_to_dict(app_settings.database_url)
     proxy = TcpProxy(int(db["port"]))
     proxy.restore()
     via_proxy = dataclasses.replace(
-        settings,
+        app_settings,
         database_url_override=f"postgresql://{db.get('user', 'postgres')}@127.0.0.1:"
         f"{proxy.port}/{db['dbname']}",
     )
@@ -380,13 +386,14 @@ def test_recovers_when_the_database_comes_back(settings, live):
         proxy.cut()
 
 
-def test_no_live_index_is_503(empty_db, settings):
+def test_no_live_index_is_503(empty_db, app_settings):
     """Runs last in this module (it empties the database)."""
     from services.api.app import create_app
 
-    srv = ServerThread(create_app(settings)).start()
+    app = create_app(app_settings)
+    srv = ServerThread(app).start()
     try:
-        srv.server.config.app.state.runtime.wait_for_models(60)
+        app.state.runtime.wait_for_models(60)
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             body = _assert_error(c.post("/v1/search", json={"text": "dress"}), 503)
             assert "no index version is live" in body["detail"]

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from api_harness import ServerThread, build_live_index
+from api_harness import ServerThread, build_live_index, serving_settings
 
 pytestmark = pytest.mark.browser
 
@@ -27,15 +27,20 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def live(settings):
-    return build_live_index(settings)
+def app_settings(settings):
+    return serving_settings(settings)
 
 
 @pytest.fixture(scope="module")
-def server(live, settings):
+def live(app_settings):
+    return build_live_index(app_settings)
+
+
+@pytest.fixture(scope="module")
+def server(live, app_settings):
     from services.api.app import create_app
 
-    srv = ServerThread(create_app(settings)).start()
+    srv = ServerThread(create_app(app_settings)).start()
     srv.wait_ready()
     yield srv
     srv.stop()

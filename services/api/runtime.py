@@ -13,14 +13,16 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from pgvector import SparseVector
 
-from services.config import Settings, get_settings
+from services.config import Settings
 from services.store.db import make_pool
 
 log = logging.getLogger(__name__)
@@ -109,20 +111,22 @@ class Runtime:
     def stop(self) -> None:
         self.pool.close(timeout=5.0)
 
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit mode: reads need no transaction of their own
+        (fused_search opens one for its SET LOCALs), which saves round trips per request."""
+        with self.pool.connection() as conn:
+            if not conn.autocommit:
+                conn.autocommit = True
+            yield conn
+
     def _load(self) -> None:
         start = time.perf_counter()
         try:
             from services.encoders.clip import load_clip
             from services.encoders.splade import load_splade
 
-            # The configured default goes through load_clip(None), which falls back to the
-            # untrained offline CLIP when the trained checkpoint is absent (as the pipeline does).
-            default = get_settings()
-            clip = load_clip(
-                None
-                if self.settings.dense_model == default.dense_model
-                else self.settings.dense_model
-            )
+            clip = load_clip(self.settings.dense_model)
             splade = load_splade(self.settings.sparse_model)
             self._encoders = Encoders(clip=clip, splade=splade)
             log.info(

@@ -208,7 +208,7 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         filters=filters,
         exact=req.exact,
     )
-    with runtime.pool.connection() as conn:
+    with runtime.connection() as conn:
         version = _live(conn, runtime)
         hits = fused_search(conn, query, version)
         docs = (
@@ -234,7 +234,7 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
 
 
 def product(runtime: Runtime, product_id: int) -> Product:
-    with runtime.pool.connection() as conn:
+    with runtime.connection() as conn:
         row = get_product(conn, product_id)
     if row is None:
         raise ApiError(404, f"product {product_id} not found")
@@ -252,7 +252,7 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
     alpha = runtime.settings.default_alpha if alpha is None else alpha
     if not 0.0 <= alpha <= 1.0:
         raise ApiError(422, f"alpha must be in [0, 1], got {alpha}")
-    with runtime.pool.connection() as conn:
+    with runtime.connection() as conn:
         row = get_product(conn, product_id)
         if row is None:
             raise ApiError(404, f"product {product_id} not found")
@@ -285,7 +285,7 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
 
 
 def index_info(runtime: Runtime) -> IndexInfo:
-    with runtime.pool.connection() as conn:
+    with runtime.connection() as conn:
         v = _live(conn)
     try:
         enc = runtime.encoders
@@ -308,7 +308,7 @@ def index_info(runtime: Runtime) -> IndexInfo:
 
 def facets(runtime: Runtime) -> Facets:
     """Distinct filter values among the live index's products (cached per version)."""
-    with runtime.pool.connection() as conn:
+    with runtime.connection() as conn:
         version = _live(conn)
         cached = runtime.facets_cache.get(version.id)
         if cached is None:
@@ -332,7 +332,7 @@ def readiness(runtime: Runtime) -> dict[str, str]:
     """Named checks -> "ok" or what is wrong."""
     checks = {"models": runtime.models_state}
     try:
-        with runtime.pool.connection() as conn:
+        with runtime.connection() as conn:
             conn.execute("SELECT 1")
             checks["database"] = "ok"
             version = live_version(conn)

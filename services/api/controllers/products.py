@@ -41,7 +41,7 @@ class ProductController(Controller):
         self, product_id: FromPath[int], runtime: NamedDependency[Runtime]
     ) -> Response[bytes]:
         _check_id(product_id)
-        with runtime.pool.connection() as conn:
+        with runtime.connection() as conn:
             found = get_image(conn, product_id)
         if found is None:
             raise ApiError(404, f"product {product_id} not found or has no image")
