@@ -226,6 +226,16 @@ def test_nightly_dag_wiring():
 
 
 # --- end to end: tiny real index -> evaluation -> stored rows -> dashboard ---------------------
+def _dense_model() -> str:
+    """The configured CLIP model, or the untrained offline one while no checkpoint exists
+    (the plumbing under test does not depend on how good the dense side is)."""
+    from services.config import get_settings
+    from services.encoders.registry import get_spec, is_available
+
+    name = get_settings().dense_model
+    return name if is_available(get_spec(name)) else "clip-tiny-untrained"
+
+
 def _build_tiny_index(conn, size: int = 200) -> None:
     """A live index of ``size`` offline products encoded by the real offline models."""
     try:
@@ -233,7 +243,7 @@ def _build_tiny_index(conn, size: int = 200) -> None:
     except ImportError:
         run_reindex = None
     if run_reindex is not None:
-        run_reindex(source="offline", size=size, shard_size=size)
+        run_reindex(source="offline", size=size, shard_size=size, dense_model=_dense_model())
         return
     from services.catalog.offline import iter_offline_rows
     from services.encoders.clip import load_clip
@@ -243,7 +253,7 @@ def _build_tiny_index(conn, size: int = 200) -> None:
 
     rows = list(iter_offline_rows(size))
     upsert_products(conn, rows, source="offline")
-    clip, splade = load_clip(), load_splade()
+    clip, splade = load_clip(_dense_model()), load_splade()
     dense = clip.encode_images([r["image"] for r in rows])
     sparse = splade.encode([" ".join(str(r[k]) for k in ("productDisplayName", "articleType",
                                                           "baseColour", "gender") if r.get(k))
@@ -341,3 +351,21 @@ def test_cli_registers_eval():
     assert args.alphas == [0.0, 0.5, 1.0] and args.families == ["category", "multimodal"]
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "--alphas", "2"])
+
+
+@pytest.mark.slow
+def test_cli_eval_prints_table_and_stores_run(settings, conn, tiny_index, capsys):
+    from evaluation import storage
+    from services.cli import main
+
+    before = storage.latest_run(conn)
+    conn.commit()
+    code = main(["eval", "--alphas", "0,0.5,1", "--families", "category,colour_category"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    latest = storage.latest_run(conn)
+    conn.commit()
+    assert latest is not None and (before is None or latest.id > before.id)
+    assert f"evaluation run {latest.id} [succeeded]" in out
+    assert "map@10" in out and "colour_category" in out and "report written to" in out
+    assert main(["eval-report", str(latest.id)]) == 0
