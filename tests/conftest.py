@@ -2,7 +2,7 @@
 
 The test session uses its own FASHION_HOME (``.fashion/test-home``, kept between runs so
 the model cache and catalogues are reused), its own server port, and a fresh database
-``fashion_test`` migrated to head. ``DATABASE_URL`` points there for the whole session, so
+``fashion_test_<pid>`` migrated to head (dropped at the end). ``DATABASE_URL`` points there for the whole session, so
 code under test connects exactly as it does in production. Set ``TEST_DATABASE_URL`` to
 run the suite against an external PostgreSQL with pgvector instead.
 """
@@ -39,6 +39,16 @@ def _fresh_database(admin_url: str, dbname: str) -> None:
         conn.execute(f'CREATE DATABASE "{dbname}"')
 
 
+def _drop_database(admin_url: str, dbname: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+
+
 @pytest.fixture(scope="session")
 def settings():
     """Settings of the test session, with a fresh migrated database."""
@@ -52,10 +62,14 @@ def settings():
         os.environ.pop("DATABASE_URL", None)
         base = get_settings()
         embedded.start(base)
-        _fresh_database(base.database_url_for("postgres"), "fashion_test")
-        os.environ["DATABASE_URL"] = base.database_url_for("fashion_test")
+        # One database per test session, so concurrent sessions never share state.
+        dbname = f"fashion_test_{os.getpid()}"
+        _fresh_database(base.database_url_for("postgres"), dbname)
+        os.environ["DATABASE_URL"] = base.database_url_for(dbname)
     migrate.upgrade("head")
-    return get_settings()
+    yield get_settings()
+    if not external:
+        _drop_database(base.database_url_for("postgres"), dbname)
 
 
 @pytest.fixture
