@@ -1,0 +1,124 @@
+"""``run_reindex``: the whole indexing pipeline without Airflow, calling the same stage
+functions as the ``fashion_reindex`` DAG's tasks, with a per-stage timing table.
+
+Holds the build lock for the whole run, so a second run (or a DAG run) cannot swap
+concurrently: it refuses at once instead of racing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+from services.config import get_settings
+from services.pipeline import stages
+
+log = logging.getLogger(__name__)
+
+
+def _stage(report: dict, name: str, rows: int | None, seconds: float) -> None:
+    report["timings"].append({"stage": name, "rows": rows, "seconds": round(seconds, 3),
+                              "rows_per_s": round(rows / seconds, 1) if rows and seconds else None})
+
+
+def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None = None,
+                shard_size: int = 2000, dense_model: str | None = None,
+                sparse_model: str | None = None, *, run_id: str | None = None,
+                min_recall: float = stages.DEFAULT_MIN_RECALL, keep_previous: int = 1) -> dict:
+    """Fetch, validate, shard, encode, load, index, check and swap a new index version live.
+
+    Returns the run report (timings, validation rejects by reason, checks, live version).
+    On failure after the version exists, the version is marked failed and the live version
+    is untouched; re-running reuses the encoded shard files already finished.
+    """
+    settings = get_settings()
+    dims = stages.model_dims(dense_model, sparse_model)  # unknown model -> LookupError now
+    dense_model, sparse_model = dims["dense_model"], dims["sparse_model"]
+    run_id = run_id or "cli-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_dir = stages.run_dir_for(run_id)
+    report: dict = {"run_id": run_id, "source": source, "size": size, "limit": limit,
+                    "shard_size": shard_size, "dense_model": dense_model,
+                    "sparse_model": sparse_model, "timings": [], "status": "running"}
+    version_id = None
+    t_all = time.perf_counter()
+    with stages.build_lock(wait=False):
+        try:
+            paths, sec = stages.timed(stages.fetch, source, size, limit)
+            _stage(report, "fetch", None, sec)
+
+            out, sec = stages.timed(stages.validate_and_shard, paths, shard_size, run_dir,
+                                    limit=limit, source=source if source in ("offline", "hub")
+                                    else "local")
+            shards, report["validation"] = out["shards"], out["report"]
+            valid = out["report"]["valid"]
+            _stage(report, "validate+shard+upsert", out["report"]["read"], sec)
+
+            version_id, sec = stages.timed(
+                stages.create_version, dense_model, sparse_model, run_key=run_id,
+                params={"source": source, "size": size, "limit": limit,
+                        "shard_size": shard_size, "runner": "cli"})
+            report["version"] = version_id
+            _stage(report, "create_version", None, sec)
+
+            t = time.perf_counter()
+            dense_paths = [stages.encode_images_shard(s, dense_model) for s in shards]
+            _stage(report, "encode images (CLIP)", valid, time.perf_counter() - t)
+
+            t = time.perf_counter()
+            sparse_paths = [stages.encode_texts_shard(s, sparse_model) for s in shards]
+            _stage(report, "encode texts (SPLADE)", valid, time.perf_counter() - t)
+
+            t = time.perf_counter()
+            loaded = sum(stages.load_shard(version_id, s, d, p)
+                         for s, d, p in zip(shards, dense_paths, sparse_paths))
+            _stage(report, "load (COPY)", loaded, time.perf_counter() - t)
+
+            report["index_seconds"], sec = stages.timed(stages.build_indexes, version_id)
+            _stage(report, "build HNSW indexes", loaded, sec)
+
+            report["checks"], sec = stages.timed(
+                stages.check_version, version_id, valid, min_recall=min_recall,
+                extra_report={"validation": report["validation"], "runner": "cli"})
+            _stage(report, "checks", None, sec)
+
+            report["swap"], sec = stages.timed(stages.swap, version_id)
+            _stage(report, "swap", None, sec)
+
+            report["retired"], sec = stages.timed(stages.retire, keep_previous)
+            _stage(report, "retire", None, sec)
+            report["status"] = "success"
+        except BaseException as exc:
+            report["status"] = "failed"
+            report["error"] = f"{type(exc).__name__}: {exc}"
+            stages.fail_version(version_id, report["error"])
+            raise
+        finally:
+            total = time.perf_counter() - t_all
+            report["total_seconds"] = round(total, 3)
+            rows = report.get("validation", {}).get("read")
+            _stage(report, "TOTAL", rows, total)
+            _write_report(settings, report)
+    return report
+
+
+def _write_report(settings, report: dict) -> None:
+    try:
+        folder = settings.reports_dir / "reindex"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stages._slug(report['run_id'])}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+        report["report_path"] = str(path)
+    except OSError:
+        log.exception("could not write the run report")
+
+
+def format_timings(report: dict) -> str:
+    """The per-stage timing table as aligned text."""
+    lines = [f"{'stage':<24} {'rows':>8} {'seconds':>9} {'rows/s':>9}", "-" * 53]
+    for t in report.get("timings", []):
+        rows = "" if t["rows"] is None else str(t["rows"])
+        rps = "" if t["rows_per_s"] is None else f"{t['rows_per_s']:.1f}"
+        lines.append(f"{t['stage']:<24} {rows:>8} {t['seconds']:>9.2f} {rps:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The indexing pipeline without Airflow: stages on a tiny offline catalogue, against the
+real test PostgreSQL and the real (offline) encoders.
+
+Covers: an end-to-end run whose swapped-in version answers fused_search; idempotent
+reloads; a failure mid-run that leaves the previous live version serving and the new one
+'failed'; a re-run that finishes (reusing encoded shards); validation rejects in the report;
+the build lock refusing a second concurrent run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SIZE = 200
+SHARD = 80
+
+
+def _dense_model() -> str:
+    """The trained offline CLIP when its checkpoint is present, else the untrained fallback."""
+    from services.encoders.registry import get_spec, is_available
+
+    if is_available(get_spec("fashion-clip-offline")):
+        return "fashion-clip-offline"
+    return "clip-tiny-untrained"  # generated on first use (fixed-seed random init)
+
+
+@pytest.fixture(scope="module")
+def dense_model():
+    return _dense_model()
+
+
+@pytest.fixture
+def fresh(empty_db):
+    return empty_db
+
+
+def _search_name(conn, name: str, dense_model: str):
+    from services.encoders.clip import load_clip
+    from services.encoders.splade import load_splade
+    from services.store.search import SearchQuery, fused_search
+
+    qd = load_clip(dense_model).encode_texts([name])[0]
+    qs = load_splade().encode([name])[0]
+    hits = fused_search(conn, SearchQuery(dense=qd, sparse=qs, k=10))
+    conn.commit()  # end the read transaction: it would block retiring that version's table
+    return hits
+
+
+def test_run_reindex_end_to_end_then_search(fresh, dense_model):
+    from services.pipeline.reindex import format_timings, run_reindex
+    from services.store.index_versions import live_version
+
+    report = run_reindex(source="offline", size=SIZE, shard_size=SHARD, dense_model=dense_model)
+    assert report["status"] == "success"
+    assert report["validation"]["valid"] == SIZE
+    assert report["validation"]["shards"] == 3
+    live = live_version(fresh)
+    assert live is not None and live.id == report["version"] and live.row_count == SIZE
+    assert report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
+    table = format_timings(report)
+    assert "encode images (CLIP)" in table and "TOTAL" in table
+    name = fresh.execute("SELECT product_display_name, id FROM products ORDER BY id LIMIT 1"
+                         ).fetchone()
+    hits = _search_name(fresh, name[0], dense_model)
+    assert len(hits) == 10
+    assert any(h.product_display_name == name[0] for h in hits)
+
+
+def test_load_shard_twice_is_idempotent(fresh, dense_model, tmp_path):
+    from services.pipeline import stages
+    from services.store.index_versions import row_count
+
+    paths = stages.fetch("offline", SIZE, 60)
+    out = stages.validate_and_shard(paths, 30, tmp_path, limit=60)
+    vid = stages.create_version(dense_model, None, run_key="test-idempotent")
+    shard = out["shards"][0]
+    d = stages.encode_images_shard(shard, dense_model)
+    s = stages.encode_texts_shard(shard, None)
+    assert stages.load_shard(vid, shard, d, s) == 30
+    assert stages.load_shard(vid, shard, d, s) == 30
+    assert row_count(fresh, vid) == 30
+    # a retried encode reuses the finished file
+    mtime = Path(d).stat().st_mtime_ns
+    assert stages.encode_images_shard(shard, dense_model) == d
+    assert Path(d).stat().st_mtime_ns == mtime
+    stages.fail_version(vid, "test done")
+
+
+def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monkeypatch):
+    from services.pipeline import stages
+    from services.pipeline.reindex import run_reindex
+    from services.store.index_versions import get_version, list_versions, live_version
+
+    first = run_reindex(source="offline", size=SIZE, limit=120, shard_size=SHARD,
+                        dense_model=dense_model)
+    live_before = live_version(fresh)
+    fresh.commit()
+    assert live_before.id == first["version"]
+
+    real_load = stages.load_shard
+    calls = {"n": 0}
+
+    def flaky_load(version_id, shard, dense_path, sparse_path):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second shard's encoded file vanished
+            Path(dense_path).unlink()
+        return real_load(version_id, shard, dense_path, sparse_path)
+
+    monkeypatch.setattr(stages, "load_shard", flaky_load)
+    with pytest.raises(FileNotFoundError, match="encoded file"):
+        run_reindex(source="offline", size=SIZE, shard_size=SHARD, dense_model=dense_model)
+    monkeypatch.setattr(stages, "load_shard", real_load)
+
+    fresh.rollback()
+    failed = max(v.id for v in list_versions(fresh))
+    assert get_version(fresh, failed).status == "failed"
+    live = live_version(fresh)
+    assert live.id == live_before.id  # still serving the previous version
+    hits = _search_name(fresh, "shirt", dense_model)
+    assert hits and all(h.product_id for h in hits)
+
+    again = run_reindex(source="offline", size=SIZE, shard_size=SHARD, dense_model=dense_model)
+    assert again["status"] == "success"
+    assert live_version(fresh).id == again["version"] != live_before.id
+    assert get_version(fresh, live_before.id).status == "previous"
+
+
+def test_bad_model_name_fails_before_touching_anything(fresh):
+    from services.pipeline.reindex import run_reindex
+    from services.store.index_versions import list_versions
+
+    with pytest.raises(LookupError, match="unknown model"):
+        run_reindex(source="offline", size=SIZE, dense_model="no-such-clip")
+    assert list_versions(fresh) == []
+
+
+def test_missing_source_is_a_clear_error(fresh, tmp_path):
+    from services.pipeline import stages
+
+    with pytest.raises((FileNotFoundError, ValueError)):
+        stages.fetch(str(tmp_path / "nowhere.parquet"))
+
+
+def test_validation_rejects_are_counted(fresh, tmp_path):
+    from services.catalog.reader import iter_rows
+    from services.catalog.shards import write_parquet
+    from services.pipeline import stages
+
+    rows = list(iter_rows([Path(p) for p in stages.fetch("offline", SIZE, 20)], limit=20))
+    rows[3]["productDisplayName"] = " "
+    rows[5]["id"] = rows[4]["id"]
+    rows[7]["image"] = b"not an image"
+    src = write_parquet(rows, tmp_path / "bad.parquet")
+    out = stages.validate_and_shard([str(src)], 10, tmp_path / "run", source="local")
+    rep = out["report"]
+    assert rep["read"] == 20 and rep["valid"] == 17 and rep["rejected"] == 3
+    assert rep["rejected_by_reason"] == {"empty name": 1, "duplicate id": 1,
+                                         "undecodable image": 1}
+    assert len(out["shards"]) == 2
+
+
+def test_corrupt_parquet_is_reported_with_its_name(fresh, tmp_path):
+    from services.catalog.errors import CatalogError
+    from services.pipeline import stages
+
+    bad = tmp_path / "corrupt.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(CatalogError, match="corrupt.parquet"):
+        stages.validate_and_shard([str(bad)], 10, tmp_path / "run")
+
+
+def test_second_run_refuses_while_the_build_lock_is_held(fresh, dense_model):
+    import psycopg
+
+    from services.pipeline import stages
+    from services.pipeline.reindex import run_reindex
+
+    other = psycopg.connect(fresh.info.dsn, autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (stages.BUILD_LOCK_NAME,))
+        with pytest.raises(stages.BuildLockBusy, match="another indexing run"):
+            run_reindex(source="offline", size=SIZE, limit=40, shard_size=20,
+                        dense_model=dense_model)
+    finally:
+        other.close()
