@@ -209,18 +209,8 @@ def configure_cpu_determinism(threads: int | None = None) -> None:
 
 
 def _resolve_name(name: str | None) -> str:
-    if name:
-        return name
-    configured = get_settings().dense_model
-    spec = get_spec(configured, kind="clip")
-    call = build_call(spec)
-    if call.local_path and not Path(call.local_path).exists() and spec.name == "fashion-clip-offline":
-        log.warning(
-            "trained checkpoint %s not found; falling back to 'clip-tiny-untrained' "
-            "(random weights: rankings are noise)", call.local_path,
-        )
-        return "clip-tiny-untrained"
-    return configured
+    """``name``, or the configured default (FASHION_DENSE_MODEL, default fashion-clip-offline)."""
+    return name or get_settings().dense_model
 
 
 def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Module, Any, Any]:
