@@ -1,0 +1,124 @@
+"""The fashion_reindex DAG run for real with Airflow 3's ``dag.test()``.
+
+Airflow reads its configuration at import time, so each run happens in a fresh interpreter
+(``services.pipeline.airflow_env.dag_test``) with ``AIRFLOW_HOME`` in a temp folder, every
+``AIRFLOW__*`` variable set, and the metadata DB ``airflow_test`` on the test server
+(``airflow db migrate`` first). Tasks run the real stages and encoders against this test
+session's database; afterwards we search the swapped-in version and look for the Asset event.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CONF = {"source": "offline", "size": 300, "shard_size": 100}
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("airflow-home")
+
+
+def _dense_model() -> str:
+    from services.encoders.registry import get_spec, is_available
+
+    return ("fashion-clip-offline" if is_available(get_spec("fashion-clip-offline"))
+            else "clip-tiny-untrained")
+
+
+def _asset_events(settings, run_id: str) -> list:
+    with psycopg.connect(settings.database_url_for("airflow_test")) as c:
+        return c.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = 'fashion://index/live' AND e.source_run_id = %s", (run_id,)
+        ).fetchall()
+
+
+def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
+    from services.encoders.clip import load_clip
+    from services.encoders.splade import load_splade
+    from services.pipeline.airflow_env import dag_test
+    from services.store.index_versions import live_version
+    from services.store.search import SearchQuery, fused_search
+
+    conf = {**CONF, "dense_model": _dense_model()}
+    result = dag_test(conf, settings, home=airflow_home, dbname="airflow_test")
+    assert result["state"] == "success", result["output"][-4000:]
+    assert all(s == "success" for s in result["tasks"].values()), result["tasks"]
+    assert sum(t.startswith("encode_images[") for t in result["tasks"]) == 3
+    assert sum(t.startswith("load[") for t in result["tasks"]) == 3
+
+    live = live_version(empty_db)
+    assert live is not None and live.row_count == 300
+    assert live.params["runner"] == "airflow"
+    assert live.report["validation"]["valid"] == 300
+    assert live.report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
+
+    name = empty_db.execute(
+        f"SELECT p.product_display_name FROM {live.table} e JOIN products p ON p.id = "
+        "e.product_id ORDER BY e.product_id LIMIT 1").fetchone()[0]
+    qd = load_clip(live.dense_model).encode_texts([name])[0]
+    qs = load_splade(live.sparse_model).encode([name])[0]
+    hits = fused_search(empty_db, SearchQuery(dense=qd, sparse=qs, k=10))
+    empty_db.commit()
+    assert len(hits) == 10
+    assert any(h.product_display_name == name for h in hits)
+
+    events = _asset_events(settings, result["run_id"])
+    assert len(events) == 1 and events[0][0]["version"] == live.id
+
+
+@pytest.fixture
+def broken_clip(tmp_path, monkeypatch):
+    """A registered CLIP model whose checkpoint is missing: it passes the registry lookup
+    (so the run creates its version) and then every encode_images try fails."""
+    from services.config import get_settings
+    from services.encoders.registry import ModelSpec, register_model
+
+    real = get_settings().model_cache
+    cache = tmp_path / "models"
+    cache.mkdir()
+    for entry in real.iterdir():
+        if entry.name != "registry.d":
+            (cache / entry.name).symlink_to(entry)
+    monkeypatch.setenv("FASHION_MODEL_CACHE", str(cache))
+    register_model(ModelSpec(name="broken-clip-test", kind="clip", source="fashion-clip-tiny",
+                             dim=256, licence="test", note="test: checkpoint missing",
+                             pretrained=str(tmp_path / "missing.pt"), offline=True), cache)
+    return "broken-clip-test"
+
+
+def test_failed_encoding_keeps_live_version_then_rerun_finishes(settings, conn, airflow_home,
+                                                                broken_clip):
+    from services.config import get_settings
+    from services.pipeline.airflow_env import dag_test
+    from services.store.index_versions import get_version, list_versions, live_version
+
+    before = live_version(conn)
+    conn.commit()
+    if before is None:
+        pytest.skip("needs the live version of test_dag_run_swaps_in_a_new_version")
+    conf = {**CONF, "size": 200, "shard_size": 100}
+    bad = dag_test({**conf, "dense_model": broken_clip}, get_settings(), home=airflow_home,
+                   dbname="airflow_test", migrate=False)
+    assert bad["state"] == "failed"
+    assert bad["tasks"]["encode_images[0]"] == "failed"
+    assert bad["tasks"]["swap"] != "success"
+    assert "try 3" in bad["output"] or bad["output"].count("encode_images") > 3  # retried
+    failed = [v for v in list_versions(conn) if v.params.get("run_key", "").endswith(
+        bad["run_id"])]
+    conn.commit()
+    assert len(failed) == 1 and failed[0].status == "failed"
+    assert live_version(conn).id == before.id  # still serving
+    conn.commit()
+
+    good = dag_test({**conf, "dense_model": before.dense_model}, get_settings(),
+                    home=airflow_home, dbname="airflow_test", migrate=False)
+    assert good["state"] == "success", good["output"][-4000:]
+    live = live_version(conn)
+    assert live.id != before.id and live.row_count == 200
+    assert get_version(conn, before.id).status == "previous"
+    conn.commit()
