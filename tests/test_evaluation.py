@@ -369,3 +369,16 @@ def test_cli_eval_prints_table_and_stores_run(settings, conn, tiny_index, capsys
     assert f"evaluation run {latest.id} [succeeded]" in out
     assert "map@10" in out and "colour_category" in out and "report written to" in out
     assert main(["eval-report", str(latest.id)]) == 0
+
+
+def test_dashboard_renders_without_runs():
+    from evaluation import charts
+    from evaluation.dashboard import DashboardData, render_page
+
+    empty = DashboardData(runs=[], history={}, run=None, rows=[], head=None, previous=None,
+                          comparison=[], alerts=[], current_default_alpha=0.5, margin=0.02)
+    page = render_page(empty, "/dashboard")
+    assert "No evaluation run is stored yet" in page and "/dashboard/history.png" in page
+    for png in (charts.history_chart([], {}), charts.alpha_chart({}, {}, 0.5, "none"),
+                charts.family_chart([], {}, "none")):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
