@@ -130,7 +130,7 @@ def _airflow_bin() -> list[str]:
 def run_airflow(args: list[str], env: dict[str, str], *, check: bool = True,
                 timeout: float = 600) -> subprocess.CompletedProcess:
     res = subprocess.run(_airflow_bin() + args, env=env, capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, check=False)
     if check and res.returncode != 0:
         raise RuntimeError(f"`airflow {' '.join(args)}` failed ({res.returncode}):\n"
                            f"{(res.stderr or res.stdout)[-3000:]}")
@@ -146,7 +146,7 @@ def write_passwords(home: Path) -> None:
 
 
 def setup(settings: Settings | None = None, *, home: Path | None = None,
-          dbname: str = "airflow") -> dict[str, str]:
+          dbname: str = "airflow", migrate_platform: bool = True) -> dict[str, str]:
     """Create the metadata DB, migrate it, write the passwords file, create the gpu pool.
 
     Idempotent. Returns the environment to run Airflow with.
@@ -158,6 +158,10 @@ def setup(settings: Settings | None = None, *, home: Path | None = None,
 
         embedded.start(settings)
     _ensure_database(settings, dbname)
+    if migrate_platform:
+        from services.store import migrate
+
+        migrate.upgrade("head", settings.database_url)  # the schema the tasks write to
     env = airflow_env(settings, home=home, dbname=dbname)
     write_passwords(home)
     (home / "logs").mkdir(parents=True, exist_ok=True)
@@ -230,11 +234,11 @@ def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
     for name, args in COMPONENTS.items():
         if name in running:
             continue
-        log = open(home / "logs" / f"{name}.log", "ab")
         extra = ["--host", "127.0.0.1", "--port", str(port)] if name == "api-server" else []
-        proc = subprocess.Popen(_airflow_bin() + args + extra, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(home))
+        with open(home / "logs" / f"{name}.log", "ab") as log:  # the child keeps its own fd
+            proc = subprocess.Popen(_airflow_bin() + args + extra, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=str(home))
         _pidfile(home, name).write_text(str(proc.pid))
     wait_for_api(timeout=timeout)
     return {"url": base_url(), "user": ADMIN_USER, "password": ADMIN_PASSWORD,
@@ -361,10 +365,11 @@ from airflow.models.taskinstance import TaskInstance
 with create_session() as s:
     tis = s.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id,
                                        TaskInstance.run_id == run.run_id).all()
-    states = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
-              for ti in tis}
+    key = lambda ti: ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
+    states = {key(ti): str(ti.state) for ti in tis}
+    tries = {key(ti): ti.try_number for ti in tis}
 print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "run_id": run.run_id,
-                                       "tasks": states}))
+                                       "tasks": states, "tries": tries}))
 """
 
 
@@ -373,18 +378,19 @@ def dag_test(conf: dict, settings: Settings | None = None, *, home: Path | None 
     """Run ``fashion_reindex`` once with ``dag.test(run_conf=conf)`` in a fresh interpreter
     configured by :func:`airflow_env` (metadata DB ``dbname``, migrated first).
 
-    Returns ``{"state", "run_id", "tasks": {task: state}, "output"}``.
+    Returns ``{"state", "run_id", "tasks": {task: state}, "tries": {task: n}, "output"}``.
     """
     settings = settings or get_settings()
     home = Path(home or airflow_home(settings))
     if migrate:
-        env = setup(settings, home=home, dbname=dbname)
+        env = setup(settings, home=home, dbname=dbname, migrate_platform=False)
     else:
         env = airflow_env(settings, home=home, dbname=dbname)
     res = subprocess.run(
         [sys.executable, "-c", _DAG_TEST_SCRIPT, str(REPO_ROOT / "dags" / "fashion_reindex.py"),
          json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT),
+        check=False)
     output = res.stdout + res.stderr
     for line in reversed(res.stdout.splitlines()):
         if line.startswith("DAG_TEST_RESULT "):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from services.config import get_settings
 from services.pipeline import stages
@@ -36,7 +36,7 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
     settings = get_settings()
     dims = stages.model_dims(dense_model, sparse_model)  # unknown model -> LookupError now
     dense_model, sparse_model = dims["dense_model"], dims["sparse_model"]
-    run_id = run_id or "cli-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_id = run_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     run_dir = stages.run_dir_for(run_id)
     report: dict = {"run_id": run_id, "source": source, "size": size, "limit": limit,
                     "shard_size": shard_size, "dense_model": dense_model,

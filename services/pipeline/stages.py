@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ DEFAULT_MIN_RECALL = 0.9
 RECALL_QUERIES = 20
 SMOKE_QUERIES = 5
 RETIRE_LOCK_TIMEOUT = "20s"
+KEEP_RUN_DIRS = 3
 
 _lock_held_here = False  # True while this process holds BUILD_LOCK through build_lock()
 
@@ -373,7 +374,7 @@ def read_sparse(path: str | Path) -> list[SparseVector]:
     with np.load(path) as z:
         indptr, indices, values, dim = z["indptr"], z["indices"], z["values"], int(z["dim"])
     return [SparseVector._from_parts(dim, indices[a:b].tolist(), values[a:b].tolist())
-            for a, b in zip(indptr[:-1], indptr[1:])]
+            for a, b in pairwise(indptr.tolist())]
 
 
 def _require_building(conn, version_id: int):
@@ -510,9 +511,31 @@ def swap(version_id: int) -> dict:
             "rows": after.row_count}
 
 
+def prune_work_dirs(keep_runs: int = KEEP_RUN_DIRS) -> list[str]:
+    """Delete the shard folders of all but the newest ``keep_runs`` runs under work_dir.
+
+    Encoded shards (``work_dir/encoded``) are a content-addressed cache and stay.
+    """
+    import shutil
+
+    work = get_settings().work_dir
+    if not work.is_dir():
+        return []
+    runs = sorted((d for d in work.iterdir() if d.is_dir() and d.name != "encoded"),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    removed = []
+    for d in runs[keep_runs:]:
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d.name)
+    return removed
+
+
 def retire(keep_previous: int = 1) -> list[int]:
-    """Drop versions older than the live one and its ``keep_previous`` predecessors."""
+    """Drop versions older than the live one and its ``keep_previous`` predecessors (and
+    the shard folders of old runs)."""
     from services.store import index_versions as iv
+
+    prune_work_dirs()
 
     with _connect() as conn:
         # DROP TABLE waits for readers of the old table; never hang a finished run on them.
