@@ -183,6 +183,32 @@ def criterion_table(run: storage.EvalRun, head: Headline) -> list[list[str]] | N
     return out if len(out) > 1 else None
 
 
+def article_type_table(run: storage.EvalRun, head: Headline) -> list[list[str]] | None:
+    """MAP@10 per judged article type (text queries at the hybrid best alpha, image + text
+    queries at the multi best alpha), from the per-query details of the run."""
+    per_query = run.details.get("per_query", {})
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"text": [], "multi": []})
+    for e in per_query.values():
+        rel = e.get("relevance", "")
+        if not rel.startswith("articleType in {"):
+            continue
+        types = rel[len("articleType in {"):rel.index("}")]
+        kind = "multi" if e["family"] == "multimodal" else "text"
+        alpha = head.multi_alpha if kind == "multi" else head.hybrid_alpha
+        ap = e["ap"].get(str(round(alpha, 6))) if alpha is not None else None
+        if ap is not None:
+            groups[types][kind].append(ap)
+    if not groups:
+        return None
+    out = [["article type(s) judged", "text n", "text MAP@10", "multi n", "multi MAP@10"]]
+    for types, g in sorted(groups.items()):
+        out.append([types, str(len(g["text"])),
+                    _f(sum(g["text"]) / len(g["text"]) if g["text"] else None),
+                    str(len(g["multi"])),
+                    _f(sum(g["multi"]) / len(g["multi"]) if g["multi"] else None)])
+    return out
+
+
 def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
     run = storage.get_run(conn, run_id)
     if run is None:
@@ -231,6 +257,10 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         "ranking finds the right kind of product in the wrong colour, and so on."),
         "",
         format_markdown(crit) if (crit := criterion_table(run, head)) else "(not recorded)",
+        "",
+        "MAP@10 per judged article type (best alphas):",
+        "",
+        format_markdown(at) if (at := article_type_table(run, head)) else "(not recorded)",
         "",
         (f"Image + text queries searched with the photo alone (dense, alpha 1): MAP@10 "
         f"{_f(run.details.get('diagnostics', {}).get('multi_image_only', {}).get('map@10'))} "
