@@ -53,10 +53,11 @@ def fashion_eval_nightly():
         return evaluate_live(notes="fashion_eval_nightly")
 
     @task
-    def check_regression(run_id: int, **context) -> dict:
+    def check_regression(eval_run_id: int, **context) -> dict:
+        # (not "run_id": that name is reserved for Airflow's context)
         from evaluation.nightly import check_run
 
-        return check_run(run_id, context["params"].get("margin"))
+        return check_run(eval_run_id, context["params"].get("margin"))
 
     check_regression(evaluate())
 

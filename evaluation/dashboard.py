@@ -182,7 +182,7 @@ def families_png(data: DashboardData) -> bytes:
 # --- the page ----------------------------------------------------------------------------
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
-max-width:1200px}
+max-width:1240px}
 h1{font-size:1.5em;margin-bottom:4px} h2{font-size:1.15em;margin-top:28px}
 .meta{color:#555;font-size:.9em} .cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;min-width:150px}
@@ -260,9 +260,9 @@ def render_page(data: DashboardData, base: str) -> str:
         + ". The best alpha is picked on the same queries, so it is an optimistic number.</p>")
     parts += [
         "<h2>Charts</h2><div class='charts'>",
-        f"<img alt='MAP@10 history per mode' src='{base}/history.png' width='620'>",
-        f"<img alt='alpha curve of the run' src='{base}/alpha.png{q}' width='620'>",
-        f"<img alt='MAP@10 per family' src='{base}/families.png{q}' width='620'>",
+        f"<img alt='MAP@10 history per mode' src='{base}/history.png' width='590'>",
+        f"<img alt='alpha curve of the run' src='{base}/alpha.png{q}' width='590'>",
+        f"<img alt='MAP@10 per family' src='{base}/families.png{q}' width='590'>",
         "</div>",
     ]
     # previous-run comparison

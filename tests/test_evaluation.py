@@ -382,3 +382,70 @@ def test_dashboard_renders_without_runs():
     for png in (charts.history_chart([], {}), charts.alpha_chart({}, {}, 0.5, "none"),
                 charts.family_chart([], {}, "none")):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the nightly DAG for real: dag.test() in a fresh interpreter -----------------------------
+_DAG_TEST_SCRIPT = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("fashion_eval_nightly_dag", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+run = mod.DAG_OBJECT.test(run_conf=json.loads(sys.argv[2]))
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+with create_session() as s:
+    tis = s.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id,
+                                       TaskInstance.run_id == run.run_id).all()
+    states = {ti.task_id: str(ti.state) for ti in tis}
+print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
+"""
+
+
+@pytest.mark.slow
+def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn, tiny_index,
+                                                                   tmp_path):
+    """A previous run with hybrid MAP 1.0 makes tonight's run a regression: the DAG run
+    fails at check_regression and the failure callback writes an eval_alerts row."""
+    import json
+    import subprocess
+    import sys
+
+    from evaluation import storage
+    from evaluation.queries import FAMILIES
+    from evaluation.storage import MetricRow
+    from services.pipeline.airflow_env import setup
+
+    perfect = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
+                                query_set_version="qs1-synthetic",
+                                details={"default_alpha": 0.5, "families": list(FAMILIES),
+                                         "synthetic": True})
+    storage.store_metrics(conn, perfect, [MetricRow("hybrid", 0.5, "all", "map@10", 1.0, 1)])
+    storage.finish_run(conn, perfect, status="succeeded")
+    alerts_before = len(storage.list_alerts(conn, 10_000))
+    conn.commit()
+
+    env = setup(settings, home=tmp_path / "airflow", dbname="airflow_eval_test",
+                migrate_platform=False)
+    res = subprocess.run([sys.executable, "-c", _DAG_TEST_SCRIPT,
+                          str(REPO / "dags" / "fashion_eval_nightly.py"),
+                          json.dumps({"margin": 0.02})],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO),
+                         check=False)
+    output = res.stdout + res.stderr
+    line = next((x for x in reversed(res.stdout.splitlines())
+                 if x.startswith("DAG_TEST_RESULT ")), None)
+    assert line, output[-5000:]
+    result = json.loads(line.split(" ", 1)[1])
+    assert result["tasks"]["evaluate"] == "success", output[-5000:]
+    assert result["tasks"]["check_regression"] == "failed", output[-5000:]
+    assert result["state"] == "failed"
+
+    latest = storage.latest_run(conn)
+    assert latest.id > perfect and latest.notes == "fashion_eval_nightly"
+    alerts = storage.list_alerts(conn, 10_000)
+    conn.commit()
+    assert len(alerts) == alerts_before + 1
+    assert alerts[0].run_id == latest.id, alerts[0].message
+    assert alerts[0].source == "fashion_eval_nightly.check_regression"
+    assert alerts[0].details["previous_run_id"] == perfect
+    assert alerts[0].details["exception_type"] == "MapRegression"
