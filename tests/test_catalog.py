@@ -146,7 +146,12 @@ def test_vocabulary_mapping():
         assert all(name in vocab.ARTICLE_TYPES for name, _ in choices)
     boots = vocab.article(vocab.articles_for_source_class(9)[0])
     assert (boots.name, boots.sub_category, boots.master_category) == ("Boots", "Shoes", "Footwear")
-    assert set(vocab.articles_for_source_class(7)) == {"Sports Shoes", "Casual Shoes"}
+    # exactly the mapping: only T-shirt/top and Sneaker split
+    assert {label: set(vocab.articles_for_source_class(label)) for label in range(10)} == {
+        0: {"Tshirts", "Tops"}, 1: {"Trousers"}, 2: {"Sweaters"}, 3: {"Dresses"},
+        4: {"Jackets"}, 5: {"Sandals"}, 6: {"Shirts"}, 7: {"Sports Shoes", "Casual Shoes"},
+        8: {"Handbags"}, 9: {"Boots"},
+    }
     assert vocab.article("Sandals").sub_category == "Sandal"
     assert vocab.article("Handbags").master_category == "Accessories"
     assert vocab.article("Dresses").sub_category == "Dress"
