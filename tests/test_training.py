@@ -118,7 +118,7 @@ def test_resume_continues_from_last_checkpoint(home):
     assert resumed.losses[:5] == first.losses
 
 
-def test_released_checkpoint_registers_and_loads(home):
+def test_released_checkpoint_registers_and_loads(home, monkeypatch, tmp_path):
     from services.encoders.clip import load_clip
     from services.encoders.registry import get_spec
     from services.training.clip_train import export_checkpoint
@@ -127,6 +127,7 @@ def test_released_checkpoint_registers_and_loads(home):
     result = train_clip(_config(), home / "run", rows=tiny_catalog(48), max_steps=2)
     memory = encoder_for_checkpoint("m", result.checkpoint)
     release = export_checkpoint(memory.model, home / "release.pt", half=True)
+    monkeypatch.setenv("FASHION_MODEL_CACHE", str(tmp_path / "models"))  # keep the shared cache clean
     register_finetuned("tiny-test-model", release, note="test")
     assert get_spec("tiny-test-model").pretrained == str(release.resolve())
     registered = load_clip("tiny-test-model", device="cpu")
