@@ -28,9 +28,10 @@ from pgvector import SparseVector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.config import get_settings  # noqa: E402
-from services.store import embedded, index_versions as iv, migrate, products, search  # noqa: E402
-from services.store.db import connect  # noqa: E402
+from services.config import get_settings
+from services.store import embedded, migrate, products, search
+from services.store import index_versions as iv
+from services.store.db import connect
 
 DIM, VOCAB = 512, 30522
 COLOURS = ["Black", "White", "Blue", "Navy Blue", "Grey", "Red", "Green", "Brown", "Pink",
@@ -154,7 +155,7 @@ def run(args) -> None:
         print("\n| load step | throughput | time |\n|---|---|---|")
         for r in load_rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} |")
-    print(f"\n| mode | filter | candidates/index | ef_search | p50 ms | p95 ms | p99 ms | recall@10 vs exact |")
+    print("\n| mode | filter | candidates/index | ef_search | p50 ms | p95 ms | p99 ms | recall@10 vs exact |")
     print("|---|---|---|---|---|---|---|---|")
     for fname, filters in (("none", search.Filters()), (f"colour+gender ({sel:.1%})", colour_filter)):
         exact_ids, lat = [], []

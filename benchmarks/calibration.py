@@ -23,13 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.metrics import average_precision_at_k  # noqa: E402
-from evaluation.queries import TEXT_FAMILIES, generate_queries  # noqa: E402
-from evaluation.run import load_index_metadata  # noqa: E402
-from services.encoders.clip import load_clip  # noqa: E402
-from services.encoders.splade import load_splade  # noqa: E402
-from services.store.db import connect  # noqa: E402
-from services.store.index_versions import live_version  # noqa: E402
+from evaluation.metrics import average_precision_at_k
+from evaluation.queries import TEXT_FAMILIES, generate_queries
+from evaluation.run import load_index_metadata
+from services.encoders.clip import load_clip
+from services.encoders.splade import load_splade
+from services.store.db import connect
+from services.store.index_versions import live_version
 
 
 def splade_matrix(encoder, texts: list[str], normalise: bool, columns: dict[int, int],

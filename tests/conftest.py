@@ -92,3 +92,32 @@ def empty_db(settings, conn):
     conn.execute("DELETE FROM products")
     conn.commit()
     return conn
+
+
+# --- the API served for real (tests/test_api.py, tests/test_browser.py) --------------------
+@pytest.fixture(scope="module")
+def app_settings(settings):
+    from api_harness import serving_settings
+
+    return serving_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def live(app_settings):
+    """A tiny live index built with the real offline encoders."""
+    from api_harness import build_live_index
+
+    return build_live_index(app_settings)
+
+
+@pytest.fixture(scope="module")
+def server(live, app_settings):
+    """The real app, served by uvicorn on a free loopback port."""
+    from api_harness import ServerThread
+
+    from services.api.app import create_app
+
+    srv = ServerThread(create_app(app_settings)).start()
+    srv.wait_ready()
+    yield srv
+    srv.stop()

@@ -14,35 +14,7 @@ import zipfile
 
 import httpx
 import pytest
-from api_harness import (
-    CATALOG_SIZE,
-    ServerThread,
-    TcpProxy,
-    build_live_index,
-    free_port,
-    jpeg_bytes,
-    serving_settings,
-)
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings):
-    return serving_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def live(app_settings):
-    return build_live_index(app_settings)
-
-
-@pytest.fixture(scope="module")
-def server(live, app_settings):
-    from services.api.app import create_app
-
-    srv = ServerThread(create_app(app_settings)).start()
-    srv.wait_ready()
-    yield srv
-    srv.stop()
+from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, free_port, jpeg_bytes
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from api_harness import ServerThread, build_live_index, serving_settings
 
 pytestmark = pytest.mark.browser
 
@@ -24,26 +23,6 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings):
-    return serving_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def live(app_settings):
-    return build_live_index(app_settings)
-
-
-@pytest.fixture(scope="module")
-def server(live, app_settings):
-    from services.api.app import create_app
-
-    srv = ServerThread(create_app(app_settings)).start()
-    srv.wait_ready()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -385,35 +385,15 @@ def test_dashboard_renders_without_runs():
 
 
 # --- the nightly DAG for real: dag.test() in a fresh interpreter -----------------------------
-_DAG_TEST_SCRIPT = r"""
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("fashion_eval_nightly_dag", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-run = mod.DAG_OBJECT.test(run_conf=json.loads(sys.argv[2]))
-from airflow.models.taskinstance import TaskInstance
-from airflow.utils.session import create_session
-with create_session() as s:
-    tis = s.query(TaskInstance).filter(TaskInstance.dag_id == run.dag_id,
-                                       TaskInstance.run_id == run.run_id).all()
-    states = {ti.task_id: str(ti.state) for ti in tis}
-print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
-"""
-
-
 @pytest.mark.slow
 def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn, tiny_index,
                                                                    tmp_path):
     """A previous run with hybrid MAP 1.0 makes tonight's run a regression: the DAG run
     fails at check_regression and the failure callback writes an eval_alerts row."""
-    import json
-    import subprocess
-    import sys
-
     from evaluation import storage
     from evaluation.queries import FAMILIES
     from evaluation.storage import MetricRow
-    from services.pipeline.airflow_env import setup
+    from services.pipeline.airflow_env import dag_test
 
     perfect = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
                                 query_set_version="qs1-synthetic",
@@ -424,18 +404,10 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn,
     alerts_before = len(storage.list_alerts(conn, 10_000))
     conn.commit()
 
-    env = setup(settings, home=tmp_path / "airflow", dbname="airflow_eval_test",
-                migrate_platform=False)
-    res = subprocess.run([sys.executable, "-c", _DAG_TEST_SCRIPT,
-                          str(REPO / "dags" / "fashion_eval_nightly.py"),
-                          json.dumps({"margin": 0.02})],
-                         env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO),
-                         check=False)
-    output = res.stdout + res.stderr
-    line = next((x for x in reversed(res.stdout.splitlines())
-                 if x.startswith("DAG_TEST_RESULT ")), None)
-    assert line, output[-5000:]
-    result = json.loads(line.split(" ", 1)[1])
+    result = dag_test({"margin": 0.02}, settings, home=tmp_path / "airflow",
+                      dbname="airflow_eval_test", timeout=600,
+                      dag_file=REPO / "dags" / "fashion_eval_nightly.py")
+    output = result["output"]
     assert result["tasks"]["evaluate"] == "success", output[-5000:]
     assert result["tasks"]["check_regression"] == "failed", output[-5000:]
     assert result["state"] == "failed"

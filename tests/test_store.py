@@ -163,7 +163,7 @@ def test_unready_or_failed_version_cannot_go_live(live):
 
 
 def test_database_enforces_single_live_version(live):
-    conn, first, _, _ = live
+    conn, _, _, _ = live
     second = _build_version(conn, seed=1, swap=False)
     with pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute("UPDATE index_versions SET status = 'live' WHERE id = %s", (second,))
@@ -272,7 +272,7 @@ def test_bad_parameters_rejected_before_sql(live, kwargs, message):
 
 
 def test_bad_vectors_and_filters_rejected(live):
-    conn, _, dense, sparse = live
+    conn, _, _, _ = live
     with pytest.raises(search.SearchValidationError, match="dimensions"):
         search.fused_search(conn, search.SearchQuery(np.ones(DIM + 3, np.float32), None))
     too_many = SparseVector({i: 1.0 for i in range(1001)}, VOCAB)

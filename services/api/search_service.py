@@ -33,6 +33,7 @@ from services.api.schemas import (
 from services.store.index_versions import IndexVersion, live_version
 from services.store.products import get_product
 from services.store.search import (
+    FILTER_FIELDS,
     Filters,
     NoLiveIndex,
     SearchHit,
@@ -52,15 +53,7 @@ _IMAGE_MAGIC = (
     b"II*\x00",
     b"MM\x00*",
 )
-FACET_FIELDS = {
-    "gender": "gender",
-    "masterCategory": "master_category",
-    "subCategory": "sub_category",
-    "articleType": "article_type",
-    "baseColour": "base_colour",
-    "season": "season",
-    "usage": "usage",
-}
+FACET_FIELDS = FILTER_FIELDS  # facet name (dataset spelling) -> column
 
 
 def image_url(product_id: int) -> str:

@@ -356,10 +356,12 @@ class AirflowClient:
 # --------------------------------------------------------------------------------------
 _DAG_TEST_SCRIPT = r"""
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("fashion_reindex_dag", sys.argv[1])
+from airflow.sdk import DAG
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
-run = mod.dag.test(run_conf=json.loads(sys.argv[2]))
+dag = next(v for v in vars(mod).values() if isinstance(v, DAG))
+run = dag.test(run_conf=json.loads(sys.argv[2]))
 from airflow.utils.session import create_session
 from airflow.models.taskinstance import TaskInstance
 with create_session() as s:
@@ -374,9 +376,11 @@ print("DAG_TEST_RESULT " + json.dumps({"state": str(run.state), "run_id": run.ru
 
 
 def dag_test(conf: dict, settings: Settings | None = None, *, home: Path | None = None,
-             dbname: str = "airflow", timeout: float = 900, migrate: bool = True) -> dict:
-    """Run ``fashion_reindex`` once with ``dag.test(run_conf=conf)`` in a fresh interpreter
-    configured by :func:`airflow_env` (metadata DB ``dbname``, migrated first).
+             dbname: str = "airflow", timeout: float = 900, migrate: bool = True,
+             dag_file: Path | None = None) -> dict:
+    """Run a DAG file's DAG (default ``fashion_reindex``) once with ``dag.test(run_conf=conf)``
+    in a fresh interpreter configured by :func:`airflow_env` (metadata DB ``dbname``,
+    migrated first).
 
     Returns ``{"state", "run_id", "tasks": {task: state}, "tries": {task: n}, "output"}``.
     """
@@ -387,8 +391,8 @@ def dag_test(conf: dict, settings: Settings | None = None, *, home: Path | None 
     else:
         env = airflow_env(settings, home=home, dbname=dbname)
     res = subprocess.run(
-        [sys.executable, "-c", _DAG_TEST_SCRIPT, str(REPO_ROOT / "dags" / "fashion_reindex.py"),
-         json.dumps(conf)],
+        [sys.executable, "-c", _DAG_TEST_SCRIPT,
+         str(dag_file or REPO_ROOT / "dags" / "fashion_reindex.py"), json.dumps(conf)],
         env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT),
         check=False)
     output = res.stdout + res.stderr

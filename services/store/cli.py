@@ -12,7 +12,7 @@ def _start(args: argparse.Namespace) -> int:
 
     s = get_settings()
     if not s.embedded:
-        print(f"DATABASE_URL is set: using the external server, nothing to start")
+        print("DATABASE_URL is set: using the external server, nothing to start")
         return 0
     st = embedded.start(s)
     print(f"embedded PostgreSQL {st.message} on 127.0.0.1:{st.port} (pid {st.pid}), data {st.pgdata}")

@@ -7,8 +7,8 @@ On connect we check that pgvector is installed and recent enough (>= 0.7, for
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg
 from pgvector.psycopg import register_vector

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator, Sequence
 
 import numpy as np
 import psycopg
@@ -187,7 +187,7 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
             )
         )
         inserted = cur.rowcount
-        if inserted != len(set(int(p) for p in product_ids)):
+        if inserted != len({int(p) for p in product_ids}):
             raise LookupError(f"{n - inserted} of {n} embeddings have no product row; "
                               "load products before their embeddings")
     return inserted

@@ -6,7 +6,7 @@ snake_case columns. Loading the same products twice updates them, never duplicat
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import psycopg
 

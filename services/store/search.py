@@ -45,8 +45,8 @@ class NoLiveIndex(LookupError):
     """No index version is live yet."""
 
 
-# Filter field -> column. Accepts the dataset's names and snake_case.
-_FILTER_FIELDS = {
+# Filter field (dataset spelling) -> column; Filters accepts either spelling.
+FILTER_FIELDS = {
     "gender": "gender",
     "masterCategory": "master_category",
     "subCategory": "sub_category",
@@ -55,8 +55,8 @@ _FILTER_FIELDS = {
     "season": "season",
     "usage": "usage",
 }
-_FILTER_ALIASES = {**{k: v for k, v in _FILTER_FIELDS.items()},
-                   **{v: v for v in _FILTER_FIELDS.values()}}
+_FILTER_ALIASES = {**{k: v for k, v in FILTER_FIELDS.items()},
+                   **{v: v for v in FILTER_FIELDS.values()}}
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Filters:
     year_max: int | None = None
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any] | None) -> "Filters":
+    def from_mapping(cls, data: dict[str, Any] | None) -> Filters:
         if data is None:
             return cls()
         if not isinstance(data, dict):
@@ -91,7 +91,7 @@ class Filters:
                 continue
             column = _FILTER_ALIASES.get(key)
             if column is None:
-                allowed = sorted(set(_FILTER_FIELDS) | {"year_min", "year_max"})
+                allowed = sorted(set(FILTER_FIELDS) | {"year_min", "year_max"})
                 raise SearchValidationError(f"unknown filter '{key}'; allowed: {', '.join(allowed)}")
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(
@@ -115,7 +115,7 @@ class Filters:
         prefix = f"{alias}." if alias else ""
         parts: list[sql.Composable] = []
         params: dict[str, Any] = {}
-        for column in _FILTER_FIELDS.values():
+        for column in FILTER_FIELDS.values():
             vals = getattr(self, column)
             if vals:
                 parts.append(sql.SQL(prefix) + sql.SQL("{} = ANY(%(f_{})s)").format(
