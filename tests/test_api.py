@@ -83,14 +83,15 @@ def test_storefront_page_and_assets(api):
 
 
 # --- search ----------------------------------------------------------------------------------
-def test_text_search_returns_products_with_scores_and_terms(api, live):
+def test_text_search_returns_products_with_scores_and_terms(api, live, app_settings):
     name = live.rows[7]["productDisplayName"]
     resp = api.post("/v1/search", json={"text": name, "k": 5}, headers={"X-Request-ID": "req-123"})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-request-id"] == "req-123"
     data = resp.json()
     assert data["index_version"] == live.version_id
-    assert data["query"]["alpha"] == pytest.approx(0.5)
+    a = app_settings.default_alpha
+    assert data["query"]["alpha"] == pytest.approx(a)
     results = data["results"]
     assert len(results) == 5
     scores = [r["score"] for r in results]
@@ -107,7 +108,7 @@ def test_text_search_returns_products_with_scores_and_terms(api, live):
         "terms",
     }
     assert top["score"] == pytest.approx(
-        0.5 * top["dense_score"] + 0.5 * top["sparse_score"], abs=1e-4
+        a * top["dense_score"] + (1 - a) * top["sparse_score"], abs=1e-4
     )
     assert top["terms"], "the top hit for a product's own name shares sparse terms"
     assert all(t["weight"] > 0 for t in top["terms"])
@@ -153,6 +154,19 @@ def test_multimodal_search_uses_text_and_image(api, live):
         r["metadata"]["gender"] == row["gender"] for r in data["results"]
     )
     assert data["results"][0]["terms"]
+
+
+def test_default_alpha_depends_on_the_kind_of_query(api, live, app_settings):
+    """Without an alpha, text runs with the text default and photo + text with the
+    multimodal default (both chosen by the evaluation's alpha sweep)."""
+    assert app_settings.default_alpha != app_settings.default_alpha_multimodal
+    row = live.rows[7]
+    text_only = api.post("/v1/search", json={"text": row["productDisplayName"], "k": 3})
+    assert text_only.json()["query"]["alpha"] == pytest.approx(app_settings.default_alpha)
+    both = api.post("/v1/search", files={"image": ("q.png", row["image"], "image/png")},
+                    data={"text": "black", "k": "3"})
+    assert both.status_code == 200, both.text
+    assert both.json()["query"]["alpha"] == pytest.approx(app_settings.default_alpha_multimodal)
 
 
 def test_modes_and_alpha_change_the_ranking(api, live):

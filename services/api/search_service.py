@@ -169,15 +169,22 @@ def _results(
 
 
 def resolve_alpha(
-    mode: str, alpha: float | None, has_text: bool, has_image: bool, default_alpha: float
+    mode: str, alpha: float | None, has_text: bool, has_image: bool, default_alpha: float,
+    default_alpha_multimodal: float | None = None,
 ) -> float:
+    """The alpha a request runs with: forced by the mode or a missing side, else the
+    request's own, else the default for its kind (text, or image + text)."""
     if mode == "sparse":
         if not has_text:
             raise ApiError(422, "sparse mode needs text (SPLADE encodes text only)")
         return 0.0
     if mode == "dense" or not has_text:
         return 1.0
-    return default_alpha if alpha is None else float(alpha)
+    if alpha is not None:
+        return float(alpha)
+    if has_image and default_alpha_multimodal is not None:
+        return default_alpha_multimodal
+    return default_alpha
 
 
 def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchResponse:
@@ -189,7 +196,8 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         check_image_format(image)
     filters = Filters.from_mapping(req.filters)
     alpha = resolve_alpha(
-        req.mode, req.alpha, text is not None, image is not None, runtime.settings.default_alpha
+        req.mode, req.alpha, text is not None, image is not None,
+        runtime.settings.default_alpha, runtime.settings.default_alpha_multimodal,
     )
     vectors = runtime.query_vectors(text, image)
     splade = runtime.encoders.splade

@@ -22,6 +22,7 @@ class PageController(Controller):
         s = runtime.settings
         config = {
             "defaultAlpha": s.default_alpha,
+            "defaultAlphaMultimodal": s.default_alpha_multimodal,
             "maxUploadBytes": s.max_upload_bytes,
             "maxK": MAX_K,
             "maxTextChars": MAX_TEXT_CHARS,

@@ -71,6 +71,7 @@
     clearError();
     if (!file) {
       imageFile = null; preview.hidden = true; fileInput.value = ""; previewImg.removeAttribute("src");
+      if (!alphaTouched) applyDefaultAlpha();
       return;
     }
     if (file.size > cfg.maxUploadBytes) {
@@ -79,6 +80,7 @@
       return;
     }
     imageFile = file;
+    if (!alphaTouched) applyDefaultAlpha();
     previewImg.src = URL.createObjectURL(file);
     preview.hidden = false;
     search();
@@ -107,7 +109,18 @@
     clearTimeout(alphaTimer);
     alphaTimer = setTimeout(rerun, 150);
   });
-  $("#alpha-reset").addEventListener("click", () => { alpha.value = cfg.defaultAlpha; showAlpha(); rerun(); });
+  // The default alpha depends on the query: text alone, or a photo + text (measured best).
+  let alphaTouched = false;
+  function defaultAlpha() {
+    return imageFile && cfg.defaultAlphaMultimodal != null ? cfg.defaultAlphaMultimodal : cfg.defaultAlpha;
+  }
+  function applyDefaultAlpha() {
+    alpha.value = defaultAlpha(); showAlpha();
+    const reset = $("#alpha-reset");
+    reset.textContent = `default ${Number(defaultAlpha()).toFixed(2)}`;
+  }
+  alpha.addEventListener("change", () => { alphaTouched = true; });
+  $("#alpha-reset").addEventListener("click", () => { alphaTouched = false; applyDefaultAlpha(); rerun(); });
   document.querySelectorAll("#filters select").forEach((s) => s.addEventListener("change", rerun));
 
   function filters() {
