@@ -115,13 +115,8 @@ USAGES = ["Casual", "Formal", "Sports", "Ethnic", "Party"]
 
 
 def bench_settings():
-    """Settings pointing at the bench database, with a dense model that is on this machine."""
-    from services.encoders.registry import get_spec, is_available
-
+    """Settings pointing at the bench database."""
     os.environ["DATABASE_URL"] = get_settings().database_url_for(BENCH_DB)
-    if not is_available(get_spec(get_settings().dense_model)):
-        print(f"note: {get_settings().dense_model} weights not found; serving clip-tiny-untrained")
-        os.environ["FASHION_DENSE_MODEL"] = "clip-tiny-untrained"
     return get_settings()
 
 

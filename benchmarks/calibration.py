@@ -5,6 +5,7 @@
 On the live index's products and the evaluation's text query set, compares two ways
 of blending ``alpha * dense + (1 - alpha) * sparse``:
 - raw: SPLADE weights as the model outputs them (pruned, not normalised);
+  products are encoded from the same text the index uses (``document_text``);
 - unit: SPLADE vectors L2-normalised (what the platform stores and queries with).
 It prints each side's score scale (top-1 and median-of-top-10 scores per query) and
 MAP@10 of the exact blended ranking for alpha 0.0..1.0, computed in memory with the
@@ -28,6 +29,7 @@ from evaluation.queries import TEXT_FAMILIES, generate_queries
 from evaluation.run import load_index_metadata
 from services.encoders.clip import load_clip
 from services.encoders.splade import load_splade
+from services.pipeline.stages import document_text
 from services.store.db import connect
 from services.store.index_versions import live_version
 
@@ -69,6 +71,9 @@ def main() -> None:
     ids = [int(p["id"]) for p in products]
     names = {r[0]: r[1] for r in conn.execute(
         "SELECT id, product_display_name FROM products WHERE id = ANY(%s)", (ids,)).fetchall()}
+    # The text the index encodes for a product (name + attributes the name does not say).
+    docs = {int(p["id"]): document_text({**p, "productDisplayName": names[int(p["id"])]})
+            for p in products}
     dense = {r[0]: r[1].to_numpy() for r in conn.execute(
         f'SELECT product_id, dense FROM "{version.table}"').fetchall()}
     D = np.stack([dense[i] for i in ids]).astype(np.float32)
@@ -88,7 +93,7 @@ def main() -> None:
     results = {}
     for label, normalise in (("raw", False), ("unit", True)):
         cols: dict[int, int] = {}
-        P = splade_matrix(splade, [names[i] for i in ids], normalise, cols)
+        P = splade_matrix(splade, [docs[i] for i in ids], normalise, cols)
         Q = splade_matrix(splade, [q.text for q in qs], normalise, cols)
         P = np.pad(P, ((0, 0), (0, len(cols) - P.shape[1])))
         S = Q @ P.T

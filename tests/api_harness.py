@@ -6,7 +6,6 @@ shared PostgreSQL server).
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import socket
 import threading
@@ -33,16 +32,6 @@ def jpeg_bytes(size=(64, 64), colour=(200, 30, 30), quality=90) -> bytes:
     return buf.getvalue()
 
 
-def serving_settings(settings):
-    """``settings``, with the untrained offline CLIP when the trained checkpoint is absent
-    (it is produced by the training area; the API tests need an encoder, not a good one)."""
-    from services.encoders.registry import get_spec, is_available
-
-    if is_available(get_spec(settings.dense_model)):
-        return settings
-    return dataclasses.replace(settings, dense_model="clip-tiny-untrained")
-
-
 @dataclass
 class LiveIndex:
     version_id: int
@@ -52,37 +41,17 @@ class LiveIndex:
 
 
 def build_live_index(settings) -> LiveIndex:
-    """Offline catalogue of CATALOG_SIZE products, encoded with the real encoders, made live."""
+    """Offline catalogue of CATALOG_SIZE products through the real reindex pipeline (real
+    encoders, COPY, HNSW, checks, swap): the index the API serves in production, small."""
     from services.catalog.reader import iter_rows
     from services.catalog.sources import resolve_source
-    from services.encoders.clip import load_clip
-    from services.encoders.splade import load_splade
-    from services.store import index_versions as iv
-    from services.store.db import connect
-    from services.store.products import upsert_products
+    from services.pipeline.reindex import run_reindex
 
+    report = run_reindex(source="offline", size=CATALOG_SIZE, shard_size=CATALOG_SIZE,
+                         dense_model=settings.dense_model, sparse_model=settings.sparse_model)
+    assert report["status"] == "success", report.get("error")
     rows = list(iter_rows(resolve_source("offline", size=CATALOG_SIZE)))
-    clip, splade = load_clip(settings.dense_model), load_splade(settings.sparse_model)
-    dense = clip.encode_images([r["image"] for r in rows])
-    sparse = splade.encode([r["productDisplayName"] for r in rows])
-    conn = connect(settings.database_url)
-    try:
-        upsert_products(conn, rows, source="offline")
-        vid = iv.create_version(
-            conn,
-            dense_model=clip.name,
-            dense_dim=clip.dim,
-            sparse_model=splade.name,
-            sparse_dim=splade.vocab_size,
-            params={"source": "offline", "size": CATALOG_SIZE, "by": "test_api"},
-        )
-        iv.load_embeddings(conn, vid, [r["id"] for r in rows], dense, sparse)
-        iv.build_indexes(conn, vid)
-        iv.mark_ready(conn, vid, {"by": "test_api"})
-        iv.swap_live(conn, vid)
-    finally:
-        conn.close()
-    return LiveIndex(vid, rows, clip.name, splade.name)
+    return LiveIndex(report["version"], rows, report["dense_model"], report["sparse_model"])
 
 
 class ServerThread:

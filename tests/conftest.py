@@ -97,9 +97,7 @@ def empty_db(settings, conn):
 # --- the API served for real (tests/test_api.py, tests/test_browser.py) --------------------
 @pytest.fixture(scope="module")
 def app_settings(settings):
-    from api_harness import serving_settings
-
-    return serving_settings(settings)
+    return settings
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,7 @@ def airflow_home(tmp_path_factory):
 
 
 def _dense_model() -> str:
-    from services.encoders.registry import get_spec, is_available
-
-    return ("fashion-clip-offline" if is_available(get_spec("fashion-clip-offline"))
-            else "clip-tiny-untrained")
+    return "fashion-clip-offline"
 
 
 def _asset_events(settings, run_id: str) -> list:
