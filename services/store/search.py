@@ -11,7 +11,8 @@ sides keeps the blend linear, lets each side use its own HNSW index, and leaves
 Two modes, one statement each (``FAST_SQL`` and ``EXACT_SQL`` below):
 - exact: scores every row that passes the filters (a sequential scan).
 - fast: candidates from the dense HNSW index and from the sparse HNSW index (each
-  filtered; pgvector >= 0.8 iterative scans keep filtered scans full), their union
+  filtered; pgvector >= 0.8 iterative scans keep filtered scans full; on 0.7 a selective
+  filter can return fewer than k rows in fast mode), their union
   re-ranked by the exact fused score. Recall against exact is measured in the
   benchmark, not assumed.
 
@@ -23,6 +24,7 @@ filter columns from a fixed allow-list) are composed with ``psycopg.sql``.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -248,6 +250,20 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
     return float(alpha), dense
 
 
+_ITERATIVE_SCAN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _has_iterative_scan(conn: psycopg.Connection) -> bool:
+    """pgvector >= 0.8 has iterative HNSW scans; 0.7 (still supported) does not."""
+    known = _ITERATIVE_SCAN.get(conn)
+    if known is None:
+        version = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        known = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
+        _ITERATIVE_SCAN[conn] = known
+    return known
+
+
 def fused_search(conn: psycopg.Connection, query: SearchQuery,
                  version: IndexVersion | None = None) -> list[SearchHit]:
     """Rank products for ``query`` against ``version`` (default: the live one)."""
@@ -274,7 +290,8 @@ def fused_search(conn: psycopg.Connection, query: SearchQuery,
             # scans going until enough rows pass (pgvector >= 0.8).
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
                 sql.Literal(max(40, min(n, 1000)))))
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            if _has_iterative_scan(conn):
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         rows = conn.execute(statement, params).fetchall()
     return [SearchHit(*row) for row in rows]
 
