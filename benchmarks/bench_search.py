@@ -3,6 +3,7 @@
     fashion-search db start
     .venv/bin/python benchmarks/bench_search.py                 # 44,072 rows (the real catalogue's size)
     .venv/bin/python benchmarks/bench_search.py --rows 1000000  # the 1M scale point (hours on 2 cores)
+    .venv/bin/python benchmarks/bench_search.py --live --candidates 20 50 100 200  # the live index
 
 Synthetic rows with realistic shapes, in a separate database (``fashion_bench``) on the
 configured server, so the live catalogue is never touched:
@@ -136,7 +137,8 @@ def run(args) -> None:
             copy_p += t2 - t1
             copy_e += t3 - t2
             t0 = time.perf_counter()
-        timings = iv.build_indexes(conn, vid, m=args.m, ef_construction=args.ef_construction)
+        timings = iv.build_indexes(conn, vid, m=args.m, ef_construction=args.ef_construction,
+                                   maintenance_work_mem=args.maintenance_work_mem)
         iv.mark_ready(conn, vid, {"benchmark": True})
         iv.swap_live(conn, vid)
         load_rows = [
@@ -191,6 +193,41 @@ def run(args) -> None:
     conn.close()
 
 
+def run_live(args) -> None:
+    """Fast vs exact on the LIVE index with real query encodings (the evaluation's text queries)."""
+    from evaluation.queries import TEXT_FAMILIES, generate_queries
+    from evaluation.run import load_index_metadata
+    from services.encoders.clip import load_clip
+    from services.encoders.splade import load_splade
+
+    conn = connect()
+    version = iv.live_version(conn)
+    if version is None:
+        raise SystemExit("no live index: run `make run` or `fashion-search index` first")
+    products = load_index_metadata(conn, version)
+    qs = generate_queries(products, seed=0, families=TEXT_FAMILIES).queries[:args.queries]
+    dense = load_clip(version.dense_model).encode_texts([q.text for q in qs])
+    sparse = load_splade(version.sparse_model).encode([q.text for q in qs])
+    print(f"# bench_search --live: index v{version.id} ({version.row_count:,} rows, "
+          f"{version.dense_model} + {version.sparse_model}), {len(qs)} evaluation text queries")
+    print("\n| alpha | candidates/index | p50 ms | p95 ms | recall@10 vs exact |\n|---|---|---|---|---|")
+    for alpha in args.live_alphas:
+        exact = [[h.product_id for h in search.fused_search(
+            conn, search.SearchQuery(d, s, alpha, 10, exact=True), version)]
+            for d, s in zip(dense, sparse)]
+        for cand in args.candidates:
+            lat, rec = [], []
+            for d, s, ex in zip(dense, sparse, exact):
+                t = time.perf_counter()
+                hits = search.fused_search(
+                    conn, search.SearchQuery(d, s, alpha, 10, candidates=cand), version)
+                lat.append((time.perf_counter() - t) * 1000)
+                rec.append(len({h.product_id for h in hits} & set(ex)) / max(1, len(ex)))
+            print(f"| {alpha} | {cand} | {statistics.median(lat):.1f} | {pct(lat, 95):.1f} | "
+                  f"{np.mean(rec):.3f} |")
+    conn.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=44_072)
@@ -199,9 +236,15 @@ def main() -> None:
     p.add_argument("--candidates", type=int, nargs="+", default=[40, 100, 200, 400])
     p.add_argument("--m", type=int, default=iv.HNSW_M)
     p.add_argument("--ef-construction", type=int, default=iv.HNSW_EF_CONSTRUCTION)
+    p.add_argument("--maintenance-work-mem", default="1GB",
+                   help="for the HNSW builds (use e.g. 8GB at 1M rows)")
     p.add_argument("--reuse", action="store_true", help="reuse a live bench index of the same size")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of one fast query")
-    run(p.parse_args())
+    p.add_argument("--live", action="store_true",
+                   help="measure fast vs exact on the live index with real encoded queries")
+    p.add_argument("--live-alphas", type=float, nargs="+", default=[0.3, 0.7])
+    args = p.parse_args()
+    run_live(args) if args.live else run(args)
 
 
 if __name__ == "__main__":

@@ -194,13 +194,17 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
 
 
 def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
-                  ef_construction: int = HNSW_EF_CONSTRUCTION) -> dict[str, float]:
-    """Create both HNSW indexes (idempotent); returns seconds per index."""
+                  ef_construction: int = HNSW_EF_CONSTRUCTION,
+                  maintenance_work_mem: str = "1GB") -> dict[str, float]:
+    """Create both HNSW indexes (idempotent); returns seconds per index.
+
+    HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
+    indexes more (a 1M x 512-d graph needs several GB)."""
     import time
 
     t = table_name(version_id)
     timings = {}
-    conn.execute("SET maintenance_work_mem = '1GB'")
+    conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
     for col, opclass in (("dense", "vector_ip_ops"), ("sparse", "sparsevec_ip_ops")):
         start = time.perf_counter()
         conn.execute(
