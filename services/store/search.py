@@ -36,7 +36,7 @@ from psycopg import sql
 from services.store.index_versions import MAX_SPARSE_NNZ, IndexVersion, live_version
 
 MAX_K = 1000
-DEFAULT_CANDIDATES = 100  # per index, in fast mode
+DEFAULT_CANDIDATES = 150  # per index, in fast mode (recall@10 >= 0.99 measured at 44k rows)
 
 
 class SearchValidationError(ValueError):
