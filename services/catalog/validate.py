@@ -30,6 +30,7 @@ from services.catalog.vocabulary import (
     MASTER_CATEGORIES,
     NULLABLE_FIELDS,
     SEASONS,
+    TEXT_COLUMNS,
     USAGES,
     YEAR_RANGE,
 )
@@ -50,15 +51,7 @@ _CLOSED_FIELDS = {
     "season": SEASONS,
     "usage": USAGES,
 }
-_TEXT_FIELDS = (
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "usage",
-)
+_TEXT_FIELDS = TEXT_COLUMNS
 
 
 @dataclass(frozen=True)

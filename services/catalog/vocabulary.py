@@ -25,6 +25,17 @@ COLUMNS: tuple[str, ...] = (
     "image",
 )
 
+# Free-text metadata columns (each may be empty in the real data; filters use the same set).
+TEXT_COLUMNS: tuple[str, ...] = (
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "usage",
+)
+
 # --- closed fields: every value the real dataset uses ----------------------------------------
 GENDERS: tuple[str, ...] = ("Men", "Women", "Boys", "Girls", "Unisex")
 SEASONS: tuple[str, ...] = ("Summer", "Fall", "Winter", "Spring")
