@@ -101,13 +101,18 @@ def target_lines(head: Headline) -> list[str]:
     ]
 
 
-def text_report(conn: psycopg.Connection, run_id: int) -> str:
-    """What ``fashion-search eval`` prints."""
+def _stored_run(conn: psycopg.Connection, run_id: int):
+    """A stored run, its metric rows and its headline numbers."""
     run = storage.get_run(conn, run_id)
     if run is None:
         raise LookupError(f"evaluation run {run_id} does not exist")
     rows = storage.metrics_for(conn, run_id)
-    head = headline(rows, run.details.get("default_alpha"))
+    return run, rows, headline(rows, run.details.get("default_alpha"))
+
+
+def text_report(conn: psycopg.Connection, run_id: int) -> str:
+    """What ``fashion-search eval`` prints."""
+    run, rows, head = _stored_run(conn, run_id)
     timings = run.details.get("timings", {})
     parts = [
         (f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
@@ -210,11 +215,7 @@ def article_type_table(run: storage.EvalRun, head: Headline) -> list[list[str]] 
 
 
 def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
-    run = storage.get_run(conn, run_id)
-    if run is None:
-        raise LookupError(f"evaluation run {run_id} does not exist")
-    rows = storage.metrics_for(conn, run_id)
-    head = headline(rows, run.details.get("default_alpha"))
+    run, rows, head = _stored_run(conn, run_id)
     prev = storage.previous_run(conn, run_id)
     comparison = compare(head, run_headline(conn, prev) if prev else None)
     skipped = run.details.get("skipped", [])

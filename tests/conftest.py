@@ -31,11 +31,8 @@ TEST_HOME.mkdir(parents=True, exist_ok=True)
 def _fresh_database(admin_url: str, dbname: str) -> None:
     import psycopg
 
+    _drop_database(admin_url, dbname)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
         conn.execute(f'CREATE DATABASE "{dbname}"')
 
 

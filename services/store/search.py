@@ -57,6 +57,8 @@ FILTER_FIELDS = {
     "season": "season",
     "usage": "usage",
 }
+_YEAR_KEYS = {"year_min": "year_min", "yearMin": "year_min",
+              "year_max": "year_max", "yearMax": "year_max"}
 _FILTER_ALIASES = {**{k: v for k, v in FILTER_FIELDS.items()},
                    **{v: v for v in FILTER_FIELDS.values()}}
 
@@ -85,11 +87,10 @@ class Filters:
         for key, value in data.items():
             if value is None or value == "" or value == []:
                 continue
-            if key in ("year_min", "yearMin", "year_max", "yearMax"):
+            if key in _YEAR_KEYS:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise SearchValidationError(f"filter {key} must be an integer year")
-                values["year_min" if key.lower().startswith("yearmin") or key == "year_min"
-                       else "year_max"] = value
+                values[_YEAR_KEYS[key]] = value
                 continue
             column = _FILTER_ALIASES.get(key)
             if column is None:
