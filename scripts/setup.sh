@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a fresh Debian machine with Python 3.11:
-# Debian packages (Fashion-MNIST images, Chromium for browser tests), the venv with
-# pinned dependencies (torch 2.14.1 + torchvision 0.29.1), and the offline models.
+# Debian packages (Fashion-MNIST images, WordNet for evaluation queries, Chromium for
+# browser tests), the venv with pinned dependencies (torch 2.14.1 + torchvision 0.29.1),
+# and the offline models.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\n== setup: %s\n' "$*"; }
 
-APT_PACKAGES=(dataset-fashion-mnist)
+APT_PACKAGES=(dataset-fashion-mnist wordnet-base)  # wordnet-base: evaluation/lexicon.py
 if [[ "${WITH_BROWSER:-0}" == "1" ]]; then
   APT_PACKAGES+=(chromium fonts-dejavu-core)
 fi
