@@ -1,13 +1,14 @@
 """``fashion-search eval``: evaluate the live index, store the run, print its table, write a report.
 
 ``fashion-search eval-report [RUN]`` prints a stored run again (default: the latest).
+``fashion-search eval-sweep`` chooses the blend weights on the tuning split (evaluation/sweep.py).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from evaluation.queries import FAMILIES
+from evaluation.queries import FAMILIES, SPLITS
 
 
 def _alphas(text: str) -> list[float]:
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--families", type=_families, default=None,
                    help=f"query families (default all): {', '.join(FAMILIES)}")
     p.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
+    p.add_argument("--split", choices=[*SPLITS, "all"], default="test",
+                   help="which half of every family to ask: test (default; what is reported), "
+                        "tune (what weights are chosen on), or all")
     p.add_argument("--notes", default=None, help="free text stored with the run")
     p.add_argument("--check-regression", action="store_true",
                    help="exit 4 when hybrid MAP@10 dropped by more than --margin vs the "
@@ -49,6 +53,17 @@ def register(subparsers) -> None:
     p.add_argument("--margin", type=float, default=None,
                    help="allowed hybrid MAP@10 drop (default env FASHION_EVAL_MAP_MARGIN or 0.02)")
     p.set_defaults(func=_eval)
+
+    w = subparsers.add_parser(
+        "eval-sweep", help="choose image weight, alphas and query text weight on the tuning split",
+        description="Exact in-memory ranking of the live index's products for a grid of product "
+        "image weights, alphas and photo + text query weights, scored on the TUNING half of the "
+        "query set (the reported test half is never used). Prints the tables and the choice.")
+    w.add_argument("--dense-model", default=None, help="CLIP model (default: the live version's)")
+    w.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
+    w.add_argument("--split", choices=SPLITS, default="tune",
+                   help="split to score (default tune; 'test' only to show what tuning would do)")
+    w.set_defaults(func=_sweep)
 
     r = subparsers.add_parser("eval-report", help="print a stored evaluation run")
     r.add_argument("run", type=int, nargs="?", default=None, help="run id (default: latest)")
@@ -65,6 +80,7 @@ def _eval(args) -> int:
     conn = connect()
     try:
         outcome = evaluate(conn, alphas=args.alphas, families=args.families, seed=args.seed,
+                           split=None if args.split == "all" else args.split,
                            notes=args.notes, progress=lambda m: print(m, flush=True))
         print()
         print(text_report(conn, outcome.run_id))
@@ -76,6 +92,16 @@ def _eval(args) -> int:
             return 4
     finally:
         conn.close()
+    return 0
+
+
+def _sweep(args) -> int:
+    from evaluation.sweep import format_sweep, run_sweep
+
+    result = run_sweep(dense_model=args.dense_model, seed=args.seed, split=args.split,
+                       progress=lambda m: print(m, flush=True))
+    print()
+    print(format_sweep(result))
     return 0
 
 

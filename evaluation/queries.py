@@ -20,6 +20,10 @@ Families (see evaluation/PROTOCOL.md for why each judgement is what it is):
   "trainers", "jumper", "kicks", "wmns top", "navy joggers" — judged by what the word
   means in catalogue values ("trainers" -> Sports Shoes or Casual Shoes). Tests the
   sparse model's expansion: the catalogue never spells these words.
+- ``wordnet_category`` / ``wordnet_colour_category`` / ``wordnet_hypernym``: shopper words
+  taken from WordNet 3.0 (``evaluation.lexicon``), not from the team's synonym tables:
+  "cardigan" -> Sweaters, "crimson dress" -> Dresses and Red, "footwear" -> the four
+  footwear types. Need the Debian package ``wordnet-base`` (only these three families).
 - ``multimodal``: a product's photo plus one word that changes its colour ("black" on a
   photo of white socks); relevant = same articleType with the new baseColour.
 
@@ -36,25 +40,33 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-GENERATOR_VERSION = "qs1"
+GENERATOR_VERSION = "qs2"  # qs2: WordNet families, tune/test split, doubled sizes
 FAMILIES: tuple[str, ...] = (
     "category",
     "colour_category",
     "gender_colour_category",
     "usage_season_category",
     "paraphrase",
-    "multimodal",
+    "wordnet_category",
+    "wordnet_colour_category",
+    "wordnet_hypernym",
+    "multimodal",  # keep last: TEXT_FAMILIES is everything before it
 )
 TEXT_FAMILIES: tuple[str, ...] = FAMILIES[:-1]
-# Queries per family (category: at most one per article type). ~330 in all: a full run
-# (11 alphas, k=100) takes a few minutes on 2 CPU cores at 10k products.
-DEFAULT_SIZES: dict[str, int] = {
+WORDNET_FAMILIES: tuple[str, ...] = ("wordnet_category", "wordnet_colour_category",
+                                     "wordnet_hypernym")
+# Queries per family, both halves together (category: at most one per article type;
+# wordnet_*: at most as many as WordNet gives words). ~800 in all, ~400 per split.
+DEFAULT_SIZES: dict[str, int] = {  # both halves (tune + test) together
     "category": 40,
-    "colour_category": 60,
-    "gender_colour_category": 60,
-    "usage_season_category": 50,
-    "paraphrase": 60,
-    "multimodal": 60,
+    "colour_category": 120,
+    "gender_colour_category": 120,
+    "usage_season_category": 100,
+    "paraphrase": 120,
+    "wordnet_category": 80,
+    "wordnet_colour_category": 120,
+    "wordnet_hypernym": 40,
+    "multimodal": 120,
 }
 # The issue's own examples: always in the paraphrase family (even when nothing is
 # relevant in a small catalogue — such a query is then reported as skipped).
@@ -75,6 +87,13 @@ class EvalQuery:
     def is_multimodal(self) -> bool:
         return self.image_product_id is not None
 
+    @property
+    def split(self) -> str:
+        """``tune`` or ``test``: half of each family's queries choose alpha, weights and
+        checkpoints; the other half is what is reported (never tuned on). Decided by a hash
+        of what is asked (family, text, photo), so a query keeps its side across runs."""
+        return split_of(self.family, self.text, self.image_product_id)
+
     def matches(self, product: Mapping) -> bool:
         return _matches(self.criteria, product)
 
@@ -88,6 +107,16 @@ class EvalQuery:
         return {"qid": self.qid, "family": self.family, "text": self.text,
                 "criteria": {f: list(v) for f, v in self.criteria},
                 "image_product_id": self.image_product_id}
+
+
+SPLITS: tuple[str, ...] = ("tune", "test")
+TEST_SHARE = 0.5
+
+
+def split_of(family: str, text: str, image_product_id: int | None = None) -> str:
+    """The split of a query: a stable hash of its family, text and photo."""
+    digest = hashlib.sha256(f"split:{family}:{text}:{image_product_id}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < TEST_SHARE else "tune"
 
 
 def _matches(criteria: Iterable[tuple[str, tuple[str, ...]]], product: Mapping) -> bool:
@@ -284,24 +313,106 @@ def _multimodal(products, n, seed):
     return out
 
 
+# --- WordNet families: shopper words from a lexicon the team did not write ------------------
+def _wordnet():
+    """``evaluation.lexicon``, checked: raises WordNetMissing (naming the Debian package)
+    when the database is not installed, so a WordNet family never comes back empty."""
+    from evaluation import lexicon
+
+    lexicon.open_wordnet()
+    return lexicon
+
+
+def _article_display(article_type: str) -> str:
+    """How the catalogue spells the type in product names, lower case: "t-shirt", "sandals"."""
+    try:
+        return _vocabulary().ARTICLE_TYPES[article_type].display.lower()
+    except (ImportError, KeyError):
+        return _article_words(article_type)[1]
+
+
+def _wordnet_category(products, n, seed):
+    """One WordNet word per query ("cardigan" -> Sweaters), round-robin over article types
+    so a type with 40 hyponyms (Jackets) does not crowd out one with 2 (Tshirts)."""
+    words = _wordnet().article_words()
+    rng = _rng(seed, "wordnet_category")
+    present = {at for (at,) in _combos(products, ["articleType"])}
+    queues = {}
+    for at in sorted(present):
+        found = sorted(dw.word for dw in words.get(at, ()))
+        rng.shuffle(found)
+        if found:
+            queues[at] = found
+    out = []
+    while queues and len(out) < n:
+        for at in sorted(queues):
+            if len(out) >= n:
+                break
+            out.append((queues[at].pop(0), (("articleType", (at,)),), None))
+        queues = {at: q for at, q in queues.items() if q}
+    return sorted(out, key=lambda x: x[0])
+
+
+def _wordnet_colour_category(products, n, seed):
+    """A WordNet colour word + the type ("crimson dress" -> Dresses and Red): the type as the
+    catalogue spells it, or (half of the time, when WordNet has one) a WordNet word for it."""
+    lex = _wordnet()
+    colours, types = lex.colour_words(), lex.article_words()
+    rng = _rng(seed, "wordnet_colour_category")
+    combos = [(at, c) for at, c in _combos(products, ["articleType", "baseColour"])
+              if colours.get(c)]
+    out = []
+    for at, colour in _sample(rng, combos, n):
+        colour_word = rng.choice(sorted(dw.word for dw in colours[colour]))
+        type_words = sorted(dw.word for dw in types.get(at, ()))
+        use_wordnet = rng.random() < 0.5
+        article = rng.choice(type_words) if use_wordnet and type_words else _article_display(at)
+        out.append((f"{colour_word} {article}",
+                    (("articleType", (at,)), ("baseColour", (colour,))), None))
+    return out
+
+
+def _wordnet_hypernym(products, n, seed):
+    """A WordNet hypernym of several article types ("footwear" -> Sandals, Sports Shoes,
+    Casual Shoes, Boots): every hypernym word alone, then (filling up to ``n``) some with a
+    catalogue colour ("black footwear"). Relevant = any covered type (and the colour)."""
+    present = [at for (at,) in _combos(products, ["articleType"])]
+    groups = _wordnet().hypernym_groups(present)
+    rng = _rng(seed, "wordnet_hypernym")
+    plain = [(g.word, (("articleType", g.types),), None) for g in groups]
+    plain = sorted(_sample(rng, plain, n), key=lambda x: x[0])
+    colours = sorted({p.get("baseColour") for p in products if p.get("baseColour")})
+    coloured = [(f"{c.lower()} {g.word}", (("articleType", g.types), ("baseColour", (c,))),
+                 None) for g in groups for c in colours]
+    coloured = [q for q in coloured if any(_matches(q[1], p) for p in products)]
+    return plain + _sample(rng, coloured, max(0, n - len(plain)))
+
+
 _BUILDERS = {
     "category": _category,
     "colour_category": _colour_category,
     "gender_colour_category": _gender_colour_category,
     "usage_season_category": _usage_season_category,
     "paraphrase": _paraphrase,
+    "wordnet_category": _wordnet_category,
+    "wordnet_colour_category": _wordnet_colour_category,
+    "wordnet_hypernym": _wordnet_hypernym,
     "multimodal": _multimodal,
 }
 
 
 def generate_queries(products: Sequence[Mapping], *, seed: int = 0,
                      families: Sequence[str] | None = None,
-                     sizes: Mapping[str, int] | None = None) -> QuerySet:
+                     sizes: Mapping[str, int] | None = None,
+                     split: str | None = None) -> QuerySet:
     """The query set for ``products`` (dataset field names; ``id`` required).
 
     Deterministic: products are read in id order and every family draws from its own
     seeded generator, so the result depends only on the metadata, ``seed`` and ``sizes``.
+    ``split`` ("tune" / "test") keeps only that half of every family; None keeps both.
     """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     families = list(families or FAMILIES)
     unknown = [f for f in families if f not in _BUILDERS]
     if unknown:
@@ -314,5 +425,7 @@ def generate_queries(products: Sequence[Mapping], *, seed: int = 0,
             continue
         for i, (text, criteria, image_id) in enumerate(
                 _BUILDERS[family](products, sizes[family], seed)):
-            queries.append(EvalQuery(f"{family}-{i:03d}", family, text, criteria, image_id))
+            query = EvalQuery(f"{family}-{i:03d}", family, text, criteria, image_id)
+            if split is None or query.split == split:
+                queries.append(query)
     return QuerySet(queries, seed)

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
 DEFAULT_K = 100
-DEFAULT_TEXT_WEIGHT = 0.5  # CLIP text vs image weight of a multimodal query (API default)
 FAST_RECALL_QUERIES = 60
 
 
@@ -101,7 +100,8 @@ def run_evaluation(conn: psycopg.Connection | None = None, *,
                    seed: int = 0,
                    sizes: dict[str, int] | None = None,
                    k: int = DEFAULT_K,
-                   text_weight: float = DEFAULT_TEXT_WEIGHT,
+                   text_weight: float | None = None,
+                   split: str | None = "test",
                    fast_recall_queries: int = FAST_RECALL_QUERIES,
                    notes: str | None = None,
                    write_report: bool = True,
@@ -109,13 +109,13 @@ def run_evaluation(conn: psycopg.Connection | None = None, *,
                    progress: Callable[[str], None] | None = None) -> int:
     """Evaluate the live index, store the run, return its id (see :func:`evaluate`)."""
     return evaluate(conn, alphas=alphas, families=families, seed=seed, sizes=sizes, k=k,
-                    text_weight=text_weight, fast_recall_queries=fast_recall_queries,
+                    text_weight=text_weight, split=split, fast_recall_queries=fast_recall_queries,
                     notes=notes, write_report=write_report, settings=settings,
                     progress=progress).run_id
 
 
 def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=None, seed=0,
-             sizes=None, k=DEFAULT_K, text_weight=DEFAULT_TEXT_WEIGHT,
+             sizes=None, k=DEFAULT_K, text_weight=None, split="test",
              fast_recall_queries=FAST_RECALL_QUERIES, notes=None, write_report=True,
              settings=None, progress=None) -> EvalOutcome:
     from services.config import get_settings
@@ -127,7 +127,8 @@ def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=No
         conn = connect(settings.database_url)
     try:
         return _evaluate(conn, settings, alphas=alphas, families=families, seed=seed,
-                         sizes=sizes, k=k, text_weight=text_weight,
+                         sizes=sizes, k=k, split=split,
+                         text_weight=settings.query_text_weight if text_weight is None else text_weight,
                          fast_recall_queries=fast_recall_queries, notes=notes,
                          write_report=write_report, progress=progress or log.info)
     finally:
@@ -135,7 +136,7 @@ def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=No
             conn.close()
 
 
-def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight,
+def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, split,
               fast_recall_queries, notes, write_report, progress) -> EvalOutcome:
     from services.store.index_versions import live_version
     from services.store.search import NoLiveIndex
@@ -154,10 +155,11 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight,
                           "(fashion-search index --source offline)")
     t0 = time.perf_counter()
     products = load_index_metadata(conn, version)
-    qs = generate_queries(products, seed=seed, families=families, sizes=sizes)
+    qs = generate_queries(products, seed=seed, families=families, sizes=sizes, split=split)
     conn.commit()
     details = {"default_alpha": default_alpha, "alphas": sweep, "seed": seed, "k": k,
                "families": list(families or FAMILIES), "text_weight": text_weight,
+               "split": split or "all", "dense_image_weight": version.dense_image_weight,
                "n_products": len(products), "n_queries_generated": len(qs.queries)}
     run_id = storage.start_run(conn, index_version_id=version.id,
                                dense_model=version.dense_model,

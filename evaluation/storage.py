@@ -140,14 +140,17 @@ def latest_run(conn: psycopg.Connection) -> EvalRun | None:
 
 
 def previous_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
-    """The last succeeded run before ``run_id`` that asked the same query families
-    (a run restricted to two families is not compared with a full one)."""
+    """The last succeeded run before ``run_id`` that asked the same query families of the same
+    split (a run restricted to two families, or on the tuning half, is not compared with a
+    full test run)."""
     row = conn.execute(
         f"""
         SELECT {_RUN_COLS} FROM eval_runs r
          WHERE r.status = 'succeeded' AND r.id < %(id)s
            AND (r.details -> 'families') IS NOT DISTINCT FROM
                (SELECT details -> 'families' FROM eval_runs WHERE id = %(id)s)
+           AND (r.details -> 'split') IS NOT DISTINCT FROM
+               (SELECT details -> 'split' FROM eval_runs WHERE id = %(id)s)
          ORDER BY r.id DESC LIMIT 1
         """,
         {"id": run_id},
