@@ -65,6 +65,9 @@ def _mark_version_failed(context) -> None:
                              description="CLIP model name (default FASHION_DENSE_MODEL)"),
         "sparse_model": Param(None, type=["null", "string"],
                               description="SPLADE model name (default FASHION_SPARSE_MODEL)"),
+        "dense_image_weight": Param(None, type=["null", "number"], minimum=0, maximum=1,
+                                    description="product dense vector = w * photo + (1 - w) * name "
+                                                "(default FASHION_DENSE_IMAGE_WEIGHT)"),
         "min_recall": Param(0.9, type="number", minimum=0, maximum=1,
                             description="fast-vs-exact recall@10 a version needs to go live"),
     },
@@ -97,7 +100,8 @@ def fashion_reindex():
         return stages.create_version(
             p["dense_model"], p["sparse_model"], run_key=_run_key(),
             params={k: p[k] for k in ("source", "size", "limit", "shard_size")}
-            | {"runner": "airflow", "shards": len(shards)})
+            | {"runner": "airflow", "shards": len(shards)},
+            dense_image_weight=p.get("dense_image_weight"))
 
     @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
     def encode_images(shard: str) -> str:

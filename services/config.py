@@ -31,6 +31,8 @@ class Settings:
     api_port: int
     default_alpha: float
     default_alpha_multimodal: float
+    dense_image_weight: float
+    query_text_weight: float
     max_upload_bytes: int
     extra: dict = field(default_factory=dict)
 
@@ -91,5 +93,10 @@ def get_settings() -> Settings:
         # 0.3, image + text queries at 0.7-0.9 (seed 0, confirmed on seed 1).
         default_alpha=float(_env("FASHION_DEFAULT_ALPHA", "0.3")),
         default_alpha_multimodal=float(_env("FASHION_DEFAULT_ALPHA_MULTI", "0.7")),
+        # Product dense vector = normalise(w * CLIP(photo) + (1 - w) * CLIP_text(name)) for new
+        # index versions (recorded per version); chosen by the weight sweep on the tuning split.
+        dense_image_weight=float(_env("FASHION_DENSE_IMAGE_WEIGHT", "0.5")),
+        # Photo + text query: dense = normalise(t * CLIP_text(text) + (1 - t) * CLIP(photo)).
+        query_text_weight=float(_env("FASHION_QUERY_TEXT_WEIGHT", "0.5")),
         max_upload_bytes=int(_env("FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024))),
     )

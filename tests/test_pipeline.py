@@ -60,7 +60,7 @@ def test_run_reindex_end_to_end_then_search(fresh, dense_model):
     assert live is not None and live.id == report["version"] and live.row_count == SIZE
     assert report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
     table = format_timings(report)
-    assert "encode images (CLIP)" in table and "TOTAL" in table
+    assert "encode photos + names (CLIP)" in table and "TOTAL" in table
     name = fresh.execute("SELECT product_display_name, id FROM products ORDER BY id LIMIT 1"
                          ).fetchone()
     hits = _search_name(fresh, name[0], dense_model)

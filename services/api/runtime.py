@@ -189,11 +189,14 @@ class Runtime:
         )
 
     def query_vectors(
-        self, text: str | None, image: bytes | None, text_weight: float = 0.5
+        self, text: str | None, image: bytes | None, text_weight: float | None = None
     ) -> QueryVectors:
-        """Dense = CLIP(text, image) (multimodal when both); sparse = SPLADE(text)."""
+        """Dense = CLIP(text, image) (multimodal when both: the text's share is ``text_weight``,
+        default ``settings.query_text_weight``); sparse = SPLADE(text)."""
         from services.encoders.clip import combine_query_vectors
 
+        if text_weight is None:
+            text_weight = self.settings.query_text_weight
         dense_text = sparse = dense_image = None
         cached = True
         if text is not None:

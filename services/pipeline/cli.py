@@ -12,7 +12,8 @@ def _index(args: argparse.Namespace) -> int:
 
     report = run_reindex(source=args.source, size=args.size, limit=args.limit,
                          shard_size=args.shard_size, dense_model=args.dense_model,
-                         sparse_model=args.sparse_model, min_recall=args.min_recall)
+                         sparse_model=args.sparse_model, min_recall=args.min_recall,
+                         dense_image_weight=args.dense_image_weight)
     v = report["validation"]
     print(f"validation: {v['read']} read, {v['valid']} valid, {v['rejected']} rejected"
           + (f" {v['rejected_by_reason']}" if v["rejected"] else ""))
@@ -30,7 +31,7 @@ def _index(args: argparse.Namespace) -> int:
 
 def _conf(args: argparse.Namespace) -> dict:
     conf = {"source": args.source, "size": args.size, "shard_size": args.shard_size}
-    for key in ("limit", "dense_model", "sparse_model", "min_recall"):
+    for key in ("limit", "dense_model", "sparse_model", "min_recall", "dense_image_weight"):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
     return conf
@@ -108,6 +109,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense-model", default=None, help="CLIP model (default FASHION_DENSE_MODEL)")
     p.add_argument("--sparse-model", default=None,
                    help="SPLADE model (default FASHION_SPARSE_MODEL)")
+    p.add_argument("--dense-image-weight", type=float, default=None, metavar="W",
+                   help="product dense vector = W * photo + (1 - W) * name, re-normalised "
+                   "(default FASHION_DENSE_IMAGE_WEIGHT; 1 = photo only)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,6 +26,7 @@ def _stage(report: dict, name: str, rows: int | None, seconds: float) -> None:
 def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None = None,
                 shard_size: int = 2000, dense_model: str | None = None,
                 sparse_model: str | None = None, *, run_id: str | None = None,
+                dense_image_weight: float | None = None,
                 min_recall: float = stages.DEFAULT_MIN_RECALL, keep_previous: int = 1) -> dict:
     """Fetch, validate, shard, encode, load, index, check and swap a new index version live.
 
@@ -58,13 +59,14 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
             version_id, sec = stages.timed(
                 stages.create_version, dense_model, sparse_model, run_key=run_id,
                 params={"source": source, "size": size, "limit": limit,
-                        "shard_size": shard_size, "runner": "cli"})
+                        "shard_size": shard_size, "runner": "cli"},
+                dense_image_weight=dense_image_weight)
             report["version"] = version_id
             _stage(report, "create_version", None, sec)
 
             t = time.perf_counter()
             dense_paths = [stages.encode_images_shard(s, dense_model) for s in shards]
-            _stage(report, "encode images (CLIP)", valid, time.perf_counter() - t)
+            _stage(report, "encode photos + names (CLIP)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
             sparse_paths = [stages.encode_texts_shard(s, sparse_model) for s in shards]

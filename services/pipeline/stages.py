@@ -275,7 +275,8 @@ def model_dims(dense_model: str | None, sparse_model: str | None) -> dict:
 
 
 def create_version(dense_model: str | None = None, sparse_model: str | None = None, *,
-                   run_key: str, params: dict | None = None) -> int:
+                   run_key: str, params: dict | None = None,
+                   dense_image_weight: float | None = None) -> int:
     """Register the new index version (status 'building') for run ``run_key``.
 
     Resumes a 'building' version of the same run (a retried task); marks 'building' versions
@@ -297,36 +298,62 @@ def create_version(dense_model: str | None = None, sparse_model: str | None = No
                         v.params.get("run_key"))
             iv.mark_failed(conn, v.id, f"stale: its run ({v.params.get('run_key')}) ended "
                            f"without finishing; superseded by run {run_key}")
-        vid = iv.create_version(conn, **dims, params={**(params or {}), "run_key": run_key})
-    log.info("created index version %d (%s + %s)", vid, dims["dense_model"], dims["sparse_model"])
+        weight = get_settings().dense_image_weight if dense_image_weight is None else dense_image_weight
+        vid = iv.create_version(conn, **dims, params={**(params or {}), "run_key": run_key},
+                                dense_image_weight=float(weight))
+    log.info("created index version %d (%s + %s, image weight %g)", vid, dims["dense_model"],
+             dims["sparse_model"], weight)
     return vid
 
 
 def encode_images_shard(shard_path: str, dense_model: str | None = None, *,
                         batch_size: int = 64) -> str:
-    """CLIP-encode a shard's images into ``<fingerprint>.dense.<model>.npy``; reuses a finished file."""
+    """CLIP-encode a shard's photos and names into ``<fingerprint>.dense.<model>.npz``
+    (arrays ``image`` and ``name``, unit rows); reuses a finished file.
+
+    Both are kept so that the version's ``dense_image_weight`` is applied at load time
+    (:func:`product_dense_vectors`) and a new weight needs no re-encoding.
+    """
     from services.encoders.clip import load_clip
 
     dense_model = dense_model or model_dims(None, None)["dense_model"]
-    out, meta = _encoded_path(shard_path, "dense", dense_model, ".npy")
+    out, meta = _encoded_path(shard_path, "dense", dense_model, ".npz")
     if out.exists():
         try:
-            arr = np.load(out, mmap_mode="r")
-            if arr.shape[0] == meta["rows"]:
-                log.info("reusing %s", out.name)
-                return str(out)
-        except (ValueError, OSError):
+            with np.load(out) as z:
+                if z["image"].shape[0] == meta["rows"] == z["name"].shape[0]:
+                    log.info("reusing %s", out.name)
+                    return str(out)
+        except (ValueError, OSError, KeyError):
             pass
         log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    data = _read_shard(shard_path, ["id", "image"])
+    data = _read_shard(shard_path, ["id", "image", "productDisplayName"])
     images = [img["bytes"] if isinstance(img, dict) else img for img in data["image"]]
     encoder = load_clip(dense_model)
-    vectors = np.ascontiguousarray(encoder.encode_images(images, batch_size=batch_size),
-                                   dtype=np.float32)
-    if vectors.shape[0] != len(images):
-        raise RuntimeError(f"CLIP returned {vectors.shape[0]} vectors for {len(images)} images")
-    _atomic_save(out, lambda fh: np.save(fh, vectors))
+    image_vecs = np.ascontiguousarray(encoder.encode_images(images, batch_size=batch_size),
+                                      dtype=np.float32)
+    name_vecs = np.ascontiguousarray(
+        encoder.encode_texts([dense_name_text(n) for n in data["productDisplayName"]]),
+        dtype=np.float32)
+    if image_vecs.shape[0] != len(images) or name_vecs.shape[0] != len(images):
+        raise RuntimeError(f"CLIP returned {image_vecs.shape[0]} image and {name_vecs.shape[0]} "
+                           f"name vectors for {len(images)} products")
+    _atomic_save(out, lambda fh: np.savez(fh, image=image_vecs, name=name_vecs))
     return str(out)
+
+
+def dense_name_text(name: str | None) -> str:
+    """What the CLIP text tower encodes for a product: its display name (validation
+    guarantees one; a blank is encoded as a neutral word rather than failing the shard)."""
+    return name.strip() if isinstance(name, str) and name.strip() else "product"
+
+
+def product_dense_vectors(image: np.ndarray, name: np.ndarray, image_weight: float) -> np.ndarray:
+    """Rows of ``normalise(w * image + (1 - w) * name)``: a product's dense vector from its
+    photo and its name in the shared CLIP space (w = 1: photo only, w = 0: name only)."""
+    mixed = image_weight * image + (1.0 - image_weight) * name
+    norms = np.linalg.norm(mixed, axis=1, keepdims=True)
+    return np.ascontiguousarray(mixed / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def encode_texts_shard(shard_path: str, sparse_model: str | None = None, *,
@@ -398,13 +425,15 @@ def load_shard(version_id: int, shard: str, dense_path: str, sparse_path: str) -
     for p in (dense_path, sparse_path):
         if not Path(p).exists():
             raise FileNotFoundError(f"encoded file {p} is missing; re-run its encode task")
-    dense = np.load(dense_path)
+    with np.load(dense_path) as z:
+        image, name = z["image"], z["name"]
     sparse = read_sparse(sparse_path)
-    if dense.shape[0] != len(ids) or len(sparse) != len(ids):
-        raise ValueError(f"{Path(shard).name}: {len(ids)} rows but {dense.shape[0]} dense and "
+    if image.shape[0] != len(ids) or name.shape[0] != len(ids) or len(sparse) != len(ids):
+        raise ValueError(f"{Path(shard).name}: {len(ids)} rows but {image.shape[0]} dense and "
                          f"{len(sparse)} sparse vectors; delete the stale encoded files")
     with _connect() as conn, build_lock(wait=True):
-        _require_building(conn, version_id)
+        version = _require_building(conn, version_id)
+        dense = product_dense_vectors(image, name, version.dense_image_weight)
         n = load_embeddings(conn, version_id, ids, dense, sparse)
     log.info("loaded %d rows of %s into version %d", n, Path(shard).name, version_id)
     return n

@@ -48,6 +48,8 @@ class IndexVersion:
     live_at: datetime | None
     params: dict
     report: dict
+    # Product dense vector = normalise(w * image + (1 - w) * name text); 1.0 = photo only.
+    dense_image_weight: float = 1.0
 
     @property
     def table(self) -> str:
@@ -55,12 +57,13 @@ class IndexVersion:
 
     def describe(self) -> str:
         return (f"v{self.id} [{self.status}] dense={self.dense_model}({self.dense_dim}) "
-                f"sparse={self.sparse_model}({self.sparse_dim}) rows={self.row_count} "
+                f"sparse={self.sparse_model}({self.sparse_dim}) image_weight={self.dense_image_weight:g} "
+                f"rows={self.row_count} "
                 f"live_at={self.live_at}")
 
 
 _VERSION_COLS = ("id, status, dense_model, dense_dim, sparse_model, sparse_dim, row_count, "
-                 "created_at, built_at, live_at, params, report")
+                 "created_at, built_at, live_at, params, report, dense_image_weight")
 
 
 @contextmanager
@@ -99,17 +102,22 @@ def list_versions(conn: psycopg.Connection) -> list[IndexVersion]:
 
 
 def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int,
-                   sparse_model: str, sparse_dim: int, params: dict | None = None) -> int:
+                   sparse_model: str, sparse_dim: int, params: dict | None = None,
+                   dense_image_weight: float = 1.0) -> int:
     """Register a new version and create its (empty, index-less) embedding table."""
     if dense_dim <= 0 or sparse_dim <= 0:
         raise ValueError("dimensions must be positive")
+    if not 0.0 <= dense_image_weight <= 1.0:
+        raise ValueError(f"dense_image_weight must be in [0, 1], got {dense_image_weight}")
     with _tx(conn):
         vid = conn.execute(
             """
-            INSERT INTO index_versions (dense_model, dense_dim, sparse_model, sparse_dim, params)
-            VALUES (%s, %s, %s, %s, %s) RETURNING id
+            INSERT INTO index_versions (dense_model, dense_dim, sparse_model, sparse_dim, params,
+                                        dense_image_weight)
+            VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
             """,
-            (dense_model, dense_dim, sparse_model, sparse_dim, json.dumps(params or {})),
+            (dense_model, dense_dim, sparse_model, sparse_dim, json.dumps(params or {}),
+             float(dense_image_weight)),
         ).fetchone()[0]
         conn.execute(
             sql.SQL(
