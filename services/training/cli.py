@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from services.encoders.registry import OFFLINE_CLIP_ARCH
+from services.encoders.registry import LIT_CLIP_ARCH, OFFLINE_CLIP_ARCH, OFFLINE_CLIP_CHECKPOINT
 
 
 def _config(args: argparse.Namespace):
@@ -16,14 +16,25 @@ def _config(args: argparse.Namespace):
         source=args.source, size=args.size, limit=args.limit, arch=args.arch, pretrained=args.pretrained,
         epochs=args.epochs, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device,
+        text_unlocked_layers=args.text_unlocked_layers, train_text_proj=not args.freeze_text_proj,
+        init_image_tower=_image_tower_init(args),
     )
+
+
+def _image_tower_init(args: argparse.Namespace) -> str | None:
+    """--init-image-tower, else for the LiT architecture the committed from-scratch checkpoint."""
+    if args.init_image_tower == "none":
+        return None
+    if args.init_image_tower is None:
+        return str(OFFLINE_CLIP_CHECKPOINT) if args.arch == LIT_CLIP_ARCH else None
+    return args.init_image_tower
 
 
 def _train(args: argparse.Namespace) -> int:
     from services.training import clip_report, workflow
 
     config = _config(args)
-    paths = workflow.default_paths()
+    paths = workflow.default_paths(config.arch)
     out = Path(args.out) if args.out else paths["export_to"]
     work_dir = Path(args.work_dir) if args.work_dir else paths["work_dir"]
     summary = workflow.train_and_export(config, work_dir, out, resume=args.resume)
@@ -36,7 +47,8 @@ def _train(args: argparse.Namespace) -> int:
     written = workflow.write_summary(summary, report, out.parent, out.stem)
     written += workflow.write_summary(summary, report, paths["reports_dir"], out.stem)
     if args.register:
-        written.append(workflow.register_finetuned(args.register, out, note=f"trained by: {summary['command']}"))
+        written.append(workflow.register_finetuned(args.register, out, note=f"trained by: {summary['command']}",
+                                                   arch=config.arch))
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     print("wrote:\n  " + "\n  ".join(str(p) for p in written))
     return 0
@@ -62,7 +74,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default="offline", help="catalogue: offline | hub | parquet path")
     parser.add_argument("--size", type=int, default=10_000, help="offline catalogue size")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many products")
-    parser.add_argument("--arch", default=OFFLINE_CLIP_ARCH, help="open_clip architecture")
+    parser.add_argument("--arch", default=LIT_CLIP_ARCH,
+                        help=f"open_clip architecture ({LIT_CLIP_ARCH}: LiT with the pretrained MiniLM "
+                        f"text tower locked; {OFFLINE_CLIP_ARCH}: both towers from scratch)")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file to fine-tune")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
@@ -71,6 +85,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--text-unlocked-layers", type=int, default=0,
+                        help="LiT: top layers of the pretrained text tower left trainable (0 = locked)")
+    parser.add_argument("--init-image-tower", default=None, metavar="CHECKPOINT",
+                        help="start the image tower from this checkpoint's visual weights where shapes match "
+                        f"(default for {LIT_CLIP_ARCH}: the committed fashion-clip-offline; 'none': fixed-seed init)")
+    parser.add_argument("--freeze-text-proj", action="store_true",
+                        help="LiT: keep the text projection at the identity (text space = the pretrained one)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,6 +5,15 @@ Contrastive loss is ``open_clip.loss.ClipLoss``. Checkpoints are open_clip-loada
 ``open_clip.create_model_and_transforms(arch, pretrained=<file>)`` -- and therefore the
 model registry -- loads them directly. A run writes ``<out>/last.pt`` every
 ``checkpoint_every`` steps and at the end, and resumes from it with ``resume=True``.
+
+Architectures with a Hugging Face text tower (``text_cfg.hf_model_name``, e.g.
+``fashion-lit-minilm``) train the LiT way (Zhai et al. 2022, here with the *text* side
+locked): the pretrained text transformer is frozen (``text_unlocked_layers`` top layers may
+be unlocked), its projection starts as the identity, and the image tower learns to land in
+the text tower's space. With the transformer fully locked, every caption is encoded once
+before the loop (:class:`TextFeatureCache`), so a step costs an image forward/backward only.
+Their checkpoints hold only the trained parts (``clip.trained_parts``): the locked tower
+comes from its own files.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ from typing import Any
 
 import torch
 
+from services.encoders.clip import LOCKED_TEXT_PREFIX, trained_parts
 from services.encoders.registry import OFFLINE_CLIP_ARCH, ensure_model_configs
 from services.training.data import (
     MIN_TRAIN_PRODUCTS,
     PairSet,
     TrainingDataError,
     build_pairs,
+    captions_for,
+    lit_captions,
     split_rows,
 )
 
@@ -58,6 +70,13 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 100
     flip: bool = True
+    # LiT architectures only (HF text tower): top text-transformer layers left trainable
+    # (0 = fully locked) and whether the text projection trains (False: stays the identity).
+    text_unlocked_layers: int = 0
+    train_text_proj: bool = True
+    # Start the image tower from this checkpoint's ``visual.*`` weights where the shapes match
+    # (e.g. the from-scratch fashion-clip-offline, same vision config); None: fixed-seed init.
+    init_image_tower: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +107,63 @@ def create_model(config: TrainConfig):
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(config.arch)
 
 
+def is_lit(model: torch.nn.Module) -> bool:
+    """True for a model whose text tower is a pretrained Hugging Face transformer."""
+    from open_clip.hf_model import HFTextEncoder
+
+    return isinstance(getattr(model, "text", None), HFTextEncoder)
+
+
+def prepare_lit(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Lock the text transformer (bar ``text_unlocked_layers``); projection starts as the identity."""
+    model.lock_text_tower(unlocked_layers=config.text_unlocked_layers, freeze_layer_norm=True)
+    proj = model.text.proj
+    if isinstance(proj, torch.nn.Linear) and proj.weight.shape[0] == proj.weight.shape[1]:
+        with torch.no_grad():
+            proj.weight.copy_(torch.eye(proj.weight.shape[0]))
+    for p in proj.parameters():
+        p.requires_grad = config.train_text_proj
+
+
+def init_image_tower(model: torch.nn.Module, checkpoint: Path) -> list[str]:
+    """Copy ``visual.*`` tensors of matching shape from ``checkpoint``; returns the keys copied."""
+    state = load_checkpoint_file(Path(checkpoint))["state_dict"]
+    own = model.state_dict()
+    taken = {k: v.float() for k, v in state.items()
+             if k.startswith("visual.") and k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    skipped = sorted(k for k in own if k.startswith("visual.") and k not in taken)
+    log.info("image tower: %d tensors from %s; fresh: %s", len(taken), checkpoint, ", ".join(skipped) or "none")
+    return sorted(taken)
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: all of it, or for LiT models the trained parts only."""
+    return trained_parts(model) if is_lit(model) else model.state_dict()
+
+
+class TextFeatureCache:
+    """Pooled outputs of a fully locked text transformer, computed once per distinct caption."""
+
+    def __init__(self, text_tower: torch.nn.Module, tokenizer, captions: list[str], batch_size: int = 256):
+        unique = sorted(set(captions))
+        self.index = {c: i for i, c in enumerate(unique)}
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(unique), batch_size):
+                tokens = tokenizer(unique[start : start + batch_size])
+                mask = (tokens != text_tower.config.pad_token_id).long()
+                out = text_tower.transformer(input_ids=tokens, attention_mask=mask)
+                chunks.append(text_tower.pooler(out, mask).float())
+        self.features = torch.cat(chunks) if chunks else torch.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, captions: list[str]) -> torch.Tensor:
+        return self.features[[self.index[c] for c in captions]]
+
+
 def load_checkpoint_file(path: Path) -> dict:
     """Read a checkpoint; :class:`CheckpointError` naming the file when it is unusable."""
     try:
@@ -105,14 +181,14 @@ def save_checkpoint(path: Path, model: torch.nn.Module, **state: Any) -> Path:
     """Atomically write ``{"state_dict": ..., **state}`` (open_clip-loadable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), **state}, tmp)
+    torch.save({"state_dict": model_state(model), **state}, tmp)
     tmp.replace(path)
     return path
 
 
 def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, **meta: Any) -> Path:
     """A release checkpoint: weights only (float16 by default: half the size), open_clip-loadable."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model_state(model).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"state_dict": state, **meta}, tmp)
@@ -131,7 +207,8 @@ def load_catalog_rows(config: TrainConfig) -> list[dict]:
     return list(iter_rows(paths, limit=config.limit))
 
 
-def prepare_splits(rows: list[dict], config: TrainConfig, preprocess) -> tuple[PairSet, list[dict]]:
+def prepare_splits(rows: list[dict], config: TrainConfig, preprocess,
+                   lit: bool = False) -> tuple[PairSet, list[dict]]:
     """(train pairs, held-out rows); clear errors for an empty or too small catalogue."""
     if not rows:
         raise TrainingDataError("the catalogue is empty: nothing to train on")
@@ -141,7 +218,7 @@ def prepare_splits(rows: list[dict], config: TrainConfig, preprocess) -> tuple[P
             f"train split has {len(train_rows)} products (of {len(rows)}); at least "
             f"{MIN_TRAIN_PRODUCTS} are needed"
         )
-    pairs = build_pairs(train_rows, preprocess)
+    pairs = build_pairs(train_rows, preprocess, caption_fn=lit_captions if lit else captions_for)
     if len(pairs) < MIN_TRAIN_PRODUCTS:
         raise TrainingDataError(
             f"only {len(pairs)} train products have a usable image; at least {MIN_TRAIN_PRODUCTS} are needed"
@@ -193,9 +270,22 @@ def train_clip(
     last = out_dir / "last.pt"
     model, _, preprocess_val, tokenizer = create_model(config)
     started = time.monotonic()
-    pairs, heldout_rows = prepare_splits(rows if rows is not None else load_catalog_rows(config), config, preprocess_val)
+    lit = is_lit(model)
+    pairs, heldout_rows = prepare_splits(rows if rows is not None else load_catalog_rows(config), config,
+                                         preprocess_val, lit=lit)
     log.info("train products: %d, held-out products: %d (prepared in %.1fs)",
              len(pairs), len(heldout_rows), time.monotonic() - started)
+    text_cache = None
+    if config.init_image_tower and not (resume and last.exists()):
+        init_image_tower(model, Path(config.init_image_tower))
+    if lit:
+        prepare_lit(model, config)
+        if config.text_unlocked_layers == 0:
+            t = time.monotonic()
+            model.text.eval()
+            text_cache = TextFeatureCache(model.text, tokenizer, [c for cs in pairs.captions for c in cs])
+            log.info("locked text tower: %d distinct captions encoded once in %.1fs",
+                     len(text_cache), time.monotonic() - t)
 
     steps_per_epoch = max(1, len(pairs) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -213,7 +303,11 @@ def train_clip(
     step, losses, spent_before = 0, [], 0.0
     if resume and last.exists():
         state = load_checkpoint_file(last)
-        model.load_state_dict(state["state_dict"])
+        loaded = model.load_state_dict(state["state_dict"], strict=not lit)
+        missing = [k for k in loaded.missing_keys if not k.startswith(LOCKED_TEXT_PREFIX)]
+        if missing or loaded.unexpected_keys:
+            raise CheckpointError(f"checkpoint {last} does not fit {config.arch}: missing {missing[:5]}, "
+                                  f"unexpected {list(loaded.unexpected_keys)[:5]}")
         optimizer.load_state_dict(state["optimizer"])
         step, losses, spent_before = int(state["step"]), list(state.get("losses", [])), float(state.get("seconds", 0.0))
         log.info("resumed from %s at step %d", last, step)
@@ -226,6 +320,8 @@ def train_clip(
         )
 
     model.train()
+    if text_cache is not None:
+        model.text.eval()  # locked: no dropout in the cached features either
     loop_start = time.monotonic()
     deadline = loop_start + config.max_minutes * 60 if config.max_minutes else None
     stopped_by_time = False
@@ -238,11 +334,17 @@ def train_clip(
         if config.flip:
             flip = torch.tensor([rng.random() < 0.5 for _ in batch])
             images[flip] = images[flip].flip(-1)
-        texts = tokenizer(pairs.sample_captions(batch, rng)).to(config.device)
+        captions = pairs.sample_captions(batch, rng)
 
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total_steps, config, _time_used(loop_start, config))
-        image_features, text_features, logit_scale = model(images, texts)[:3]
+        if text_cache is not None:
+            image_features = model.encode_image(images, normalize=True)
+            text_features = torch.nn.functional.normalize(
+                model.text.proj(text_cache.get(captions).to(config.device)), dim=-1)
+            logit_scale = model.logit_scale.exp()
+        else:
+            image_features, text_features, logit_scale = model(images, tokenizer(captions).to(config.device))[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -106,6 +106,42 @@ def captions_for(row: dict) -> list[str]:
     return list(dict.fromkeys(c for c in captions if c))
 
 
+def lit_captions(row: dict) -> list[str]:
+    """Captions for a model with a pretrained text tower: the product's name, then templates of
+    catalogue values only ("white sports shoes", "women white sports shoes", "sports sports shoes").
+
+    No shopper synonyms (no ``ARTICLE_WORDS``): what a shopper's word means is left to the
+    pretrained text tower, so the evaluation's paraphrase families test its knowledge rather
+    than words this project trained on.
+    """
+    name = (row.get("productDisplayName") or "").strip()
+    captions = [name] if name else []
+    article = row.get("articleType") or ""
+    display = _display(article)
+    colour = (row.get("baseColour") or "").lower()
+    gender = (row.get("gender") or "").lower()
+    usage = (row.get("usage") or "").lower()
+    if display:
+        captions.append(display)
+        if colour:
+            captions.append(f"{colour} {display}")
+            if gender:
+                captions.append(f"{gender} {colour} {display}")
+        if usage:
+            captions.append(f"{usage} {display}")
+        if gender:
+            captions.append(f"{gender} {display}")
+    return list(dict.fromkeys(c for c in captions if c))
+
+
+def _display(article: str) -> str:
+    """How product names spell an article type, lower case ("T-shirt" for Tshirts)."""
+    from services.catalog.vocabulary import ARTICLE_TYPES
+
+    known = ARTICLE_TYPES.get(article)
+    return (known.display if known else article).lower()
+
+
 @dataclass
 class PairSet:
     """Preprocessed images (float16) with each product's caption list."""
@@ -130,7 +166,8 @@ class PairSet:
         return out
 
 
-def build_pairs(rows: list[dict], preprocess: Callable[[Image.Image], torch.Tensor]) -> PairSet:
+def build_pairs(rows: list[dict], preprocess: Callable[[Image.Image], torch.Tensor],
+                caption_fn: Callable[[dict], list[str]] = captions_for) -> PairSet:
     """Decode and preprocess every row's image once; rows with a bad image are skipped."""
     ids, tensors, captions, kept = [], [], [], []
     for row in rows:
@@ -141,7 +178,7 @@ def build_pairs(rows: list[dict], preprocess: Callable[[Image.Image], torch.Tens
             image = decode_image(data)
         except InvalidImageError:
             continue
-        caption_list = captions_for(row)
+        caption_list = caption_fn(row)
         if not caption_list:
             continue
         ids.append(int(row["id"]))

@@ -16,10 +16,12 @@ from pathlib import Path
 from services.config import get_settings
 from services.encoders.clip import ClipEncoder, build_clip_model, load_clip
 from services.encoders.registry import (
+    LIT_CLIP_ARCH,
+    LIT_CLIP_CHECKPOINT,
     OFFLINE_CLIP_ARCH,
     OFFLINE_CLIP_CHECKPOINT,
     ModelSpec,
-    get_spec,
+    ensure_model_configs,
     register_model,
 )
 from services.training import clip_report
@@ -45,10 +47,7 @@ def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, re
     started = time.monotonic()
     result = train_clip(config, work_dir, resume=resume)
     state = load_checkpoint_file(result.checkpoint)
-    model, _, _ = build_clip_model(ModelSpec(
-        name="_training", kind="clip", source=config.arch, dim=0, licence="", note="",
-        pretrained=str(result.checkpoint),
-    ))
+    model, _, _ = build_clip_model(spec_for_checkpoint("_training", result.checkpoint, config.arch))
     export_checkpoint(model, export_to, half=True, arch=config.arch, steps=int(state["step"]))
     summary = {
         "arch": config.arch,
@@ -69,10 +68,23 @@ def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, re
     return summary
 
 
+def spec_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH, note: str = "",
+                        offline: bool = False) -> ModelSpec:
+    """The registry spec of a trained checkpoint of ``arch`` (LiT architectures: partial checkpoint)."""
+    import open_clip
+
+    ensure_model_configs()
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}")
+    return ModelSpec(name=name, kind="clip", source=arch, dim=int(config["embed_dim"]), licence="Apache-2.0",
+                     note=note, pretrained=str(Path(checkpoint).resolve()), offline=offline,
+                     partial_checkpoint="hf_model_name" in config.get("text_cfg", {}))
+
+
 def encoder_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH) -> ClipEncoder:
     """A ClipEncoder for a checkpoint file, built through the registry's loader call."""
-    spec = ModelSpec(name=name, kind="clip", source=arch, dim=get_spec("clip-tiny-untrained").dim,
-                     licence="Apache-2.0", note="", pretrained=str(checkpoint))
+    spec = spec_for_checkpoint(name, checkpoint, arch)
     model, preprocess, tokenizer = build_clip_model(spec)
     return ClipEncoder(name, model, preprocess, tokenizer, "cpu", spec.dim)
 
@@ -84,11 +96,10 @@ def evaluate(config: TrainConfig, after: ClipEncoder, before: ClipEncoder | None
     return clip_report.compare(clip_report.evaluate_encoder(before, rows), clip_report.evaluate_encoder(after, rows))
 
 
-def register_finetuned(name: str, checkpoint: Path, note: str, model_cache: Path | None = None) -> Path:
+def register_finetuned(name: str, checkpoint: Path, note: str, model_cache: Path | None = None,
+                       arch: str = OFFLINE_CLIP_ARCH) -> Path:
     """Copy nothing, just record: a registry.d entry pointing at ``checkpoint``."""
-    spec = ModelSpec(name=name, kind="clip", source=OFFLINE_CLIP_ARCH, dim=get_spec("clip-tiny-untrained").dim,
-                     licence="Apache-2.0", note=note, pretrained=str(Path(checkpoint).resolve()), offline=True)
-    return register_model(spec, model_cache)
+    return register_model(spec_for_checkpoint(name, checkpoint, arch, note, offline=True), model_cache)
 
 
 def reproduce_command(argv: list[str] | None = None) -> str:
@@ -107,10 +118,11 @@ def write_summary(summary: dict, report: dict | None, folder: Path, stem: str) -
     return written
 
 
-def default_paths() -> dict[str, Path]:
+def default_paths(arch: str = OFFLINE_CLIP_ARCH) -> dict[str, Path]:
+    """Where a run of ``arch`` works and exports by default (the committed checkpoint of that arch)."""
     settings = get_settings()
     return {
-        "work_dir": settings.work_dir / "clip-training",
-        "export_to": OFFLINE_CLIP_CHECKPOINT,
+        "work_dir": settings.work_dir / f"clip-training-{arch}",
+        "export_to": LIT_CLIP_CHECKPOINT if arch == LIT_CLIP_ARCH else OFFLINE_CLIP_CHECKPOINT,
         "reports_dir": settings.reports_dir,
     }
