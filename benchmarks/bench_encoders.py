@@ -1,4 +1,5 @@
-"""Encoder throughput: images/s and texts/s per encoder, bare forward vs the full pipeline.
+"""Encoder throughput (images/s and texts/s per encoder, bare forward vs the full pipeline) and
+the latency of one uncached text query (CLIP text + SPLADE, as the API encodes it).
 
 Pipeline = decode JPEG bytes + preprocess + forward (what indexing pays); bare = forward on
 already preprocessed tensors. Overhead % = how much slower the pipeline is than the model.
@@ -82,6 +83,48 @@ def bench_splade(encoder, texts: list[str]) -> dict:
     return {"texts/s": _rate(len(texts), time.perf_counter() - start)}
 
 
+SHOPPER_QUERIES = (
+    "red dress", "navy jumper for men", "black leather handbag", "summer sandals", "kicks",
+    "white trainers women", "formal shirts", "olive trousers", "warm winter jacket", "wmns top",
+    "grey hoodie", "ankle boots brown", "party dress in burgundy", "casual shoes for boys",
+    "crimson cardigan", "sports shoes", "beige chinos", "something for a wedding",
+)
+
+
+def query_texts(count: int) -> list[str]:
+    """``count`` distinct short queries (a suffix keeps each one unseen, i.e. uncached)."""
+    return [f"{SHOPPER_QUERIES[i % len(SHOPPER_QUERIES)]} {i}" if i >= len(SHOPPER_QUERIES)
+            else SHOPPER_QUERIES[i] for i in range(count)]
+
+
+def bench_query_latency(clip, splade, queries: list[str]) -> dict:
+    """One uncached text query at a time, as the API encodes it: CLIP text + SPLADE."""
+    clip.encode_texts(queries[:4])
+    splade.encode(queries[:4])
+    dense_ms, sparse_ms, total_ms = [], [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        clip.encode_texts([q])
+        t1 = time.perf_counter()
+        splade.encode([q])
+        t2 = time.perf_counter()
+        dense_ms.append(1000 * (t1 - t0))
+        sparse_ms.append(1000 * (t2 - t1))
+        total_ms.append(1000 * (t2 - t0))
+    pct = lambda xs, p: float(np.percentile(xs, p))
+    return {"clip p50": pct(dense_ms, 50), "splade p50": pct(sparse_ms, 50),
+            "total p50": pct(total_ms, 50), "total p95": pct(total_ms, 95), "total p99": pct(total_ms, 99)}
+
+
+def print_latency_table(results: dict[str, dict], n: int) -> None:
+    columns = ["clip p50", "splade p50", "total p50", "total p95", "total p99"]
+    print(f"\nOne uncached text query (CLIP text + SPLADE), {n} queries, ms:\n")
+    print(f"| {'dense + sparse':<44} | " + " | ".join(f"{c:>10}" for c in columns) + " |")
+    print("| " + "-" * 44 + " | " + " | ".join("-" * 9 + ":" for _ in columns) + " |")
+    for name, row in results.items():
+        print(f"| {name:<44} | " + " | ".join(f"{row[c]:>10.2f}" for c in columns) + " |")
+
+
 def gpu_synthetic_encoder(device: str):
     """ViT-B-32 with random weights (pretrained=None): real GPU cost without a download."""
     import open_clip
@@ -110,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="image decode workers (DataLoader)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--gpu-synthetic", action="store_true", help="ViT-B-32 random weights, batch 256")
-    parser.add_argument("--dense", nargs="*", default=["fashion-clip-offline", "clip-tiny-untrained"])
+    parser.add_argument("--dense", nargs="*",
+                        default=["fashion-lit-minilm", "fashion-clip-offline", "clip-tiny-untrained"])
+    parser.add_argument("--queries", type=int, default=200, help="single-query latency samples")
     parser.add_argument("--sparse", nargs="*", default=["splade-tiny-offline"])
     args = parser.parse_args(argv)
     if args.threads:
@@ -137,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.sparse:
             results[name] = bench_splade(load_splade(name, device=device), texts)
     print_table(results)
+    if not args.gpu_synthetic and args.sparse and args.queries:
+        splade = load_splade(args.sparse[0], device=device)
+        latency = {f"{name} + {args.sparse[0]}": bench_query_latency(
+            load_clip(name, device=device), splade, query_texts(args.queries)) for name in args.dense}
+        print_latency_table(latency, args.queries)
     return 0
 
 

@@ -93,7 +93,7 @@ def queries(conn, table: str, count: int, noise: float, seed: int = 11):
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def run(args) -> None:
@@ -126,10 +126,10 @@ def run(args) -> None:
         gen_s = copy_p = copy_e = 0.0
         t0 = time.perf_counter()
         for start, end, dense, sparse, cl, colour, gender in synth(args.rows):
-            rows = [dict(id=i, gender=GENDERS[g], masterCategory="Apparel",
-                         subCategory="Topwear", articleType=ARTICLES[int(c) % len(ARTICLES)],
-                         baseColour=COLOURS[col], season="Summer", year=2010 + i % 9,
-                         usage="Casual", productDisplayName=f"Synthetic product {i}", image=None)
+            rows = [{"id": i, "gender": GENDERS[g], "masterCategory": "Apparel",
+                         "subCategory": "Topwear", "articleType": ARTICLES[int(c) % len(ARTICLES)],
+                         "baseColour": COLOURS[col], "season": "Summer", "year": 2010 + i % 9,
+                         "usage": "Casual", "productDisplayName": f"Synthetic product {i}", "image": None}
                     for i, c, col, g in zip(range(start, end), cl, colour, gender)]
             t1 = time.perf_counter()
             gen_s += t1 - t0

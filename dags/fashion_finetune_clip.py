@@ -20,7 +20,9 @@ from airflow.sdk import Param, dag, task
     tags=["fashion", "training"],
     params={
         "source": Param("offline", type="string", description="catalogue: offline | hub | parquet path"),
-        "arch": Param("fashion-clip-tiny", type="string", description="open_clip architecture"),
+        "arch": Param("fashion-lit-minilm", type="string",
+                      description="open_clip architecture (fashion-lit-minilm: LiT, pretrained MiniLM text "
+                                  "tower locked; fashion-clip-tiny: both towers from scratch)"),
         "pretrained": Param(None, type=["null", "string"], description="open_clip tag/file to fine-tune"),
         "epochs": Param(15, type="integer", minimum=1),
         "minutes": Param(None, type=["null", "number"], description="training time budget"),
@@ -39,7 +41,7 @@ def fashion_finetune_clip():
         settings = get_settings()
         config = TrainConfig(source=params["source"], arch=params["arch"], pretrained=params["pretrained"],
                              epochs=params["epochs"], max_minutes=params["minutes"], device=params["device"],
-                             threads=None)
+                             threads=None, init_image_tower=workflow.default_image_tower_init(params["arch"]))
         out = settings.model_cache / "finetuned" / f"{params['model_name']}.pt"
         summary = workflow.train_and_export(config, settings.work_dir / "clip-training" / params["model_name"], out)
         return {"checkpoint": str(out), "arch": config.arch, "source": config.source, "summary_steps": summary["steps"]}
@@ -65,7 +67,8 @@ def fashion_finetune_clip():
         from services.training import workflow
 
         path = workflow.register_finetuned(params["model_name"], Path(evaluated["checkpoint"]),
-                                           note=f"fine-tuned by DAG fashion_finetune_clip; targets {evaluated['targets']}")
+                                           note=f"fine-tuned by DAG fashion_finetune_clip; targets {evaluated['targets']}",
+                                           arch=evaluated["arch"])
         return str(path)
 
     @task.short_circuit

@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     w.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
     w.add_argument("--split", choices=SPLITS, default="tune",
                    help="split to score (default tune; 'test' only to show what tuning would do)")
+    w.add_argument("--product-text", choices=["name", "document"], default="name",
+                   help="text half of a product's dense vector: the name (what indexing encodes) "
+                        "or name + attributes (ablation)")
     w.set_defaults(func=_sweep)
 
     r = subparsers.add_parser("eval-report", help="print a stored evaluation run")
@@ -99,6 +102,7 @@ def _sweep(args) -> int:
     from evaluation.sweep import format_sweep, run_sweep
 
     result = run_sweep(dense_model=args.dense_model, seed=args.seed, split=args.split,
+                       product_text=args.product_text,
                        progress=lambda m: print(m, flush=True))
     print()
     print(format_sweep(result))

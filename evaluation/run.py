@@ -148,7 +148,8 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
     if not 1 <= k <= 1000:
         raise ValueError(f"k must be in 1..1000, got {k}")
     default_alpha = float(settings.default_alpha)
-    sweep = _alphas(alphas, default_alpha)
+    default_alpha_multi = float(settings.default_alpha_multimodal)
+    sweep = sorted(set(_alphas(alphas, default_alpha)) | {round(default_alpha_multi, 6)})
     version = live_version(conn)
     if version is None:
         raise NoLiveIndex("no index version is live; build one first "
@@ -157,7 +158,8 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
     products = load_index_metadata(conn, version)
     qs = generate_queries(products, seed=seed, families=families, sizes=sizes, split=split)
     conn.commit()
-    details = {"default_alpha": default_alpha, "alphas": sweep, "seed": seed, "k": k,
+    details = {"default_alpha": default_alpha, "default_alpha_multi": default_alpha_multi,
+               "alphas": sweep, "seed": seed, "k": k,
                "families": list(families or FAMILIES), "text_weight": text_weight,
                "split": split or "all", "dense_image_weight": version.dense_image_weight,
                "n_products": len(products), "n_queries_generated": len(qs.queries)}

@@ -71,7 +71,10 @@ class Headline:
         ]
 
 
-def headline(rows: list[MetricRow], default_alpha: float | None = None) -> Headline:
+def headline(rows: list[MetricRow], default_alpha: float | None = None,
+             default_alpha_multi: float | None = None) -> Headline:
+    """Headline numbers; photo + text at ``default_alpha_multi`` (older runs: ``default_alpha``)."""
+    multi_alpha = default_alpha_multi if default_alpha_multi is not None else default_alpha
     hb = best_alpha(rows, "hybrid")
     mb = best_alpha(rows, "multi")
     return Headline(
@@ -82,7 +85,7 @@ def headline(rows: list[MetricRow], default_alpha: float | None = None) -> Headl
         hybrid_default=value(rows, "hybrid", default_alpha) if default_alpha is not None else None,
         multi=mb[1] if mb else None,
         multi_alpha=mb[0] if mb else None,
-        multi_default=value(rows, "multi", default_alpha) if default_alpha is not None else None,
+        multi_default=value(rows, "multi", multi_alpha) if multi_alpha is not None else None,
         default_alpha=default_alpha,
         fast_recall=value(rows, "hybrid", default_alpha, metric="fast_recall@10")
         if default_alpha is not None else None,
@@ -90,7 +93,8 @@ def headline(rows: list[MetricRow], default_alpha: float | None = None) -> Headl
 
 
 def run_headline(conn: psycopg.Connection, run: storage.EvalRun) -> Headline:
-    return headline(storage.metrics_for(conn, run.id), run.details.get("default_alpha"))
+    return headline(storage.metrics_for(conn, run.id), run.details.get("default_alpha"),
+                    run.details.get("default_alpha_multi"))
 
 
 @dataclass(frozen=True)

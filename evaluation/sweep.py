@@ -46,6 +46,7 @@ class SweepResult:
     n_products: int
     n_text: int
     n_multi: int
+    product_text: str = "name"
     # (image_weight, alpha) -> text MAP@10; (image_weight, text_weight, alpha) -> multi MAP@10
     text: dict[tuple[float, float], float] = field(default_factory=dict)
     multi: dict[tuple[float, float, float], float] = field(default_factory=dict)
@@ -110,12 +111,20 @@ def _map_at_10(scores: np.ndarray, ids: np.ndarray, relevant: list[set[int]]) ->
 def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
               split: str = "tune", families: Sequence[str] | None = None,
               image_weights: Sequence[float] = IMAGE_WEIGHTS, alphas: Sequence[float] = ALPHAS,
-              text_weights: Sequence[float] = QUERY_TEXT_WEIGHTS, progress=log.info) -> SweepResult:
-    """Sweep on the live index (see the module docstring); returns every grid point's MAP@10."""
+              text_weights: Sequence[float] = QUERY_TEXT_WEIGHTS, product_text: str = "name",
+              progress=log.info) -> SweepResult:
+    """Sweep on the live index (see the module docstring); returns every grid point's MAP@10.
+
+    ``product_text``: what the text half of a product's dense vector encodes: "name" (what the
+    pipeline encodes: ``stages.dense_name_text``) or "document" (name + attributes,
+    ``stages.document_text``: the ablation that lost on the tuning split).
+    """
+    if product_text not in ("document", "name"):
+        raise ValueError(f"product_text must be 'document' or 'name', got {product_text!r}")
     from evaluation.run import load_index_metadata
     from services.encoders.clip import combine_query_vectors, load_clip
     from services.encoders.splade import load_splade
-    from services.pipeline.stages import dense_name_text
+    from services.pipeline.stages import dense_name_text, document_text
     from services.store.db import connect
     from services.store.index_versions import live_version
 
@@ -131,6 +140,7 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
         rows = {r[0]: r[1:] for r in conn.execute(
             "SELECT id, product_display_name, image FROM products WHERE id = ANY(%s)",
             (ids.tolist(),)).fetchall()}
+        meta = {int(p["id"]): p for p in products}
         stored = {r[0]: r[1] for r in conn.execute(
             f'SELECT product_id, sparse FROM "{version.table}"').fetchall()}
     finally:
@@ -143,7 +153,9 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
 
     t = time.perf_counter()
     image = clip.encode_images([rows[int(i)][1] for i in ids])
-    name = clip.encode_texts([dense_name_text(rows[int(i)][0]) for i in ids])
+    texts = [document_text({**meta[int(i)], "productDisplayName": rows[int(i)][0]})
+             if product_text == "document" else dense_name_text(rows[int(i)][0]) for i in ids]
+    name = clip.encode_texts(texts)
     progress(f"encoded {len(ids):,} photos and names in {time.perf_counter() - t:.0f} s")
     columns: dict[int, int] = {}
     for vec in stored.values():
@@ -163,7 +175,7 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
     q_sparse = sparse_matrix(splade.encode([q.text for q in qs]), columns)
     S = q_sparse @ sparse_products.T  # (queries, products) sparse side, fixed across the grid
 
-    result = SweepResult(dense_model, len(ids), len(text_idx), len(multi_idx))
+    result = SweepResult(dense_model, len(ids), len(text_idx), len(multi_idx), product_text)
     fam = [qs[i].family for i in text_idx]
     for w in image_weights:
         P = _unit_rows(w * image + (1.0 - w) * name)
@@ -196,10 +208,11 @@ def format_sweep(result: SweepResult) -> str:
     weight, the choice and its per-family figures."""
     weights = sorted({w for w, _ in result.text}, reverse=True)
     alphas = sorted({a for _, a in result.text})
-    out = [f"# weight sweep (tuning split): {result.n_products:,} products, dense {result.dense_model}, "
-           f"{result.n_text} text + {result.n_multi} photo + text queries, {result.seconds:.0f} s", "",
-           "Text queries, MAP@10 by product image weight (rows) and alpha (columns; 1.0 = dense only, "
-           "0.0 = sparse only):", "",
+    out = [(f"# weight sweep (tuning split): {result.n_products:,} products, dense {result.dense_model}, "
+            f"{result.n_text} text + {result.n_multi} photo + text queries, product text: "
+            f"{result.product_text}, {result.seconds:.0f} s"), "",
+           ("Text queries, MAP@10 by product image weight (rows) and alpha (columns; 1.0 = dense only, "
+            "0.0 = sparse only):"), "",
            "| image weight | " + " | ".join(f"{a:.1f}" for a in alphas) + " |",
            "|---:|" + "---:|" * len(alphas)]
     for w in weights:
@@ -213,10 +226,10 @@ def format_sweep(result: SweepResult) -> str:
     c = result.choice()
     out += ["", "Chosen (best mean of text and photo + text MAP@10 on the tuning split):", "",
             f"- FASHION_DENSE_IMAGE_WEIGHT={c['dense_image_weight']:g}",
-            f"- FASHION_DEFAULT_ALPHA={c['default_alpha']:g} (text MAP@10 {c['text_map@10']:.3f}; "
-            f"dense only {c['dense_map@10']:.3f})",
-            f"- FASHION_QUERY_TEXT_WEIGHT={c['query_text_weight']:g}, FASHION_DEFAULT_ALPHA_MULTI="
-            f"{c['default_alpha_multi']:g} (photo + text MAP@10 {c['multi_map@10']:.3f})", "",
+            (f"- FASHION_DEFAULT_ALPHA={c['default_alpha']:g} (text MAP@10 {c['text_map@10']:.3f}; "
+             f"dense only {c['dense_map@10']:.3f})"),
+            (f"- FASHION_QUERY_TEXT_WEIGHT={c['query_text_weight']:g}, FASHION_DEFAULT_ALPHA_MULTI="
+             f"{c['default_alpha_multi']:g} (photo + text MAP@10 {c['multi_map@10']:.3f})"), "",
             "Per family at the chosen text setting:", "", "| family | MAP@10 |", "|---|---:|"]
     for f, m in sorted(result.text_by_family[(c["dense_image_weight"], c["default_alpha"])].items()):
         out.append(f"| {f} | {m:.3f} |")

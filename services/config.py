@@ -85,17 +85,18 @@ def get_settings() -> Settings:
         home=Path(_env("FASHION_HOME", str(REPO_ROOT / ".fashion"))).resolve(),
         pg_port=int(_env("FASHION_PG_PORT", "54329")),
         database_url_override=os.environ.get("DATABASE_URL") or None,
-        dense_model=_env("FASHION_DENSE_MODEL", "fashion-clip-offline"),
+        dense_model=_env("FASHION_DENSE_MODEL", "fashion-lit-minilm"),
         sparse_model=_env("FASHION_SPARSE_MODEL", "splade-tiny-offline"),
         api_host=_env("FASHION_API_HOST", "127.0.0.1"),
         api_port=int(_env("FASHION_API_PORT", "8000")),
-        # Chosen by the evaluation's alpha sweep (README "Evaluation"): text queries peak at
-        # 0.3, image + text queries at 0.7-0.9 (seed 0, confirmed on seed 1).
-        default_alpha=float(_env("FASHION_DEFAULT_ALPHA", "0.3")),
-        default_alpha_multimodal=float(_env("FASHION_DEFAULT_ALPHA_MULTI", "0.7")),
+        # The blend weights below were chosen together by `fashion-search eval-sweep` on the
+        # TUNING half of the query set (fashion-lit-minilm + splade-tiny-offline, README
+        # "Evaluation"); the reported figures come from the test half.
+        default_alpha=float(_env("FASHION_DEFAULT_ALPHA", "0.5")),
+        default_alpha_multimodal=float(_env("FASHION_DEFAULT_ALPHA_MULTI", "0.8")),
         # Product dense vector = normalise(w * CLIP(photo) + (1 - w) * CLIP_text(name)) for new
-        # index versions (recorded per version); chosen by the weight sweep on the tuning split.
-        dense_image_weight=float(_env("FASHION_DENSE_IMAGE_WEIGHT", "0.5")),
+        # index versions (recorded per version).
+        dense_image_weight=float(_env("FASHION_DENSE_IMAGE_WEIGHT", "0.2")),
         # Photo + text query: dense = normalise(t * CLIP_text(text) + (1 - t) * CLIP(photo)).
         query_text_weight=float(_env("FASHION_QUERY_TEXT_WEIGHT", "0.5")),
         max_upload_bytes=int(_env("FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024))),

@@ -9,7 +9,6 @@ not the pretrained MiniLM, or when a product's dense vector stops being the vers
 from __future__ import annotations
 
 import hashlib
-import io
 import zipfile
 from pathlib import Path
 
@@ -170,6 +169,23 @@ def test_lit_training_moves_only_the_unlocked_parts(tmp_path, heldout_rows):
     assert out.stat().st_size < 8 * 2**20
 
 
+def test_unlocked_top_layer_trains_and_is_kept_in_the_checkpoint(tmp_path, heldout_rows):
+    from services.training.clip_train import TrainConfig, load_checkpoint_file, train_clip
+    from services.training.workflow import encoder_for_checkpoint
+
+    config = TrainConfig(arch=registry.LIT_CLIP_ARCH, batch_size=8, epochs=1, warmup_steps=1,
+                         heldout_fraction=0.0, text_unlocked_layers=1, lr=1e-2)
+    result = train_clip(config, tmp_path / "work", rows=heldout_rows[:16], max_steps=2)
+    keys = set(load_checkpoint_file(result.checkpoint)["state_dict"])
+    top = {k for k in keys if k.startswith("text.transformer.encoder.layer.5.")}
+    assert top and not any(k.startswith("text.transformer.encoder.layer.0.") for k in keys)
+    assert not any(k.startswith("text.transformer.embeddings.") for k in keys)
+    enc = encoder_for_checkpoint("t", result.checkpoint, registry.LIT_CLIP_ARCH)
+    trained = enc.model.state_dict()
+    state = load_checkpoint_file(result.checkpoint)["state_dict"]
+    assert all(torch.equal(trained[k], state[k].to(trained[k].dtype)) for k in top)
+
+
 # --- product vectors ---------------------------------------------------------------------
 def test_product_dense_vectors_blend_photo_and_name():
     from services.pipeline.stages import product_dense_vectors
@@ -207,7 +223,7 @@ def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path
     ids = [int(i) for i in stages._read_shard(shard, ["id"])["id"]]
     dense, _ = stored_vectors(empty_db, ids[0], get_version(empty_db, vid))
     assert np.allclose(dense, product_dense_vectors(image, name, 0.4)[0], atol=1e-5)
-    # the name half is the CLIP text embedding of the product's name
+    # the text half is the CLIP text embedding of the product's name
     title = empty_db.execute("SELECT product_display_name FROM products WHERE id = %s",
                              (ids[0],)).fetchone()[0]
     assert np.allclose(name[0], load_clip("fashion-lit-minilm").encode_texts([title])[0], atol=1e-4)
@@ -228,7 +244,7 @@ def test_split_is_stable_disjoint_and_covers_every_family():
     every = generate_queries(products, seed=0)
     tune = generate_queries(products, seed=0, split="tune")
     test = generate_queries(products, seed=0, split="test")
-    key = lambda q: (q.family, q.text, q.image_product_id)  # noqa: E731
+    key = lambda q: (q.family, q.text, q.image_product_id)
     assert {key(q) for q in tune.queries}.isdisjoint({key(q) for q in test.queries})
     assert len(tune.queries) + len(test.queries) == len(every.queries)
     for family in {q.family for q in every.queries}:
@@ -238,3 +254,35 @@ def test_split_is_stable_disjoint_and_covers_every_family():
     assert split_of("colour_category", "olive trousers") == split_of("colour_category", "olive trousers")
     with pytest.raises(ValueError, match="split"):
         generate_queries(products, split="train")
+
+
+# --- the weight sweep reproduces the database's exact ranking ------------------------------
+def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
+    """At the live version's own image weight, the sweep's in-memory MAP@10 equals MAP@10 of
+    EXACT_SQL rankings of the same tuning queries (a wrong blend or tie-break would differ)."""
+    from evaluation.metrics import average_precision_at_k
+    from evaluation.queries import generate_queries
+    from evaluation.run import load_index_metadata
+    from evaluation.sweep import run_sweep
+    from services.encoders.clip import load_clip
+    from services.encoders.splade import load_splade
+    from services.store.index_versions import live_version
+    from services.store.search import SearchQuery, fused_search
+
+    version = live_version(conn)
+    w = version.dense_image_weight
+    result = run_sweep(conn, image_weights=(w,), alphas=(0.0, 0.5, 1.0), text_weights=(0.5,),
+                       families=["category", "colour_category", "paraphrase"])
+    assert result.n_text > 5
+    products = load_index_metadata(conn, version)
+    queries = [q for q in generate_queries(products, families=["category", "colour_category",
+                                                                "paraphrase"], split="tune").queries
+               if q.relevant(products)]
+    clip, splade = load_clip(version.dense_model), load_splade(version.sparse_model)
+    dense, sparse = clip.encode_texts([q.text for q in queries]), splade.encode([q.text for q in queries])
+    for alpha in (0.0, 0.5, 1.0):
+        aps = []
+        for q, d, s in zip(queries, dense, sparse):
+            hits = fused_search(conn, SearchQuery(dense=d, sparse=s, alpha=alpha, k=10, exact=True), version)
+            aps.append(average_precision_at_k([h.product_id for h in hits], q.relevant(products), 10))
+        assert result.text[(w, alpha)] == pytest.approx(float(np.mean(aps)), abs=0.01), alpha

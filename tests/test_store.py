@@ -18,10 +18,10 @@ ARTICLES = ["Tshirts", "Shirts", "Jackets"]
 
 def _rows(n: int = N) -> list[dict]:
     return [
-        dict(id=i, gender=["Men", "Women"][i % 2], masterCategory="Apparel",
-             subCategory="Topwear", articleType=ARTICLES[i % 3], baseColour=COLOURS[i % 4],
-             season="Summer", year=2010 + i % 8, usage="Casual",
-             productDisplayName=f"Brand {ARTICLES[i % 3]} {i}", image=b"\x89PNG\r\n\x1a\nxx")
+        {"id": i, "gender": ["Men", "Women"][i % 2], "masterCategory": "Apparel",
+             "subCategory": "Topwear", "articleType": ARTICLES[i % 3], "baseColour": COLOURS[i % 4],
+             "season": "Summer", "year": 2010 + i % 8, "usage": "Casual",
+             "productDisplayName": f"Brand {ARTICLES[i % 3]} {i}", "image": b"\x89PNG\r\n\x1a\nxx"}
         for i in range(n)
     ]
 
@@ -257,12 +257,12 @@ def test_stored_vectors_roundtrip(live):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(alpha=1.5), "alpha"),
-        (dict(alpha=-0.1), "alpha"),
-        (dict(alpha=float("nan")), "alpha"),
-        (dict(k=0), "k must"),
-        (dict(k=1001), "k must"),
-        (dict(k=-3), "k must"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"k": 0}, "k must"),
+        ({"k": 1001}, "k must"),
+        ({"k": -3}, "k must"),
     ],
 )
 def test_bad_parameters_rejected_before_sql(live, kwargs, message):

@@ -160,11 +160,25 @@ class ClipEncoder:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"text #{i} is empty; give a non-empty description")
         out = []
+        pad_id = self._trim_pad_id()
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            tokens = self.tokenizer(list(texts[start : start + batch_size]))
+            if pad_id is not None:  # drop all-padding columns: same vectors, less compute
+                used = int((tokens != pad_id).any(0).nonzero().max()) + 1
+                tokens = tokens[:, :used]
+            tokens = tokens.to(self.device)
             with _autocast(self.device):
                 out.append(_normalise(self.model.encode_text(tokens)))
         return np.concatenate(out)
+
+    def _trim_pad_id(self) -> int | None:
+        """The pad token id when trailing padding may be cut: Hugging Face text towers mask
+        padding out (attention mask and mean pooling), so their output does not depend on it.
+        open_clip's own text transformer pools at a position and keeps its context length."""
+        from open_clip.hf_model import HFTextEncoder
+
+        text = getattr(self.model, "text", None)
+        return text.config.pad_token_id if isinstance(text, HFTextEncoder) else None
 
     # --- queries ---------------------------------------------------------------------
     def encode_query(
@@ -240,11 +254,6 @@ def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Mod
 LOCKED_TEXT_PREFIX = "text.transformer."
 
 
-def trained_parts(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state a partial checkpoint keeps: everything but the locked text transformer."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(LOCKED_TEXT_PREFIX)}
-
-
 def load_trained_parts(model: torch.nn.Module, path: Path) -> None:
     """Load a partial checkpoint into ``model`` (whose text tower came from its own files).
 
@@ -257,7 +266,7 @@ def load_trained_parts(model: torch.nn.Module, path: Path) -> None:
         raise RuntimeError(f"checkpoint {path} is corrupt or unreadable: {exc}") from None
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
-        raise RuntimeError(f"checkpoint {path} holds no state dict")
+        raise RuntimeError(f"checkpoint {path} holds no state dict")  # noqa: TRY004 -- a bad file, not a bad argument
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(LOCKED_TEXT_PREFIX)]
     if missing or result.unexpected_keys:

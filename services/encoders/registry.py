@@ -322,13 +322,17 @@ def ensure_model_configs(model_cache: Path | None = None) -> None:
 
     Templates (architectures that name files in the model cache, e.g. the LiT model's
     pretrained text tower) are rendered into ``<model_cache>/model_configs/`` and registered
-    from there; re-rendered when the model cache changes.
+    from there; re-rendered when the model cache changes. Any other JSON a user puts in that
+    folder (e.g. a LiT architecture around another Hugging Face text model) is registered too.
     """
     import open_clip
 
     if OFFLINE_CLIP_ARCH not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)
     cache = model_cache or get_settings().model_cache
+    user_dir = cache / "model_configs"  # users' own architectures (README: bring your own text model)
+    if user_dir.is_dir() and any(p.stem not in open_clip.list_models() for p in user_dir.glob("*.json")):
+        open_clip.add_model_config(user_dir)
     for template in sorted(MODEL_CONFIG_TEMPLATES_DIR.glob("*.json")):
         config = render_model_config(template, cache)
         if open_clip.get_model_config(template.stem) == config:

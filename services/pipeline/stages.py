@@ -134,6 +134,10 @@ def build_lock(conn=None, *, wait: bool = True) -> Iterator[None]:
             conn.close()
 
 
+# The fields document_text reads.
+DOCUMENT_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "usage", "season")
+
+
 def document_text(row: dict) -> str:
     """The text SPLADE indexes for a product: its display name plus the attributes a shopper
     types (article type, colour, gender, usage, season) that the name does not already say."""
@@ -308,11 +312,14 @@ def create_version(dense_model: str | None = None, sparse_model: str | None = No
 
 def encode_images_shard(shard_path: str, dense_model: str | None = None, *,
                         batch_size: int = 64) -> str:
-    """CLIP-encode a shard's photos and names into ``<fingerprint>.dense.<model>.npz``
-    (arrays ``image`` and ``name``, unit rows); reuses a finished file.
+    """CLIP-encode a shard's photos and names into ``<fingerprint>.dense.<model>.npz`` (arrays
+    ``image`` and ``name``, unit rows); reuses a finished file.
 
-    Both are kept so that the version's ``dense_image_weight`` is applied at load time
-    (:func:`product_dense_vectors`) and a new weight needs no re-encoding.
+    The text half is the display name alone: on the tuning split it beat the name plus
+    attributes (:func:`document_text`) on photo + text queries by more than it lost on text
+    queries (README, "Product vectors"). Both arrays are kept so that the version's
+    ``dense_image_weight`` is applied at load time (:func:`product_dense_vectors`) and a new
+    weight needs no re-encoding.
     """
     from services.encoders.clip import load_clip
 
@@ -327,25 +334,30 @@ def encode_images_shard(shard_path: str, dense_model: str | None = None, *,
         except (ValueError, OSError, KeyError):
             pass
         log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    data = _read_shard(shard_path, ["id", "image", "productDisplayName"])
+    data = _read_shard(shard_path, ["image", "productDisplayName"])
     images = [img["bytes"] if isinstance(img, dict) else img for img in data["image"]]
     encoder = load_clip(dense_model)
     image_vecs = np.ascontiguousarray(encoder.encode_images(images, batch_size=batch_size),
                                       dtype=np.float32)
     name_vecs = np.ascontiguousarray(
-        encoder.encode_texts([dense_name_text(n) for n in data["productDisplayName"]]),
-        dtype=np.float32)
+        encoder.encode_texts([dense_name_text(n) for n in data["productDisplayName"]]), dtype=np.float32)
     if image_vecs.shape[0] != len(images) or name_vecs.shape[0] != len(images):
         raise RuntimeError(f"CLIP returned {image_vecs.shape[0]} image and {name_vecs.shape[0]} "
-                           f"name vectors for {len(images)} products")
+                           f"text vectors for {len(images)} products")
     _atomic_save(out, lambda fh: np.savez(fh, image=image_vecs, name=name_vecs))
     return str(out)
 
 
 def dense_name_text(name: str | None) -> str:
-    """What the CLIP text tower encodes for a product: its display name (validation
-    guarantees one; a blank is encoded as a neutral word rather than failing the shard)."""
+    """The text half of a product's dense vector: its display name (validation guarantees one;
+    a blank is encoded as a neutral word rather than failing the shard)."""
     return name.strip() if isinstance(name, str) and name.strip() else "product"
+
+
+def _document_texts(columns: dict[str, list]) -> list[str]:
+    """:func:`document_text` of every row of a shard's columns."""
+    rows = [dict(zip(DOCUMENT_COLUMNS, values)) for values in zip(*(columns[c] for c in DOCUMENT_COLUMNS))]
+    return [document_text(r) for r in rows]
 
 
 def product_dense_vectors(image: np.ndarray, name: np.ndarray, image_weight: float) -> np.ndarray:
@@ -373,10 +385,7 @@ def encode_texts_shard(shard_path: str, sparse_model: str | None = None, *,
         except (ValueError, OSError, KeyError):
             pass
         log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    cols = ["id", "productDisplayName", "articleType", "baseColour", "gender", "usage", "season"]
-    data = _read_shard(shard_path, cols)
-    rows = [dict(zip(cols, values)) for values in zip(*(data[c] for c in cols))]
-    texts = [document_text(r) for r in rows]
+    texts = _document_texts(_read_shard(shard_path, list(DOCUMENT_COLUMNS)))
     encoder = load_splade(sparse_model)
     vectors = encoder.encode(texts, batch_size=batch_size)
     if len(vectors) != len(texts):

@@ -12,8 +12,8 @@ locked): the pretrained text transformer is frozen (``text_unlocked_layers`` top
 be unlocked), its projection starts as the identity, and the image tower learns to land in
 the text tower's space. With the transformer fully locked, every caption is encoded once
 before the loop (:class:`TextFeatureCache`), so a step costs an image forward/backward only.
-Their checkpoints hold only the trained parts (``clip.trained_parts``): the locked tower
-comes from its own files.
+Their checkpoints hold only the trained parts (:func:`model_state`): the locked part of the
+text tower comes from its own files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from services.encoders.clip import LOCKED_TEXT_PREFIX, trained_parts
+from services.encoders.clip import LOCKED_TEXT_PREFIX
 from services.encoders.registry import OFFLINE_CLIP_ARCH, ensure_model_configs
 from services.training.data import (
     MIN_TRAIN_PRODUCTS,
@@ -37,6 +37,7 @@ from services.training.data import (
     TrainingDataError,
     build_pairs,
     captions_for,
+    display_word,
     lit_captions,
     split_rows,
 )
@@ -73,10 +74,16 @@ class TrainConfig:
     # LiT architectures only (HF text tower): top text-transformer layers left trainable
     # (0 = fully locked) and whether the text projection trains (False: stays the identity).
     text_unlocked_layers: int = 0
+    text_lr_scale: float = 0.05  # learning rate of unlocked pretrained layers, relative to lr
     train_text_proj: bool = True
     # Start the image tower from this checkpoint's ``visual.*`` weights where the shapes match
     # (e.g. the from-scratch fashion-clip-offline, same vision config); None: fixed-seed init.
     init_image_tower: str | None = None
+    # LiT, locked text only: weight of a composed-query loss (0 = off). A photo of product A plus
+    # another colour's name, blended like a photo + text query (text share
+    # ``composed_text_weight``), is pulled towards the caption "<colour> <A's article type>".
+    composed_weight: float = 0.0
+    composed_text_weight: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,7 +123,17 @@ def is_lit(model: torch.nn.Module) -> bool:
 
 def prepare_lit(model: torch.nn.Module, config: TrainConfig) -> None:
     """Lock the text transformer (bar ``text_unlocked_layers``); projection starts as the identity."""
-    model.lock_text_tower(unlocked_layers=config.text_unlocked_layers, freeze_layer_norm=True)
+    model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+    if config.text_unlocked_layers:
+        # open_clip's partial unlock knows no BERT layer list (hf_configs has no layer_attr for
+        # "bert"), so the top layers are unlocked here: BERT-style encoders keep them in encoder.layer.
+        layers = getattr(getattr(model.text.transformer, "encoder", None), "layer", None)
+        if layers is None:
+            raise ValueError(f"cannot unlock layers of {type(model.text.transformer).__name__}: "
+                             "no encoder.layer list (use --text-unlocked-layers 0)")
+        for layer in list(layers)[-config.text_unlocked_layers:]:
+            for p in layer.parameters():
+                p.requires_grad = True
     proj = model.text.proj
     if isinstance(proj, torch.nn.Linear) and proj.weight.shape[0] == proj.weight.shape[1]:
         with torch.no_grad():
@@ -137,9 +154,17 @@ def init_image_tower(model: torch.nn.Module, checkpoint: Path) -> list[str]:
     return sorted(taken)
 
 
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores: all of it, or for LiT models the trained parts only."""
-    return trained_parts(model) if is_lit(model) else model.state_dict()
+def model_state(model: torch.nn.Module, keys: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: all of it, or for LiT models the trained parts only (everything
+    outside the text transformer, plus its unlocked layers). ``keys``: exactly those tensors (an
+    export keeps what its training checkpoint held)."""
+    state = model.state_dict()
+    if keys is not None:
+        return {k: v for k, v in state.items() if k in keys}
+    if not is_lit(model):
+        return state
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state.items() if not k.startswith(LOCKED_TEXT_PREFIX) or k in trainable}
 
 
 class TextFeatureCache:
@@ -164,6 +189,34 @@ class TextFeatureCache:
         return self.features[[self.index[c] for c in captions]]
 
 
+def composed_captions(rows: list[dict]) -> list[str]:
+    """Every colour word and every "<colour> <article type>" caption the composed loss may ask."""
+    from services.catalog.vocabulary import COLOURS
+
+    types = sorted({display_word(r.get("articleType") or "") for r in rows} - {""})
+    colours = [c.lower() for c in COLOURS]
+    return colours + [f"{c} {t}" for c in colours for t in types]
+
+
+def composed_loss(model, text_cache: TextFeatureCache, rows: list[dict], image_features: torch.Tensor,
+                  rng: random.Random, config: TrainConfig, loss_fn) -> torch.Tensor:
+    """Contrastive loss of blended (photo of A + another colour's name) queries against the
+    captions "<that colour> <A's article type>", other items of the batch as negatives."""
+    from services.catalog.vocabulary import COLOURS
+
+    colours = [c.lower() for c in COLOURS]
+    asked = [rng.choice([c for c in colours if c != (r.get("baseColour") or "").lower()]) for r in rows]
+    targets = [f"{c} {display_word(r.get('articleType') or '')}" for c, r in zip(asked, rows)]
+
+    def text(captions: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(
+            model.text.proj(text_cache.get(captions).to(image_features.device)), dim=-1)
+
+    t = config.composed_text_weight
+    query = torch.nn.functional.normalize(t * text(asked) + (1 - t) * image_features, dim=-1)
+    return loss_fn(query, text(targets), model.logit_scale.exp())
+
+
 def load_checkpoint_file(path: Path) -> dict:
     """Read a checkpoint; :class:`CheckpointError` naming the file when it is unusable."""
     try:
@@ -186,9 +239,12 @@ def save_checkpoint(path: Path, model: torch.nn.Module, **state: Any) -> Path:
     return path
 
 
-def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, **meta: Any) -> Path:
-    """A release checkpoint: weights only (float16 by default: half the size), open_clip-loadable."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model_state(model).items()}
+def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, keys: set[str] | None = None,
+                      **meta: Any) -> Path:
+    """A release checkpoint: weights only (float16 by default: half the size), open_clip-loadable;
+    ``keys``: exactly these tensors (those of the training checkpoint)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).clone()
+             for k, v in model_state(model, keys).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"state_dict": state, **meta}, tmp)
@@ -283,7 +339,9 @@ def train_clip(
         if config.text_unlocked_layers == 0:
             t = time.monotonic()
             model.text.eval()
-            text_cache = TextFeatureCache(model.text, tokenizer, [c for cs in pairs.captions for c in cs])
+            composed = composed_captions(pairs.rows) if config.composed_weight > 0 else []
+            text_cache = TextFeatureCache(model.text, tokenizer,
+                                          [c for cs in pairs.captions for c in cs] + composed)
             log.info("locked text tower: %d distinct captions encoded once in %.1fs",
                      len(text_cache), time.monotonic() - t)
 
@@ -291,13 +349,16 @@ def train_clip(
     total_steps = steps_per_epoch * config.epochs
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
-    )
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = []
+    for pretrained in (False, True):  # unlocked pretrained text layers learn at text_lr_scale * lr
+        part = [p for n, p in named if n.startswith(LOCKED_TEXT_PREFIX) == pretrained]
+        scale = config.text_lr_scale if pretrained else 1.0
+        groups += [{"params": [p for p in part if p.ndim >= 2], "weight_decay": config.weight_decay,
+                    "lr_scale": scale},
+                   {"params": [p for p in part if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
     loss_fn = open_clip.loss.ClipLoss()
 
     step, losses, spent_before = 0, [], 0.0
@@ -336,8 +397,9 @@ def train_clip(
             images[flip] = images[flip].flip(-1)
         captions = pairs.sample_captions(batch, rng)
 
+        lr = _lr_at(step, total_steps, config, _time_used(loop_start, config))
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, total_steps, config, _time_used(loop_start, config))
+            group["lr"] = lr * group["lr_scale"]
         if text_cache is not None:
             image_features = model.encode_image(images, normalize=True)
             text_features = torch.nn.functional.normalize(
@@ -346,6 +408,9 @@ def train_clip(
         else:
             image_features, text_features, logit_scale = model(images, tokenizer(captions).to(config.device))[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
+        if config.composed_weight > 0 and text_cache is not None:
+            loss = loss + config.composed_weight * composed_loss(
+                model, text_cache, [pairs.rows[i] for i in batch], image_features, rng, config, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

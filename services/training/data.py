@@ -117,7 +117,7 @@ def lit_captions(row: dict) -> list[str]:
     name = (row.get("productDisplayName") or "").strip()
     captions = [name] if name else []
     article = row.get("articleType") or ""
-    display = _display(article)
+    display = display_word(article)
     colour = (row.get("baseColour") or "").lower()
     gender = (row.get("gender") or "").lower()
     usage = (row.get("usage") or "").lower()
@@ -134,7 +134,7 @@ def lit_captions(row: dict) -> list[str]:
     return list(dict.fromkeys(c for c in captions if c))
 
 
-def _display(article: str) -> str:
+def display_word(article: str) -> str:
     """How product names spell an article type, lower case ("T-shirt" for Tshirts)."""
     from services.catalog.vocabulary import ARTICLE_TYPES
 

@@ -48,7 +48,8 @@ def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, re
     result = train_clip(config, work_dir, resume=resume)
     state = load_checkpoint_file(result.checkpoint)
     model, _, _ = build_clip_model(spec_for_checkpoint("_training", result.checkpoint, config.arch))
-    export_checkpoint(model, export_to, half=True, arch=config.arch, steps=int(state["step"]))
+    export_checkpoint(model, export_to, half=True, keys=set(state["state_dict"]), arch=config.arch,
+                      steps=int(state["step"]))
     summary = {
         "arch": config.arch,
         "checkpoint": str(export_to),
@@ -102,6 +103,12 @@ def register_finetuned(name: str, checkpoint: Path, note: str, model_cache: Path
     return register_model(spec_for_checkpoint(name, checkpoint, arch, note, offline=True), model_cache)
 
 
+def default_image_tower_init(arch: str) -> str | None:
+    """Where a run of ``arch`` starts its image tower: for the LiT architecture, the committed
+    from-scratch checkpoint (same vision config); otherwise a fixed-seed init."""
+    return str(OFFLINE_CLIP_CHECKPOINT) if arch == LIT_CLIP_ARCH else None
+
+
 def reproduce_command(argv: list[str] | None = None) -> str:
     args = argv if argv is not None else sys.argv[1:]
     return "fashion-search " + " ".join(shlex.quote(a) for a in args)
@@ -119,10 +126,12 @@ def write_summary(summary: dict, report: dict | None, folder: Path, stem: str) -
 
 
 def default_paths(arch: str = OFFLINE_CLIP_ARCH) -> dict[str, Path]:
-    """Where a run of ``arch`` works and exports by default (the committed checkpoint of that arch)."""
+    """Where a run of ``arch`` works and exports by default: the committed checkpoint of the two
+    offline architectures, else ``<model_cache>/finetuned/<arch>.pt`` (never a committed file)."""
     settings = get_settings()
     return {
         "work_dir": settings.work_dir / f"clip-training-{arch}",
-        "export_to": LIT_CLIP_CHECKPOINT if arch == LIT_CLIP_ARCH else OFFLINE_CLIP_CHECKPOINT,
+        "export_to": {LIT_CLIP_ARCH: LIT_CLIP_CHECKPOINT, OFFLINE_CLIP_ARCH: OFFLINE_CLIP_CHECKPOINT}.get(
+            arch, settings.model_cache / "finetuned" / f"{arch}.pt"),
         "reports_dir": settings.reports_dir,
     }
