@@ -163,8 +163,11 @@ def model_state(model: torch.nn.Module, keys: set[str] | None = None) -> dict[st
         return {k: v for k, v in state.items() if k in keys}
     if not is_lit(model):
         return state
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v for k, v in state.items() if not k.startswith(LOCKED_TEXT_PREFIX) or k in trainable}
+    text = [(n, p.requires_grad) for n, p in model.named_parameters() if n.startswith(LOCKED_TEXT_PREFIX)]
+    # Unlocked layers count only while the tower is locked (training); a model loaded for use has
+    # nothing frozen, and then the whole pretrained transformer is left out.
+    unlocked = {n for n, trainable in text if trainable} if not all(t for _, t in text) else set()
+    return {k: v for k, v in state.items() if not k.startswith(LOCKED_TEXT_PREFIX) or k in unlocked}
 
 
 class TextFeatureCache:
