@@ -131,7 +131,9 @@ def test_image_search_finds_the_product_itself(api, live):
     data = resp.json()
     assert data["query"]["image"] is True and data["query"]["alpha"] == 1.0
     assert data["results"][0]["id"] == row["id"]
-    assert data["results"][0]["dense_score"] == pytest.approx(1.0, abs=1e-3)
+    # product vectors blend photo and name (dense_image_weight), so the photo's own product
+    # scores below 1 but above every other product
+    assert data["results"][0]["dense_score"] > data["results"][1]["dense_score"]
 
 
 def test_multimodal_search_uses_text_and_image(api, live):

@@ -154,13 +154,14 @@ def test_migration_0002_down_and_up(settings, conn):
         assert back.fetchone()[0] == 3
 
 
-def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8):
+def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8,
+              split: str = "test"):
     from evaluation import storage
     from evaluation.storage import MetricRow
 
     run_id = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
                                query_set_version="qs1-test",
-                               details={"default_alpha": 0.5, "synthetic": True})
+                               details={"default_alpha": 0.5, "split": split, "synthetic": True})
     rows = [MetricRow("dense", 1.0, "all", "map@10", dense, 10),
             MetricRow("sparse", 0.0, "all", "map@10", sparse, 10)]
     for a, v in hybrid_by_alpha.items():
@@ -181,7 +182,10 @@ def test_regression_check_and_alert(settings, conn, monkeypatch):
     check = check_regression(conn, same, 0.02)
     assert check.previous_run_id == first and not check.regressed
     assert check.drop == pytest.approx(0.01)
+    tuning = _fake_run(conn, {0.0: 0.6, 0.5: 0.99, 1.0: 0.5}, split="tune")
+    assert check_regression(conn, tuning, 0.02).previous_run_id is None  # halves never compared
     worse = _fake_run(conn, {0.0: 0.6, 0.5: 0.70, 1.0: 0.5})
+    assert check_regression(conn, worse, 0.02).previous_run_id == same
     assert check_regression(conn, worse, 0.02).regressed
     assert not check_regression(conn, worse, 0.2).regressed
     h = headline(storage.metrics_for(conn, worse), 0.5)
@@ -398,7 +402,7 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn,
     perfect = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
                                 query_set_version="qs1-synthetic",
                                 details={"default_alpha": 0.5, "families": list(FAMILIES),
-                                         "synthetic": True})
+                                         "split": "test", "synthetic": True})
     storage.store_metrics(conn, perfect, [MetricRow("hybrid", 0.5, "all", "map@10", 1.0, 1)])
     storage.finish_run(conn, perfect, status="succeeded")
     alerts_before = len(storage.list_alerts(conn, 10_000))

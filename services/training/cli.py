@@ -17,7 +17,7 @@ def _config(args: argparse.Namespace):
         epochs=args.epochs, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, threads=args.threads, device=args.device,
         text_unlocked_layers=args.text_unlocked_layers, train_text_proj=not args.freeze_text_proj,
-        init_image_tower=_image_tower_init(args), composed_weight=args.composed_weight,
+        init_image_tower=_image_tower_init(args),
     )
 
 
@@ -90,9 +90,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-image-tower", default=None, metavar="CHECKPOINT",
                         help="start the image tower from this checkpoint's visual weights where shapes match "
                         f"(default for {LIT_CLIP_ARCH}: the committed fashion-clip-offline; 'none': fixed-seed init)")
-    parser.add_argument("--composed-weight", type=float, default=0.0,
-                        help="LiT: weight of the composed-query loss (photo of A + a colour word -> "
-                        "'<colour> <A's type>'); 0 = off")
     parser.add_argument("--freeze-text-proj", action="store_true",
                         help="LiT: keep the text projection at the identity (text space = the pretrained one)")
 

@@ -37,7 +37,6 @@ from services.training.data import (
     TrainingDataError,
     build_pairs,
     captions_for,
-    display_word,
     lit_captions,
     split_rows,
 )
@@ -79,11 +78,6 @@ class TrainConfig:
     # Start the image tower from this checkpoint's ``visual.*`` weights where the shapes match
     # (e.g. the from-scratch fashion-clip-offline, same vision config); None: fixed-seed init.
     init_image_tower: str | None = None
-    # LiT, locked text only: weight of a composed-query loss (0 = off). A photo of product A plus
-    # another colour's name, blended like a photo + text query (text share
-    # ``composed_text_weight``), is pulled towards the caption "<colour> <A's article type>".
-    composed_weight: float = 0.0
-    composed_text_weight: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,34 +184,6 @@ class TextFeatureCache:
 
     def get(self, captions: list[str]) -> torch.Tensor:
         return self.features[[self.index[c] for c in captions]]
-
-
-def composed_captions(rows: list[dict]) -> list[str]:
-    """Every colour word and every "<colour> <article type>" caption the composed loss may ask."""
-    from services.catalog.vocabulary import COLOURS
-
-    types = sorted({display_word(r.get("articleType") or "") for r in rows} - {""})
-    colours = [c.lower() for c in COLOURS]
-    return colours + [f"{c} {t}" for c in colours for t in types]
-
-
-def composed_loss(model, text_cache: TextFeatureCache, rows: list[dict], image_features: torch.Tensor,
-                  rng: random.Random, config: TrainConfig, loss_fn) -> torch.Tensor:
-    """Contrastive loss of blended (photo of A + another colour's name) queries against the
-    captions "<that colour> <A's article type>", other items of the batch as negatives."""
-    from services.catalog.vocabulary import COLOURS
-
-    colours = [c.lower() for c in COLOURS]
-    asked = [rng.choice([c for c in colours if c != (r.get("baseColour") or "").lower()]) for r in rows]
-    targets = [f"{c} {display_word(r.get('articleType') or '')}" for c, r in zip(asked, rows)]
-
-    def text(captions: list[str]) -> torch.Tensor:
-        return torch.nn.functional.normalize(
-            model.text.proj(text_cache.get(captions).to(image_features.device)), dim=-1)
-
-    t = config.composed_text_weight
-    query = torch.nn.functional.normalize(t * text(asked) + (1 - t) * image_features, dim=-1)
-    return loss_fn(query, text(targets), model.logit_scale.exp())
 
 
 def load_checkpoint_file(path: Path) -> dict:
@@ -342,9 +308,7 @@ def train_clip(
         if config.text_unlocked_layers == 0:
             t = time.monotonic()
             model.text.eval()
-            composed = composed_captions(pairs.rows) if config.composed_weight > 0 else []
-            text_cache = TextFeatureCache(model.text, tokenizer,
-                                          [c for cs in pairs.captions for c in cs] + composed)
+            text_cache = TextFeatureCache(model.text, tokenizer, [c for cs in pairs.captions for c in cs])
             log.info("locked text tower: %d distinct captions encoded once in %.1fs",
                      len(text_cache), time.monotonic() - t)
 
@@ -411,9 +375,6 @@ def train_clip(
         else:
             image_features, text_features, logit_scale = model(images, tokenizer(captions).to(config.device))[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
-        if config.composed_weight > 0 and text_cache is not None:
-            loss = loss + config.composed_weight * composed_loss(
-                model, text_cache, [pairs.rows[i] for i in batch], image_features, rng, config, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
