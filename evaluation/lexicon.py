@@ -501,17 +501,28 @@ def _article_words(path: str) -> tuple[dict[str, list[DerivedWord]], dict[str, s
     wn = _open(path)
     words, dropped = _derive(wn, ARTICLE_SENSES, ARTICLE_DEPTH, type_names | others)
     colours = _colour_names(wn)
-    for value, found in words.items():  # "blue jean" would read as a colour query
+
+    def names_a_colour(value: str, word: str) -> str | None:  # "blue jean" reads as a colour query
+        colour = next((c for c, phrases in colours.items()
+                       if any(_contains_phrase(word, p) for p in phrases)), None)
+        return f"contains the colour {colour!r}" if colour else None
+
+    _drop_where(words, dropped, names_a_colour)
+    return words, dropped
+
+
+def _drop_where(words: dict[str, list[DerivedWord]], dropped: dict[str, str], reason) -> None:
+    """Remove (in place) every derived word for which ``reason(value, word)`` gives a reason;
+    the first reason given for a word is recorded in ``dropped``."""
+    for value, found in words.items():
         keep = []
         for dw in found:
-            colour = next((c for c, phrases in colours.items()
-                           if any(_contains_phrase(dw.word, p) for p in phrases)), None)
-            if colour:
-                dropped.setdefault(dw.word, f"contains the colour {colour!r}")
+            why = reason(value, dw.word)
+            if why:
+                dropped.setdefault(dw.word, why)
             else:
                 keep.append(dw)
         words[value] = keep
-    return words, dropped
 
 
 @lru_cache(maxsize=4)
@@ -520,15 +531,12 @@ def _colour_words(path: str) -> tuple[dict[str, list[DerivedWord]], dict[str, st
     wn = _open(path)
     words, dropped = _derive(wn, COLOUR_SENSES, COLOUR_DEPTH, type_names | others)
     names = _colour_names(wn)
-    for value, found in words.items():  # "brick red" (a brown) would read as Red
-        keep = []
-        for dw in found:
-            other = _names_other_value(dw.word, value, names)
-            if other:
-                dropped.setdefault(dw.word, f"names the colour {other!r}, not {value!r}")
-            else:
-                keep.append(dw)
-        words[value] = keep
+
+    def names_another_colour(value: str, word: str) -> str | None:  # "brick red" (a brown) reads as Red
+        other = _names_other_value(word, value, names)
+        return f"names the colour {other!r}, not {value!r}" if other else None
+
+    _drop_where(words, dropped, names_another_colour)
     return words, dropped
 
 
