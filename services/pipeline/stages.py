@@ -317,7 +317,7 @@ def encode_images_shard(shard_path: str, dense_model: str | None = None, *,
 
     The text half is the display name alone: on the tuning split it beat the name plus
     attributes (:func:`document_text`) on photo + text queries by more than it lost on text
-    queries (README, "Product vectors"). Both arrays are kept so that the version's
+    queries (README, "How the defaults were chosen"). Both arrays are kept so that the version's
     ``dense_image_weight`` is applied at load time (:func:`product_dense_vectors`) and a new
     weight needs no re-encoding.
     """
@@ -354,12 +354,6 @@ def dense_name_text(name: str | None) -> str:
     return name.strip() if isinstance(name, str) and name.strip() else "product"
 
 
-def _document_texts(columns: dict[str, list]) -> list[str]:
-    """:func:`document_text` of every row of a shard's columns."""
-    rows = [dict(zip(DOCUMENT_COLUMNS, values)) for values in zip(*(columns[c] for c in DOCUMENT_COLUMNS))]
-    return [document_text(r) for r in rows]
-
-
 def product_dense_vectors(image: np.ndarray, name: np.ndarray, image_weight: float) -> np.ndarray:
     """Rows of ``normalise(w * image + (1 - w) * name)``: a product's dense vector from its
     photo and its name in the shared CLIP space (w = 1: photo only, w = 0: name only)."""
@@ -385,7 +379,9 @@ def encode_texts_shard(shard_path: str, sparse_model: str | None = None, *,
         except (ValueError, OSError, KeyError):
             pass
         log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    texts = _document_texts(_read_shard(shard_path, list(DOCUMENT_COLUMNS)))
+    data = _read_shard(shard_path, list(DOCUMENT_COLUMNS))
+    texts = [document_text(dict(zip(DOCUMENT_COLUMNS, values)))
+             for values in zip(*(data[c] for c in DOCUMENT_COLUMNS))]
     encoder = load_splade(sparse_model)
     vectors = encoder.encode(texts, batch_size=batch_size)
     if len(vectors) != len(texts):
