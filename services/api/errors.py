@@ -23,7 +23,7 @@ from psycopg_pool import PoolTimeout
 
 from services.api.logs import current_request_id
 from services.api.runtime import ModelsNotReady
-from services.encoders.images import InvalidImageError
+from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.store.db import DatabaseUnavailable
 from services.store.search import NoLiveIndex, SearchValidationError
 
@@ -94,10 +94,13 @@ def _validation(request: Request, exc: SearchValidationError) -> Response:
     return error_response(422, str(exc))
 
 
+def _unsupported_image(request: Request, exc: UnsupportedImageFormat) -> Response:
+    return error_response(415, str(exc))
+
+
 def _invalid_image(request: Request, exc: InvalidImageError) -> Response:
-    message = str(exc)
-    status = 415 if message.startswith("not ") else 422
-    return error_response(status, message)
+    """Any other unusable image (corrupt, truncated, too many pixels, empty)."""
+    return error_response(422, str(exc))
 
 
 def _unavailable(request: Request, exc: Exception) -> Response:
@@ -123,6 +126,8 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_exception,
     SearchValidationError: _validation,
+    # Litestar picks the handler of the most specific class in the exception's MRO.
+    UnsupportedImageFormat: _unsupported_image,
     InvalidImageError: _invalid_image,
     NoLiveIndex: _unavailable,
     ModelsNotReady: _unavailable,

@@ -32,6 +32,14 @@ class InvalidImageError(ValueError):
     """The bytes are not a usable image (not an image, corrupt, or too large)."""
 
 
+class UnsupportedImageFormat(InvalidImageError):
+    """The bytes are not an image format we read (an archive, a PDF, text...)."""
+
+
+class UndecodableImage(InvalidImageError):
+    """The bytes claim an image format but cannot be decoded (corrupt or truncated)."""
+
+
 def _sniff_non_image(data: bytes) -> str | None:
     for magic, what in _ARCHIVE_MAGIC.items():
         if data.startswith(magic):
@@ -72,7 +80,7 @@ def decode_image(
         raise InvalidImageError("empty image data")
     what = _sniff_non_image(data)
     if what:
-        raise InvalidImageError(f"not an image: the data is {what}")
+        raise UnsupportedImageFormat(f"not an image: the data is {what}")
 
     with warnings.catch_warnings():
         # We enforce our own pixel budget below; PIL's bomb warning is noise here.
@@ -80,11 +88,11 @@ def decode_image(
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise InvalidImageError("not a recognised image format") from None
+            raise UnsupportedImageFormat("not a recognised image format") from None
         except Image.DecompressionBombError as exc:
             raise InvalidImageError(f"image too large: {exc}") from None
         except OSError as exc:
-            raise InvalidImageError(f"unreadable image: {exc}") from None
+            raise UndecodableImage(f"unreadable image: {exc}") from None
 
         width, height = image.size
         if image.format == "JPEG":
@@ -102,7 +110,7 @@ def decode_image(
         except Image.DecompressionBombError as exc:
             raise InvalidImageError(f"image too large: {exc}") from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InvalidImageError(f"corrupt or truncated image ({image.format}): {exc}") from None
+            raise UndecodableImage(f"corrupt or truncated image ({image.format}): {exc}") from None
 
     image = _to_rgb(image)
     if max(image.size) > max_side:

@@ -1,87 +1,108 @@
-"""``POST /v1/search``: JSON, or multipart/form-data with an ``image`` file plus the same fields."""
+"""``POST /v1/search``: JSON, or multipart/form-data with an ``image`` file plus the same fields.
+
+Litestar binds one body type per handler, so this one handler reads the body itself (JSON
+or multipart, 415 for anything else). Its OpenAPI request bodies are generated, not typed
+by hand: the JSON body is msgspec's JSON Schema of :class:`SearchRequest`, the multipart
+body that of :class:`SearchForm` (the same fields, ``filters`` as a JSON string, plus the
+``image`` file), so every field, default, limit and enum is written once, in the models.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
 from services.api import search_service
 from services.api.errors import ApiError
 from services.api.runtime import Runtime
-from services.api.schemas import MAX_K, MAX_TEXT_CHARS, SearchRequest, SearchResponse
+from services.api.schemas import MAX_TEXT_CHARS, SearchRequest, SearchResponse
 
-_FIELDS = {
-    "text": Schema(
-        type=OpenAPIType.STRING,
-        max_length=MAX_TEXT_CHARS,
-        description="What to look for. Optional when an image is sent.",
-    ),
-    "alpha": Schema(
-        type=OpenAPIType.NUMBER,
-        minimum=0,
-        maximum=1,
-        description="Weight of the dense (CLIP) side; 1 - alpha goes to SPLADE. "
-        "Default: the server's default_alpha.",
-    ),
-    "k": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_K, default=12),
-    "mode": Schema(
-        type=OpenAPIType.STRING,
-        enum=["hybrid", "dense", "sparse"],
-        default="hybrid",
-        description="dense = alpha 1, sparse = alpha 0 (needs text).",
-    ),
-    "exact": Schema(
-        type=OpenAPIType.BOOLEAN,
-        default=False,
-        description="Score every row instead of HNSW candidates + exact re-rank.",
-    ),
+# The filter keys and their meaning, from the product schema (the one place that lists them).
+from services.catalog.schema import filters_doc
+
+FILTERS_DOC = filters_doc()
+
+# Descriptions of SearchRequest's fields for the OpenAPI, used where the model has none (types,
+# defaults, limits and enums always come from the model). They would sit best on the model
+# itself, as ``msgspec.Meta(description=...)`` in services/api/schemas.py.
+_DESCRIPTIONS = {
+    "text": f"What to look for (at most {MAX_TEXT_CHARS} characters). "
+    "Optional when an image is sent.",
+    "alpha": "Weight of the dense (CLIP) side; 1 - alpha goes to SPLADE. "
+    "Default: the server's default_alpha.",
+    "mode": "dense = alpha 1, sparse = alpha 0 (needs text).",
+    "exact": "Score every row instead of HNSW candidates + exact re-rank.",
+    "filters": FILTERS_DOC,
 }
-_FILTERS_DOC = (
-    "Field -> value or list of values (OR within a field, AND across fields): "
-    "gender, masterCategory, subCategory, articleType, baseColour, season, usage, "
-    "year_min, year_max."
-)
+
+
+class SearchForm(SearchRequest):
+    """A search sent as multipart/form-data: the fields of a JSON search as form fields,
+    filters as a JSON object in a string, and an optional image file."""
+
+    filters: Annotated[str, msgspec.Meta(description="JSON object. " + FILTERS_DOC)] | None = None
+    image: (
+        Annotated[
+            bytes,
+            msgspec.Meta(
+                description="JPEG, PNG, WebP, GIF, BMP or TIFF; size limited by "
+                "max_upload_bytes (413 above)."
+            ),
+        ]
+        | None
+    ) = None
+
+
+def _model_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """msgspec's JSON Schema of ``model`` (a Struct of plain fields), inline."""
+    schema = msgspec.json.schema(model)
+    definitions = schema.pop("$defs")
+    if list(definitions) != [model.__name__]:  # nested models would need OpenAPI components
+        raise TypeError(f"{model.__name__} must not nest other models: {list(definitions)}")
+    body = definitions[model.__name__]
+    for name, prop in body["properties"].items():
+        if name in _DESCRIPTIONS and "description" not in prop:
+            prop["description"] = _DESCRIPTIONS[name]
+    return body
+
+
+def _as_form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema property as a multipart form field: a form cannot send null (an absent
+    field takes its default), and bytes travel as a binary part, not base64 text."""
+    options = [option for option in prop.get("anyOf", ()) if option != {"type": "null"}]
+    if "anyOf" in prop and len(options) == 1:
+        prop = {**{k: v for k, v in prop.items() if k != "anyOf"}, **options[0]}
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
+    if prop.pop("contentEncoding", None) == "base64":
+        prop |= {"format": "binary", "contentMediaType": "application/octet-stream"}
+    return prop
+
+
+def _form_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
+    body = _model_schema(model)
+    body["properties"] = {k: _as_form_field(v) for k, v in body["properties"].items()}
+    return body
 
 
 @dataclass
 class SearchOperation(Operation):
-    """The OpenAPI operation with both request bodies (JSON and multipart)."""
+    """The OpenAPI operation with both request bodies, generated from the models."""
 
     def __post_init__(self) -> None:
-        json_schema = Schema(
-            type=OpenAPIType.OBJECT,
-            properties={
-                **_FIELDS,
-                "filters": Schema(type=OpenAPIType.OBJECT, description=_FILTERS_DOC),
-            },
-        )
-        multipart_schema = Schema(
-            type=OpenAPIType.OBJECT,
-            properties={
-                **_FIELDS,
-                "filters": Schema(
-                    type=OpenAPIType.STRING, description="JSON object. " + _FILTERS_DOC
-                ),
-                "image": Schema(
-                    type=OpenAPIType.STRING,
-                    format="binary",
-                    description="JPEG, PNG, WebP, GIF, BMP or TIFF; size limited "
-                    "by max_upload_bytes (413 above).",
-                ),
-            },
-        )
+        # JSON Schema dicts (OpenAPI 3.1 schemas are JSON Schema); Litestar serialises them as is.
         self.request_body = RequestBody(
             required=True,
             content={
-                "application/json": OpenAPIMediaType(schema=json_schema),
-                "multipart/form-data": OpenAPIMediaType(schema=multipart_schema),
+                "application/json": OpenAPIMediaType(schema=_model_schema(SearchRequest)),
+                "multipart/form-data": OpenAPIMediaType(schema=_form_schema(SearchForm)),
             },
         )
 
