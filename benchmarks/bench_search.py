@@ -202,15 +202,15 @@ def run(args) -> None:
 def run_live(args) -> None:
     """Fast vs exact on the LIVE index with real query encodings (the evaluation's text queries)."""
     from evaluation.queries import TEXT_FAMILIES, generate_queries
-    from evaluation.run import load_index_metadata
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.store.index_versions import product_metadata
 
     conn = connect()
     version = iv.live_version(conn)
     if version is None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
-    products = load_index_metadata(conn, version)
+    products = product_metadata(conn, version.id)
     qs = generate_queries(products, seed=0, families=TEXT_FAMILIES).queries[:args.queries]
     dense = load_clip(version.dense_model).encode_texts([q.text for q in qs])
     sparse = load_splade(version.sparse_model).encode([q.text for q in qs])

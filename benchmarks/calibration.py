@@ -26,12 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluation.metrics import average_precision_at_k
 from evaluation.queries import TEXT_FAMILIES, generate_queries
-from evaluation.run import load_index_metadata
+from services.catalog.text import document_text
 from services.encoders.clip import load_clip
 from services.encoders.splade import load_splade
-from services.pipeline.stages import document_text
 from services.store.db import connect
-from services.store.index_versions import live_version
+from services.store.index_versions import live_version, product_metadata
 
 
 def splade_matrix(encoder, texts: list[str], normalise: bool, columns: dict[int, int],
@@ -67,7 +66,7 @@ def main() -> None:
     version = live_version(conn)
     if version is None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
-    products = load_index_metadata(conn, version)
+    products = product_metadata(conn, version.id)
     ids = [int(p["id"]) for p in products]
     names = {r[0]: r[1] for r in conn.execute(
         "SELECT id, product_display_name FROM products WHERE id = ANY(%s)", (ids,)).fetchall()}

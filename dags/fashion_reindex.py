@@ -38,7 +38,7 @@ def _mark_version_failed(context) -> None:
     run = context["dag_run"]
     error = f"Airflow run {run.run_id}: task {getattr(ti, 'task_id', '?')} failed: " \
             f"{context.get('exception')!r}"
-    stages.fail_versions_of_run(f"{run.dag_id}__{run.run_id}", error[:2000])
+    stages.mark_run_versions_failed(f"{run.dag_id}__{run.run_id}", error[:2000])
 
 
 @dag(
@@ -78,7 +78,7 @@ def fashion_reindex():
         from services.pipeline import stages
 
         p = _params()
-        return stages.fetch(p["source"], p["size"], p["limit"])
+        return stages.fetch_catalog(p["source"], p["size"], p["limit"])
 
     @task
     def validate_and_shard(paths: list[str]) -> list[str]:
@@ -86,7 +86,7 @@ def fashion_reindex():
 
         p = _params()
         source = p["source"] if p["source"] in ("offline", "hub") else "local"
-        out = stages.validate_and_shard(paths, p["shard_size"], stages.run_dir_for(_run_key()),
+        out = stages.validate_store_and_shard(paths, p["shard_size"], stages.run_dir_for(_run_key()),
                                         limit=p["limit"], source=source)
         print(f"validation report: {out['report']}")
         get_current_context()["ti"].xcom_push(key="validation_report", value=out["report"])
@@ -97,7 +97,7 @@ def fashion_reindex():
         from services.pipeline import stages
 
         p = _params()
-        return stages.create_version(
+        return stages.create_building_version(
             p["dense_model"], p["sparse_model"], run_key=_run_key(),
             params={k: p[k] for k in ("source", "size", "limit", "shard_size")}
             | {"runner": "airflow", "shards": len(shards)},
@@ -107,44 +107,44 @@ def fashion_reindex():
     def encode_images(shard: str) -> str:
         from services.pipeline import stages
 
-        return stages.encode_images_shard(shard, _params()["dense_model"])
+        return stages.encode_dense_file(shard, _params()["dense_model"])
 
     @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
     def encode_texts(shard: str) -> str:
         from services.pipeline import stages
 
-        return stages.encode_texts_shard(shard, _params()["sparse_model"])
+        return stages.encode_sparse_file(shard, _params()["sparse_model"])
 
     @task(retries=2, retry_delay=timedelta(seconds=5))
     def load(version_id: int, files: list) -> int:
         from services.pipeline import stages
 
         shard, dense, sparse = files
-        return stages.load_shard(version_id, shard, dense, sparse)
+        return stages.load_shard_into_version(version_id, shard, dense, sparse)
 
     @task
     def build_indexes(version_id: int, loaded: list[int]) -> dict:
         from services.pipeline import stages
 
-        return {"rows_loaded": sum(loaded), "seconds": stages.build_indexes(version_id)}
+        return {"rows_loaded": sum(loaded), "seconds": stages.build_version_indexes(version_id)}
 
     @task
     def check(version_id: int, built: dict) -> dict:
-        from services.pipeline import stages
+        from services.pipeline import checks
 
         report = get_current_context()["ti"].xcom_pull(task_ids="validate_and_shard",
                                                         key="validation_report")
-        checks = stages.check_version(version_id, report["valid"],
-                                      min_recall=_params()["min_recall"],
-                                      extra_report={"validation": report, "build": built})
-        print(f"checks: {checks}")
-        return checks
+        result = checks.check_and_mark_ready(version_id, report["valid"],
+                                             min_recall=_params()["min_recall"],
+                                             extra_report={"validation": report, "build": built})
+        print(f"checks: {result}")
+        return result
 
     @task(outlets=[LIVE_INDEX_ASSET])
     def swap(version_id: int, checks: dict) -> dict:
         from services.pipeline import stages
 
-        result = stages.swap(version_id)
+        result = stages.swap_live(version_id)
         ctx = get_current_context()
         ctx["outlet_events"][LIVE_INDEX_ASSET].extra = {
             "version": result["live"], "previous": result["previous"], "rows": result["rows"],
@@ -155,7 +155,7 @@ def fashion_reindex():
     def retire(swapped: dict) -> list[int]:
         from services.pipeline import stages
 
-        return stages.retire(keep_previous=1)
+        return stages.retire_old_versions(keep_previous=1)
 
     shards = validate_and_shard(fetch())
     version = create_version(shards)

@@ -110,8 +110,8 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
-    from evaluation import storage
     from evaluation.report import text_report
+    from services.store import evaluations as storage
     from services.store.db import connect
 
     with connect() as conn:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from services.config import get_settings
+
 DEFAULT_DIR = "/usr/share/wordnet"
 ENV_DIR = "FASHION_WORDNET_DIR"
 DEBIAN_PACKAGE = "wordnet-base"
@@ -108,7 +110,7 @@ class WordNet:
     """Read-only access to one WordNet database directory (index + data files)."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+        self.path = Path(path or get_settings().wordnet_dir)
         needed = [self.path / f"{kind}.{name}" for name in ("noun", "adj")
                   for kind in ("index", "data")]
         missing = [str(p) for p in needed if not p.is_file()]
@@ -205,7 +207,7 @@ def _open(path: str) -> WordNet:
 
 
 def _resolved_path(path: str | os.PathLike | None) -> str:
-    return str(Path(path or os.environ.get(ENV_DIR) or DEFAULT_DIR).resolve())
+    return str(Path(path or get_settings().wordnet_dir).resolve())
 
 
 def open_wordnet(path: str | os.PathLike | None = None) -> WordNet:

@@ -78,7 +78,7 @@ def record_alert(message: str, *, run_id: int | None = None, details: dict | Non
                  source: str = "evaluation") -> None:
     """Write an alert to ``eval_alerts``; fall back to a JSON-lines file if that fails."""
     try:
-        from evaluation import storage
+        from services.store import evaluations as storage
         from services.store.db import connection
 
         with connection() as conn:

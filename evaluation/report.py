@@ -11,11 +11,11 @@ from pathlib import Path
 
 import psycopg
 
-from evaluation import storage
 from evaluation.metrics import METRICS, PRIMARY
 from evaluation.queries import FAMILIES
-from evaluation.storage import ALL, MetricRow
 from evaluation.summary import Headline, compare, headline, run_headline, value
+from services.store import evaluations as storage
+from services.store.evaluations import ALL, MetricRow
 
 # Issue #10's targets (test split, default alphas).
 TARGETS = {"hybrid": 0.90, "hybrid_gain": 0.05, "dense": 0.70, "multi": 0.80, "lexical": 0.80}

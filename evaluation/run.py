@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from evaluation import storage
 from evaluation.metrics import METRICS, PRIMARY, mean, overlap_at_k, query_metrics
 from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
-from evaluation.storage import ALL, MetricRow
+from services.store import evaluations as storage
+from services.store.evaluations import ALL, MetricRow
+from services.store.index_versions import product_metadata
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,6 @@ class EvalOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
     report_path: Path | None = None
-
-
-def load_index_metadata(conn: psycopg.Connection, version) -> list[dict]:
-    """Metadata (dataset field names) of every product in ``version``'s table."""
-    from psycopg import sql
-
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT e.product_id, e.gender, e.master_category, e.sub_category, e.article_type, "
-            "e.base_colour, e.season, e.year, e.usage, p.image IS NOT NULL "
-            "FROM {t} e JOIN products p ON p.id = e.product_id ORDER BY e.product_id"
-        ).format(t=sql.Identifier(version.table))
-    ).fetchall()
-    keys = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
-            "season", "year", "usage", "has_image")
-    return [dict(zip(keys, r)) for r in rows]
 
 
 def _alphas(alphas: Sequence[float] | None, default_alpha: float) -> list[float]:
@@ -155,7 +140,7 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
         raise NoLiveIndex("no index version is live; build one first "
                           "(fashion-search index --source offline)")
     t0 = time.perf_counter()
-    products = load_index_metadata(conn, version)
+    products = product_metadata(conn, version.id)
     qs = generate_queries(products, seed=seed, families=families, sizes=sizes, split=split)
     conn.commit()
     details = {"default_alpha": default_alpha, "default_alpha_multi": default_alpha_multi,

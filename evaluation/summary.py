@@ -7,15 +7,15 @@ beside it). "multi" likewise: the best alpha for image + text queries.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
 
-from evaluation import storage
 from evaluation.metrics import PRIMARY
-from evaluation.storage import ALL, MetricRow
+from services.config import get_settings
+from services.store import evaluations as storage
+from services.store.evaluations import ALL, MetricRow
 
 DEFAULT_MARGIN = 0.02
 MARGIN_ENV = "FASHION_EVAL_MAP_MARGIN"
@@ -119,16 +119,8 @@ def compare(current: Headline, previous: Headline | None,
 
 
 def margin_from_env(default: float = DEFAULT_MARGIN) -> float:
-    raw = os.environ.get(MARGIN_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        margin = float(raw)
-    except ValueError:
-        raise ValueError(f"{MARGIN_ENV} must be a number, got {raw!r}") from None
-    if margin < 0:
-        raise ValueError(f"{MARGIN_ENV} must be >= 0, got {margin}")
-    return margin
+    """The regression margin of ``settings.eval_map_margin`` (FASHION_EVAL_MAP_MARGIN)."""
+    return get_settings().eval_map_margin
 
 
 class MapRegression(RuntimeError):

@@ -30,6 +30,11 @@ import numpy as np
 
 from evaluation.metrics import average_precision_at_k
 from evaluation.queries import generate_queries
+from services.catalog.text import dense_name_text, document_text
+from services.store.db import connect
+from services.store.index_versions import live_version, product_metadata
+from services.store.products import names_and_images
+from services.store.search import sparse_vectors
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +121,14 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
     """Sweep on the live index (see the module docstring); returns every grid point's MAP@10.
 
     ``product_text``: what the text half of a product's dense vector encodes: "name" (what the
-    pipeline encodes: ``stages.dense_name_text``) or "document" (name + attributes,
-    ``stages.document_text``: the ablation that lost on the tuning split).
+    pipeline encodes: ``text.dense_name_text``) or "document" (name + attributes,
+    ``text.document_text``: the ablation that lost on the tuning split).
     """
     if product_text not in ("document", "name"):
         raise ValueError(f"product_text must be 'document' or 'name', got {product_text!r}")
-    from evaluation.run import load_index_metadata
+    # Deferred: the encoders import torch (seconds), not needed to import this module.
     from services.encoders.clip import combine_query_vectors, load_clip
     from services.encoders.splade import load_splade
-    from services.pipeline.stages import dense_name_text, document_text
-    from services.store.db import connect
-    from services.store.index_versions import live_version
 
     started = time.perf_counter()
     own = conn is None
@@ -135,14 +137,11 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
         version = live_version(conn)
         if version is None:
             raise LookupError("no live index version: build one first (fashion-search index)")
-        products = load_index_metadata(conn, version)
+        products = product_metadata(conn, version.id)
         ids = np.array([int(p["id"]) for p in products], dtype=np.int64)
-        rows = {r[0]: r[1:] for r in conn.execute(
-            "SELECT id, product_display_name, image FROM products WHERE id = ANY(%s)",
-            (ids.tolist(),)).fetchall()}
+        rows = names_and_images(conn, ids.tolist())
         meta = {int(p["id"]): p for p in products}
-        stored = {r[0]: r[1] for r in conn.execute(
-            f'SELECT product_id, sparse FROM "{version.table}"').fetchall()}
+        stored = sparse_vectors(conn, version)
     finally:
         if own:
             conn.close()

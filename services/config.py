@@ -1,4 +1,9 @@
-"""Settings for every part of the platform, read from the environment in one place.
+"""Settings for every part of the platform, read from the environment once, in this module only.
+
+:func:`get_settings` builds one :class:`Settings` from ``os.environ`` and caches it; the API
+injects it (through its Runtime), the CLIs and pipeline stages call :func:`get_settings`.
+Nothing else in the project reads the environment for configuration (processes the project
+starts, such as Airflow's, get their environment built from these settings).
 
 Every path the project writes lives under ``FASHION_HOME`` (default ``<repo>/.fashion``):
 the embedded PostgreSQL data directory, the model cache, catalogues, shards and reports.
@@ -6,45 +11,108 @@ the embedded PostgreSQL data directory, the model cache, catalogues, shards and 
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
     return value or default
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=None):
+    raw = _get(env, name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration. Build one with :func:`get_settings`."""
+    """Resolved configuration (environment variable in brackets). Build with
+    :func:`get_settings` or :meth:`from_env`."""
 
-    home: Path
-    pg_port: int
-    database_url_override: str | None
-    dense_model: str
-    sparse_model: str
-    api_host: str
-    api_port: int
-    default_alpha: float
-    default_alpha_multimodal: float
-    dense_image_weight: float
-    query_text_weight: float
-    max_upload_bytes: int
-    extra: dict = field(default_factory=dict)
+    home: Path  # FASHION_HOME
+    model_cache: Path  # FASHION_MODEL_CACHE (default FASHION_HOME/models)
+    pg_port: int  # FASHION_PG_PORT: the embedded server's port
+    database_url_override: str | None  # DATABASE_URL: an external server instead
+    dense_model: str  # FASHION_DENSE_MODEL
+    sparse_model: str  # FASHION_SPARSE_MODEL
+    api_host: str  # FASHION_API_HOST
+    api_port: int  # FASHION_API_PORT
+    default_alpha: float  # FASHION_DEFAULT_ALPHA
+    default_alpha_multimodal: float  # FASHION_DEFAULT_ALPHA_MULTI
+    dense_image_weight: float  # FASHION_DENSE_IMAGE_WEIGHT
+    query_text_weight: float  # FASHION_QUERY_TEXT_WEIGHT
+    max_upload_bytes: int  # FASHION_MAX_UPLOAD_BYTES
+    build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
+    encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
+    eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
+    wordnet_dir: Path  # FASHION_WORDNET_DIR
+    fashion_mnist_dir: Path  # FASHION_MNIST_DIR
+    hf_offline: bool  # HF_HUB_OFFLINE
+    hf_endpoint: str | None  # HF_ENDPOINT
+    airflow_port: int  # FASHION_AIRFLOW_PORT
+    airflow_log_port: int  # FASHION_AIRFLOW_LOG_PORT
+    airflow_password: str  # FASHION_AIRFLOW_PASSWORD
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(_get(env, "FASHION_HOME", str(REPO_ROOT / ".fashion"))).resolve()
+        workers = env.get("FASHION_ENCODER_WORKERS", "").strip()
+        return cls(
+            home=home,
+            model_cache=Path(_get(env, "FASHION_MODEL_CACHE", str(home / "models"))).resolve(),
+            pg_port=_number(env, "FASHION_PG_PORT", "54329", int, 1),
+            database_url_override=env.get("DATABASE_URL") or None,
+            dense_model=_get(env, "FASHION_DENSE_MODEL", "fashion-lit-minilm"),
+            sparse_model=_get(env, "FASHION_SPARSE_MODEL", "splade-tiny-offline"),
+            api_host=_get(env, "FASHION_API_HOST", "127.0.0.1"),
+            api_port=_number(env, "FASHION_API_PORT", "8000", int, 1),
+            # The blend weights below were chosen together by `fashion-search eval-sweep` on
+            # the TUNING half of the query set (fashion-lit-minilm + splade-tiny-offline,
+            # README "Evaluation"); the reported figures come from the test half.
+            default_alpha=_number(env, "FASHION_DEFAULT_ALPHA", "0.5"),
+            default_alpha_multimodal=_number(env, "FASHION_DEFAULT_ALPHA_MULTI", "0.8"),
+            # Product dense vector = normalise(w * CLIP(photo) + (1 - w) * CLIP_text(name)) for
+            # new index versions (recorded per version).
+            dense_image_weight=_number(env, "FASHION_DENSE_IMAGE_WEIGHT", "0.2"),
+            # Photo + text query: dense = normalise(t * CLIP_text(text) + (1 - t) * CLIP(photo)).
+            query_text_weight=_number(env, "FASHION_QUERY_TEXT_WEIGHT", "0.5"),
+            max_upload_bytes=_number(env, "FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024), int, 1),
+            build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
+            encoder_workers=max(0, int(workers)) if workers else None,
+            eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),
+            wordnet_dir=Path(_get(env, "FASHION_WORDNET_DIR", "/usr/share/wordnet")),
+            fashion_mnist_dir=Path(
+                _get(env, "FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")),
+            hf_offline=_flag(env, "HF_HUB_OFFLINE"),
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
+            airflow_port=_number(env, "FASHION_AIRFLOW_PORT", "8080", int, 1),
+            airflow_log_port=_number(env, "FASHION_AIRFLOW_LOG_PORT", "8793", int, 1),
+            airflow_password=_get(env, "FASHION_AIRFLOW_PASSWORD", "admin"),
+        )
 
     # --- paths -------------------------------------------------------------
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
-
-    @property
-    def model_cache(self) -> Path:
-        override = os.environ.get("FASHION_MODEL_CACHE", "").strip()
-        return Path(override).resolve() if override else self.home / "models"
 
     @property
     def catalog_dir(self) -> Path:
@@ -73,31 +141,16 @@ class Settings:
 
     def database_url_for(self, dbname: str) -> str:
         """The same server, another database (Airflow's metadata lives beside ours)."""
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
         params = conninfo_to_dict(self.database_url)
         params["dbname"] = dbname
         return make_conninfo(**params)
 
 
+@functools.cache
 def get_settings() -> Settings:
-    return Settings(
-        home=Path(_env("FASHION_HOME", str(REPO_ROOT / ".fashion"))).resolve(),
-        pg_port=int(_env("FASHION_PG_PORT", "54329")),
-        database_url_override=os.environ.get("DATABASE_URL") or None,
-        dense_model=_env("FASHION_DENSE_MODEL", "fashion-lit-minilm"),
-        sparse_model=_env("FASHION_SPARSE_MODEL", "splade-tiny-offline"),
-        api_host=_env("FASHION_API_HOST", "127.0.0.1"),
-        api_port=int(_env("FASHION_API_PORT", "8000")),
-        # The blend weights below were chosen together by `fashion-search eval-sweep` on the
-        # TUNING half of the query set (fashion-lit-minilm + splade-tiny-offline, README
-        # "Evaluation"); the reported figures come from the test half.
-        default_alpha=float(_env("FASHION_DEFAULT_ALPHA", "0.5")),
-        default_alpha_multimodal=float(_env("FASHION_DEFAULT_ALPHA_MULTI", "0.8")),
-        # Product dense vector = normalise(w * CLIP(photo) + (1 - w) * CLIP_text(name)) for new
-        # index versions (recorded per version).
-        dense_image_weight=float(_env("FASHION_DENSE_IMAGE_WEIGHT", "0.2")),
-        # Photo + text query: dense = normalise(t * CLIP_text(text) + (1 - t) * CLIP(photo)).
-        query_text_weight=float(_env("FASHION_QUERY_TEXT_WEIGHT", "0.5")),
-        max_upload_bytes=int(_env("FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024))),
-    )
+    """The process's settings, read from the environment on first use.
+
+    A process that changes its own environment afterwards (a test) calls
+    ``get_settings.cache_clear()``.
+    """
+    return Settings.from_env()

@@ -57,16 +57,29 @@ def settings():
         os.environ["DATABASE_URL"] = external
     else:
         os.environ.pop("DATABASE_URL", None)
+        get_settings.cache_clear()
         base = get_settings()
         embedded.start(base)
         # One database per test session, so concurrent sessions never share state.
         dbname = f"fashion_test_{os.getpid()}"
         _fresh_database(base.database_url_for("postgres"), dbname)
         os.environ["DATABASE_URL"] = base.database_url_for(dbname)
+    get_settings.cache_clear()
     migrate.upgrade("head")
     yield get_settings()
     if not external:
         _drop_database(base.database_url_for("postgres"), dbname)
+
+
+@pytest.fixture(autouse=True)
+def _settings_follow_the_environment():
+    """A test may change the environment (monkeypatch.setenv): settings are read afresh
+    for each test and after it."""
+    from services.config import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

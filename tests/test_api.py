@@ -16,6 +16,8 @@ import httpx
 import pytest
 from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, free_port, jpeg_bytes
 
+from services.catalog.schema import brand_from_name
+
 
 @pytest.fixture(scope="module")
 def api(server):
@@ -60,8 +62,71 @@ def test_health_ready_index_and_schema(api, live):
     assert {"application/json", "multipart/form-data"} <= set(body)
 
 
+def test_search_openapi_is_generated_from_the_request_model(api):
+    """Both request bodies of POST /v1/search list every SearchRequest field with the model's
+    defaults, limits and enums; the multipart one adds the image file, filters as JSON text."""
+    import msgspec
+
+    from services.api.schemas import SearchRequest
+    from services.catalog.schema import FILTER_FIELDS
+
+    content = api.get("/schema/openapi.json").json()["paths"]["/v1/search"]["post"]["requestBody"][
+        "content"
+    ]
+    fields = {f.name: f for f in msgspec.structs.fields(SearchRequest)}
+    as_json = content["application/json"]["schema"]["properties"]
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert set(as_json) == set(fields)
+    assert set(form) == set(fields) | {"image"}
+    for props in (as_json, form):
+        assert props["k"]["default"] == fields["k"].default
+        assert (
+            props["k"]["maximum"]
+            == msgspec.json.schema(SearchRequest)["$defs"]["SearchRequest"]["properties"]["k"][
+                "maximum"
+            ]
+        )
+        assert set(props["mode"]["enum"]) == {"hybrid", "dense", "sparse"}
+        assert props["mode"]["default"] == fields["mode"].default
+        assert props["exact"]["default"] is fields["exact"].default
+        for f in FILTER_FIELDS:  # the filter keys come from the product schema
+            assert f.name in props["filters"]["description"]
+    assert form["image"]["type"] == "string" and form["image"]["format"] == "binary"
+    assert form["filters"]["type"] == "string"
+    assert "object" in json.dumps(as_json["filters"])
+
+
+def test_image_errors_have_a_type_per_status():
+    from services.encoders.images import (
+        InvalidImageError,
+        UndecodableImage,
+        UnsupportedImageFormat,
+        decode_image,
+    )
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "hello")
+    for data in (buf.getvalue(), b"just some text", b"%PDF-1.4 ..."):
+        with pytest.raises(UnsupportedImageFormat):
+            decode_image(data)
+    with pytest.raises(UndecodableImage):
+        decode_image(jpeg_bytes()[:40])
+    assert issubclass(UnsupportedImageFormat, InvalidImageError)
+    assert issubclass(UndecodableImage, InvalidImageError)
+
+
+def test_dashboard_run_parameter_is_validated(api):
+    for bad in ("abc", "1.5", "0"):
+        body = _assert_error(api.get("/dashboard", params={"run": bad}), 400)
+        assert "run" in body["detail"]
+    _assert_error(api.get("/dashboard/data.json", params={"run": "abc"}), 400)
+    _assert_error(api.get("/dashboard", params={"run": 2**40}), 404)
+
+
 def test_facets_list_filter_values(api, live):
-    facets = api.get("/v1/facets").json()["values"]
+    body = api.get("/v1/facets").json()
+    facets = body["values"]
     assert set(facets) == {
         "gender",
         "masterCategory",
@@ -70,8 +135,32 @@ def test_facets_list_filter_values(api, live):
         "baseColour",
         "season",
         "usage",
+        "brand",
     }
+    assert list(body["labels"]) == list(facets)  # the page lists them in this order
+    assert body["labels"]["baseColour"] == "Colour" and body["labels"]["brand"] == "Brand"
     assert set(facets["gender"]) == {r["gender"] for r in live.rows if r["gender"]}
+    # brand is derived from the display name when products are stored
+    brands = {brand_from_name(r["productDisplayName"]) for r in live.rows}
+    assert set(facets["brand"]) == brands - {None} and len(brands) > 3
+
+
+def test_brand_filter_end_to_end(api, live):
+    """catalogue -> index -> /v1/search filter -> result metadata (the field added by the
+    product schema table + migration 0004)."""
+    brand = max(
+        {brand_from_name(r["productDisplayName"]) for r in live.rows} - {None},
+        key=lambda b: sum(brand_from_name(r["productDisplayName"]) == b for r in live.rows),
+    )
+    expected = {r["id"] for r in live.rows if brand_from_name(r["productDisplayName"]) == brand}
+    r = api.post("/v1/search", json={"text": "shirt", "k": 100, "filters": {"brand": brand}})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results and {x["id"] for x in results} <= expected
+    assert all(x["metadata"]["brand"] == brand for x in results)
+    assert all(x["name"].startswith(brand + " ") for x in results)
+    both = api.post("/v1/search", json={"text": "shirt", "filters": {"brand": [brand, "Nobody"]}})
+    assert {x["id"] for x in both.json()["results"]} <= expected
 
 
 def test_storefront_page_and_assets(api):
@@ -165,8 +254,11 @@ def test_default_alpha_depends_on_the_kind_of_query(api, live, app_settings):
     row = live.rows[7]
     text_only = api.post("/v1/search", json={"text": row["productDisplayName"], "k": 3})
     assert text_only.json()["query"]["alpha"] == pytest.approx(app_settings.default_alpha)
-    both = api.post("/v1/search", files={"image": ("q.png", row["image"], "image/png")},
-                    data={"text": "black", "k": "3"})
+    both = api.post(
+        "/v1/search",
+        files={"image": ("q.png", row["image"], "image/png")},
+        data={"text": "black", "k": "3"},
+    )
     assert both.status_code == 200, both.text
     assert both.json()["query"]["alpha"] == pytest.approx(app_settings.default_alpha_multimodal)
 
@@ -238,7 +330,7 @@ def test_unknown_product_is_404(api):
         ({"text": "dress", "k": -3}, 422),
         ({"text": "dress", "k": 10_000}, 422),
         ({"text": "dress", "k": "ten"}, 422),
-        ({"text": "dress", "filters": {"brand": "x"}}, 422),  # unknown filter
+        ({"text": "dress", "filters": {"price": "x"}}, 422),  # unknown filter
         ({"text": "dress", "filters": {"gender": 3}}, 422),
         ({"text": "dress", "mode": "fuzzy"}, 422),
         ({"text": "dress", "colour": "red"}, 422),  # unknown field

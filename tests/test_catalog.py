@@ -24,9 +24,11 @@ from services.catalog.offline import (
     source_classes_of,
 )
 from services.catalog.reader import iter_rows
-from services.catalog.shards import CATALOG_SCHEMA, write_parquet, write_shards
+from services.catalog.schema import CATALOG_ARROW_SCHEMA
+from services.catalog.shards import write_parquet, write_shards
 from services.catalog.sources import resolve_source
 from services.catalog.validate import REASONS, check_row, validate_rows
+from services.config import get_settings
 
 # The columns of ashraq/fashion-product-images-small, in order, with their Arrow types.
 REAL_DATASET_COLUMNS = [
@@ -57,6 +59,7 @@ def rows(small_catalog) -> list[dict]:
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()  # settings are read once per process
     return tmp_path / "home"
 
 
@@ -242,7 +245,7 @@ def test_write_shards_round_trip(tmp_path, rows):
     paths = write_shards(iter(rows[:25]), out, shard_size=10)
     assert [p.name for p in paths] == [f"shard-{i:05d}.parquet" for i in range(3)]
     assert sorted(out.glob("*.parquet")) == paths
-    assert all(pq.read_schema(p).equals(CATALOG_SCHEMA) for p in paths)
+    assert all(pq.read_schema(p).equals(CATALOG_ARROW_SCHEMA) for p in paths)
     assert list(iter_rows(paths)) == rows[:25]
     assert list(iter_rows(paths, limit=12)) == rows[:12]
     assert write_shards([], tmp_path / "empty", shard_size=10) == []
@@ -277,11 +280,14 @@ def test_resolve_source_local_paths(home, tmp_path, rows):
 # --- hub (no network: a closed local port, offline mode, a pre-filled hub cache) -------------
 def test_hub_unreachable_names_the_offline_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    get_settings.cache_clear()  # settings are read once per process
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    get_settings.cache_clear()  # settings are read once per process
     with pytest.raises(CatalogSourceError, match="--source offline") as error:
         download_hub_catalog(tmp_path / "hub")
     assert HUB_REPO_ID in str(error.value) and "127.0.0.1:9" in str(error.value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    get_settings.cache_clear()  # settings are read once per process
     with pytest.raises(CatalogSourceError, match="HF_HUB_OFFLINE.*--source offline"):
         download_hub_catalog(tmp_path / "hub")
 
@@ -306,6 +312,7 @@ def test_hub_download_reuses_the_hub_cache_offline(tmp_path, monkeypatch, rows):
     (repo / "refs" / "main").write_text(revision)
     write_parquet(rows[:7], repo / "snapshots" / revision / "data" / "train-00000-of-00001.parquet")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    get_settings.cache_clear()  # settings are read once per process
     files = download_hub_catalog(cache)
     assert [f.name for f in files] == ["train-00000-of-00001.parquet"]
     assert list(iter_rows(files)) == rows[:7]

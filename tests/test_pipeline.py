@@ -72,20 +72,20 @@ def test_load_shard_twice_is_idempotent(fresh, dense_model, tmp_path):
     from services.pipeline import stages
     from services.store.index_versions import row_count
 
-    paths = stages.fetch("offline", SIZE, 60)
-    out = stages.validate_and_shard(paths, 30, tmp_path, limit=60)
-    vid = stages.create_version(dense_model, None, run_key="test-idempotent")
+    paths = stages.fetch_catalog("offline", SIZE, 60)
+    out = stages.validate_store_and_shard(paths, 30, tmp_path, limit=60)
+    vid = stages.create_building_version(dense_model, None, run_key="test-idempotent")
     shard = out["shards"][0]
-    d = stages.encode_images_shard(shard, dense_model)
-    s = stages.encode_texts_shard(shard, None)
-    assert stages.load_shard(vid, shard, d, s) == 30
-    assert stages.load_shard(vid, shard, d, s) == 30
+    d = stages.encode_dense_file(shard, dense_model)
+    s = stages.encode_sparse_file(shard, None)
+    assert stages.load_shard_into_version(vid, shard, d, s) == 30
+    assert stages.load_shard_into_version(vid, shard, d, s) == 30
     assert row_count(fresh, vid) == 30
     # a retried encode reuses the finished file
     mtime = Path(d).stat().st_mtime_ns
-    assert stages.encode_images_shard(shard, dense_model) == d
+    assert stages.encode_dense_file(shard, dense_model) == d
     assert Path(d).stat().st_mtime_ns == mtime
-    stages.fail_version(vid, "test done")
+    stages.mark_version_failed(vid, "test done")
 
 
 def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monkeypatch):
@@ -99,7 +99,7 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     fresh.commit()
     assert live_before.id == first["version"]
 
-    real_load = stages.load_shard
+    real_load = stages.load_shard_into_version
     calls = {"n": 0}
 
     def flaky_load(version_id, shard, dense_path, sparse_path):
@@ -108,10 +108,10 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
             Path(dense_path).unlink()
         return real_load(version_id, shard, dense_path, sparse_path)
 
-    monkeypatch.setattr(stages, "load_shard", flaky_load)
+    monkeypatch.setattr(stages, "load_shard_into_version", flaky_load)
     with pytest.raises(FileNotFoundError, match="encoded file"):
         run_reindex(source="offline", size=SIZE, shard_size=SHARD, dense_model=dense_model)
-    monkeypatch.setattr(stages, "load_shard", real_load)
+    monkeypatch.setattr(stages, "load_shard_into_version", real_load)
 
     fresh.rollback()
     failed = max(v.id for v in list_versions(fresh))
@@ -140,7 +140,7 @@ def test_missing_source_is_a_clear_error(fresh, tmp_path):
     from services.pipeline import stages
 
     with pytest.raises((FileNotFoundError, ValueError)):
-        stages.fetch(str(tmp_path / "nowhere.parquet"))
+        stages.fetch_catalog(str(tmp_path / "nowhere.parquet"))
 
 
 def test_validation_rejects_are_counted(fresh, tmp_path):
@@ -148,12 +148,12 @@ def test_validation_rejects_are_counted(fresh, tmp_path):
     from services.catalog.shards import write_parquet
     from services.pipeline import stages
 
-    rows = list(iter_rows([Path(p) for p in stages.fetch("offline", SIZE, 20)], limit=20))
+    rows = list(iter_rows([Path(p) for p in stages.fetch_catalog("offline", SIZE, 20)], limit=20))
     rows[3]["productDisplayName"] = " "
     rows[5]["id"] = rows[4]["id"]
     rows[7]["image"] = b"not an image"
     src = write_parquet(rows, tmp_path / "bad.parquet")
-    out = stages.validate_and_shard([str(src)], 10, tmp_path / "run", source="local")
+    out = stages.validate_store_and_shard([str(src)], 10, tmp_path / "run", source="local")
     rep = out["report"]
     assert rep["read"] == 20 and rep["valid"] == 17 and rep["rejected"] == 3
     assert rep["rejected_by_reason"] == {"empty name": 1, "duplicate id": 1,
@@ -168,19 +168,19 @@ def test_corrupt_parquet_is_reported_with_its_name(fresh, tmp_path):
     bad = tmp_path / "corrupt.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(CatalogError, match="corrupt.parquet"):
-        stages.validate_and_shard([str(bad)], 10, tmp_path / "run")
+        stages.validate_store_and_shard([str(bad)], 10, tmp_path / "run")
 
 
 def test_second_run_refuses_while_the_build_lock_is_held(fresh, dense_model):
     import psycopg
 
-    from services.pipeline import stages
+    from services.pipeline import run_lock
     from services.pipeline.reindex import run_reindex
 
     other = psycopg.connect(fresh.info.dsn, autocommit=True)
     try:
-        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (stages.BUILD_LOCK_NAME,))
-        with pytest.raises(stages.BuildLockBusy, match="another indexing run"):
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (run_lock.BUILD_LOCK_NAME,))
+        with pytest.raises(run_lock.BuildLockBusy, match="another indexing run"):
             run_reindex(source="offline", size=SIZE, limit=40, shard_size=20,
                         dense_model=dense_model)
     finally:

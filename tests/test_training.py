@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from services.config import get_settings
 from services.training.clip_train import (
     CheckpointError,
     TrainConfig,
@@ -56,6 +57,7 @@ def tiny_catalog(n: int = 96, seed: int = 0) -> list[dict]:
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()  # settings are read once per process
     return tmp_path
 
 

@@ -14,8 +14,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from services.catalog.schema import METADATA_FIELDS
+from services.store.search import MAX_K
+
 MAX_TEXT_CHARS = 1000
-MAX_K = 100
 DEFAULT_K = 12
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -40,15 +42,14 @@ class Term(msgspec.Struct):
     weight: float
 
 
-class ProductMetadata(msgspec.Struct):
-    gender: str | None
-    masterCategory: str | None
-    subCategory: str | None
-    articleType: str | None
-    baseColour: str | None
-    season: str | None
-    year: int | None
-    usage: str | None
+# A product's metadata fields, from the product schema: attributes are named by column,
+# encoded under their dataset (API) names.
+ProductMetadata = msgspec.defstruct(
+    "ProductMetadata",
+    [(f.column, f.python | None) for f in METADATA_FIELDS],
+    rename={f.column: f.name for f in METADATA_FIELDS},
+    module=__name__,
+)
 
 
 class SearchResult(msgspec.Struct):
@@ -112,8 +113,12 @@ class IndexInfo(msgspec.Struct):
 
 
 class Facets(msgspec.Struct):
+    """The filter values of the live index: ``values`` per facet field, ``labels`` the
+    fields' display names (in the order a page lists them)."""
+
     index_version: int
     values: dict[str, list[str]]
+    labels: dict[str, str]
 
 
 class Health(msgspec.Struct):
@@ -123,10 +128,3 @@ class Health(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str  # "ready" | "not ready"
     checks: dict[str, str]
-
-
-class ErrorBody(msgspec.Struct):
-    status_code: int
-    error: str
-    detail: str
-    request_id: str | None

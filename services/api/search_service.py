@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from pgvector import SparseVector
-from psycopg import sql
 
 from services.api.errors import ApiError
 from services.api.runtime import ModelsNotReady, Runtime
@@ -30,15 +29,18 @@ from services.api.schemas import (
     SimilarResponse,
     Term,
 )
+from services.catalog.schema import FACET_FIELDS, metadata_of
+from services.store.db import ping
 from services.store.index_versions import IndexVersion, live_version
 from services.store.products import get_product
 from services.store.search import (
-    FILTER_FIELDS,
     Filters,
     NoLiveIndex,
     SearchHit,
     SearchQuery,
+    facet_values,
     fused_search,
+    sparse_vectors,
     stored_vectors,
 )
 
@@ -53,7 +55,6 @@ _IMAGE_MAGIC = (
     b"II*\x00",
     b"MM\x00*",
 )
-FACET_FIELDS = FILTER_FIELDS  # facet name (dataset spelling) -> column
 
 
 def image_url(product_id: int) -> str:
@@ -96,44 +97,9 @@ def _live(conn: psycopg.Connection, runtime: Runtime | None = None) -> IndexVers
     return version
 
 
-def sparse_vectors(
-    conn: psycopg.Connection, version: IndexVersion, product_ids: list[int]
-) -> dict[int, SparseVector]:
-    """The stored SPLADE vectors of ``product_ids`` in ``version`` (one query)."""
-    if not product_ids:
-        return {}
-    rows = conn.execute(
-        sql.SQL("SELECT product_id, sparse FROM {t} WHERE product_id = ANY(%s)").format(
-            t=sql.Identifier(version.table)
-        ),
-        (product_ids,),
-    ).fetchall()
-    return {int(pid): vec for pid, vec in rows}
-
-
-def _metadata(hit: SearchHit | dict) -> ProductMetadata:
-    if isinstance(hit, dict):
-        get = hit.get
-        return ProductMetadata(
-            get("gender"),
-            get("master_category"),
-            get("sub_category"),
-            get("article_type"),
-            get("base_colour"),
-            get("season"),
-            get("year"),
-            get("usage"),
-        )
-    return ProductMetadata(
-        hit.gender,
-        hit.master_category,
-        hit.sub_category,
-        hit.article_type,
-        hit.base_colour,
-        hit.season,
-        hit.year,
-        hit.usage,
-    )
+def _metadata(record: dict) -> ProductMetadata:
+    """The API's metadata of a product, from a record of the schema's metadata columns."""
+    return ProductMetadata(**metadata_of(record))
 
 
 def _results(
@@ -155,7 +121,7 @@ def _results(
             SearchResult(
                 id=hit.product_id,
                 name=hit.product_display_name,
-                metadata=_metadata(hit),
+                metadata=_metadata(hit.metadata),
                 image_url=image_url(hit.product_id),
                 score=round(float(hit.score), 6),
                 dense_score=None if hit.dense_score is None else round(float(hit.dense_score), 6),
@@ -251,8 +217,6 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
     """Products nearest to a product's own stored vectors (itself excluded)."""
     start = time.perf_counter()
     alpha = runtime.settings.default_alpha if alpha is None else alpha
-    if not 0.0 <= alpha <= 1.0:
-        raise ApiError(422, f"alpha must be in [0, 1], got {alpha}")
     with runtime.connection() as conn:
         row = get_product(conn, product_id)
         if row is None:
@@ -313,20 +277,11 @@ def facets(runtime: Runtime) -> Facets:
         version = _live(conn)
         cached = runtime.facets_cache.get(version.id)
         if cached is None:
-            columns = sql.SQL(", ").join(
-                sql.SQL(
-                    "array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)"
-                ).format(c=sql.Identifier(col))
-                for col in FACET_FIELDS.values()
-            )
-            row = conn.execute(
-                sql.SQL("SELECT {cols} FROM {t}").format(
-                    cols=columns, t=sql.Identifier(version.table)
-                )
-            ).fetchone()
-            cached = {name: list(values or []) for name, values in zip(FACET_FIELDS, row)}
+            cached = facet_values(conn, version)
             runtime.facets_cache[version.id] = cached
-    return Facets(index_version=version.id, values=cached)
+    return Facets(
+        index_version=version.id, values=cached, labels={f.name: f.label for f in FACET_FIELDS}
+    )
 
 
 def readiness(runtime: Runtime) -> dict[str, str]:
@@ -334,7 +289,7 @@ def readiness(runtime: Runtime) -> dict[str, str]:
     checks = {"models": runtime.models_state}
     try:
         with runtime.connection() as conn:
-            conn.execute("SELECT 1")
+            ping(conn)
             checks["database"] = "ok"
             version = live_version(conn)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"

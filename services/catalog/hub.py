@@ -13,13 +13,13 @@ HF_ENDPOINT and HF_HUB_OFFLINE are read at call time (the hub client reads them 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.catalog.errors import CatalogError, CatalogSourceError
 from services.catalog.reader import open_parquet
 from services.catalog.vocabulary import COLUMNS
+from services.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ class HubCatalogInfo:
     files: list[Path]
     rows: int
     columns: list[str]
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def verify_parquet_files(files: list[Path]) -> HubCatalogInfo:
@@ -75,8 +71,8 @@ def download_hub_catalog(cache_dir: Path) -> list[Path]:
     """
     from huggingface_hub import snapshot_download
 
-    offline = _env_true("HF_HUB_OFFLINE")
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    settings = get_settings()
+    offline, endpoint = settings.hf_offline, settings.hf_endpoint
     try:
         snapshot = snapshot_download(
             repo_id=HUB_REPO_ID,

@@ -26,7 +26,6 @@ import gzip
 import io
 import json
 import logging
-import os
 import random
 import struct
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from services.catalog.vocabulary import (
     COLOURS,
     SOURCE_CLASS_ARTICLES,
 )
+from services.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,10 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_fashion_mnist(directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All 70,000 Fashion-MNIST images (train then test), as ((70000, 28, 28), (70000,)) uint8.
 
-    ``directory`` defaults to $FASHION_MNIST_DIR or Debian's install location.
+    ``directory`` defaults to ``settings.fashion_mnist_dir`` (FASHION_MNIST_DIR, default
+    Debian's install location).
     """
-    directory = Path(directory or os.environ.get("FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
+    directory = Path(directory or get_settings().fashion_mnist_dir)
     images, labels = [], []
     for image_name, label_name in FASHION_MNIST_FILES:
         image_path, label_path = directory / image_name, directory / label_name

@@ -8,7 +8,6 @@ schema metadata so ``datasets.load_dataset("parquet", ...)`` decodes images too.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -17,52 +16,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-
-_FEATURES = {
-    "id": {"dtype": "int64", "_type": "Value"},
-    **{
-        name: {"dtype": "string", "_type": "Value"}
-        for name in (
-            "gender",
-            "masterCategory",
-            "subCategory",
-            "articleType",
-            "baseColour",
-            "season",
-        )
-    },
-    "year": {"dtype": "int64", "_type": "Value"},
-    "usage": {"dtype": "string", "_type": "Value"},
-    "productDisplayName": {"dtype": "string", "_type": "Value"},
-    "image": {"_type": "Image"},
-}
-
-CATALOG_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.int64(), nullable=False),
-        pa.field("gender", pa.string()),
-        pa.field("masterCategory", pa.string()),
-        pa.field("subCategory", pa.string()),
-        pa.field("articleType", pa.string()),
-        pa.field("baseColour", pa.string()),
-        pa.field("season", pa.string()),
-        pa.field("year", pa.int64()),
-        pa.field("usage", pa.string()),
-        pa.field("productDisplayName", pa.string()),
-        pa.field("image", IMAGE_TYPE),
-    ],
-    metadata={"huggingface": json.dumps({"info": {"features": _FEATURES}}, sort_keys=True)},
-)
+from services.catalog.schema import CATALOG_ARROW_SCHEMA
 
 ROW_GROUP_SIZE = 1000
 
 
 def rows_to_table(rows: Iterable[dict]) -> pa.Table:
-    """Rows in dataset field names (``image`` as file bytes) -> an Arrow table in CATALOG_SCHEMA."""
-    columns: dict[str, list] = {name: [] for name in CATALOG_SCHEMA.names}
+    """Rows in dataset field names (``image`` as file bytes) -> an Arrow table in CATALOG_ARROW_SCHEMA."""
+    columns: dict[str, list] = {name: [] for name in CATALOG_ARROW_SCHEMA.names}
     for row in rows:
-        for name in CATALOG_SCHEMA.names:
+        for name in CATALOG_ARROW_SCHEMA.names:
             if name == "image":
                 image = row.get("image")
                 if isinstance(image, dict):  # already in struct form
@@ -74,7 +37,7 @@ def rows_to_table(rows: Iterable[dict]) -> pa.Table:
                     )
             else:
                 columns[name].append(row.get(name))
-    return pa.Table.from_pydict(columns, schema=CATALOG_SCHEMA)
+    return pa.Table.from_pydict(columns, schema=CATALOG_ARROW_SCHEMA)
 
 
 def write_parquet(rows: Iterable[dict], path: Path, metadata: dict[str, str] | None = None) -> Path:

@@ -10,31 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# --- the parquet schema's columns, in the real dataset's order -------------------------------
-COLUMNS: tuple[str, ...] = (
-    "id",
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "year",
-    "usage",
-    "productDisplayName",
-    "image",
-)
+from services.catalog.schema import DATASET_COLUMNS, TEXT_ATTRIBUTES
 
+# --- the parquet schema's columns, in the real dataset's order (services.catalog.schema) ------
+COLUMNS: tuple[str, ...] = DATASET_COLUMNS
 # Free-text metadata columns (each may be empty in the real data; filters use the same set).
-TEXT_COLUMNS: tuple[str, ...] = (
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "usage",
-)
+TEXT_COLUMNS: tuple[str, ...] = TEXT_ATTRIBUTES
 
 # --- closed fields: every value the real dataset uses ----------------------------------------
 GENDERS: tuple[str, ...] = ("Men", "Women", "Boys", "Girls", "Unisex")

@@ -50,10 +50,11 @@ def pick_device(device: str | None = None) -> str:
 
 
 def default_num_workers() -> int:
-    """Image decode workers: env FASHION_ENCODER_WORKERS, else cores - 1 (at most 8)."""
-    env = os.environ.get("FASHION_ENCODER_WORKERS", "").strip()
-    if env:
-        return max(0, int(env))
+    """Image decode workers: ``settings.encoder_workers`` (FASHION_ENCODER_WORKERS), else
+    cores - 1 (at most 8)."""
+    configured = get_settings().encoder_workers
+    if configured is not None:
+        return configured
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 

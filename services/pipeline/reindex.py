@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from services.config import get_settings
-from services.pipeline import stages
+from services.pipeline import checks, run_lock, stages, vector_files
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
                 shard_size: int = 2000, dense_model: str | None = None,
                 sparse_model: str | None = None, *, run_id: str | None = None,
                 dense_image_weight: float | None = None,
-                min_recall: float = stages.DEFAULT_MIN_RECALL, keep_previous: int = 1) -> dict:
+                min_recall: float = checks.DEFAULT_MIN_RECALL, keep_previous: int = 1) -> dict:
     """Fetch, validate, shard, encode, load, index, check and swap a new index version live.
 
     Returns the run report (timings, validation rejects by reason, checks, live version).
@@ -44,12 +44,12 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
                     "sparse_model": sparse_model, "timings": [], "status": "running"}
     version_id = None
     t_all = time.perf_counter()
-    with stages.build_lock(wait=False):
+    with run_lock.build_lock(wait=False):
         try:
-            paths, sec = stages.timed(stages.fetch, source, size, limit)
+            paths, sec = stages.timed(stages.fetch_catalog, source, size, limit)
             _stage(report, "fetch", None, sec)
 
-            out, sec = stages.timed(stages.validate_and_shard, paths, shard_size, run_dir,
+            out, sec = stages.timed(stages.validate_store_and_shard, paths, shard_size, run_dir,
                                     limit=limit, source=source if source in ("offline", "hub")
                                     else "local")
             shards, report["validation"] = out["shards"], out["report"]
@@ -57,7 +57,7 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
             _stage(report, "validate+shard+upsert", out["report"]["read"], sec)
 
             version_id, sec = stages.timed(
-                stages.create_version, dense_model, sparse_model, run_key=run_id,
+                stages.create_building_version, dense_model, sparse_model, run_key=run_id,
                 params={"source": source, "size": size, "limit": limit,
                         "shard_size": shard_size, "runner": "cli"},
                 dense_image_weight=dense_image_weight)
@@ -65,36 +65,36 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
             _stage(report, "create_version", None, sec)
 
             t = time.perf_counter()
-            dense_paths = [stages.encode_images_shard(s, dense_model) for s in shards]
+            dense_paths = [stages.encode_dense_file(s, dense_model) for s in shards]
             _stage(report, "encode photos + names (CLIP)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
-            sparse_paths = [stages.encode_texts_shard(s, sparse_model) for s in shards]
+            sparse_paths = [stages.encode_sparse_file(s, sparse_model) for s in shards]
             _stage(report, "encode texts (SPLADE)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
-            loaded = sum(stages.load_shard(version_id, s, d, p)
+            loaded = sum(stages.load_shard_into_version(version_id, s, d, p)
                          for s, d, p in zip(shards, dense_paths, sparse_paths))
             _stage(report, "load (COPY)", loaded, time.perf_counter() - t)
 
-            report["index_seconds"], sec = stages.timed(stages.build_indexes, version_id)
+            report["index_seconds"], sec = stages.timed(stages.build_version_indexes, version_id)
             _stage(report, "build HNSW indexes", loaded, sec)
 
             report["checks"], sec = stages.timed(
-                stages.check_version, version_id, valid, min_recall=min_recall,
+                checks.check_and_mark_ready, version_id, valid, min_recall=min_recall,
                 extra_report={"validation": report["validation"], "runner": "cli"})
             _stage(report, "checks", None, sec)
 
-            report["swap"], sec = stages.timed(stages.swap, version_id)
+            report["swap"], sec = stages.timed(stages.swap_live, version_id)
             _stage(report, "swap", None, sec)
 
-            report["retired"], sec = stages.timed(stages.retire, keep_previous)
+            report["retired"], sec = stages.timed(stages.retire_old_versions, keep_previous)
             _stage(report, "retire", None, sec)
             report["status"] = "success"
         except BaseException as exc:
             report["status"] = "failed"
             report["error"] = f"{type(exc).__name__}: {exc}"
-            stages.fail_version(version_id, report["error"])
+            stages.mark_version_failed(version_id, report["error"])
             raise
         finally:
             total = time.perf_counter() - t_all
@@ -109,7 +109,7 @@ def _write_report(settings, report: dict) -> None:
     try:
         folder = settings.reports_dir / "reindex"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{stages._slug(report['run_id'])}.json"
+        path = folder / f"{vector_files.slug(report['run_id'])}.json"
         path.write_text(json.dumps(report, indent=2, default=str))
         report["report_path"] = str(path)
     except OSError:

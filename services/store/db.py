@@ -73,6 +73,18 @@ def prepare_connection(conn: psycopg.Connection) -> None:
         conn.commit()
 
 
+def ping(conn: psycopg.Connection) -> None:
+    """Raise unless the server answers a trivial query."""
+    conn.execute("SELECT 1")
+
+
+def server_versions(conn: psycopg.Connection) -> tuple[str, str]:
+    """``(PostgreSQL server version, pgvector extension version)``."""
+    pg = conn.execute("SHOW server_version").fetchone()[0]
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    return pg, row[0] if row else "absent"
+
+
 def connect(url: str | None = None, *, autocommit: bool = False,
             connect_timeout: int = 5) -> psycopg.Connection:
     """Open one connection with pgvector registered, or raise DatabaseUnavailable."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import class_row, dict_row
 
 MODES = ("dense", "sparse", "hybrid", "multi")
 ALL = "all"  # the family name of overall means
@@ -51,8 +52,20 @@ class Alert:
     details: dict
 
 
-_RUN_COLS = ("id, started_at, finished_at, index_version_id, dense_model, sparse_model, "
-             "query_set_version, status, notes, details")
+_RUN_COLS = ", ".join(f.name for f in fields(EvalRun))
+_METRIC_COLS = ", ".join(f.name for f in fields(MetricRow))
+_ALERT_COLS = ", ".join(f.name for f in fields(Alert))
+
+
+def _rows(conn: psycopg.Connection, cls: type, query: str, params=None) -> list:
+    """Rows of ``query`` as ``cls`` instances, matched by column name."""
+    with conn.cursor(row_factory=class_row(cls)) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+def _one(conn: psycopg.Connection, cls: type, query: str, params=None):
+    found = _rows(conn, cls, query, params)
+    return found[0] if found else None
 
 
 def _commit(conn: psycopg.Connection) -> None:
@@ -115,8 +128,7 @@ def finish_run(conn: psycopg.Connection, run_id: int, *, status: str,
 
 
 def get_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
-    row = conn.execute(f"SELECT {_RUN_COLS} FROM eval_runs WHERE id = %s", (run_id,)).fetchone()
-    return EvalRun(*row) if row else None
+    return _one(conn, EvalRun, f"SELECT {_RUN_COLS} FROM eval_runs WHERE id = %s", (run_id,))
 
 
 def list_runs(conn: psycopg.Connection, *, status: str | None = "succeeded",
@@ -124,26 +136,27 @@ def list_runs(conn: psycopg.Connection, *, status: str | None = "succeeded",
     """Runs oldest first (the last ``limit`` of them), optionally only one status."""
     where = "WHERE status = %s" if status else ""
     params: tuple = (status, limit) if status else (limit,)
-    rows = conn.execute(
+    return _rows(
+        conn, EvalRun,
         f"SELECT * FROM (SELECT {_RUN_COLS} FROM eval_runs {where} "
         "ORDER BY id DESC LIMIT %s) r ORDER BY id",
         params,
-    ).fetchall()
-    return [EvalRun(*r) for r in rows]
+    )
 
 
 def latest_run(conn: psycopg.Connection) -> EvalRun | None:
-    row = conn.execute(
-        f"SELECT {_RUN_COLS} FROM eval_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    return EvalRun(*row) if row else None
+    return _one(
+        conn, EvalRun,
+        f"SELECT {_RUN_COLS} FROM eval_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
+    )
 
 
 def previous_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
     """The last succeeded run before ``run_id`` that asked the same query families of the same
     split (a run restricted to two families, or on the tuning half, is not compared with a
     full test run)."""
-    row = conn.execute(
+    return _one(
+        conn, EvalRun,
         f"""
         SELECT {_RUN_COLS} FROM eval_runs r
          WHERE r.status = 'succeeded' AND r.id < %(id)s
@@ -154,17 +167,16 @@ def previous_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
          ORDER BY r.id DESC LIMIT 1
         """,
         {"id": run_id},
-    ).fetchone()
-    return EvalRun(*row) if row else None
+    )
 
 
 def metrics_for(conn: psycopg.Connection, run_id: int) -> list[MetricRow]:
-    rows = conn.execute(
-        "SELECT mode, alpha, family, metric, value, n_queries FROM eval_metrics "
-        "WHERE run_id = %s ORDER BY mode, alpha, family, metric",
+    return _rows(
+        conn, MetricRow,
+        f"SELECT {_METRIC_COLS} FROM eval_metrics WHERE run_id = %s "
+        "ORDER BY mode, alpha, family, metric",
         (run_id,),
-    ).fetchall()
-    return [MetricRow(*r) for r in rows]
+    )
 
 
 def metrics_for_runs(conn: psycopg.Connection, run_ids: list[int], *, family: str = ALL,
@@ -172,13 +184,14 @@ def metrics_for_runs(conn: psycopg.Connection, run_ids: list[int], *, family: st
     out: dict[int, list[MetricRow]] = {rid: [] for rid in run_ids}
     if not run_ids:
         return out
-    rows = conn.execute(
-        "SELECT run_id, mode, alpha, family, metric, value, n_queries FROM eval_metrics "
-        "WHERE run_id = ANY(%s) AND family = %s AND metric = %s ORDER BY run_id, mode, alpha",
-        (run_ids, family, metric),
-    ).fetchall()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT run_id, {_METRIC_COLS} FROM eval_metrics "
+            "WHERE run_id = ANY(%s) AND family = %s AND metric = %s ORDER BY run_id, mode, alpha",
+            (run_ids, family, metric),
+        ).fetchall()
     for r in rows:
-        out[r[0]].append(MetricRow(*r[1:]))
+        out[r.pop("run_id")].append(MetricRow(**r))
     return out
 
 
@@ -196,9 +209,6 @@ def record_alert(conn: psycopg.Connection, *, source: str, message: str,
 
 
 def list_alerts(conn: psycopg.Connection, limit: int = 20) -> list[Alert]:
-    rows = conn.execute(
-        "SELECT id, created_at, run_id, source, message, details FROM eval_alerts "
-        "ORDER BY id DESC LIMIT %s",
-        (limit,),
-    ).fetchall()
-    return [Alert(*r) for r in rows]
+    return _rows(
+        conn, Alert, f"SELECT {_ALERT_COLS} FROM eval_alerts ORDER BY id DESC LIMIT %s", (limit,)
+    )

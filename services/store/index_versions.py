@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import numpy as np
 import psycopg
 from pgvector import SparseVector
 from psycopg import sql
+from psycopg.rows import dict_row
 
-from services.store.products import METADATA_COLUMNS
+from services.catalog.schema import METADATA_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,13 @@ class IndexVersion:
                 f"live_at={self.live_at}")
 
 
-_VERSION_COLS = ("id, status, dense_model, dense_dim, sparse_model, sparse_dim, row_count, "
-                 "created_at, built_at, live_at, params, report, dense_image_weight")
+# A version's copy of each product's metadata (filters read it without a join).
+_METADATA = [f.column for f in METADATA_FIELDS]
+_METADATA_DDL = sql.SQL(",\n").join(
+    sql.SQL("{} {}").format(sql.Identifier(f.column), sql.SQL(f.pg_type)) for f in METADATA_FIELDS
+)
+
+_VERSION_COLS = sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(IndexVersion))
 
 
 @contextmanager
@@ -79,26 +86,25 @@ def table_name(version_id: int) -> str:
     return f"index_v{int(version_id)}"
 
 
-def _version(row) -> IndexVersion:
-    return IndexVersion(*row)
+def _versions(conn: psycopg.Connection, where: str = "", params: tuple = ()) -> list[IndexVersion]:
+    query = sql.SQL("SELECT {cols} FROM index_versions {where} ORDER BY id").format(
+        cols=_VERSION_COLS, where=sql.SQL(where))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [IndexVersion(**row) for row in cur.execute(query, params)]
 
 
 def get_version(conn: psycopg.Connection, version_id: int) -> IndexVersion | None:
-    row = conn.execute(f"SELECT {_VERSION_COLS} FROM index_versions WHERE id = %s",
-                       (version_id,)).fetchone()
-    return _version(row) if row else None
+    found = _versions(conn, "WHERE id = %s", (version_id,))
+    return found[0] if found else None
 
 
 def live_version(conn: psycopg.Connection) -> IndexVersion | None:
-    row = conn.execute(
-        f"SELECT {_VERSION_COLS} FROM index_versions WHERE status = 'live'"
-    ).fetchone()
-    return _version(row) if row else None
+    found = _versions(conn, "WHERE status = 'live'")
+    return found[0] if found else None
 
 
 def list_versions(conn: psycopg.Connection) -> list[IndexVersion]:
-    rows = conn.execute(f"SELECT {_VERSION_COLS} FROM index_versions ORDER BY id").fetchall()
-    return [_version(r) for r in rows]
+    return _versions(conn)
 
 
 def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int,
@@ -123,21 +129,14 @@ def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int
             sql.SQL(
                 """
                 CREATE TABLE {t} (
-                    product_id      bigint PRIMARY KEY REFERENCES products (id) ON DELETE CASCADE,
-                    gender          text,
-                    master_category text,
-                    sub_category    text,
-                    article_type    text,
-                    base_colour     text,
-                    season          text,
-                    year            integer,
-                    usage           text,
-                    dense           vector({d}) NOT NULL,
-                    sparse          sparsevec({v}) NOT NULL
+                    product_id bigint PRIMARY KEY REFERENCES products (id) ON DELETE CASCADE,
+                    {metadata},
+                    dense      vector({d}) NOT NULL,
+                    sparse     sparsevec({v}) NOT NULL
                 )
                 """
-            ).format(t=sql.Identifier(table_name(vid)), d=sql.Literal(int(dense_dim)),
-                     v=sql.Literal(int(sparse_dim)))
+            ).format(t=sql.Identifier(table_name(vid)), metadata=_METADATA_DDL,
+                     d=sql.Literal(int(dense_dim)), v=sql.Literal(int(sparse_dim)))
         )
     return vid
 
@@ -177,7 +176,6 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
             copy.set_types(["int8", "vector", "sparsevec"])
             for pid, dvec, svec in zip(product_ids, dense, sparse):
                 copy.write_row([int(pid), dvec, svec])
-        meta = ", ".join(METADATA_COLUMNS)
         cur.execute(
             sql.SQL(
                 """
@@ -190,8 +188,8 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
                 """
             ).format(
                 t=table,
-                meta=sql.SQL(meta),
-                pmeta=sql.SQL(", ".join(f"p.{c}" for c in METADATA_COLUMNS)),
+                meta=sql.SQL(", ").join(sql.Identifier(c) for c in _METADATA),
+                pmeta=sql.SQL(", ").join(sql.Identifier("p", c) for c in _METADATA),
             )
         )
         inserted = cur.rowcount
@@ -209,8 +207,6 @@ def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
 
     HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
     indexes more (a 1M x 512-d graph needs several GB)."""
-    import time
-
     t = table_name(version_id)
     timings = {}
     conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
@@ -230,7 +226,7 @@ def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
     # few matching rows by bitmap scan and score them exactly, instead of walking the HNSW
     # graph past thousands of non-matching rows.
     start = time.perf_counter()
-    for col in METADATA_COLUMNS:
+    for col in _METADATA:
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
                 name=sql.Identifier(f"{t}_{col}"), t=sql.Identifier(t), col=sql.Identifier(col))
@@ -246,6 +242,33 @@ def row_count(conn: psycopg.Connection, version_id: int) -> int:
     return conn.execute(
         sql.SQL("SELECT count(*) FROM {t}").format(t=sql.Identifier(table_name(version_id)))
     ).fetchone()[0]
+
+
+def product_names(conn: psycopg.Connection, version_id: int) -> list[tuple[int, str]]:
+    """``(product id, display name)`` of every product in the version, by id."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT e.product_id, p.product_display_name FROM {t} e "
+            "JOIN products p ON p.id = e.product_id ORDER BY e.product_id"
+        ).format(t=sql.Identifier(table_name(version_id)))
+    ).fetchall()
+
+
+def product_metadata(conn: psycopg.Connection, version_id: int) -> list[dict]:
+    """Every product of the version: ``id``, its metadata in dataset field names, and
+    ``has_image``; by id."""
+    query = sql.SQL(
+        "SELECT e.product_id AS id, {meta}, p.image IS NOT NULL AS has_image "
+        "FROM {t} e JOIN products p ON p.id = e.product_id ORDER BY e.product_id"
+    ).format(
+        meta=sql.SQL(", ").join(
+            sql.SQL("e.{} AS {}").format(sql.Identifier(f.column), sql.Identifier(f.name))
+            for f in METADATA_FIELDS
+        ),
+        t=sql.Identifier(table_name(version_id)),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query).fetchall()
 
 
 def has_indexes(conn: psycopg.Connection, version_id: int) -> bool:
@@ -323,9 +346,15 @@ def rollback_live(conn: psycopg.Connection) -> IndexVersion:
     return live_version(conn)
 
 
-def retire_old(conn: psycopg.Connection, keep_previous: int = 1) -> list[int]:
+def retire_old(conn: psycopg.Connection, keep_previous: int = 1, *,
+               lock_timeout: str | None = None) -> list[int]:
     """Drop tables of versions older than the live one and the ``keep_previous`` newest
-    'previous' ones; failed versions are dropped too. Returns the retired ids."""
+    'previous' ones; failed versions are dropped too. Returns the retired ids.
+
+    ``lock_timeout`` (e.g. ``"20s"``) bounds the wait for readers of an old table
+    (``psycopg.errors.LockNotAvailable`` past it)."""
+    if lock_timeout is not None:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout)))
     with _tx(conn):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
         rows = conn.execute(

@@ -9,61 +9,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
-# dataset field -> (column, PostgreSQL type for binary COPY)
-PRODUCT_COLUMNS: dict[str, tuple[str, str]] = {
-    "id": ("id", "int8"),
-    "gender": ("gender", "text"),
-    "masterCategory": ("master_category", "text"),
-    "subCategory": ("sub_category", "text"),
-    "articleType": ("article_type", "text"),
-    "baseColour": ("base_colour", "text"),
-    "season": ("season", "text"),
-    "year": ("year", "int4"),
-    "usage": ("usage", "text"),
-    "productDisplayName": ("product_display_name", "text"),
-    "image": ("image", "bytea"),
-    "image_mime": ("image_mime", "text"),
-    "source": ("source", "text"),
-}
-METADATA_COLUMNS = [
-    "gender", "master_category", "sub_category", "article_type", "base_colour",
-    "season", "year", "usage",
-]
+from services.catalog.schema import BY_COLUMN, FIELDS, METADATA_FIELDS
 
-
-def sniff_mime(data: bytes | None) -> str | None:
-    if not data:
-        return None
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return "application/octet-stream"
+# The columns of ``products`` written by upsert, from the product schema.
+_UPSERT_COLUMNS = [f.column for f in FIELDS]
+_METADATA = [f.column for f in METADATA_FIELDS]
 
 
 def _row_values(row: dict, source: str) -> list:
-    image = row.get("image")
-    if isinstance(image, dict):  # Hugging Face parquet layout
-        image = image.get("bytes")
-    year = row.get("year")
-    return [
-        int(row["id"]), row.get("gender"), row.get("masterCategory"), row.get("subCategory"),
-        row.get("articleType"), row.get("baseColour"), row.get("season"),
-        int(year) if year is not None else None, row.get("usage"),
-        row["productDisplayName"], image, sniff_mime(image), row.get("source", source),
-    ]
+    record = {**row, "source": row.get("source") or source}
+    return [f.value(record) for f in FIELDS]
+
+
+def _ids(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
 def upsert_products(conn: psycopg.Connection, rows: Iterable[dict], *, source: str = "unknown",
                     commit: bool = True) -> int:
     """Binary-COPY rows into a staging table, then upsert by id in one statement."""
-    cols = [c for c, _ in PRODUCT_COLUMNS.values()]
-    types = [t for _, t in PRODUCT_COLUMNS.values()]
+    cols = _ids(_UPSERT_COLUMNS)
     with conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS products_staging "
@@ -72,19 +40,24 @@ def upsert_products(conn: psycopg.Connection, rows: Iterable[dict], *, source: s
         cur.execute("TRUNCATE products_staging")
         n = 0
         with cur.copy(
-            f"COPY products_staging ({', '.join(cols)}) FROM STDIN WITH (FORMAT BINARY)"
+            sql.SQL("COPY products_staging ({}) FROM STDIN WITH (FORMAT BINARY)").format(cols)
         ) as copy:
-            copy.set_types(types)
+            copy.set_types([f.copy_type for f in FIELDS])
             for row in rows:
                 copy.write_row(_row_values(row, source))
                 n += 1
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "id")
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in _UPSERT_COLUMNS if c != "id"
+        )
         cur.execute(
-            f"""
-            INSERT INTO products ({', '.join(cols)})
-            SELECT DISTINCT ON (id) {', '.join(cols)} FROM products_staging ORDER BY id
-            ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()
-            """
+            sql.SQL(
+                """
+                INSERT INTO products ({cols})
+                SELECT DISTINCT ON (id) {cols} FROM products_staging ORDER BY id
+                ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()
+                """
+            ).format(cols=cols, updates=updates)
         )
     if commit:
         conn.commit()
@@ -92,19 +65,15 @@ def upsert_products(conn: psycopg.Connection, rows: Iterable[dict], *, source: s
 
 
 def get_product(conn: psycopg.Connection, product_id: int) -> dict | None:
-    row = conn.execute(
-        """
-        SELECT id, product_display_name, gender, master_category, sub_category, article_type,
-               base_colour, season, year, usage, image IS NOT NULL AS has_image
-        FROM products WHERE id = %s
-        """,
-        (product_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    keys = ["id", "product_display_name", "gender", "master_category", "sub_category",
-            "article_type", "base_colour", "season", "year", "usage", "has_image"]
-    return dict(zip(keys, row))
+    """A product by id: ``id``, ``product_display_name``, its metadata columns, ``has_image``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            sql.SQL(
+                "SELECT id, product_display_name, {meta}, image IS NOT NULL AS has_image "
+                "FROM products WHERE id = %s"
+            ).format(meta=_ids(_METADATA)),
+            (product_id,),
+        ).fetchone()
 
 
 def get_image(conn: psycopg.Connection, product_id: int) -> tuple[bytes, str] | None:
@@ -116,25 +85,29 @@ def get_image(conn: psycopg.Connection, product_id: int) -> tuple[bytes, str] | 
     return (bytes(row[0]), row[1]) if row else None
 
 
+def names_and_images(conn: psycopg.Connection, ids: list[int]) -> dict[int, tuple[str, bytes]]:
+    """``id -> (display name, image bytes)`` of ``ids``."""
+    rows = conn.execute(
+        "SELECT id, product_display_name, image FROM products WHERE id = ANY(%s)", (ids,)
+    ).fetchall()
+    return {int(i): (name, bytes(image) if image is not None else None) for i, name, image in rows}
+
+
 def iter_products(conn: psycopg.Connection, ids: list[int] | None = None,
                   with_image: bool = False) -> Iterator[dict]:
-    """Stream products (dataset field names), optionally only ``ids``."""
-    img = ", image" if with_image else ""
-    sql = (
-        "SELECT id, gender, master_category, sub_category, article_type, base_colour, season, "
-        f"year, usage, product_display_name{img} FROM products"
-    )
+    """Stream products in dataset field names (the schema's dataset fields), optionally only
+    ``ids``."""
+    names = [f.column for f in FIELDS if f.in_dataset and (with_image or f.column != "image")]
+    query = sql.SQL("SELECT {cols} FROM products").format(cols=_ids(names))
     params: tuple = ()
     if ids is not None:
-        sql += " WHERE id = ANY(%s)"
+        query += sql.SQL(" WHERE id = ANY(%s)")
         params = (ids,)
-    sql += " ORDER BY id"
-    names = ["id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
-             "season", "year", "usage", "productDisplayName"] + (["image"] if with_image else [])
+    query += sql.SQL(" ORDER BY id")
     with conn.cursor(name="iter_products") if not conn.autocommit else conn.cursor() as cur:
-        cur.execute(sql, params)
+        cur.execute(query, params)
         for row in cur:
-            d = dict(zip(names, row))
+            d = {BY_COLUMN[c].name: v for c, v in zip(names, row)}
             if with_image and d["image"] is not None:
                 d["image"] = bytes(d["image"])
             yield d

@@ -25,17 +25,30 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector import SparseVector
 from psycopg import sql
+from psycopg.rows import dict_row
 
+from services.catalog.schema import (
+    BY_COLUMN,
+    FACET_FIELDS,
+    FILTER_FIELDS,
+    METADATA_FIELDS,
+    RANGE_FILTER_FIELDS,
+    VALUE_FILTER_FIELDS,
+    range_keys,
+)
 from services.store.index_versions import MAX_SPARSE_NNZ, IndexVersion, live_version
 
-MAX_K = 1000
+# Limits of a query, for every caller (the API's request types declare the same ones).
+MAX_K = 100
+MAX_CANDIDATES = 10_000
+MAX_FILTER_VALUES = 100
 DEFAULT_CANDIDATES = 150  # per index, in fast mode (recall@10 >= 0.99 measured at 44k rows)
 
 
@@ -47,35 +60,25 @@ class NoLiveIndex(LookupError):
     """No index version is live yet."""
 
 
-# Filter field (dataset spelling) -> column; Filters accepts either spelling.
-FILTER_FIELDS = {
-    "gender": "gender",
-    "masterCategory": "master_category",
-    "subCategory": "sub_category",
-    "articleType": "article_type",
-    "baseColour": "base_colour",
-    "season": "season",
-    "usage": "usage",
+# Request key -> schema field: a value filter answers to its dataset name and its column;
+# a range filter to <name>_min / <name>_max (and the camelCase <name>Min / <name>Max).
+_VALUE_KEYS = {k: f for f in VALUE_FILTER_FIELDS for k in (f.name, f.column)}
+_RANGE_KEYS = {
+    key: (f, end)
+    for f in RANGE_FILTER_FIELDS
+    for end, keys in zip(("min", "max"), zip(range_keys(f), (f"{f.name}Min", f"{f.name}Max")))
+    for key in keys
 }
-_YEAR_KEYS = {"year_min": "year_min", "yearMin": "year_min",
-              "year_max": "year_max", "yearMax": "year_max"}
-_FILTER_ALIASES = {**{k: v for k, v in FILTER_FIELDS.items()},
-                   **{v: v for v in FILTER_FIELDS.values()}}
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Metadata filters; each text field matches any of its values (OR), fields are ANDed."""
+    """Metadata filters of the product schema's filter fields; each value filter matches any
+    of its values (OR), fields are ANDed. ``values``: column -> values; ``ranges``: column ->
+    (min, max), either None."""
 
-    gender: tuple[str, ...] = ()
-    master_category: tuple[str, ...] = ()
-    sub_category: tuple[str, ...] = ()
-    article_type: tuple[str, ...] = ()
-    base_colour: tuple[str, ...] = ()
-    season: tuple[str, ...] = ()
-    usage: tuple[str, ...] = ()
-    year_min: int | None = None
-    year_max: int | None = None
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ranges: tuple[tuple[str, int | None, int | None], ...] = ()
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> Filters:
@@ -83,18 +86,21 @@ class Filters:
             return cls()
         if not isinstance(data, dict):
             raise SearchValidationError("filters must be an object of field -> value(s)")
-        values: dict[str, Any] = {}
+        values: dict[str, tuple[str, ...]] = {}
+        bounds: dict[str, dict[str, int]] = {}
         for key, value in data.items():
             if value is None or value == "" or value == []:
                 continue
-            if key in _YEAR_KEYS:
+            if key in _RANGE_KEYS:
+                f, end = _RANGE_KEYS[key]
                 if isinstance(value, bool) or not isinstance(value, int):
-                    raise SearchValidationError(f"filter {key} must be an integer year")
-                values[_YEAR_KEYS[key]] = value
+                    raise SearchValidationError(f"filter {key} must be an integer {f.name}")
+                bounds.setdefault(f.column, {})[end] = value
                 continue
-            column = _FILTER_ALIASES.get(key)
-            if column is None:
-                allowed = sorted(set(FILTER_FIELDS) | {"year_min", "year_max"})
+            f = _VALUE_KEYS.get(key)
+            if f is None:
+                allowed = [g.name for g in VALUE_FILTER_FIELDS]
+                allowed += [k for g in RANGE_FILTER_FIELDS for k in range_keys(g)]
                 raise SearchValidationError(f"unknown filter '{key}'; allowed: {', '.join(allowed)}")
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(
@@ -102,34 +108,39 @@ class Filters:
             ):
                 raise SearchValidationError(
                     f"filter {key} must be a non-empty string or a list of strings")
-            if len(items) > 100:
-                raise SearchValidationError(f"filter {key} has too many values (max 100)")
-            values[column] = tuple(v.strip() for v in items)
-        f = cls(**values)
-        if f.year_min is not None and f.year_max is not None and f.year_min > f.year_max:
-            raise SearchValidationError("year_min is greater than year_max")
-        return f
-
-    def is_empty(self) -> bool:
-        return not any(getattr(self, f.name) not in ((), None) for f in fields(self))
+            if len(items) > MAX_FILTER_VALUES:
+                raise SearchValidationError(
+                    f"filter {key} has too many values (max {MAX_FILTER_VALUES})")
+            values[f.column] = tuple(v.strip() for v in items)
+        ranges = []
+        for column, b in bounds.items():
+            low, high = b.get("min"), b.get("max")
+            if low is not None and high is not None and low > high:
+                name = BY_COLUMN[column].name
+                raise SearchValidationError(f"{name}_min is greater than {name}_max")
+            ranges.append((column, low, high))
+        order = [f.column for f in FILTER_FIELDS]
+        return cls(
+            values=tuple(sorted(values.items(), key=lambda kv: order.index(kv[0]))),
+            ranges=tuple(sorted(ranges, key=lambda r: order.index(r[0]))),
+        )
 
     def where(self, alias: str = "") -> tuple[sql.Composable, dict[str, Any]]:
         """A WHERE condition over the version table's filter columns, and its parameters."""
-        prefix = f"{alias}." if alias else ""
+        def col(column: str) -> sql.Composable:
+            return sql.Identifier(alias, column) if alias else sql.Identifier(column)
+
         parts: list[sql.Composable] = []
         params: dict[str, Any] = {}
-        for column in FILTER_FIELDS.values():
-            vals = getattr(self, column)
-            if vals:
-                parts.append(sql.SQL(prefix) + sql.SQL("{} = ANY(%(f_{})s)").format(
-                    sql.Identifier(column), sql.SQL(column)))
-                params[f"f_{column}"] = list(vals)
-        if self.year_min is not None:
-            parts.append(sql.SQL(prefix + "year >= %(f_year_min)s"))
-            params["f_year_min"] = self.year_min
-        if self.year_max is not None:
-            parts.append(sql.SQL(prefix + "year <= %(f_year_max)s"))
-            params["f_year_max"] = self.year_max
+        for column, vals in self.values:
+            parts.append(sql.SQL("{} = ANY({})").format(col(column), sql.Placeholder(f"f_{column}")))
+            params[f"f_{column}"] = list(vals)
+        for column, low, high in self.ranges:
+            for op, bound, end in ((">=", low, "min"), ("<=", high, "max")):
+                if bound is not None:
+                    parts.append(sql.SQL("{} {} {}").format(
+                        col(column), sql.SQL(op), sql.Placeholder(f"f_{column}_{end}")))
+                    params[f"f_{column}_{end}"] = bound
         if not parts:
             return sql.SQL("TRUE"), params
         return sql.SQL(" AND ").join(parts), params
@@ -148,19 +159,15 @@ class SearchQuery:
 
 @dataclass(frozen=True)
 class SearchHit:
+    """One ranked product: its scores, name and metadata (column -> value, the schema's
+    metadata fields)."""
+
     product_id: int
     score: float
     dense_score: float | None
     sparse_score: float | None
     product_display_name: str
-    gender: str | None
-    master_category: str | None
-    sub_category: str | None
-    article_type: str | None
-    base_colour: str | None
-    season: str | None
-    year: int | None
-    usage: str | None
+    metadata: dict[str, Any]
 
 
 # --- the statements ------------------------------------------------------------------
@@ -177,9 +184,7 @@ _SCORES = """
 
 # The k best rows get their product metadata by primary key, after the ranking.
 _WITH_PRODUCTS = """
-SELECT r.product_id, r.score, r.dense_score, r.sparse_score,
-       p.product_display_name, p.gender, p.master_category, p.sub_category, p.article_type,
-       p.base_colour, p.season, p.year, p.usage
+SELECT r.product_id, r.score, r.dense_score, r.sparse_score, p.product_display_name, {metadata}
 FROM ranked r JOIN products p ON p.id = r.product_id
 ORDER BY r.score DESC, r.product_id
 """
@@ -224,8 +229,8 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
         raise SearchValidationError(f"alpha must be a number in [0, 1], got {alpha!r}")
     if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
-    if query.candidates is not None and not 1 <= query.candidates <= 10_000:
-        raise SearchValidationError("candidates must be in 1..10000")
+    if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:
+        raise SearchValidationError(f"candidates must be in 1..{MAX_CANDIDATES}")
     dense = None
     if query.dense is not None:
         dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)
@@ -284,7 +289,8 @@ def fused_search(conn: psycopg.Connection, query: SearchQuery,
         use_sparse=query.sparse is not None and alpha < 1.0,
     )
     template = EXACT_SQL if query.exact else FAST_SQL
-    statement = sql.SQL(template).format(t=sql.Identifier(version.table), filters=where)
+    statement = sql.SQL(template).format(t=sql.Identifier(version.table), filters=where,
+                                         metadata=_HIT_METADATA)
     with conn.transaction():
         if not query.exact:
             # ef_search caps what one HNSW scan returns; iterative scans keep filtered
@@ -293,8 +299,26 @@ def fused_search(conn: psycopg.Connection, query: SearchQuery,
                 sql.Literal(max(40, min(n, 1000)))))
             if _has_iterative_scan(conn):
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = conn.execute(statement, params).fetchall()
-    return [SearchHit(*row) for row in rows]
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(statement, params).fetchall()
+    return [_hit(row) for row in rows]
+
+
+_HIT_METADATA = sql.SQL(", ").join(
+    sql.SQL("p.{c} AS {a}").format(c=sql.Identifier(f.column), a=sql.Identifier("m_" + f.column))
+    for f in METADATA_FIELDS
+)
+
+
+def _hit(row: dict) -> SearchHit:
+    return SearchHit(
+        product_id=row["product_id"],
+        score=row["score"],
+        dense_score=row["dense_score"],
+        sparse_score=row["sparse_score"],
+        product_display_name=row["product_display_name"],
+        metadata={f.column: row["m_" + f.column] for f in METADATA_FIELDS},
+    )
 
 
 def stored_vectors(conn: psycopg.Connection, product_id: int,
@@ -312,3 +336,30 @@ def stored_vectors(conn: psycopg.Connection, product_id: int,
         return None
     return np.asarray(row[0].to_numpy() if hasattr(row[0], "to_numpy") else row[0],
                       dtype=np.float32), row[1]
+
+
+def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
+                   product_ids: list[int] | None = None) -> dict[int, SparseVector]:
+    """The stored SPLADE vectors of ``product_ids`` (default: every product) in ``version``."""
+    query = sql.SQL("SELECT product_id, sparse FROM {t}").format(t=sql.Identifier(version.table))
+    if product_ids is None:
+        rows = conn.execute(query).fetchall()
+    elif not product_ids:
+        return {}
+    else:
+        rows = conn.execute(query + sql.SQL(" WHERE product_id = ANY(%s)"),
+                            (list(product_ids),)).fetchall()
+    return {int(pid): vec for pid, vec in rows}
+
+
+def facet_values(conn: psycopg.Connection, version: IndexVersion) -> dict[str, list]:
+    """Distinct values of each facet field (dataset spelling -> sorted values) in ``version``."""
+    columns = sql.SQL(", ").join(
+        sql.SQL("array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)").format(
+            c=sql.Identifier(f.column))
+        for f in FACET_FIELDS
+    )
+    row = conn.execute(
+        sql.SQL("SELECT {cols} FROM {t}").format(cols=columns, t=sql.Identifier(version.table))
+    ).fetchone()
+    return {f.name: list(values or []) for f, values in zip(FACET_FIELDS, row)}

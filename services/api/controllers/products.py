@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, QueryParameter
 
 from services.api import search_service
 from services.api.errors import ApiError
@@ -61,10 +61,8 @@ class ProductController(Controller):
         self,
         product_id: FromPath[int],
         runtime: NamedDependency[Runtime],
-        alpha: FromQuery[float | None] = None,
-        k: FromQuery[int] = DEFAULT_K,
+        alpha: Annotated[float | None, QueryParameter(ge=0.0, le=1.0)] = None,
+        k: Annotated[int, QueryParameter(ge=1, le=MAX_K)] = DEFAULT_K,
     ) -> SimilarResponse:
         _check_id(product_id)
-        if not 1 <= k <= MAX_K:
-            raise ApiError(422, f"k must be in 1..{MAX_K}, got {k}")
         return search_service.similar(runtime, product_id, alpha, k)

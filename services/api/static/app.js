@@ -56,13 +56,24 @@
       const r = await fetch("/v1/facets");
       if (!r.ok) return;
       const f = await r.json();
-      document.querySelectorAll("select[data-facet]").forEach((sel) => {
-        for (const v of f.values[sel.dataset.facet] || []) {
+      const before = $("#mode-label");
+      for (const [name, label] of Object.entries(f.labels)) {
+        const wrap = document.createElement("label");
+        wrap.append(`${label} `);
+        const sel = document.createElement("select");
+        sel.name = name; sel.dataset.facet = name;
+        const any = document.createElement("option");
+        any.value = ""; any.textContent = "Any";
+        sel.appendChild(any);
+        for (const v of f.values[name] || []) {
           const o = document.createElement("option");
           o.value = v; o.textContent = v;
           sel.appendChild(o);
         }
-      });
+        sel.addEventListener("change", rerun);
+        wrap.appendChild(sel);
+        before.parentNode.insertBefore(wrap, before);
+      }
     } catch (_) { /* filters stay "Any" */ }
   }
 
@@ -204,7 +215,7 @@
       img.src = r.image_url; img.alt = r.name;
       node.querySelector(".name").textContent = r.name;
       const m = r.metadata;
-      node.querySelector(".meta").textContent = [m.gender, m.articleType, m.baseColour, m.season].filter(Boolean).join(" · ");
+      node.querySelector(".meta").textContent = [m.brand, m.gender, m.articleType, m.baseColour, m.season].filter(Boolean).join(" · ");
       node.querySelector(".score-value").textContent = r.score.toFixed(3);
       const d = Math.max(0, (r.dense_score || 0) * a), s = Math.max(0, (r.sparse_score || 0) * (1 - a));
       node.querySelector(".fill.dense").style.width = `${Math.min(100, d * 100)}%`;

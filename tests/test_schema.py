@@ -1,0 +1,128 @@
+"""The product schema table (services.catalog.schema) and what derives from it, shown by `brand`."""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+import psycopg
+import pytest
+from conftest import _drop_database, _fresh_database
+
+from services.api.schemas import ProductMetadata
+from services.catalog import offline
+from services.catalog.schema import (
+    CATALOG_ARROW_SCHEMA,
+    DATASET_COLUMNS,
+    FACET_FIELDS,
+    FIELDS,
+    FILTER_FIELDS,
+    METADATA_FIELDS,
+    brand_from_name,
+    filters_doc,
+)
+from services.store import migrate, products
+from services.store.search import Filters
+
+REAL_DATASET_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType",
+                        "baseColour", "season", "year", "usage", "productDisplayName", "image")
+
+
+@pytest.mark.parametrize(
+    "name, brand",
+    [
+        ("Turtle Check Men Navy Blue Shirt", "Turtle Check"),
+        ("Peter England Men Party Blue Jeans", "Peter England"),
+        ("Titan Women Silver Watch", "Titan"),
+        ("Gini and Jony Girls Pink Top", "Gini and Jony"),
+        ("Inkfruit Mens Chain Reaction T-shirt", "Inkfruit"),
+        ("United Colors of Benetton Kids Boys Blue Tshirt", "United Colors of Benetton Kids"),
+        ("Puma Unisex Black Cap", "Puma"),
+        ("Men Black Watch", None),  # nothing before the gender word
+        ("Black leather belt", None),  # no gender word
+        ("", None),
+        (None, None),
+    ],
+)
+def test_brand_is_read_from_the_display_name(name, brand):
+    assert brand_from_name(name) == brand
+
+
+def test_offline_catalogue_names_give_back_their_brand():
+    known = {b for brands in offline._BRANDS.values() for b in brands} | set(offline._KIDS_BRANDS)
+    rows = [offline.synthetic_metadata(i, i % 10, seed=3) for i in range(400)]
+    found = [brand_from_name(r["productDisplayName"]) for r in rows]
+    assert all(b in known for b in found), {b for b in found if b not in known}
+    assert len(set(found)) > 10
+
+
+def test_every_derived_schema_follows_the_table():
+    assert DATASET_COLUMNS == REAL_DATASET_COLUMNS  # the real dataset's columns, in its order
+    assert CATALOG_ARROW_SCHEMA.names == list(REAL_DATASET_COLUMNS)
+    assert "brand" not in CATALOG_ARROW_SCHEMA.names  # derived, never in the dataset files
+    assert [f.name for f in METADATA_FIELDS] == [
+        "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season",
+        "year", "usage", "brand"]
+    assert {f.name for f in FACET_FIELDS} <= {f.name for f in FILTER_FIELDS}
+    # the API's metadata: attributes by column, JSON by dataset name
+    meta = ProductMetadata(**{f.column: None for f in METADATA_FIELDS})
+    assert list(msgspec.to_builtins(meta)) == [f.name for f in METADATA_FIELDS]
+    doc = filters_doc()
+    assert all(f.name in doc for f in FILTER_FIELDS if f.filter == "any")
+    assert "year_min" in doc and "year_max" in doc
+    # filters accept either spelling of every value filter
+    f = Filters.from_mapping({"brand": "Nike", "base_colour": ["Red"], "yearMax": 2015})
+    assert dict(f.values) == {"base_colour": ("Red",), "brand": ("Nike",)}
+    assert f.ranges == (("year", None, 2015),)
+    assert len({f.column for f in FIELDS}) == len(FIELDS) == len({f.name for f in FIELDS})
+
+
+def test_migration_0004_fills_brand_for_existing_products_and_versions(settings):
+    """A database at 0003 with products and a built version table gains a filled, indexed
+    `brand` column in both (the live version keeps serving without a re-index)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("needs the embedded server to create a scratch database")
+    admin = settings.database_url_for("postgres")
+    dbname = f"fashion_mig_{os.getpid()}"
+    url = settings.database_url_for(dbname)
+    _fresh_database(admin, dbname)
+    try:
+        migrate.upgrade("0003", url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO products (id, product_display_name) VALUES "
+                "(1, 'Peter England Men Blue Shirt'), (2, 'Black belt')")
+            conn.execute("CREATE TABLE index_v7 (product_id bigint PRIMARY KEY, gender text)")
+            conn.execute("INSERT INTO index_v7 VALUES (1, 'Men'), (2, NULL)")
+        migrate.upgrade("head", url)
+        with psycopg.connect(url) as conn:
+            got = conn.execute("SELECT id, brand FROM products ORDER BY id").fetchall()
+            assert got == [(1, "Peter England"), (2, None)]
+            got = conn.execute("SELECT product_id, brand FROM index_v7 ORDER BY 1").fetchall()
+            assert got == [(1, "Peter England"), (2, None)]
+            assert conn.execute(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = 'index_v7' "
+                "AND indexname = 'index_v7_brand'").fetchone()[0] == 1
+        migrate.downgrade("0003", url)
+        with psycopg.connect(url) as conn:
+            cols = {r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name IN ('products', 'index_v7')")}
+            assert "brand" not in cols
+    finally:
+        _drop_database(admin, dbname)
+
+
+def test_upsert_derives_brand_and_maps_rows_by_name(empty_db):
+    rows = [{"id": 5, "productDisplayName": "Nike Women Running Shoes", "gender": "Women",
+             "year": 2016, "image": None},
+            {"id": 6, "productDisplayName": "Plain scarf", "usage": "Casual"}]
+    assert products.upsert_products(empty_db, rows, source="test") == 2
+    five = products.get_product(empty_db, 5)
+    assert five["brand"] == "Nike" and five["gender"] == "Women" and five["year"] == 2016
+    assert five["has_image"] is False and five["usage"] is None
+    six = products.get_product(empty_db, 6)
+    assert six["brand"] is None and six["usage"] == "Casual"
+    streamed = {r["id"]: r for r in products.iter_products(empty_db)}
+    assert streamed[5]["productDisplayName"] == "Nike Women Running Shoes"
+    assert streamed[6]["usage"] == "Casual" and "brand" not in streamed[6]
