@@ -1,7 +1,7 @@
 """The fashion_reindex DAG run for real with Airflow 3's ``dag.test()``.
 
 Airflow reads its configuration at import time, so each run happens in a fresh interpreter
-(``services.pipeline.airflow_env.dag_test``) with ``AIRFLOW_HOME`` in a temp folder, every
+(``tests/dag_runner.py``) with ``AIRFLOW_HOME`` in a temp folder, every
 ``AIRFLOW__*`` variable set, and the metadata DB ``airflow_test`` on the test server
 (``airflow db migrate`` first). Tasks run the real stages and encoders against this test
 session's database; afterwards we search the swapped-in version and look for the Asset event.
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from dag_runner import dag_test
+
+from services.config import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +40,6 @@ def _asset_events(settings, run_id: str) -> list:
 def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
-    from services.pipeline.airflow_env import dag_test
     from services.store.index_versions import live_version
     from services.store.search import SearchQuery, fused_search
 
@@ -72,7 +74,6 @@ def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
 def broken_clip(tmp_path, monkeypatch):
     """A registered CLIP model whose checkpoint is missing: it passes the registry lookup
     (so the run creates its version) and then every encode_images try fails."""
-    from services.config import get_settings
     from services.encoders.registry import ModelSpec, register_model
 
     real = get_settings().model_cache
@@ -82,6 +83,7 @@ def broken_clip(tmp_path, monkeypatch):
         if entry.name != "registry.d":
             (cache / entry.name).symlink_to(entry)
     monkeypatch.setenv("FASHION_MODEL_CACHE", str(cache))
+    get_settings.cache_clear()  # settings are read once per process
     register_model(ModelSpec(name="broken-clip-test", kind="clip", source="fashion-clip-tiny",
                              dim=256, licence="test", note="test: checkpoint missing",
                              pretrained=str(tmp_path / "missing.pt"), offline=True), cache)
@@ -90,8 +92,6 @@ def broken_clip(tmp_path, monkeypatch):
 
 def test_failed_encoding_keeps_live_version_then_rerun_finishes(settings, conn, airflow_home,
                                                                 broken_clip):
-    from services.config import get_settings
-    from services.pipeline.airflow_env import dag_test
     from services.store.index_versions import get_version, list_versions, live_version
 
     before = live_version(conn)

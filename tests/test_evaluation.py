@@ -13,6 +13,7 @@ import pytest
 
 from evaluation import metrics as M
 from evaluation.queries import DEFAULT_SIZES, FAMILIES, PINNED_PARAPHRASES, generate_queries
+from services.config import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,8 +157,8 @@ def test_migration_0002_down_and_up(settings, conn):
 
 def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8,
               split: str = "test"):
-    from evaluation import storage
-    from evaluation.storage import MetricRow
+    from services.store import evaluations as storage
+    from services.store.evaluations import MetricRow
 
     run_id = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
                                query_set_version="qs1-test",
@@ -174,8 +175,9 @@ def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, 
 
 
 def test_regression_check_and_alert(settings, conn, monkeypatch):
-    from evaluation import nightly, storage
+    from evaluation import nightly
     from evaluation.summary import MapRegression, check_regression, headline
+    from services.store import evaluations as storage
 
     first = _fake_run(conn, {0.0: 0.6, 0.5: 0.80, 1.0: 0.5})
     same = _fake_run(conn, {0.0: 0.6, 0.5: 0.79, 1.0: 0.5})  # drop 0.01 <= 0.02
@@ -192,6 +194,7 @@ def test_regression_check_and_alert(settings, conn, monkeypatch):
     assert h.hybrid_alpha == 0.5 and h.hybrid == pytest.approx(0.70)
 
     monkeypatch.setenv("FASHION_EVAL_MAP_MARGIN", "0.05")
+    get_settings.cache_clear()  # settings are read once per process
     assert nightly.resolve_margin(None) == 0.05
     assert nightly.resolve_margin(0.01) == 0.01
     with pytest.raises(MapRegression) as info:
@@ -296,10 +299,10 @@ def test_end_to_end_run_is_stored_and_rendered(settings, conn, tiny_index, tmp_p
     from litestar import Litestar
     from litestar.testing import TestClient
 
-    from evaluation import storage
     from evaluation.dashboard import DashboardController
     from evaluation.report import text_report
     from evaluation.run import evaluate
+    from services.store import evaluations as storage
 
     assert tiny_index is not None
     outcome = evaluate(conn, alphas=[0.0, 0.5, 1.0], sizes=SMALL, fast_recall_queries=5)
@@ -359,8 +362,8 @@ def test_cli_registers_eval():
 
 @pytest.mark.slow
 def test_cli_eval_prints_table_and_stores_run(settings, conn, tiny_index, capsys):
-    from evaluation import storage
     from services.cli import main
+    from services.store import evaluations as storage
 
     before = storage.latest_run(conn)
     conn.commit()
@@ -394,10 +397,11 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn,
                                                                    tmp_path):
     """A previous run with hybrid MAP 1.0 makes tonight's run a regression: the DAG run
     fails at check_regression and the failure callback writes an eval_alerts row."""
-    from evaluation import storage
+    from dag_runner import dag_test
+
     from evaluation.queries import FAMILIES
-    from evaluation.storage import MetricRow
-    from services.pipeline.airflow_env import dag_test
+    from services.store import evaluations as storage
+    from services.store.evaluations import MetricRow
 
     perfect = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
                                 query_set_version="qs1-synthetic",

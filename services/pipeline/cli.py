@@ -6,9 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from services.config import get_settings
+from services.ops import airflow
+from services.pipeline.reindex import format_timings, run_reindex
+from services.store.db import connect
+from services.store.index_versions import live_version
+
 
 def _index(args: argparse.Namespace) -> int:
-    from services.pipeline.reindex import format_timings, run_reindex
 
     report = run_reindex(source=args.source, size=args.size, limit=args.limit,
                          shard_size=args.shard_size, dense_model=args.dense_model,
@@ -38,9 +43,8 @@ def _conf(args: argparse.Namespace) -> dict:
 
 
 def _airflow_start(args: argparse.Namespace) -> int:
-    from services.pipeline import airflow_env
 
-    info = airflow_env.start()
+    info = airflow.start()
     print(f"Airflow is up: {info['url']}  (login: {info['user']} / {info['password']})")
     print(f"AIRFLOW_HOME {info['home']}; component logs in {info['logs']}")
     print("trigger the reindex DAG: fashion-search airflow trigger-reindex --wait")
@@ -48,43 +52,38 @@ def _airflow_start(args: argparse.Namespace) -> int:
 
 
 def _airflow_stop(args: argparse.Namespace) -> int:
-    from services.pipeline import airflow_env
 
-    stopped = airflow_env.stop()
+    stopped = airflow.stop()
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     return 0
 
 
 def _airflow_status(args: argparse.Namespace) -> int:
-    from services.pipeline import airflow_env
 
-    comps = airflow_env.status()
+    comps = airflow.status()
     for c in comps:
-        print(f"{c.name:<14} {'running' if c.running else 'stopped':<8} pid={c.pid} log={c.log}")
+        print(f"{c.name:<14} {c.state:<8} pid={c.pid} log={c.log}")
     up = all(c.running for c in comps)
     if up:
-        print(f"UI: {airflow_env.base_url()}  (login: {airflow_env.ADMIN_USER} / "
-              f"{airflow_env.ADMIN_PASSWORD})")
+        print(f"UI: {airflow.base_url()}  (login: {airflow.admin_user()} / "
+              f"{get_settings().airflow_password})")
     return 0 if up else 1
 
 
 def _airflow_trigger(args: argparse.Namespace) -> int:
-    from services.pipeline import airflow_env
 
-    client = airflow_env.AirflowClient()
-    run = client.trigger(airflow_env.DAG_ID, _conf(args))
+    client = airflow.AirflowClient()
+    run = client.trigger(airflow.DAG_ID, _conf(args))
     run_id = run["dag_run_id"]
-    url = f"{airflow_env.base_url()}/dags/{airflow_env.DAG_ID}/runs/{run_id}"
-    print(f"triggered {airflow_env.DAG_ID} run {run_id}\n  {url}  "
-          f"(login: {airflow_env.ADMIN_USER} / {airflow_env.ADMIN_PASSWORD})")
+    url = f"{airflow.base_url()}/dags/{airflow.DAG_ID}/runs/{run_id}"
+    print(f"triggered {airflow.DAG_ID} run {run_id}\n  {url}  "
+          f"(login: {airflow.admin_user()} / {get_settings().airflow_password})")
     if not args.wait:
         return 0
-    final = client.wait(airflow_env.DAG_ID, run_id, timeout=args.timeout, echo=print)
+    final = client.wait(airflow.DAG_ID, run_id, timeout=args.timeout, echo=print)
     print(f"run {run_id}: {final['state']} "
           f"(start {final.get('start_date')}, end {final.get('end_date')})")
     if final["state"] == "success":
-        from services.store.db import connect
-        from services.store.index_versions import live_version
 
         with connect() as conn:
             live = live_version(conn)
@@ -124,9 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     af = sub.add_parser("airflow", help="a local Airflow 3 (127.0.0.1) running the reindex DAG")
     afsub = af.add_subparsers(dest="airflow_command", metavar="ACTION", required=True)
     afsub.add_parser("start", help="set up (metadata DB, gpu pool) and start api-server, "
-                     "scheduler, dag-processor in the background").set_defaults(
+                     "scheduler, dag-processor under supervisord").set_defaults(
         func=_airflow_start)
-    afsub.add_parser("stop", help="stop the components started by `start`").set_defaults(
+    afsub.add_parser("stop", help="stop every component and supervisord").set_defaults(
         func=_airflow_stop)
     afsub.add_parser("status", help="components, pids, logs, UI address").set_defaults(
         func=_airflow_status)

