@@ -9,6 +9,7 @@ run:
 
 test:
 	WITH_BROWSER=1 bash scripts/setup.sh
+	$(MAKE) lint
 	.venv/bin/python -m pytest -q
 
 stop:
@@ -25,5 +26,7 @@ bench-encoders: setup
 bench-api: setup
 	.venv/bin/python benchmarks/bench_api.py
 
+# ruff comes with the test extras (scripts/setup.sh installs them); `make test` runs this first.
 lint:
-	.venv/bin/ruff check services evaluation dags tests benchmarks
+	.venv/bin/ruff check services evaluation dags tests benchmarks db
+	.venv/bin/ruff format --check services evaluation dags tests benchmarks db

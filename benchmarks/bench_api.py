@@ -36,7 +36,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx
+from PIL import Image, ImageDraw
+
 from services.config import get_settings
+from services.store import embedded, migrate, products
+from services.store import index_versions as iv
+from services.store.db import connect
 
 BENCH_DB = "fashion_bench_api"
 BRANDS = [
@@ -115,8 +121,9 @@ USAGES = ["Casual", "Formal", "Sports", "Ethnic", "Party"]
 
 
 def bench_settings():
-    """Settings pointing at the bench database."""
+    """Settings pointing at the bench database (also for the API process it starts)."""
     os.environ["DATABASE_URL"] = get_settings().database_url_for(BENCH_DB)
+    get_settings.cache_clear()  # settings are read once per process; this one changed its own
     return get_settings()
 
 
@@ -152,11 +159,8 @@ def synthetic_rows(n: int, distinct_names: int, seed: int = 3) -> list[dict]:
 
 
 def load(n: int, reload: bool, distinct_names: int) -> None:
-    from services.encoders.clip import load_clip
-    from services.encoders.splade import load_splade
-    from services.store import embedded, migrate, products
-    from services.store import index_versions as iv
-    from services.store.db import connect
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     base = get_settings()
     if base.embedded:
@@ -223,7 +227,6 @@ def load(n: int, reload: bool, distinct_names: int) -> None:
 
 
 def start_server(port: int, torch_threads: int, log_path: Path) -> subprocess.Popen:
-    import httpx
 
     env = dict(os.environ)  # DATABASE_URL / FASHION_DENSE_MODEL set by bench_settings()
     log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
@@ -258,7 +261,6 @@ def start_server(port: int, torch_threads: int, log_path: Path) -> subprocess.Po
 
 
 def jpeg(seed: int) -> bytes:
-    from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
     img = Image.new("RGB", (60, 80), (245, 245, 245))
@@ -301,7 +303,6 @@ def make_requests(kind: str, cache: str, count: int, seed: int):
 
 
 async def run_load(url: str, requests: list[dict], concurrency: int) -> dict:
-    import httpx
 
     latencies: list[float] = []
     errors = 0

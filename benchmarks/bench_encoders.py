@@ -127,9 +127,9 @@ def print_latency_table(results: dict[str, dict], n: int) -> None:
 
 def gpu_synthetic_encoder(device: str):
     """ViT-B-32 with random weights (pretrained=None): real GPU cost without a download."""
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    from services.encoders.clip import ClipEncoder
+    from services.encoders.clip import ClipEncoder  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None, device=device)
     return ClipEncoder("ViT-B-32 (random)", model, preprocess, open_clip.get_tokenizer("ViT-B-32"), device, 512)
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from services.encoders.clip import load_clip, pick_device
-    from services.encoders.splade import load_splade
+    from services.encoders.clip import load_clip, pick_device  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     device = pick_device(args.device)
     jpegs, texts = synthetic_jpegs(args.images), product_texts(args.texts)

@@ -30,10 +30,11 @@ from pgvector import SparseVector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from evaluation.queries import TEXT_FAMILIES, generate_queries
 from services.config import get_settings
 from services.store import embedded, migrate, products, search
 from services.store import index_versions as iv
-from services.store.db import connect
+from services.store.db import connect, server_versions
 
 DIM, VOCAB = 512, 30522
 COLOURS = ["Black", "White", "Blue", "Navy Blue", "Grey", "Red", "Green", "Brown", "Pink",
@@ -71,17 +72,16 @@ def synth(n: int, seed: int = 7, centres: int = 300):
         yield start, end, dense, sparse, cl, colour[start:end], gender[start:end]
 
 
-def queries(conn, table: str, count: int, noise: float, seed: int = 11):
+def queries(conn, version: iv.IndexVersion, count: int, noise: float, seed: int = 11):
     """``count`` queries, each made from a random row: its dense vector plus Gaussian noise
     of norm ``noise`` (1.0: cosine ~0.7 to its source row), re-normalised; 5-25 of its terms."""
     rng = np.random.default_rng(seed)
-    n_rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    n_rows = iv.row_count(conn, version.id)
     ids = sorted(int(i) for i in rng.choice(n_rows, size=min(count, n_rows), replace=False))
     out = []
     for pid in ids:
-        d, s = conn.execute(f"SELECT dense, sparse FROM {table} WHERE product_id = %s",
-                            (pid,)).fetchone()
-        d = d.to_numpy() + noise * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM)
+        d, s = search.stored_vectors(conn, pid, version)
+        d = d + noise * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM)
         d /= np.linalg.norm(d)
         idx, val = np.array(s.indices()), np.array(s.values(), dtype=np.float32)
         keep = rng.choice(len(idx), size=min(len(idx), int(rng.integers(5, 25))), replace=False)
@@ -104,23 +104,17 @@ def run(args) -> None:
     url = s.database_url_for("fashion_bench")
     migrate.upgrade("head", url=url)
     conn = connect(url)
-    pg = conn.execute("SHOW server_version").fetchone()[0]
-    vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+    pg, vec = server_versions(conn)
     print(f"# bench_search: {args.rows:,} synthetic rows, {DIM}-d dense, {VOCAB}-d sparse "
           f"(20-200 nnz), PostgreSQL {pg}, pgvector {vec}")
 
     vid = None
     if args.reuse:
-        row = conn.execute("SELECT id FROM index_versions WHERE status='live' AND row_count = %s",
-                           (args.rows,)).fetchone()
-        vid = row[0] if row else None
+        live = iv.live_version(conn)
+        vid = live.id if live is not None and live.row_count == args.rows else None
     load_rows = []
     if vid is None:
-        for v in iv.list_versions(conn):
-            conn.execute(f"DROP TABLE IF EXISTS {iv.table_name(v.id)}")
-        conn.execute("DELETE FROM index_versions")
-        conn.execute("TRUNCATE products CASCADE")
-        conn.commit()
+        iv.drop_all_versions_and_products(conn, truncate=True)  # fashion_bench only
         vid = iv.create_version(conn, dense_model="synthetic", dense_dim=DIM,
                                 sparse_model="synthetic", sparse_dim=VOCAB)
         gen_s = copy_p = copy_e = 0.0
@@ -154,10 +148,9 @@ def run(args) -> None:
     else:
         iv.build_indexes(conn, vid, maintenance_work_mem=args.maintenance_work_mem)  # idempotent
     version = iv.get_version(conn, vid)
-    table = version.table
-    qs = queries(conn, table, args.queries, args.query_noise)
+    qs = queries(conn, version, args.queries, args.query_noise)
     colour_filter = search.Filters.from_mapping({"baseColour": "Red", "gender": "Women"})
-    sel = conn.execute(f"SELECT avg((base_colour='Red' AND gender='Women')::int) FROM {table}").fetchone()[0]
+    sel = search.count_matching(conn, version, colour_filter) / iv.row_count(conn, version.id)
 
     if load_rows:
         print("\n| load step | throughput | time |\n|---|---|---|")
@@ -185,32 +178,22 @@ def run(args) -> None:
                   f"{pct(lat, 95):.1f} | {pct(lat, 99):.1f} | {np.mean(rec):.3f} |")
     if args.explain:
         qd, qsv = qs[0]
-        where, params = search.Filters().where("e")
-        from psycopg import sql
-        stmt = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) " + search.FAST_SQL).format(
-            t=sql.Identifier(table), filters=where)
-        params.update(alpha=args.alpha, qd=qd, qs=qsv, k=10, n=args.candidates[-1],
-                      use_dense=True, use_sparse=True)
-        with conn.transaction():
-            conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, args.candidates[-1])}")
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            for (line,) in conn.execute(stmt, params).fetchall():
-                print("    " + line)
+        query = search.SearchQuery(qd, qsv, args.alpha, 10, candidates=args.candidates[-1])
+        for line in search.explain_search(conn, query, version):
+            print("    " + line)
     conn.close()
 
 
 def run_live(args) -> None:
     """Fast vs exact on the LIVE index with real query encodings (the evaluation's text queries)."""
-    from evaluation.queries import TEXT_FAMILIES, generate_queries
-    from services.encoders.clip import load_clip
-    from services.encoders.splade import load_splade
-    from services.store.index_versions import product_metadata
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     conn = connect()
     version = iv.live_version(conn)
     if version is None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
-    products = product_metadata(conn, version.id)
+    products = iv.product_metadata(conn, version.id)
     qs = generate_queries(products, seed=0, families=TEXT_FAMILIES).queries[:args.queries]
     dense = load_clip(version.dense_model).encode_texts([q.text for q in qs])
     sparse = load_splade(version.sparse_model).encode([q.text for q in qs])

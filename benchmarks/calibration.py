@@ -30,7 +30,8 @@ from services.catalog.text import document_text
 from services.encoders.clip import load_clip
 from services.encoders.splade import load_splade
 from services.store.db import connect
-from services.store.index_versions import live_version, product_metadata
+from services.store.index_versions import live_version, product_metadata, product_names
+from services.store.search import dense_vectors
 
 
 def splade_matrix(encoder, texts: list[str], normalise: bool, columns: dict[int, int],
@@ -68,13 +69,11 @@ def main() -> None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
     products = product_metadata(conn, version.id)
     ids = [int(p["id"]) for p in products]
-    names = {r[0]: r[1] for r in conn.execute(
-        "SELECT id, product_display_name FROM products WHERE id = ANY(%s)", (ids,)).fetchall()}
+    names = dict(product_names(conn, version.id))
     # The text the index encodes for a product (name + attributes the name does not say).
     docs = {int(p["id"]): document_text({**p, "productDisplayName": names[int(p["id"])]})
             for p in products}
-    dense = {r[0]: r[1].to_numpy() for r in conn.execute(
-        f'SELECT product_id, dense FROM "{version.table}"').fetchall()}
+    dense = dense_vectors(conn, version)
     D = np.stack([dense[i] for i in ids]).astype(np.float32)
     qs = generate_queries(products, seed=args.seed, families=TEXT_FAMILIES).queries
     relevant = []

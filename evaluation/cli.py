@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 
 from evaluation.queries import FAMILIES, SPLITS
+from evaluation.report import text_report
+from evaluation.summary import check_regression, margin_from_env
+from services.store import evaluations as storage
+from services.store.db import connect
 
 
 def _alphas(text: str) -> list[float]:
@@ -74,10 +78,7 @@ def register(subparsers) -> None:
 
 
 def _eval(args) -> int:
-    from evaluation.report import text_report
-    from evaluation.run import evaluate
-    from evaluation.summary import check_regression, margin_from_env
-    from services.store.db import connect
+    from evaluation.run import evaluate  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     margin = args.margin if args.margin is not None else margin_from_env()
     conn = connect()
@@ -99,7 +100,7 @@ def _eval(args) -> int:
 
 
 def _sweep(args) -> int:
-    from evaluation.sweep import format_sweep, run_sweep
+    from evaluation.sweep import format_sweep, run_sweep  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     result = run_sweep(dense_model=args.dense_model, seed=args.seed, split=args.split,
                        product_text=args.product_text,
@@ -110,9 +111,6 @@ def _sweep(args) -> int:
 
 
 def _report(args) -> int:
-    from evaluation.report import text_report
-    from services.store import evaluations as storage
-    from services.store.db import connect
 
     with connect() as conn:
         run_id = args.run

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from services.catalog import vocabulary as v
 from services.config import get_settings
 
 DEFAULT_DIR = "/usr/share/wordnet"
@@ -392,7 +393,6 @@ def _ancestors(wn: WordNet, synset: Synset) -> set[int]:
 
 def _catalogue_names() -> tuple[set[str], set[str]]:
     """(article type names and display forms, every other closed-field value)."""
-    from services.catalog import vocabulary as v
 
     types = set(v.ARTICLE_TYPES) | {a.display for a in v.ARTICLE_TYPES.values()}
     others = set(v.COLOURS) | set(v.GENDERS) | set(v.SEASONS) | set(v.USAGES)
@@ -477,7 +477,6 @@ def _derive(wn: WordNet, senses: Mapping[str, Sense], depth: int,
 def _colour_names(wn: WordNet) -> dict[str, set[str]]:
     """Catalogue colour -> the phrases that name it: its catalogue name and the words of its
     own WordNet sense (Grey: "grey", "gray"; Navy Blue: "navy blue", "navy", "dark blue")."""
-    from services.catalog import vocabulary as v
 
     names = {c: {c.lower()} for c in v.COLOURS}
     for colour, sense in COLOUR_SENSES.items():
@@ -599,7 +598,6 @@ def hypernym_groups(present_types: Iterable[str],
     types only the most specific (clothing, not consumer goods); none in
     :data:`EXCLUDED_SYNSETS`; no catalogue value or word of another family.
     """
-    from services.catalog import vocabulary as v
 
     p = _resolved_path(path)
     wn = _open(p)

@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evaluation.summary import DEFAULT_MARGIN, MapRegression, check_regression, margin_from_env
+from services.config import get_settings
+from services.store import evaluations as storage
+from services.store.db import connection
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def resolve_margin(param: Any = None) -> float:
 
 
 def evaluate_live(alphas: list[float] | None = None, notes: str | None = None) -> int:
-    from evaluation.run import run_evaluation
+    from evaluation.run import run_evaluation  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     run_id = run_evaluation(None, alphas=alphas, notes=notes)
     log.info("evaluation run %s stored", run_id)
@@ -39,7 +42,6 @@ def evaluate_live(alphas: list[float] | None = None, notes: str | None = None) -
 
 
 def check_run(run_id: int, margin: Any = None) -> dict:
-    from services.store.db import connection
 
     m = resolve_margin(margin)
     with connection() as conn:
@@ -78,9 +80,6 @@ def record_alert(message: str, *, run_id: int | None = None, details: dict | Non
                  source: str = "evaluation") -> None:
     """Write an alert to ``eval_alerts``; fall back to a JSON-lines file if that fails."""
     try:
-        from services.store import evaluations as storage
-        from services.store.db import connection
-
         with connection() as conn:
             storage.record_alert(conn, source=source, message=message, run_id=run_id,
                                  details=details)
@@ -88,8 +87,6 @@ def record_alert(message: str, *, run_id: int | None = None, details: dict | Non
     except Exception as db_exc:  # noqa: BLE001 - the alert must land somewhere
         log.error("could not store the alert in the database (%s); writing a file", db_exc)
     try:
-        from services.config import get_settings
-
         path = get_settings().reports_dir / "alerts.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:

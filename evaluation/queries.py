@@ -40,6 +40,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from evaluation import lexicon
+from services.catalog import vocabulary
+from services.catalog.vocabulary import ARTICLE_TYPES
+
 GENERATOR_VERSION = "qs2"  # qs2: WordNet families, tune/test split, doubled sizes
 FAMILIES: tuple[str, ...] = (
     "category",
@@ -143,13 +147,8 @@ class QuerySet:
 # --- how catalogue values read in a query -----------------------------------------------
 def _article_words(article_type: str) -> tuple[str, str]:
     """(plural, singular) as a shopper types them: Tshirts -> ("t-shirts", "t-shirt")."""
-    try:
-        from services.catalog.vocabulary import ARTICLE_TYPES
-
-        display = ARTICLE_TYPES[article_type].display.lower() if article_type in ARTICLE_TYPES \
-            else None
-    except ImportError:  # the catalogue package is optional for the generator
-        display = None
+    display = ARTICLE_TYPES[article_type].display.lower() if article_type in ARTICLE_TYPES \
+        else None
     plural = article_type.lower()
     if plural == "tshirts":
         plural = "t-shirts"
@@ -164,7 +163,6 @@ def relevant_genders(gender: str) -> tuple[str, ...]:
 
 
 def _vocabulary():
-    from services.catalog import vocabulary
 
     return vocabulary
 
@@ -317,7 +315,6 @@ def _multimodal(products, n, seed):
 def _wordnet():
     """``evaluation.lexicon``, checked: raises WordNetMissing (naming the Debian package)
     when the database is not installed, so a WordNet family never comes back empty."""
-    from evaluation import lexicon
 
     lexicon.open_wordnet()
     return lexicon

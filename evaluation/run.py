@@ -29,9 +29,14 @@ import psycopg
 
 from evaluation.metrics import METRICS, PRIMARY, mean, overlap_at_k, query_metrics
 from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
+from evaluation.report import write_report as _write
+from services.config import get_settings
 from services.store import evaluations as storage
+from services.store.db import connect
 from services.store.evaluations import ALL, MetricRow
-from services.store.index_versions import product_metadata
+from services.store.index_versions import live_version, product_metadata
+from services.store.products import get_image
+from services.store.search import NoLiveIndex, SearchQuery, fused_search
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +108,6 @@ def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=No
              sizes=None, k=DEFAULT_K, text_weight=None, split="test",
              fast_recall_queries=FAST_RECALL_QUERIES, notes=None, write_report=True,
              settings=None, progress=None) -> EvalOutcome:
-    from services.config import get_settings
-    from services.store.db import connect
 
     settings = settings or get_settings()
     own = conn is None
@@ -123,8 +126,6 @@ def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=No
 
 def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, split,
               fast_recall_queries, notes, write_report, progress) -> EvalOutcome:
-    from services.store.index_versions import live_version
-    from services.store.search import NoLiveIndex
 
     if families:
         unknown = [f for f in families if f not in FAMILIES]
@@ -173,7 +174,6 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
                            notes=f"{type(exc).__name__}: {exc}"[:4000])
         raise
     if write_report:
-        from evaluation.report import write_report as _write
 
         outcome.report_path = _write(conn, run_id, settings.reports_dir)
         progress(f"report: {outcome.report_path}")
@@ -182,8 +182,8 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
 
 def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
             images: dict[int, bytes], text_weight: float):
-    from services.encoders.clip import combine_query_vectors, load_clip
-    from services.encoders.splade import load_splade
+    from services.encoders.clip import combine_query_vectors, load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     clip = load_clip(version.dense_model)
     splade = load_splade(version.sparse_model)
@@ -209,8 +209,6 @@ def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
 def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: int,
              text_weight: float, default_alpha: float, fast_recall_queries: int,
              progress) -> EvalOutcome:
-    from services.store.products import get_image
-    from services.store.search import SearchQuery, fused_search
 
     timings: dict[str, float] = {}
     skipped: list[dict] = []
@@ -313,7 +311,6 @@ def _diagnostics(conn, version, products, scored: list[EvalQuery], sweep: list[f
     articleType 0.95, baseColour 0.30). ``multi_image_only``: MAP@10 of the multimodal
     queries searched with the photo alone (dense, alpha 1): what the text adds.
     """
-    from services.store.search import SearchQuery, fused_search
 
     meta = {int(p["id"]): p for p in products}
     sums: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)

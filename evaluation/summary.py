@@ -172,12 +172,3 @@ def check_regression(conn: psycopg.Connection, run_id: int,
     cur = run_headline(conn, run).hybrid
     before = run_headline(conn, prev).hybrid if prev else None
     return RegressionCheck(run_id, prev.id if prev else None, cur, before, margin)
-
-
-def enforce_no_regression(conn: psycopg.Connection, run_id: int,
-                          margin: float = DEFAULT_MARGIN) -> RegressionCheck:
-    """Raise :class:`MapRegression` when hybrid MAP dropped by more than ``margin``."""
-    check = check_regression(conn, run_id, margin)
-    if check.regressed:
-        raise MapRegression(check.message(), check)
-    return check

@@ -127,8 +127,8 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
     if product_text not in ("document", "name"):
         raise ValueError(f"product_text must be 'document' or 'name', got {product_text!r}")
     # Deferred: the encoders import torch (seconds), not needed to import this module.
-    from services.encoders.clip import combine_query_vectors, load_clip
-    from services.encoders.splade import load_splade
+    from services.encoders.clip import combine_query_vectors, load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     started = time.perf_counter()
     own = conn is None

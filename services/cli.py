@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from services.store.db import DatabaseUnavailable
+
 # Areas that contribute subcommands, in --help order.
 AREAS = [
     "services.store.cli",
@@ -58,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from services.store.db import DatabaseUnavailable
 
     try:
         return int(args.func(args) or 0)

@@ -94,13 +94,9 @@ def conn(settings):
 @pytest.fixture
 def empty_db(settings, conn):
     """A database with the schema but no products and no index versions."""
-    from services.store.index_versions import list_versions, table_name
+    from services.store.index_versions import drop_all_versions_and_products
 
-    for v in list_versions(conn):
-        conn.execute(f'DROP TABLE IF EXISTS "{table_name(v.id)}"')
-    conn.execute("DELETE FROM index_versions")
-    conn.execute("DELETE FROM products")
-    conn.commit()
+    drop_all_versions_and_products(conn)
     return conn
 
 

@@ -35,7 +35,9 @@ BODY_SLACK_BYTES = 256 * 1024
 def _dashboard_controllers() -> list:
     """The evaluation dashboard (another area) when it is installed."""
     try:
-        from evaluation.dashboard import DashboardController
+        # Deferred and optional: the dashboard belongs to the evaluation area, which a
+        # deployment of the API alone may leave out.
+        from evaluation.dashboard import DashboardController  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name in ("evaluation", "evaluation.dashboard"):
             return []

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 
+from services.api.app import create_app
+from services.api.logs import configure_logging
+from services.config import get_settings
+
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    from services.api.app import create_app
-    from services.api.logs import configure_logging
-    from services.config import get_settings
 
     settings = get_settings()
     configure_logging(
         logging.DEBUG if args.verbose else logging.INFO, json_lines=not args.plain_logs
     )
     if args.torch_threads:
-        import torch
+        import torch  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
         torch.set_num_threads(args.torch_threads)
     app = create_app(settings)

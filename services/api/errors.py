@@ -23,6 +23,7 @@ from psycopg_pool import PoolTimeout
 
 from services.api.logs import current_request_id
 from services.api.runtime import ModelsNotReady
+from services.api.search_service import IndexModelMismatch, ProductNotFound
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.store.db import DatabaseUnavailable
 from services.store.search import NoLiveIndex, SearchValidationError
@@ -103,6 +104,14 @@ def _invalid_image(request: Request, exc: InvalidImageError) -> Response:
     return error_response(422, str(exc))
 
 
+def _not_found(request: Request, exc: ProductNotFound) -> Response:
+    return error_response(404, str(exc))
+
+
+def _model_mismatch(request: Request, exc: IndexModelMismatch) -> Response:
+    return error_response(503, str(exc), "index_model_mismatch")
+
+
 def _unavailable(request: Request, exc: Exception) -> Response:
     if isinstance(exc, (NoLiveIndex, ModelsNotReady)):
         detail = str(exc)
@@ -129,6 +138,8 @@ EXCEPTION_HANDLERS = {
     # Litestar picks the handler of the most specific class in the exception's MRO.
     UnsupportedImageFormat: _unsupported_image,
     InvalidImageError: _invalid_image,
+    ProductNotFound: _not_found,
+    IndexModelMismatch: _model_mismatch,
     NoLiveIndex: _unavailable,
     ModelsNotReady: _unavailable,
     DatabaseUnavailable: _unavailable,

@@ -23,6 +23,7 @@ import psycopg
 from pgvector import SparseVector
 
 from services.config import Settings
+from services.encoders.images import decode_image
 from services.store.db import make_pool
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,8 @@ class Runtime:
     def _load(self) -> None:
         start = time.perf_counter()
         try:
-            from services.encoders.clip import load_clip
-            from services.encoders.splade import load_splade
+            from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+            from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
             clip = load_clip(self.settings.dense_model)
             splade = load_splade(self.settings.sparse_model)
@@ -180,7 +181,6 @@ class Runtime:
 
         Decoding happens only on a miss; a bad upload raises InvalidImageError (not cached).
         """
-        from services.encoders.images import decode_image
 
         enc = self.encoders
         return self.image_cache.get_or_compute(
@@ -193,7 +193,7 @@ class Runtime:
     ) -> QueryVectors:
         """Dense = CLIP(text, image) (multimodal when both: the text's share is ``text_weight``,
         default ``settings.query_text_weight``); sparse = SPLADE(text)."""
-        from services.encoders.clip import combine_query_vectors
+        from services.encoders.clip import combine_query_vectors  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
         if text_weight is None:
             text_weight = self.settings.query_text_weight

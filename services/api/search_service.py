@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 from pgvector import SparseVector
 
-from services.api.errors import ApiError
 from services.api.runtime import ModelsNotReady, Runtime
 from services.api.schemas import (
     MAX_TEXT_CHARS,
@@ -30,6 +29,7 @@ from services.api.schemas import (
     Term,
 )
 from services.catalog.schema import FACET_FIELDS, metadata_of
+from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.store.db import ping
 from services.store.index_versions import IndexVersion, live_version
 from services.store.products import get_product
@@ -38,6 +38,7 @@ from services.store.search import (
     NoLiveIndex,
     SearchHit,
     SearchQuery,
+    SearchValidationError,
     facet_values,
     fused_search,
     sparse_vectors,
@@ -57,16 +58,25 @@ _IMAGE_MAGIC = (
 )
 
 
+class ProductNotFound(LookupError):
+    """No such product (or not in the live index)."""
+
+
+class IndexModelMismatch(RuntimeError):
+    """The live index was built with other models than the API serves."""
+
+
 def image_url(product_id: int) -> str:
     return f"/v1/products/{product_id}/image"
 
 
 def check_image_format(data: bytes) -> None:
     if not data:
-        raise ApiError(422, "the uploaded image is empty")
+        raise InvalidImageError("the uploaded image is empty")
     if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return
-    raise ApiError(415, "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+    raise UnsupportedImageFormat(
+        "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)")
 
 
 def normalise_text(text: str | None) -> str | None:
@@ -76,7 +86,8 @@ def normalise_text(text: str | None) -> str | None:
     if not text:
         return None
     if len(text) > MAX_TEXT_CHARS:
-        raise ApiError(422, f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        raise SearchValidationError(
+            f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
     return text
 
 
@@ -87,12 +98,10 @@ def _live(conn: psycopg.Connection, runtime: Runtime | None = None) -> IndexVers
     if runtime is not None:
         enc = runtime.encoders
         if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
-            raise ApiError(
-                503,
+            raise IndexModelMismatch(
                 f"the live index v{version.id} was built with {version.dense_model} + "
                 f"{version.sparse_model} but this API serves {enc.clip.name} + "
-                f"{enc.splade.name}; restart the API with the index's models",
-                "index_model_mismatch",
+                f"{enc.splade.name}; restart the API with the index's models"
             )
     return version
 
@@ -142,7 +151,7 @@ def resolve_alpha(
     request's own, else the default for its kind (text, or image + text)."""
     if mode == "sparse":
         if not has_text:
-            raise ApiError(422, "sparse mode needs text (SPLADE encodes text only)")
+            raise SearchValidationError("sparse mode needs text (SPLADE encodes text only)")
         return 0.0
     if mode == "dense" or not has_text:
         return 1.0
@@ -157,7 +166,7 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
     start = time.perf_counter()
     text = normalise_text(req.text)
     if text is None and image is None:
-        raise ApiError(422, "give a text, an image, or both")
+        raise SearchValidationError("give a text, an image, or both")
     if image is not None:
         check_image_format(image)
     filters = Filters.from_mapping(req.filters)
@@ -204,7 +213,7 @@ def product(runtime: Runtime, product_id: int) -> Product:
     with runtime.connection() as conn:
         row = get_product(conn, product_id)
     if row is None:
-        raise ApiError(404, f"product {product_id} not found")
+        raise ProductNotFound(f"product {product_id} not found")
     return Product(
         id=row["id"],
         name=row["product_display_name"],
@@ -220,11 +229,11 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
     with runtime.connection() as conn:
         row = get_product(conn, product_id)
         if row is None:
-            raise ApiError(404, f"product {product_id} not found")
+            raise ProductNotFound(f"product {product_id} not found")
         version = _live(conn)
         stored = stored_vectors(conn, product_id, version)
         if stored is None:
-            raise ApiError(404, f"product {product_id} is not in the live index v{version.id}")
+            raise ProductNotFound(f"product {product_id} is not in the live index v{version.id}")
         dense, sparse = stored
         hits = fused_search(
             conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1), version

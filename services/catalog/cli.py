@@ -6,12 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
+from services.catalog.hub import HUB_REPO_ID, download_hub_catalog, verify_parquet_files
+from services.catalog.offline import build_offline_catalog
+from services.catalog.reader import iter_rows, open_parquet
+from services.catalog.sources import offline_catalog_path, resolve_source
+from services.catalog.validate import validate_rows
 from services.config import get_settings
 
 
 def _build_offline(args: argparse.Namespace) -> int:
-    from services.catalog.offline import build_offline_catalog
-    from services.catalog.sources import offline_catalog_path
 
     out = Path(args.out) if args.out else offline_catalog_path(args.size)
     started = time.perf_counter()
@@ -24,7 +27,6 @@ def _build_offline(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from services.catalog.hub import HUB_REPO_ID, download_hub_catalog, verify_parquet_files
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else get_settings().catalog_dir / "hub"
     files = download_hub_catalog(cache_dir)
@@ -36,9 +38,6 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from services.catalog.reader import iter_rows, open_parquet
-    from services.catalog.sources import resolve_source
-    from services.catalog.validate import validate_rows
 
     files = resolve_source(args.path, size=args.size)
     total = 0

@@ -69,7 +69,7 @@ def download_hub_catalog(cache_dir: Path) -> list[Path]:
     Raises CatalogSourceError naming ``--source offline`` when the hub is unreachable and
     nothing is cached, CatalogError when a downloaded file is broken.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     settings = get_settings()
     offline, endpoint = settings.hf_offline, settings.hf_endpoint

@@ -33,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from services.catalog.errors import CatalogSourceError
@@ -317,7 +318,6 @@ def build_offline_catalog(
 
 def offline_provenance(path: Path) -> dict | None:
     """The generator version, size and seed recorded in an offline catalogue (None if absent)."""
-    import pyarrow.parquet as pq
 
     try:
         metadata = pq.read_schema(path).metadata or {}

@@ -57,11 +57,6 @@ def open_parquet(path: Path) -> pq.ParquetFile:
         raise CatalogError(f"corrupt or unreadable Parquet file {path}: {exc}") from exc
 
 
-def count_rows(paths: Iterable[Path]) -> int:
-    """Total rows in the Parquet files (from their footers; no data is read)."""
-    return sum(open_parquet(path).metadata.num_rows for path in paths)
-
-
 def iter_rows(paths: Iterable[Path] | Path, limit: int | None = None) -> Iterator[dict]:
     """Yield product rows from the Parquet ``paths`` in order, at most ``limit`` in all.
 

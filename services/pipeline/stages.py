@@ -179,7 +179,7 @@ def encode_dense_file(shard_path: str, dense_model: str | None = None, *,
     ``dense_image_weight`` is applied at load time and a new weight needs no re-encoding.
     """
     # Deferred: CLIP imports torch and open_clip (seconds); other stages never need them.
-    from services.encoders.clip import load_clip
+    from services.encoders.clip import load_clip  # noqa: PLC0415
 
     dense_model = dense_model or model_dims(None, None)["dense_model"]
     out, meta = vf.encoded_path(_encoded_dir(), shard_path, "dense", dense_model)
@@ -208,7 +208,7 @@ def encode_sparse_file(shard_path: str, sparse_model: str | None = None, *,
     """SPLADE-encode a shard's product texts into its sparse file; reuses a finished file.
     Returns the file's path."""
     # Deferred: SPLADE imports torch and transformers (seconds).
-    from services.encoders.splade import load_splade
+    from services.encoders.splade import load_splade  # noqa: PLC0415
 
     sparse_model = sparse_model or get_settings().sparse_model
     out, meta = vf.encoded_path(_encoded_dir(), shard_path, "sparse", sparse_model)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from services.config import get_settings
+from services.store import embedded, migrate
+from services.store.db import connect, redact
+from services.store.index_versions import live_version
 
 
 def _start(args: argparse.Namespace) -> int:
-    from services.store import embedded
 
     s = get_settings()
     if not s.embedded:
@@ -21,7 +23,6 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from services.store import embedded
 
     st = embedded.stop(get_settings())
     print(f"embedded PostgreSQL {st.message}")
@@ -29,9 +30,6 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from services.store import embedded, migrate
-    from services.store.db import connect, redact
-    from services.store.index_versions import live_version
 
     s = get_settings()
     if s.embedded:
@@ -48,7 +46,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from services.store import migrate
 
     if args.downgrade:
         migrate.downgrade(args.downgrade)

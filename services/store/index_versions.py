@@ -377,3 +377,19 @@ def retire_old(conn: psycopg.Connection, keep_previous: int = 1, *,
                 (vid,),
             )
     return retired
+
+
+def drop_all_versions_and_products(conn: psycopg.Connection, *, truncate: bool = False) -> None:
+    """Empty a database to its bare schema: drop every version's table, forget every version,
+    remove every product; one committed transaction. For a private database only (the
+    benchmark's ``fashion_bench``, a test's): the live catalogue goes with it.
+
+    ``truncate`` empties ``products`` with ``TRUNCATE ... CASCADE`` (fast on large tables,
+    but it waits for every other session reading ``products``) instead of ``DELETE``."""
+    with _tx(conn):
+        for v in list_versions(conn):
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {t}").format(t=sql.Identifier(table_name(v.id)))
+            )
+        conn.execute("DELETE FROM index_versions")
+        conn.execute("TRUNCATE products CASCADE" if truncate else "DELETE FROM products")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
 from services.config import REPO_ROOT, get_settings
@@ -15,7 +18,6 @@ def sqlalchemy_url(url: str | None = None) -> str:
     """The libpq DSN as a SQLAlchemy URL on the psycopg 3 driver."""
     url = url or get_settings().database_url
     if "://" not in url:  # key=value conninfo
-        from psycopg.conninfo import conninfo_to_dict
 
         p = conninfo_to_dict(url)
         auth = p.get("user", "")
@@ -42,8 +44,6 @@ def downgrade(revision: str, url: str | None = None) -> None:
 
 
 def current(url: str | None = None) -> str | None:
-    from alembic.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
 
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     with engine.connect() as conn:

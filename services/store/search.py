@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,9 +272,25 @@ def _has_iterative_scan(conn: psycopg.Connection) -> bool:
     return known
 
 
-def fused_search(conn: psycopg.Connection, query: SearchQuery,
-                 version: IndexVersion | None = None) -> list[SearchHit]:
+def fused_search(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
+) -> list[SearchHit]:
     """Rank products for ``query`` against ``version`` (default: the live one)."""
+    with (
+        _prepared(conn, query, version) as (statement, params),
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        rows = cur.execute(statement, params).fetchall()
+    return [_hit(row) for row in rows]
+
+
+@contextmanager
+def _prepared(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None
+) -> Iterator[tuple[sql.Composed, dict[str, Any]]]:
+    """The statement of ``query`` against ``version`` (default: the live one) and its
+    parameters, yielded inside a transaction that carries the query's session settings
+    (``SET LOCAL hnsw.*`` in fast mode). Shared by ``fused_search`` and ``explain_search``."""
     version = version or live_version(conn)
     if version is None:
         raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
@@ -299,9 +317,7 @@ def fused_search(conn: psycopg.Connection, query: SearchQuery,
                 sql.Literal(max(40, min(n, 1000)))))
             if _has_iterative_scan(conn):
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(statement, params).fetchall()
-    return [_hit(row) for row in rows]
+        yield statement, params
 
 
 _HIT_METADATA = sql.SQL(", ").join(
@@ -363,3 +379,50 @@ def facet_values(conn: psycopg.Connection, version: IndexVersion) -> dict[str, l
         sql.SQL("SELECT {cols} FROM {t}").format(cols=columns, t=sql.Identifier(version.table))
     ).fetchone()
     return {f.name: list(values or []) for f, values in zip(FACET_FIELDS, row)}
+
+
+def dense_vectors(
+    conn: psycopg.Connection, version: IndexVersion, product_ids: list[int] | None = None
+) -> dict[int, np.ndarray]:
+    """The stored CLIP vectors (float32) of ``product_ids`` (default: every product) in
+    ``version``; the dense counterpart of ``sparse_vectors``."""
+    query = sql.SQL("SELECT product_id, dense FROM {t}").format(t=sql.Identifier(version.table))
+    if product_ids is None:
+        rows = conn.execute(query).fetchall()
+    elif not product_ids:
+        return {}
+    else:
+        rows = conn.execute(
+            query + sql.SQL(" WHERE product_id = ANY(%s)"), ([int(p) for p in product_ids],)
+        ).fetchall()
+    return {
+        int(pid): np.asarray(vec.to_numpy() if hasattr(vec, "to_numpy") else vec, dtype=np.float32)
+        for pid, vec in rows
+    }
+
+
+def count_matching(conn: psycopg.Connection, version: IndexVersion, filters: Filters) -> int:
+    """How many products of ``version`` pass ``filters`` (all of them with no filter)."""
+    where, params = filters.where()
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(
+            t=sql.Identifier(version.table), w=where
+        ),
+        params,
+    ).fetchone()[0]
+
+
+def explain_search(
+    conn: psycopg.Connection,
+    query: SearchQuery,
+    version: IndexVersion | None = None,
+    *,
+    analyze: bool = True,
+) -> list[str]:
+    """The query plan of ``fused_search(conn, query, version)``: the same statement, the same
+    parameters and the same session settings, one line per plan row. ``analyze`` runs the
+    statement (``EXPLAIN (ANALYZE, BUFFERS)``) for actual times and buffer counts."""
+    explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN ")
+    with _prepared(conn, query, version) as (statement, params):
+        rows = conn.execute(explain + statement, params).fetchall()
+    return [line for (line,) in rows]

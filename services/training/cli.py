@@ -10,7 +10,7 @@ from services.encoders.registry import LIT_CLIP_ARCH, OFFLINE_CLIP_ARCH
 
 
 def _config(args: argparse.Namespace):
-    from services.training.clip_train import TrainConfig
+    from services.training.clip_train import TrainConfig  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     return TrainConfig(
         source=args.source, size=args.size, limit=args.limit, arch=args.arch, pretrained=args.pretrained,
@@ -23,7 +23,7 @@ def _config(args: argparse.Namespace):
 
 def _image_tower_init(args: argparse.Namespace) -> str | None:
     """--init-image-tower, else the architecture's default (workflow.default_image_tower_init)."""
-    from services.training.workflow import default_image_tower_init
+    from services.training.workflow import default_image_tower_init  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     if args.init_image_tower == "none":
         return None
@@ -31,7 +31,7 @@ def _image_tower_init(args: argparse.Namespace) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from services.training import clip_report, workflow
+    from services.training import clip_report, workflow  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     config = _config(args)
     paths = workflow.default_paths(config.arch)
@@ -55,8 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from services.encoders.clip import load_clip
-    from services.training import clip_report, workflow
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.training import clip_report, workflow  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     config = _config(args)
     after = (workflow.encoder_for_checkpoint(Path(args.checkpoint).stem, Path(args.checkpoint), config.arch)

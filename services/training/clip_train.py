@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from services.catalog.reader import iter_rows
+from services.catalog.sources import resolve_source
 from services.encoders.clip import LOCKED_TEXT_PREFIX
 from services.encoders.registry import OFFLINE_CLIP_ARCH, ensure_model_configs
 from services.training.data import (
@@ -98,7 +100,7 @@ class TrainResult:
 # --------------------------------------------------------------------------------------
 def create_model(config: TrainConfig):
     """(model, preprocess_train, preprocess_val, tokenizer) for the run's architecture."""
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     ensure_model_configs()
     torch.manual_seed(config.seed)
@@ -110,7 +112,7 @@ def create_model(config: TrainConfig):
 
 def is_lit(model: torch.nn.Module) -> bool:
     """True for a model whose text tower is a pretrained Hugging Face transformer."""
-    from open_clip.hf_model import HFTextEncoder
+    from open_clip.hf_model import HFTextEncoder  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     return isinstance(getattr(model, "text", None), HFTextEncoder)
 
@@ -225,8 +227,6 @@ def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, key
 # data
 # --------------------------------------------------------------------------------------
 def load_catalog_rows(config: TrainConfig) -> list[dict]:
-    from services.catalog.reader import iter_rows
-    from services.catalog.sources import resolve_source
 
     paths = resolve_source(config.source, size=config.size, limit=config.limit)
     return list(iter_rows(paths, limit=config.limit))
@@ -287,7 +287,7 @@ def train_clip(
 
     ``rows`` overrides the catalogue source (tests, custom data).
     """
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     if config.threads:
         torch.set_num_threads(config.threads)

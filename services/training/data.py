@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from services.catalog.vocabulary import ARTICLE_TYPES
 from services.encoders.images import InvalidImageError, decode_image
 
 HELDOUT_FRACTION = 0.1
@@ -136,7 +137,6 @@ def lit_captions(row: dict) -> list[str]:
 
 def display_word(article: str) -> str:
     """How product names spell an article type, lower case ("T-shirt" for Tshirts)."""
-    from services.catalog.vocabulary import ARTICLE_TYPES
 
     known = ARTICLE_TYPES.get(article)
     return (known.display if known else article).lower()

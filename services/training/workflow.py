@@ -72,7 +72,7 @@ def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, re
 def spec_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH, note: str = "",
                         offline: bool = False) -> ModelSpec:
     """The registry spec of a trained checkpoint of ``arch`` (LiT architectures: partial checkpoint)."""
-    import open_clip
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     ensure_model_configs()
     config = open_clip.get_model_config(arch)

@@ -1,0 +1,155 @@
+"""The store's helpers for the benchmarks and tests (issue #11: ``services/store`` owns every SQL
+statement), against the real PostgreSQL + pgvector."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from test_store import COLOURS, DIM, N, _build_version, _vectors
+
+from services.store import index_versions as iv
+from services.store import products, search
+from services.store.db import connect, server_versions
+
+
+@pytest.fixture
+def live(empty_db):
+    vid = _build_version(empty_db)
+    dense, sparse = _vectors()
+    return empty_db, iv.get_version(empty_db, vid), dense, sparse
+
+
+def _exists(conn, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+
+
+# --- db ------------------------------------------------------------------------------------
+
+
+def test_server_versions(conn):
+    pg, vec = server_versions(conn)
+    assert pg.split(".")[0].isdigit() and int(pg.split(".")[0]) >= 13
+    assert tuple(int(x) for x in vec.split(".")[:2]) >= (0, 7)
+
+
+# --- index_versions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_drop_all_versions_and_products(live, truncate):
+    conn, version, _, _ = live
+    second = _build_version(conn, swap=False)
+    tables = [version.table, iv.table_name(second)]
+    assert all(_exists(conn, t) for t in tables)
+    iv.drop_all_versions_and_products(conn, truncate=truncate)
+    assert conn.info.transaction_status.name == "IDLE"  # committed, nothing left open
+    with connect() as other:  # another session sees the empty database
+        assert iv.list_versions(other) == [] and iv.live_version(other) is None
+        assert not any(_exists(other, t) for t in tables)
+        assert list(products.iter_products(other)) == []
+    # The schema is intact: the database takes a new version at once.
+    vid = _build_version(conn, n=50)
+    assert iv.row_count(conn, vid) == 50
+
+
+def test_drop_all_versions_and_products_on_empty_database(empty_db):
+    iv.drop_all_versions_and_products(empty_db)
+    assert iv.list_versions(empty_db) == []
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+def test_dense_vectors(live):
+    conn, version, dense, _ = live
+    every = search.dense_vectors(conn, version)
+    assert sorted(every) == list(range(N))
+    assert all(v.dtype == np.float32 and v.shape == (DIM,) for v in every.values())
+    assert np.allclose(np.stack([every[i] for i in range(N)]), dense, atol=1e-6)
+    some = search.dense_vectors(conn, version, [3, 7, 10**9])
+    assert sorted(some) == [3, 7]
+    assert np.allclose(some[7], dense[7], atol=1e-6)
+    assert search.dense_vectors(conn, version, []) == {}
+    # The same vectors as stored_vectors gives one product at a time.
+    assert np.array_equal(some[3], search.stored_vectors(conn, 3, version)[0])
+
+
+def test_count_matching(live):
+    conn, version, _, _ = live
+    count = search.count_matching
+    assert count(conn, version, search.Filters()) == N
+    red_men = search.Filters.from_mapping({"baseColour": "Red", "gender": "Men"})
+    assert count(conn, version, red_men) == sum(
+        1 for i in range(N) if COLOURS[i % 4] == "Red" and i % 2 == 0
+    )
+    assert (
+        count(conn, version, search.Filters.from_mapping({"baseColour": "Red", "gender": "Women"}))
+        == 0
+    )
+    recent = search.Filters.from_mapping({"gender": ["Men", "Women"], "year_min": 2014})
+    assert count(conn, version, recent) == sum(1 for i in range(N) if 2010 + i % 8 >= 2014)
+    # Values are bound parameters, never SQL.
+    hostile = search.Filters.from_mapping({"baseColour": "Red'; DROP TABLE products; --"})
+    assert count(conn, version, hostile) == 0
+    assert count(conn, version, search.Filters()) == N
+
+
+def _setting(conn, name: str) -> str:
+    return conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_explain_search_plans_the_fused_statement(live, exact):
+    conn, version, dense, sparse = live
+    before = _setting(conn, "hnsw.ef_search")
+    conn.commit()  # outside any transaction, as fused_search is called
+    filters = search.Filters.from_mapping({"baseColour": "Red"})
+    query = search.SearchQuery(dense[1], sparse[1], 0.5, 10, filters, exact=exact, candidates=80)
+    lines = search.explain_search(conn, query, version)
+    plan = "\n".join(lines)
+    assert lines and all(isinstance(line, str) for line in lines)
+    assert "Limit" in plan and version.table in plan
+    assert "actual time" in plan and "Execution Time" in plan  # EXPLAIN ANALYZE
+    if exact:
+        assert "dense_candidates" not in plan
+    else:
+        assert "dense_candidates" in plan and "sparse_candidates" in plan
+    # The session settings are LOCAL to the statement's transaction.
+    assert _setting(conn, "hnsw.ef_search") == before
+    # Without ANALYZE nothing runs: no actual times.
+    plain = search.explain_search(conn, query, version, analyze=False)
+    assert plain and "actual time" not in "\n".join(plain)
+
+
+def test_explain_search_uses_the_search_settings(live, monkeypatch):
+    """explain_search runs under the same SET LOCALs as fused_search (one shared builder)."""
+    conn, version, dense, sparse = live
+    seen = []
+    original = search._prepared
+
+    def spy(conn_, query, version_):
+        with original(conn_, query, version_) as prepared:
+            seen.append((_setting(conn_, "hnsw.ef_search"), query.exact))
+            yield prepared
+
+    monkeypatch.setattr(search, "_prepared", contextmanager(spy))
+    query = search.SearchQuery(dense[2], sparse[2], 0.5, 10, candidates=300)
+    search.explain_search(conn, query, version, analyze=False)
+    search.fused_search(conn, query, version)
+    assert seen == [("300", False), ("300", False)]
+
+
+def test_explain_search_validates_like_fused_search(live):
+    conn, version, dense, sparse = live
+    with pytest.raises(search.SearchValidationError, match="alpha"):
+        search.explain_search(conn, search.SearchQuery(dense[0], sparse[0], alpha=2.0), version)
+    with pytest.raises(search.SearchValidationError, match="dimensions"):
+        search.explain_search(conn, search.SearchQuery(np.ones(DIM + 1, np.float32), None))
+
+
+def test_explain_search_without_live_index(empty_db):
+    dense, sparse = _vectors(1)
+    with pytest.raises(search.NoLiveIndex):
+        search.explain_search(empty_db, search.SearchQuery(dense[0], sparse[0]))
