@@ -37,7 +37,10 @@ def synthetic_jpegs(count: int, size: tuple[int, int] = (60, 80), seed: int = 0)
 def product_texts(count: int) -> list[str]:
     colours = ["Black", "Navy Blue", "Red", "White", "Green", "Grey"]
     articles = ["Tshirt", "Jeans", "Sports Shoes", "Handbag", "Dress", "Jacket"]
-    return [f"Brand{i % 17} Men {colours[i % 6]} {articles[(i // 6) % 6]} style {i}" for i in range(count)]
+    return [
+        f"Brand{i % 17} Men {colours[i % 6]} {articles[(i // 6) % 6]} style {i}"
+        for i in range(count)
+    ]
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -84,17 +87,35 @@ def bench_splade(encoder, texts: list[str]) -> dict:
 
 
 SHOPPER_QUERIES = (
-    "red dress", "navy jumper for men", "black leather handbag", "summer sandals", "kicks",
-    "white trainers women", "formal shirts", "olive trousers", "warm winter jacket", "wmns top",
-    "grey hoodie", "ankle boots brown", "party dress in burgundy", "casual shoes for boys",
-    "crimson cardigan", "sports shoes", "beige chinos", "something for a wedding",
+    "red dress",
+    "navy jumper for men",
+    "black leather handbag",
+    "summer sandals",
+    "kicks",
+    "white trainers women",
+    "formal shirts",
+    "olive trousers",
+    "warm winter jacket",
+    "wmns top",
+    "grey hoodie",
+    "ankle boots brown",
+    "party dress in burgundy",
+    "casual shoes for boys",
+    "crimson cardigan",
+    "sports shoes",
+    "beige chinos",
+    "something for a wedding",
 )
 
 
 def query_texts(count: int) -> list[str]:
     """``count`` distinct short queries (a suffix keeps each one unseen, i.e. uncached)."""
-    return [f"{SHOPPER_QUERIES[i % len(SHOPPER_QUERIES)]} {i}" if i >= len(SHOPPER_QUERIES)
-            else SHOPPER_QUERIES[i] for i in range(count)]
+    return [
+        f"{SHOPPER_QUERIES[i % len(SHOPPER_QUERIES)]} {i}"
+        if i >= len(SHOPPER_QUERIES)
+        else SHOPPER_QUERIES[i]
+        for i in range(count)
+    ]
 
 
 def bench_query_latency(clip, splade, queries: list[str]) -> dict:
@@ -112,8 +133,13 @@ def bench_query_latency(clip, splade, queries: list[str]) -> dict:
         sparse_ms.append(1000 * (t2 - t1))
         total_ms.append(1000 * (t2 - t0))
     pct = lambda xs, p: float(np.percentile(xs, p))
-    return {"clip p50": pct(dense_ms, 50), "splade p50": pct(sparse_ms, 50),
-            "total p50": pct(total_ms, 50), "total p95": pct(total_ms, 95), "total p99": pct(total_ms, 99)}
+    return {
+        "clip p50": pct(dense_ms, 50),
+        "splade p50": pct(sparse_ms, 50),
+        "total p50": pct(total_ms, 50),
+        "total p95": pct(total_ms, 95),
+        "total p99": pct(total_ms, 99),
+    }
 
 
 def print_latency_table(results: dict[str, dict], n: int) -> None:
@@ -131,8 +157,12 @@ def gpu_synthetic_encoder(device: str):
 
     from services.encoders.clip import ClipEncoder  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None, device=device)
-    return ClipEncoder("ViT-B-32 (random)", model, preprocess, open_clip.get_tokenizer("ViT-B-32"), device, 512)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        "ViT-B-32", pretrained=None, device=device
+    )
+    return ClipEncoder(
+        "ViT-B-32 (random)", model, preprocess, open_clip.get_tokenizer("ViT-B-32"), device, 512
+    )
 
 
 def print_table(results: dict[str, dict]) -> None:
@@ -150,11 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--workers", type=int, default=None, help="image decode workers (DataLoader)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="image decode workers (DataLoader)"
+    )
     parser.add_argument("--device", default=None)
-    parser.add_argument("--gpu-synthetic", action="store_true", help="ViT-B-32 random weights, batch 256")
-    parser.add_argument("--dense", nargs="*",
-                        default=["fashion-lit-minilm", "fashion-clip-offline", "clip-tiny-untrained"])
+    parser.add_argument(
+        "--gpu-synthetic", action="store_true", help="ViT-B-32 random weights, batch 256"
+    )
+    parser.add_argument(
+        "--dense",
+        nargs="*",
+        default=["fashion-lit-minilm", "fashion-clip-offline", "clip-tiny-untrained"],
+    )
     parser.add_argument("--queries", type=int, default=200, help="single-query latency samples")
     parser.add_argument("--sparse", nargs="*", default=["splade-tiny-offline"])
     args = parser.parse_args(argv)
@@ -166,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
 
     device = pick_device(args.device)
     jpegs, texts = synthetic_jpegs(args.images), product_texts(args.texts)
-    print(f"device={device} torch_threads={torch.get_num_threads()} images={len(jpegs)} texts={len(texts)}")
+    print(
+        f"device={device} torch_threads={torch.get_num_threads()} images={len(jpegs)} texts={len(texts)}"
+    )
     results: dict[str, dict] = {}
     if args.gpu_synthetic:
         encoder = gpu_synthetic_encoder(device)
@@ -184,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     if not args.gpu_synthetic and args.sparse and args.queries:
         splade = load_splade(args.sparse[0], device=device)
-        latency = {f"{name} + {args.sparse[0]}": bench_query_latency(
-            load_clip(name, device=device), splade, query_texts(args.queries)) for name in args.dense}
+        latency = {
+            f"{name} + {args.sparse[0]}": bench_query_latency(
+                load_clip(name, device=device), splade, query_texts(args.queries)
+            )
+            for name in args.dense
+        }
         print_latency_table(latency, args.queries)
     return 0
 

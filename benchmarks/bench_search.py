@@ -37,12 +37,43 @@ from services.store import index_versions as iv
 from services.store.db import connect, server_versions
 
 DIM, VOCAB = 512, 30522
-COLOURS = ["Black", "White", "Blue", "Navy Blue", "Grey", "Red", "Green", "Brown", "Pink",
-           "Purple", "Yellow", "Beige", "Olive", "Maroon", "Orange", "Silver", "Gold", "Teal",
-           "Cream", "Khaki"]
+COLOURS = [
+    "Black",
+    "White",
+    "Blue",
+    "Navy Blue",
+    "Grey",
+    "Red",
+    "Green",
+    "Brown",
+    "Pink",
+    "Purple",
+    "Yellow",
+    "Beige",
+    "Olive",
+    "Maroon",
+    "Orange",
+    "Silver",
+    "Gold",
+    "Teal",
+    "Cream",
+    "Khaki",
+]
 GENDERS = ["Men", "Women", "Boys", "Girls", "Unisex"]
-ARTICLES = ["Tshirts", "Shirts", "Jackets", "Trousers", "Sweaters", "Dresses", "Sandals",
-            "Sports Shoes", "Casual Shoes", "Handbags", "Boots", "Socks"]
+ARTICLES = [
+    "Tshirts",
+    "Shirts",
+    "Jackets",
+    "Trousers",
+    "Sweaters",
+    "Dresses",
+    "Sandals",
+    "Sports Shoes",
+    "Casual Shoes",
+    "Handbags",
+    "Boots",
+    "Socks",
+]
 
 
 def synth(n: int, seed: int = 7, centres: int = 300):
@@ -105,8 +136,10 @@ def run(args) -> None:
     migrate.upgrade("head", url=url)
     conn = connect(url)
     pg, vec = server_versions(conn)
-    print(f"# bench_search: {args.rows:,} synthetic rows, {DIM}-d dense, {VOCAB}-d sparse "
-          f"(20-200 nnz), PostgreSQL {pg}, pgvector {vec}")
+    print(
+        f"# bench_search: {args.rows:,} synthetic rows, {DIM}-d dense, {VOCAB}-d sparse "
+        f"(20-200 nnz), PostgreSQL {pg}, pgvector {vec}"
+    )
 
     vid = None
     if args.reuse:
@@ -115,16 +148,28 @@ def run(args) -> None:
     load_rows = []
     if vid is None:
         iv.drop_all_versions_and_products(conn, truncate=True)  # fashion_bench only
-        vid = iv.create_version(conn, dense_model="synthetic", dense_dim=DIM,
-                                sparse_model="synthetic", sparse_dim=VOCAB)
+        vid = iv.create_version(
+            conn, dense_model="synthetic", dense_dim=DIM, sparse_model="synthetic", sparse_dim=VOCAB
+        )
         gen_s = copy_p = copy_e = 0.0
         t0 = time.perf_counter()
         for start, end, dense, sparse, cl, colour, gender in synth(args.rows):
-            rows = [{"id": i, "gender": GENDERS[g], "masterCategory": "Apparel",
-                         "subCategory": "Topwear", "articleType": ARTICLES[int(c) % len(ARTICLES)],
-                         "baseColour": COLOURS[col], "season": "Summer", "year": 2010 + i % 9,
-                         "usage": "Casual", "productDisplayName": f"Synthetic product {i}", "image": None}
-                    for i, c, col, g in zip(range(start, end), cl, colour, gender)]
+            rows = [
+                {
+                    "id": i,
+                    "gender": GENDERS[g],
+                    "masterCategory": "Apparel",
+                    "subCategory": "Topwear",
+                    "articleType": ARTICLES[int(c) % len(ARTICLES)],
+                    "baseColour": COLOURS[col],
+                    "season": "Summer",
+                    "year": 2010 + i % 9,
+                    "usage": "Casual",
+                    "productDisplayName": f"Synthetic product {i}",
+                    "image": None,
+                }
+                for i, c, col, g in zip(range(start, end), cl, colour, gender)
+            ]
             t1 = time.perf_counter()
             gen_s += t1 - t0
             products.upsert_products(conn, rows, source="synthetic")
@@ -134,15 +179,36 @@ def run(args) -> None:
             copy_p += t2 - t1
             copy_e += t3 - t2
             t0 = time.perf_counter()
-        timings = iv.build_indexes(conn, vid, m=args.m, ef_construction=args.ef_construction,
-                                   maintenance_work_mem=args.maintenance_work_mem)
+        timings = iv.build_indexes(
+            conn,
+            vid,
+            m=args.m,
+            ef_construction=args.ef_construction,
+            maintenance_work_mem=args.maintenance_work_mem,
+        )
         iv.mark_ready(conn, vid, {"benchmark": True})
         iv.swap_live(conn, vid)
         load_rows = [
-            ("COPY products (binary, staged upsert)", f"{args.rows / copy_p:,.0f} rows/s", f"{copy_p:.1f} s"),
-            ("COPY embeddings (binary, staged upsert)", f"{args.rows / copy_e:,.0f} rows/s", f"{copy_e:.1f} s"),
-            (f"HNSW dense build (m={args.m}, ef_c={args.ef_construction})", "", f"{timings['dense']:.1f} s"),
-            (f"HNSW sparse build (m={args.m}, ef_c={args.ef_construction})", "", f"{timings['sparse']:.1f} s"),
+            (
+                "COPY products (binary, staged upsert)",
+                f"{args.rows / copy_p:,.0f} rows/s",
+                f"{copy_p:.1f} s",
+            ),
+            (
+                "COPY embeddings (binary, staged upsert)",
+                f"{args.rows / copy_e:,.0f} rows/s",
+                f"{copy_e:.1f} s",
+            ),
+            (
+                f"HNSW dense build (m={args.m}, ef_c={args.ef_construction})",
+                "",
+                f"{timings['dense']:.1f} s",
+            ),
+            (
+                f"HNSW sparse build (m={args.m}, ef_c={args.ef_construction})",
+                "",
+                f"{timings['sparse']:.1f} s",
+            ),
             ("B-tree builds (8 filter columns)", "", f"{timings['filters']:.1f} s"),
         ]
     else:
@@ -156,26 +222,41 @@ def run(args) -> None:
         print("\n| load step | throughput | time |\n|---|---|---|")
         for r in load_rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} |")
-    print("\n| mode | filter | candidates/index | ef_search | p50 ms | p95 ms | p99 ms | recall@10 vs exact |")
+    print(
+        "\n| mode | filter | candidates/index | ef_search | p50 ms | p95 ms | p99 ms | recall@10 vs exact |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    for fname, filters in (("none", search.Filters()), (f"colour+gender ({sel:.1%})", colour_filter)):
+    for fname, filters in (
+        ("none", search.Filters()),
+        (f"colour+gender ({sel:.1%})", colour_filter),
+    ):
         exact_ids, lat = [], []
         for qd, qsv in qs:
             t = time.perf_counter()
-            hits = search.fused_search(conn, search.SearchQuery(qd, qsv, args.alpha, 10, filters, exact=True), version)
+            hits = search.fused_search(
+                conn, search.SearchQuery(qd, qsv, args.alpha, 10, filters, exact=True), version
+            )
             lat.append((time.perf_counter() - t) * 1000)
             exact_ids.append([h.product_id for h in hits])
-        print(f"| exact | {fname} | all rows | - | {statistics.median(lat):.1f} | {pct(lat, 95):.1f} | {pct(lat, 99):.1f} | 1.000 |")
+        print(
+            f"| exact | {fname} | all rows | - | {statistics.median(lat):.1f} | {pct(lat, 95):.1f} | {pct(lat, 99):.1f} | 1.000 |"
+        )
         for cand in args.candidates:
             lat, rec = [], []
             for (qd, qsv), ex in zip(qs, exact_ids):
                 t = time.perf_counter()
-                hits = search.fused_search(conn, search.SearchQuery(qd, qsv, args.alpha, 10, filters, candidates=cand), version)
+                hits = search.fused_search(
+                    conn,
+                    search.SearchQuery(qd, qsv, args.alpha, 10, filters, candidates=cand),
+                    version,
+                )
                 lat.append((time.perf_counter() - t) * 1000)
                 got = {h.product_id for h in hits}
                 rec.append(len(got & set(ex)) / max(1, len(ex)))
-            print(f"| fast | {fname} | {cand} | {max(40, cand)} | {statistics.median(lat):.1f} | "
-                  f"{pct(lat, 95):.1f} | {pct(lat, 99):.1f} | {np.mean(rec):.3f} |")
+            print(
+                f"| fast | {fname} | {cand} | {max(40, cand)} | {statistics.median(lat):.1f} | "
+                f"{pct(lat, 95):.1f} | {pct(lat, 99):.1f} | {np.mean(rec):.3f} |"
+            )
     if args.explain:
         qd, qsv = qs[0]
         query = search.SearchQuery(qd, qsv, args.alpha, 10, candidates=args.candidates[-1])
@@ -194,46 +275,71 @@ def run_live(args) -> None:
     if version is None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
     products = iv.product_metadata(conn, version.id)
-    qs = generate_queries(products, seed=0, families=TEXT_FAMILIES).queries[:args.queries]
+    qs = generate_queries(products, seed=0, families=TEXT_FAMILIES).queries[: args.queries]
     dense = load_clip(version.dense_model).encode_texts([q.text for q in qs])
     sparse = load_splade(version.sparse_model).encode([q.text for q in qs])
-    print(f"# bench_search --live: index v{version.id} ({version.row_count:,} rows, "
-          f"{version.dense_model} + {version.sparse_model}), {len(qs)} evaluation text queries")
-    print("\n| alpha | candidates/index | p50 ms | p95 ms | recall@10 vs exact |\n|---|---|---|---|---|")
+    print(
+        f"# bench_search --live: index v{version.id} ({version.row_count:,} rows, "
+        f"{version.dense_model} + {version.sparse_model}), {len(qs)} evaluation text queries"
+    )
+    print(
+        "\n| alpha | candidates/index | p50 ms | p95 ms | recall@10 vs exact |\n|---|---|---|---|---|"
+    )
     for alpha in args.live_alphas:
-        exact = [[h.product_id for h in search.fused_search(
-            conn, search.SearchQuery(d, s, alpha, 10, exact=True), version)]
-            for d, s in zip(dense, sparse)]
+        exact = [
+            [
+                h.product_id
+                for h in search.fused_search(
+                    conn, search.SearchQuery(d, s, alpha, 10, exact=True), version
+                )
+            ]
+            for d, s in zip(dense, sparse)
+        ]
         for cand in args.candidates:
             lat, rec = [], []
             for d, s, ex in zip(dense, sparse, exact):
                 t = time.perf_counter()
                 hits = search.fused_search(
-                    conn, search.SearchQuery(d, s, alpha, 10, candidates=cand), version)
+                    conn, search.SearchQuery(d, s, alpha, 10, candidates=cand), version
+                )
                 lat.append((time.perf_counter() - t) * 1000)
                 rec.append(len({h.product_id for h in hits} & set(ex)) / max(1, len(ex)))
-            print(f"| {alpha} | {cand} | {statistics.median(lat):.1f} | {pct(lat, 95):.1f} | "
-                  f"{np.mean(rec):.3f} |")
+            print(
+                f"| {alpha} | {cand} | {statistics.median(lat):.1f} | {pct(lat, 95):.1f} | "
+                f"{np.mean(rec):.3f} |"
+            )
     conn.close()
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, default=44_072)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--query-noise", type=float, default=1.0,
-                   help="norm of the noise added to a row's dense vector to make a query "
-                        "(1.0: cosine ~0.7 to its source; 4.8: nearly random queries)")
+    p.add_argument(
+        "--query-noise",
+        type=float,
+        default=1.0,
+        help="norm of the noise added to a row's dense vector to make a query "
+        "(1.0: cosine ~0.7 to its source; 4.8: nearly random queries)",
+    )
     p.add_argument("--candidates", type=int, nargs="+", default=[40, 100, 200, 400])
     p.add_argument("--m", type=int, default=iv.HNSW_M)
     p.add_argument("--ef-construction", type=int, default=iv.HNSW_EF_CONSTRUCTION)
-    p.add_argument("--maintenance-work-mem", default="1GB",
-                   help="for the HNSW builds (use e.g. 8GB at 1M rows)")
+    p.add_argument(
+        "--maintenance-work-mem",
+        default="1GB",
+        help="for the HNSW builds (use e.g. 8GB at 1M rows)",
+    )
     p.add_argument("--reuse", action="store_true", help="reuse a live bench index of the same size")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of one fast query")
-    p.add_argument("--live", action="store_true",
-                   help="measure fast vs exact on the live index with real encoded queries")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="measure fast vs exact on the live index with real encoded queries",
+    )
     p.add_argument("--live-alphas", type=float, nargs="+", default=[0.3, 0.7])
     args = p.parse_args()
     run_live(args) if args.live else run(args)

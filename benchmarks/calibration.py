@@ -34,13 +34,14 @@ from services.store.index_versions import live_version, product_metadata, produc
 from services.store.search import dense_vectors
 
 
-def splade_matrix(encoder, texts: list[str], normalise: bool, columns: dict[int, int],
-                  batch: int = 128) -> np.ndarray:
+def splade_matrix(
+    encoder, texts: list[str], normalise: bool, columns: dict[int, int], batch: int = 128
+) -> np.ndarray:
     """(len(texts), len(columns)) SPLADE weights over a shared column map (grown as needed)."""
     rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch):
-            weights = encoder._weights(texts[start:start + batch]).cpu()
+            weights = encoder._weights(texts[start : start + batch]).cpu()
             for row in weights:
                 k = min(encoder.max_terms, int((row > 0).sum()))
                 values, indices = row.topk(k) if k else (row[:0], row[:0].long())
@@ -58,8 +59,9 @@ def splade_matrix(encoder, texts: list[str], normalise: bool, columns: dict[int,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -71,23 +73,32 @@ def main() -> None:
     ids = [int(p["id"]) for p in products]
     names = dict(product_names(conn, version.id))
     # The text the index encodes for a product (name + attributes the name does not say).
-    docs = {int(p["id"]): document_text({**p, "productDisplayName": names[int(p["id"])]})
-            for p in products}
+    docs = {
+        int(p["id"]): document_text({**p, "productDisplayName": names[int(p["id"])]})
+        for p in products
+    }
     dense = dense_vectors(conn, version)
     D = np.stack([dense[i] for i in ids]).astype(np.float32)
     qs = generate_queries(products, seed=args.seed, families=TEXT_FAMILIES).queries
     relevant = []
     for q in qs:
-        relevant.append({int(p["id"]) for p in products
-                         if all(p.get(f) in allowed for f, allowed in q.criteria)})
+        relevant.append(
+            {
+                int(p["id"])
+                for p in products
+                if all(p.get(f) in allowed for f, allowed in q.criteria)
+            }
+        )
     keep = [i for i, r in enumerate(relevant) if r]
     qs, relevant = [qs[i] for i in keep], [relevant[i] for i in keep]
 
     clip, splade = load_clip(version.dense_model), load_splade(version.sparse_model)
     t0 = time.perf_counter()
     QD = clip.encode_texts([q.text for q in qs])
-    print(f"# calibration on index v{version.id} ({len(ids):,} products, {version.dense_model} + "
-          f"{version.sparse_model}), {len(qs)} text queries with relevant products")
+    print(
+        f"# calibration on index v{version.id} ({len(ids):,} products, {version.dense_model} + "
+        f"{version.sparse_model}), {len(qs)} text queries with relevant products"
+    )
     results = {}
     for label, normalise in (("raw", False), ("unit", True)):
         cols: dict[int, int] = {}
@@ -100,11 +111,16 @@ def main() -> None:
     print(f"(encoding {time.perf_counter() - t0:.0f} s)\n")
     print("| side | top-1 score p50 | top-1 p90 | 10th-best p50 |\n|---|---|---|---|")
     DS = results["unit"][0]
-    for label, M in (("dense (CLIP cosine)", DS), ("sparse raw SPLADE", results["raw"][1]),
-                     ("sparse unit SPLADE", results["unit"][1])):
+    for label, M in (
+        ("dense (CLIP cosine)", DS),
+        ("sparse raw SPLADE", results["raw"][1]),
+        ("sparse unit SPLADE", results["unit"][1]),
+    ):
         top = -np.sort(-M, axis=1)
-        print(f"| {label} | {np.median(top[:, 0]):.3f} | {np.percentile(top[:, 0], 90):.3f} | "
-              f"{np.median(top[:, 9]):.3f} |")
+        print(
+            f"| {label} | {np.median(top[:, 0]):.3f} | {np.percentile(top[:, 0], 90):.3f} | "
+            f"{np.median(top[:, 9]):.3f} |"
+        )
     print("\n| alpha | MAP@10 raw sparse | MAP@10 unit sparse |\n|---|---|---|")
     for alpha in np.round(np.arange(0, 1.01, 0.1), 1):
         row = []

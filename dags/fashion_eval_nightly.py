@@ -34,9 +34,13 @@ SCHEDULE = AssetOrTimeSchedule(
     max_active_runs=1,
     tags=["fashion", "evaluation"],
     params={
-        "margin": Param(None, type=["null", "number"], minimum=0,
-                        description="allowed hybrid MAP@10 drop vs the previous run "
-                                    "(default: env FASHION_EVAL_MAP_MARGIN or 0.02)"),
+        "margin": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="allowed hybrid MAP@10 drop vs the previous run "
+            "(default: env FASHION_EVAL_MAP_MARGIN or 0.02)",
+        ),
     },
     default_args={
         "retries": 0,

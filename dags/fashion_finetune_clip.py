@@ -19,11 +19,18 @@ from airflow.sdk import Param, dag, task
     catchup=False,
     tags=["fashion", "training"],
     params={
-        "source": Param("offline", type="string", description="catalogue: offline | hub | parquet path"),
-        "arch": Param("fashion-lit-minilm", type="string",
-                      description="open_clip architecture (fashion-lit-minilm: LiT, pretrained MiniLM text "
-                                  "tower locked; fashion-clip-tiny: both towers from scratch)"),
-        "pretrained": Param(None, type=["null", "string"], description="open_clip tag/file to fine-tune"),
+        "source": Param(
+            "offline", type="string", description="catalogue: offline | hub | parquet path"
+        ),
+        "arch": Param(
+            "fashion-lit-minilm",
+            type="string",
+            description="open_clip architecture (fashion-lit-minilm: LiT, pretrained MiniLM text "
+            "tower locked; fashion-clip-tiny: both towers from scratch)",
+        ),
+        "pretrained": Param(
+            None, type=["null", "string"], description="open_clip tag/file to fine-tune"
+        ),
         "epochs": Param(15, type="integer", minimum=1),
         "minutes": Param(None, type=["null", "number"], description="training time budget"),
         "device": Param("cuda", type="string"),
@@ -39,12 +46,26 @@ def fashion_finetune_clip():
         from services.training.clip_train import TrainConfig
 
         settings = get_settings()
-        config = TrainConfig(source=params["source"], arch=params["arch"], pretrained=params["pretrained"],
-                             epochs=params["epochs"], max_minutes=params["minutes"], device=params["device"],
-                             threads=None, init_image_tower=workflow.default_image_tower_init(params["arch"]))
+        config = TrainConfig(
+            source=params["source"],
+            arch=params["arch"],
+            pretrained=params["pretrained"],
+            epochs=params["epochs"],
+            max_minutes=params["minutes"],
+            device=params["device"],
+            threads=None,
+            init_image_tower=workflow.default_image_tower_init(params["arch"]),
+        )
         out = settings.model_cache / "finetuned" / f"{params['model_name']}.pt"
-        summary = workflow.train_and_export(config, settings.work_dir / "clip-training" / params["model_name"], out)
-        return {"checkpoint": str(out), "arch": config.arch, "source": config.source, "summary_steps": summary["steps"]}
+        summary = workflow.train_and_export(
+            config, settings.work_dir / "clip-training" / params["model_name"], out
+        )
+        return {
+            "checkpoint": str(out),
+            "arch": config.arch,
+            "source": config.source,
+            "summary_steps": summary["steps"],
+        }
 
     @task(pool="gpu")
     def evaluate(trained: dict, params: dict | None = None) -> dict:
@@ -55,9 +76,13 @@ def fashion_finetune_clip():
         from services.training.clip_train import TrainConfig
 
         config = TrainConfig(source=trained["source"], arch=trained["arch"])
-        after = workflow.encoder_for_checkpoint(params["model_name"], Path(trained["checkpoint"]), trained["arch"])
+        after = workflow.encoder_for_checkpoint(
+            params["model_name"], Path(trained["checkpoint"]), trained["arch"]
+        )
         report = workflow.evaluate(config, after)
-        clip_report.save_report(report, [get_settings().reports_dir], stem=f"clip-report-{params['model_name']}")
+        clip_report.save_report(
+            report, [get_settings().reports_dir], stem=f"clip-report-{params['model_name']}"
+        )
         return {**trained, "targets": report["targets"]}
 
     @task
@@ -66,9 +91,12 @@ def fashion_finetune_clip():
 
         from services.training import workflow
 
-        path = workflow.register_finetuned(params["model_name"], Path(evaluated["checkpoint"]),
-                                           note=f"fine-tuned by DAG fashion_finetune_clip; targets {evaluated['targets']}",
-                                           arch=evaluated["arch"])
+        path = workflow.register_finetuned(
+            params["model_name"],
+            Path(evaluated["checkpoint"]),
+            note=f"fine-tuned by DAG fashion_finetune_clip; targets {evaluated['targets']}",
+            arch=evaluated["arch"],
+        )
         return str(path)
 
     @task.short_circuit

@@ -36,8 +36,10 @@ def _mark_version_failed(context) -> None:
 
     ti = context.get("ti") or context.get("task_instance")
     run = context["dag_run"]
-    error = f"Airflow run {run.run_id}: task {getattr(ti, 'task_id', '?')} failed: " \
-            f"{context.get('exception')!r}"
+    error = (
+        f"Airflow run {run.run_id}: task {getattr(ti, 'task_id', '?')} failed: "
+        f"{context.get('exception')!r}"
+    )
     stages.mark_run_versions_failed(f"{run.dag_id}__{run.run_id}", error[:2000])
 
 
@@ -55,21 +57,37 @@ def _mark_version_failed(context) -> None:
         "on_failure_callback": _mark_version_failed,
     },
     params={
-        "source": Param("offline", type="string",
-                        description='"offline", "hub", or a local Parquet file/folder'),
-        "size": Param(10_000, type="integer", minimum=1,
-                      description="offline catalogue size"),
+        "source": Param(
+            "offline", type="string", description='"offline", "hub", or a local Parquet file/folder'
+        ),
+        "size": Param(10_000, type="integer", minimum=1, description="offline catalogue size"),
         "limit": Param(None, type=["null", "integer"], description="read at most N rows"),
         "shard_size": Param(2000, type="integer", minimum=1),
-        "dense_model": Param(None, type=["null", "string"],
-                             description="CLIP model name (default FASHION_DENSE_MODEL)"),
-        "sparse_model": Param(None, type=["null", "string"],
-                              description="SPLADE model name (default FASHION_SPARSE_MODEL)"),
-        "dense_image_weight": Param(None, type=["null", "number"], minimum=0, maximum=1,
-                                    description="product dense vector = w * photo + (1 - w) * name "
-                                                "(default FASHION_DENSE_IMAGE_WEIGHT)"),
-        "min_recall": Param(0.9, type="number", minimum=0, maximum=1,
-                            description="fast-vs-exact recall@10 a version needs to go live"),
+        "dense_model": Param(
+            None,
+            type=["null", "string"],
+            description="CLIP model name (default FASHION_DENSE_MODEL)",
+        ),
+        "sparse_model": Param(
+            None,
+            type=["null", "string"],
+            description="SPLADE model name (default FASHION_SPARSE_MODEL)",
+        ),
+        "dense_image_weight": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="product dense vector = w * photo + (1 - w) * name "
+            "(default FASHION_DENSE_IMAGE_WEIGHT)",
+        ),
+        "min_recall": Param(
+            0.9,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="fast-vs-exact recall@10 a version needs to go live",
+        ),
     },
 )
 def fashion_reindex():
@@ -86,8 +104,9 @@ def fashion_reindex():
 
         p = _params()
         source = p["source"] if p["source"] in ("offline", "hub") else "local"
-        out = stages.validate_store_and_shard(paths, p["shard_size"], stages.run_dir_for(_run_key()),
-                                        limit=p["limit"], source=source)
+        out = stages.validate_store_and_shard(
+            paths, p["shard_size"], stages.run_dir_for(_run_key()), limit=p["limit"], source=source
+        )
         print(f"validation report: {out['report']}")
         get_current_context()["ti"].xcom_push(key="validation_report", value=out["report"])
         return out["shards"]
@@ -98,10 +117,13 @@ def fashion_reindex():
 
         p = _params()
         return stages.create_building_version(
-            p["dense_model"], p["sparse_model"], run_key=_run_key(),
+            p["dense_model"],
+            p["sparse_model"],
+            run_key=_run_key(),
             params={k: p[k] for k in ("source", "size", "limit", "shard_size")}
             | {"runner": "airflow", "shards": len(shards)},
-            dense_image_weight=p.get("dense_image_weight"))
+            dense_image_weight=p.get("dense_image_weight"),
+        )
 
     @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
     def encode_images(shard: str) -> str:
@@ -132,11 +154,15 @@ def fashion_reindex():
     def check(version_id: int, built: dict) -> dict:
         from services.pipeline import checks
 
-        report = get_current_context()["ti"].xcom_pull(task_ids="validate_and_shard",
-                                                        key="validation_report")
-        result = checks.check_and_mark_ready(version_id, report["valid"],
-                                             min_recall=_params()["min_recall"],
-                                             extra_report={"validation": report, "build": built})
+        report = get_current_context()["ti"].xcom_pull(
+            task_ids="validate_and_shard", key="validation_report"
+        )
+        result = checks.check_and_mark_ready(
+            version_id,
+            report["valid"],
+            min_recall=_params()["min_recall"],
+            extra_report={"validation": report, "build": built},
+        )
         print(f"checks: {result}")
         return result
 
@@ -147,8 +173,11 @@ def fashion_reindex():
         result = stages.swap_live(version_id)
         ctx = get_current_context()
         ctx["outlet_events"][LIVE_INDEX_ASSET].extra = {
-            "version": result["live"], "previous": result["previous"], "rows": result["rows"],
-            "recall_at_10": checks.get("recall_at_10_fast_vs_exact")}
+            "version": result["live"],
+            "previous": result["previous"],
+            "rows": result["rows"],
+            "recall_at_10": checks.get("recall_at_10_fast_vs_exact"),
+        }
         return result
 
     @task

@@ -32,8 +32,11 @@ def _empty(message: str, size=(7.5, 3.6)) -> bytes:
     return _png(fig)
 
 
-def history_chart(run_ids: Sequence[int], series: dict[str, Sequence[float | None]],
-                  labels: Sequence[str] | None = None) -> bytes:
+def history_chart(
+    run_ids: Sequence[int],
+    series: dict[str, Sequence[float | None]],
+    labels: Sequence[str] | None = None,
+) -> bytes:
     """MAP@10 per mode across runs (x: run id, tick labels: run dates)."""
     if not run_ids:
         return _empty("no evaluation runs yet — run `fashion-search eval`")
@@ -47,8 +50,12 @@ def history_chart(run_ids: Sequence[int], series: dict[str, Sequence[float | Non
         style = MODE_STYLE.get(mode, {"label": mode})
         ax.plot([p[0] for p in pts], [p[1] for p in pts], linewidth=1.8, markersize=5, **style)
     ax.set_xticks(xs)
-    ax.set_xticklabels(labels or [f"#{r}" for r in run_ids], rotation=45 if len(xs) > 8 else 0,
-                       ha="right" if len(xs) > 8 else "center", fontsize=8)
+    ax.set_xticklabels(
+        labels or [f"#{r}" for r in run_ids],
+        rotation=45 if len(xs) > 8 else 0,
+        ha="right" if len(xs) > 8 else "center",
+        fontsize=8,
+    )
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("MAP@10")
     ax.set_xlabel("evaluation run")
@@ -58,9 +65,12 @@ def history_chart(run_ids: Sequence[int], series: dict[str, Sequence[float | Non
     return _png(fig)
 
 
-def alpha_chart(curves: dict[str, Sequence[tuple[float, float]]],
-                best: dict[str, tuple[float, float] | None],
-                default_alpha: float | None, run_label: str) -> bytes:
+def alpha_chart(
+    curves: dict[str, Sequence[tuple[float, float]]],
+    best: dict[str, tuple[float, float] | None],
+    default_alpha: float | None,
+    run_label: str,
+) -> bytes:
     """MAP@10 against alpha (0 = sparse only, 1 = dense only), best alpha marked."""
     if not any(curves.values()):
         return _empty("no alpha sweep stored yet")
@@ -71,17 +81,41 @@ def alpha_chart(curves: dict[str, Sequence[tuple[float, float]]],
     for mode, curve in curves.items():
         if not curve:
             continue
-        ax.plot([a for a, _ in curve], [v for _, v in curve], marker="o", markersize=4,
-                linewidth=1.8, color=colours.get(mode), label=names.get(mode, mode))
+        ax.plot(
+            [a for a, _ in curve],
+            [v for _, v in curve],
+            marker="o",
+            markersize=4,
+            linewidth=1.8,
+            color=colours.get(mode),
+            label=names.get(mode, mode),
+        )
         b = best.get(mode)
         if b is not None:
-            ax.plot([b[0]], [b[1]], marker="*", markersize=16, color=colours.get(mode),
-                    markeredgecolor="black", linestyle="none")
-            ax.annotate(f"best {b[0]:.1f}: {b[1]:.3f}", b, textcoords="offset points",
-                        xytext=(6, 8), fontsize=8)
+            ax.plot(
+                [b[0]],
+                [b[1]],
+                marker="*",
+                markersize=16,
+                color=colours.get(mode),
+                markeredgecolor="black",
+                linestyle="none",
+            )
+            ax.annotate(
+                f"best {b[0]:.1f}: {b[1]:.3f}",
+                b,
+                textcoords="offset points",
+                xytext=(6, 8),
+                fontsize=8,
+            )
     if default_alpha is not None:
-        ax.axvline(default_alpha, color="#d62728", linestyle="--", linewidth=1.2,
-                   label=f"service default alpha {default_alpha:.2f}")
+        ax.axvline(
+            default_alpha,
+            color="#d62728",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"service default alpha {default_alpha:.2f}",
+        )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("alpha  (0 = sparse SPLADE only … 1 = dense CLIP only)")
@@ -92,8 +126,9 @@ def alpha_chart(curves: dict[str, Sequence[tuple[float, float]]],
     return _png(fig)
 
 
-def family_chart(families: Sequence[str], series: dict[str, Sequence[float | None]],
-                 run_label: str) -> bytes:
+def family_chart(
+    families: Sequence[str], series: dict[str, Sequence[float | None]], run_label: str
+) -> bytes:
     """Grouped bars: MAP@10 per query family and mode."""
     if not families:
         return _empty("no per-family numbers yet")

@@ -30,46 +30,77 @@ def _families(text: str) -> list[str]:
     unknown = [f for f in names if f not in FAMILIES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+            f"unknown families {unknown}; choose from {', '.join(FAMILIES)}"
+        )
     return names
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="measure MAP@10 & co. of dense/sparse/hybrid/multi on the live index",
+        "eval",
+        help="measure MAP@10 & co. of dense/sparse/hybrid/multi on the live index",
         description="Generate the query set from the live index's catalogue metadata, encode "
         "each query once, sweep alpha with the fused search, store the run in PostgreSQL "
         "(eval_runs, eval_metrics), print the table and write a markdown report under "
-        "FASHION_HOME/reports. Protocol: evaluation/PROTOCOL.md.")
-    p.add_argument("--alphas", type=_alphas, default=None,
-                   help="alphas to sweep, e.g. '0,0.3,0.5,1' (default 0.0..1.0 step 0.1; "
-                        "0, 1 and the service default are always added)")
-    p.add_argument("--families", type=_families, default=None,
-                   help=f"query families (default all): {', '.join(FAMILIES)}")
+        "FASHION_HOME/reports. Protocol: evaluation/PROTOCOL.md.",
+    )
+    p.add_argument(
+        "--alphas",
+        type=_alphas,
+        default=None,
+        help="alphas to sweep, e.g. '0,0.3,0.5,1' (default 0.0..1.0 step 0.1; "
+        "0, 1 and the service default are always added)",
+    )
+    p.add_argument(
+        "--families",
+        type=_families,
+        default=None,
+        help=f"query families (default all): {', '.join(FAMILIES)}",
+    )
     p.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
-    p.add_argument("--split", choices=[*SPLITS, "all"], default="test",
-                   help="which half of every family to ask: test (default; what is reported), "
-                        "tune (what weights are chosen on), or all")
+    p.add_argument(
+        "--split",
+        choices=[*SPLITS, "all"],
+        default="test",
+        help="which half of every family to ask: test (default; what is reported), "
+        "tune (what weights are chosen on), or all",
+    )
     p.add_argument("--notes", default=None, help="free text stored with the run")
-    p.add_argument("--check-regression", action="store_true",
-                   help="exit 4 when hybrid MAP@10 dropped by more than --margin vs the "
-                        "previous run")
-    p.add_argument("--margin", type=float, default=None,
-                   help="allowed hybrid MAP@10 drop (default env FASHION_EVAL_MAP_MARGIN or 0.02)")
+    p.add_argument(
+        "--check-regression",
+        action="store_true",
+        help="exit 4 when hybrid MAP@10 dropped by more than --margin vs the previous run",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="allowed hybrid MAP@10 drop (default env FASHION_EVAL_MAP_MARGIN or 0.02)",
+    )
     p.set_defaults(func=_eval)
 
     w = subparsers.add_parser(
-        "eval-sweep", help="choose image weight, alphas and query text weight on the tuning split",
+        "eval-sweep",
+        help="choose image weight, alphas and query text weight on the tuning split",
         description="Exact in-memory ranking of the live index's products for a grid of product "
         "image weights, alphas and photo + text query weights, scored on the TUNING half of the "
-        "query set (the reported test half is never used). Prints the tables and the choice.")
+        "query set (the reported test half is never used). Prints the tables and the choice.",
+    )
     w.add_argument("--dense-model", default=None, help="CLIP model (default: the live version's)")
     w.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
-    w.add_argument("--split", choices=SPLITS, default="tune",
-                   help="split to score (default tune; 'test' only to show what tuning would do)")
-    w.add_argument("--product-text", choices=["name", "document"], default="name",
-                   help="text half of a product's dense vector: the name (what indexing encodes) "
-                        "or name + attributes (ablation)")
+    w.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="tune",
+        help="split to score (default tune; 'test' only to show what tuning would do)",
+    )
+    w.add_argument(
+        "--product-text",
+        choices=["name", "document"],
+        default="name",
+        help="text half of a product's dense vector: the name (what indexing encodes) "
+        "or name + attributes (ablation)",
+    )
     w.set_defaults(func=_sweep)
 
     r = subparsers.add_parser("eval-report", help="print a stored evaluation run")
@@ -83,9 +114,15 @@ def _eval(args) -> int:
     margin = args.margin if args.margin is not None else margin_from_env()
     conn = connect()
     try:
-        outcome = evaluate(conn, alphas=args.alphas, families=args.families, seed=args.seed,
-                           split=None if args.split == "all" else args.split,
-                           notes=args.notes, progress=lambda m: print(m, flush=True))
+        outcome = evaluate(
+            conn,
+            alphas=args.alphas,
+            families=args.families,
+            seed=args.seed,
+            split=None if args.split == "all" else args.split,
+            notes=args.notes,
+            progress=lambda m: print(m, flush=True),
+        )
         print()
         print(text_report(conn, outcome.run_id))
         if outcome.report_path:
@@ -102,9 +139,13 @@ def _eval(args) -> int:
 def _sweep(args) -> int:
     from evaluation.sweep import format_sweep, run_sweep  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    result = run_sweep(dense_model=args.dense_model, seed=args.seed, split=args.split,
-                       product_text=args.product_text,
-                       progress=lambda m: print(m, flush=True))
+    result = run_sweep(
+        dense_model=args.dense_model,
+        seed=args.seed,
+        split=args.split,
+        product_text=args.product_text,
+        progress=lambda m: print(m, flush=True),
+    )
     print()
     print(format_sweep(result))
     return 0

@@ -112,15 +112,17 @@ class WordNet:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path or get_settings().wordnet_dir)
-        needed = [self.path / f"{kind}.{name}" for name in ("noun", "adj")
-                  for kind in ("index", "data")]
+        needed = [
+            self.path / f"{kind}.{name}" for name in ("noun", "adj") for kind in ("index", "data")
+        ]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             raise WordNetMissing(
                 f"WordNet 3.0 database files not found: {', '.join(missing)}. Install the "
                 f"Debian package '{DEBIAN_PACKAGE}' (apt-get install {DEBIAN_PACKAGE}; "
                 f"scripts/setup.sh does) or point ${ENV_DIR} at a directory holding "
-                f"index.noun and data.noun.")
+                f"index.noun and data.noun."
+            )
         self._index: dict[str, dict[str, tuple[int, ...]]] = {}
         self._synsets: dict[tuple[int, str], Synset] = {}
 
@@ -142,7 +144,7 @@ class WordNet:
                     f = line.split()
                     p_cnt = int(f[3])
                     sense_cnt = int(f[4 + p_cnt])
-                    offsets = f[6 + p_cnt:6 + p_cnt + sense_cnt]
+                    offsets = f[6 + p_cnt : 6 + p_cnt + sense_cnt]
                     table[f[0]] = tuple(int(o) for o in offsets)
             self._index[name] = table
         return self._index[name]
@@ -172,12 +174,14 @@ class WordNet:
         """Sense ``number`` (1-based, as WordNet numbers them) of ``lemma``."""
         senses = self.synsets(lemma, pos)
         if not 1 <= number <= len(senses):
-            raise KeyError(f"{lemma!r} has {len(senses)} {POS_FILES[pos]} senses, "
-                           f"not a sense {number}")
+            raise KeyError(
+                f"{lemma!r} has {len(senses)} {POS_FILES[pos]} senses, not a sense {number}"
+            )
         return senses[number - 1]
 
-    def _walk(self, synset: Synset, symbols: Sequence[str], depth: int
-              ) -> Iterator[tuple[Synset, int]]:
+    def _walk(
+        self, synset: Synset, symbols: Sequence[str], depth: int
+    ) -> Iterator[tuple[Synset, int]]:
         """Breadth-first (synset, distance) along ``symbols``, each synset once, <= depth."""
         seen = {(synset.offset, synset.pos)}
         frontier = [synset]
@@ -248,16 +252,31 @@ ARTICLE_SENSES: dict[str, Sense] = {
     "Jackets": Sense("jacket", 1, 3589791, "a short coat"),
     "Trousers": Sense("trouser", 1, 4489008, "(usually in the plural) a garment extending"),
     "Jeans": Sense("jean", 1, 3594734, "(usually plural) close-fitting trousers of heavy"),
-    "Track Pants": Sense("sweatpants", 1, 4370288, "loose-fitting trousers with elastic cuffs",
-                         note="WordNet has no 'track pants'; sweatpants is the same garment"),
+    "Track Pants": Sense(
+        "sweatpants",
+        1,
+        4370288,
+        "loose-fitting trousers with elastic cuffs",
+        note="WordNet has no 'track pants'; sweatpants is the same garment",
+    ),
     "Dresses": Sense("dress", 1, 3236735, "a one-piece garment for a woman"),
     "Sandals": Sense("sandal", 1, 4133789, "a shoe consisting of a sole fastened by straps"),
-    "Sports Shoes": Sense("sneaker", 1, 3472535, "a canvas shoe with a pliable rubber sole",
-                          note="gym shoe / sneaker / tennis shoe; WordNet has no athletic shoe"),
-    "Casual Shoes": Sense("shoe", 1, 4199027, "footwear shaped to fit the foot (below the",
-                          exact=False,
-                          note="no casual-shoe sense; shoe's hyponyms include running shoes, "
-                               "cleats, pumps and swim fins, which are not casual shoes"),
+    "Sports Shoes": Sense(
+        "sneaker",
+        1,
+        3472535,
+        "a canvas shoe with a pliable rubber sole",
+        note="gym shoe / sneaker / tennis shoe; WordNet has no athletic shoe",
+    ),
+    "Casual Shoes": Sense(
+        "shoe",
+        1,
+        4199027,
+        "footwear shaped to fit the foot (below the",
+        exact=False,
+        note="no casual-shoe sense; shoe's hyponyms include running shoes, "
+        "cleats, pumps and swim fins, which are not casual shoes",
+    ),
     "Boots": Sense("boot", 1, 2872752, "footwear that covers the whole foot and lower leg"),
     "Handbags": Sense("handbag", 1, 2774152, "a container used for carrying money and small"),
 }
@@ -278,17 +297,27 @@ COLOUR_SENSES: dict[str, Sense] = {
     "Brown": Sense("brown", 1, 4971928, "an orange of low brightness and saturation"),
     "Tan": Sense("tan", 2, 4973020, "a light brown the color of topaz"),
     "Beige": Sense("beige", 1, 4973291, "a very light brown"),
-    "Cream": Sense("off-white", 1, 4961331, "a shade of white the color of bleached bones",
-                   note="no cream colour sense; off-white (ivory, bone, pearl) is the nearest"),
+    "Cream": Sense(
+        "off-white",
+        1,
+        4961331,
+        "a shade of white the color of bleached bones",
+        note="no cream colour sense; off-white (ivory, bone, pearl) is the nearest",
+    ),
     "Pink": Sense("pink", 1, 4970916, "a light shade of red"),
     "Magenta": Sense("magenta", 1, 4964586, "a primary subtractive color for light"),
     "Purple": Sense("purple", 1, 4970059, "a purple color or pigment"),
     "Lavender": Sense("lavender", 2, 4970470, "a pale purple color"),
     "Yellow": Sense("yellow", 1, 4965661, "yellow color or pigment"),
-    "Mustard": Sense("brownish yellow", 1, 4966428, "a yellow color of low lightness with a",
-                     note="no mustard colour sense; this gloss describes mustard. Its one word "
-                          "reads as Yellow and is dropped, but the sense keeps it out of "
-                          "Yellow's words"),
+    "Mustard": Sense(
+        "brownish yellow",
+        1,
+        4966428,
+        "a yellow color of low lightness with a",
+        note="no mustard colour sense; this gloss describes mustard. Its one word "
+        "reads as Yellow and is dropped, but the sense keeps it out of "
+        "Yellow's words",
+    ),
     "Orange": Sense("orange", 2, 4965179, "orange color or pigment"),
     "Peach": Sense("peach", 4, 4971675, "a shade of pink tinged with yellow"),
     "Teal": Sense("teal", 1, 4968426, "a blue-green color or pigment"),
@@ -303,17 +332,17 @@ COLOUR_SENSES: dict[str, Sense] = {
 EXCLUDED_SYNSETS: dict[int, str] = {
     # hypernyms
     3419014: "garment: WordNet files dress and top under woman's clothing, not garment, so "
-             "dresses and tops would be judged not relevant to 'garment'",
+    "dresses and tops would be judged not relevant to 'garment'",
     4596852: "woman's clothing: a gender, not a kind of article; a woman's jacket would be "
-             "judged not relevant",
+    "judged not relevant",
     # hyponyms of a catalogue type's sense that the catalogue type does not hold
     4205318: "shorts (short pants, trunks, hot pants, ...): the catalogue's Trousers are "
-             "full length; long trousers are not relevant to 'shorts'",
+    "full length; long trousers are not relevant to 'shorts'",
     2896442: "breeches / knickers: trousers ending above the knee ('knickers' is also "
-             "British underwear)",
+    "British underwear)",
     3877674: "pajama: nightwear, not trousers",
     3357081: "flannel / gabardine / tweed / white: fabric (and colour) names first; in a "
-             "shop 'flannel' means flannel shirts as much as trousers",
+    "shop 'flannel' means flannel shirts as much as trousers",
     3978966: "polo shirt / sport shirt: shops (and the real dataset) sell polos as T-shirts",
     4390577: "tank top: sold as a top or vest, not as a shirt",
     3629231: "kurta: a garment of its own (the real dataset has a Kurtas type), not a shirt",
@@ -383,7 +412,8 @@ def resolve(wn: WordNet, sense: Sense) -> Synset:
         raise ValueError(
             f"WordNet at {wn.path} does not match the sense table: {sense.lemma!r} sense "
             f"{sense.number} is {synset.key} {synset.gloss[:60]!r}, expected "
-            f"{sense.offset:08d}-n {sense.gloss!r} (WordNet 3.0 is expected)")
+            f"{sense.offset:08d}-n {sense.gloss!r} (WordNet 3.0 is expected)"
+        )
     return synset
 
 
@@ -405,8 +435,9 @@ def _contains_phrase(word: str, phrase: str) -> bool:
     return f" {phrase.lower()} " in f" {word.lower()} "
 
 
-def _derive(wn: WordNet, senses: Mapping[str, Sense], depth: int,
-            reserved: set[str]) -> tuple[dict[str, list[DerivedWord]], dict[str, str]]:
+def _derive(
+    wn: WordNet, senses: Mapping[str, Sense], depth: int, reserved: set[str]
+) -> tuple[dict[str, list[DerivedWord]], dict[str, str]]:
     """Synonyms and hyponyms (<= ``depth``) of each value's sense, and why words were dropped.
 
     The walk down from one value does not enter another value's synset (a t-shirt is a
@@ -432,8 +463,9 @@ def _derive(wn: WordNet, senses: Mapping[str, Sense], depth: int,
             continue
         # the sense's own words name the value, as the catalogue name does ("gray" = Grey,
         # though grey subsumes silver and charcoal in WordNet)
-        candidates += [(DerivedWord(w, value, "synonym", 0, root.offset), False)
-                       for w in root.words]
+        candidates += [
+            (DerivedWord(w, value, "synonym", 0, root.offset), False) for w in root.words
+        ]
         frontier = [(root, False)]
         seen = {root.offset}
         for d in range(1, depth + 1):
@@ -446,8 +478,10 @@ def _derive(wn: WordNet, senses: Mapping[str, Sense], depth: int,
                     child = wn.synset(offset, pos)
                     contested = parent_contested or subsumes_other(offset, value)
                     nxt.append((child, contested))
-                    candidates += [(DerivedWord(w, value, "hyponym", d, offset), contested)
-                                   for w in child.words]
+                    candidates += [
+                        (DerivedWord(w, value, "hyponym", d, offset), contested)
+                        for w in child.words
+                    ]
             frontier = nxt
 
     values_by_form: dict[str, set[str]] = {}
@@ -480,8 +514,7 @@ def _colour_names(wn: WordNet) -> dict[str, set[str]]:
 
     names = {c: {c.lower()} for c in v.COLOURS}
     for colour, sense in COLOUR_SENSES.items():
-        names[colour] |= {w for w in resolve(wn, sense).words
-                          if not w.endswith(("ness", "ity"))}
+        names[colour] |= {w for w in resolve(wn, sense).words if not w.endswith(("ness", "ity"))}
     return names
 
 
@@ -492,8 +525,14 @@ def _names_other_value(word: str, value: str, names: Mapping[str, set[str]]) -> 
     own = set(value.lower().split()) | (names[value] - {word})
     if any(_contains_phrase(word, phrase) for phrase in own):
         return None
-    return next((other for other, phrases in names.items() if other != value
-                 and any(_contains_phrase(word, phrase) for phrase in phrases)), None)
+    return next(
+        (
+            other
+            for other, phrases in names.items()
+            if other != value and any(_contains_phrase(word, phrase) for phrase in phrases)
+        ),
+        None,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -504,8 +543,14 @@ def _article_words(path: str) -> tuple[dict[str, list[DerivedWord]], dict[str, s
     colours = _colour_names(wn)
 
     def names_a_colour(value: str, word: str) -> str | None:  # "blue jean" reads as a colour query
-        colour = next((c for c, phrases in colours.items()
-                       if any(_contains_phrase(word, p) for p in phrases)), None)
+        colour = next(
+            (
+                c
+                for c, phrases in colours.items()
+                if any(_contains_phrase(word, p) for p in phrases)
+            ),
+            None,
+        )
         return f"contains the colour {colour!r}" if colour else None
 
     _drop_where(words, dropped, names_a_colour)
@@ -533,7 +578,9 @@ def _colour_words(path: str) -> tuple[dict[str, list[DerivedWord]], dict[str, st
     words, dropped = _derive(wn, COLOUR_SENSES, COLOUR_DEPTH, type_names | others)
     names = _colour_names(wn)
 
-    def names_another_colour(value: str, word: str) -> str | None:  # "brick red" (a brown) reads as Red
+    def names_another_colour(
+        value: str, word: str
+    ) -> str | None:  # "brick red" (a brown) reads as Red
         other = _names_other_value(word, value, names)
         return f"names the colour {other!r}, not {value!r}" if other else None
 
@@ -580,16 +627,18 @@ def _hypernym_candidates(path: str) -> tuple[HypernymGroup, ...]:
     for offset, (hyper, d) in sorted(best.items()):
         if offset in EXCLUDED_SYNSETS or offset in exact_own:
             continue
-        covered = tuple(t for t in ARTICLE_SENSES
-                        if synsets[t].offset == offset or offset in ancestors[t])
+        covered = tuple(
+            t for t in ARTICLE_SENSES if synsets[t].offset == offset or offset in ancestors[t]
+        )
         for w in hyper.words:
             if not any(_same_word(w, n) for n in [*type_names, *others, *derived]):
                 groups.append(HypernymGroup(w, offset, covered, d))
     return tuple(groups)
 
 
-def hypernym_groups(present_types: Iterable[str],
-                    path: str | os.PathLike | None = None) -> list[HypernymGroup]:
+def hypernym_groups(
+    present_types: Iterable[str], path: str | os.PathLike | None = None
+) -> list[HypernymGroup]:
     """Hypernym words (<= 3 levels above the types' senses) usable for a catalogue with
     ``present_types``; each group's ``types`` is cut down to the present ones.
 
@@ -613,7 +662,10 @@ def hypernym_groups(present_types: Iterable[str],
     for groups in by_set.values():
         offsets = {g.offset for g in groups}
         # most specific: drop a synset that is an ancestor of another one in the same set
-        keep = {o for o in offsets
-                if not any(o in _ancestors(wn, wn.synset(other)) for other in offsets - {o})}
+        keep = {
+            o
+            for o in offsets
+            if not any(o in _ancestors(wn, wn.synset(other)) for other in offsets - {o})
+        }
         out += [g for g in groups if g.offset in keep]
     return sorted(out, key=lambda g: (g.types, g.word))

@@ -51,8 +51,9 @@ def precision_at_k(ranking: Sequence[Hashable], relevant: Iterable, k: int = 10)
     return sum(_rels(ranking, rel, k)) / k
 
 
-def average_precision_at_k(ranking: Sequence[Hashable], relevant: Iterable,
-                           k: int = 10) -> float | None:
+def average_precision_at_k(
+    ranking: Sequence[Hashable], relevant: Iterable, k: int = 10
+) -> float | None:
     rel = set(relevant)
     if not rel:
         return None
@@ -65,8 +66,9 @@ def average_precision_at_k(ranking: Sequence[Hashable], relevant: Iterable,
     return total / min(k, len(rel))
 
 
-def reciprocal_rank_at_k(ranking: Sequence[Hashable], relevant: Iterable,
-                         k: int = 10) -> float | None:
+def reciprocal_rank_at_k(
+    ranking: Sequence[Hashable], relevant: Iterable, k: int = 10
+) -> float | None:
     rel = set(relevant)
     if not rel:
         return None

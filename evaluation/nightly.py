@@ -49,9 +49,13 @@ def check_run(run_id: int, margin: Any = None) -> dict:
     log.info(check.message())
     if check.regressed:
         raise MapRegression(check.message(), check)
-    return {"run_id": check.run_id, "previous_run_id": check.previous_run_id,
-            "hybrid_map": check.current, "previous_hybrid_map": check.previous,
-            "margin": check.margin}
+    return {
+        "run_id": check.run_id,
+        "previous_run_id": check.previous_run_id,
+        "hybrid_map": check.current,
+        "previous_hybrid_map": check.previous,
+        "margin": check.margin,
+    }
 
 
 def alert_on_failure(context: dict) -> None:
@@ -61,13 +65,20 @@ def alert_on_failure(context: dict) -> None:
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
     task_id = getattr(ti, "task_id", "?")
     run_id = None
-    details: dict[str, Any] = {"dag_id": dag_id, "task_id": task_id,
-                               "dag_run_id": getattr(context.get("dag_run"), "run_id", None),
-                               "exception_type": type(exc).__name__ if exc else None}
+    details: dict[str, Any] = {
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "dag_run_id": getattr(context.get("dag_run"), "run_id", None),
+        "exception_type": type(exc).__name__ if exc else None,
+    }
     if isinstance(exc, MapRegression):
         run_id = exc.check.run_id
-        details.update(previous_run_id=exc.check.previous_run_id, hybrid_map=exc.check.current,
-                       previous_hybrid_map=exc.check.previous, margin=exc.check.margin)
+        details.update(
+            previous_run_id=exc.check.previous_run_id,
+            hybrid_map=exc.check.current,
+            previous_hybrid_map=exc.check.previous,
+            margin=exc.check.margin,
+        )
         kind = "hybrid MAP@10 regression"
     else:
         kind = "evaluation task failed"
@@ -76,13 +87,19 @@ def alert_on_failure(context: dict) -> None:
     record_alert(message, run_id=run_id, details=details, source=f"{dag_id}.{task_id}")
 
 
-def record_alert(message: str, *, run_id: int | None = None, details: dict | None = None,
-                 source: str = "evaluation") -> None:
+def record_alert(
+    message: str,
+    *,
+    run_id: int | None = None,
+    details: dict | None = None,
+    source: str = "evaluation",
+) -> None:
     """Write an alert to ``eval_alerts``; fall back to a JSON-lines file if that fails."""
     try:
         with connection() as conn:
-            storage.record_alert(conn, source=source, message=message, run_id=run_id,
-                                 details=details)
+            storage.record_alert(
+                conn, source=source, message=message, run_id=run_id, details=details
+            )
         return
     except Exception as db_exc:  # noqa: BLE001 - the alert must land somewhere
         log.error("could not store the alert in the database (%s); writing a file", db_exc)
@@ -90,8 +107,18 @@ def record_alert(message: str, *, run_id: int | None = None, details: dict | Non
         path = get_settings().reports_dir / "alerts.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
-            fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), "source": source,
-                                 "run_id": run_id, "message": message,
-                                 "details": details or {}}, default=str) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "at": datetime.now(UTC).isoformat(),
+                        "source": source,
+                        "run_id": run_id,
+                        "message": message,
+                        "details": details or {},
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
     except Exception:
         log.exception("could not write the alert file either")

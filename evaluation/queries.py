@@ -57,8 +57,11 @@ FAMILIES: tuple[str, ...] = (
     "multimodal",  # keep last: TEXT_FAMILIES is everything before it
 )
 TEXT_FAMILIES: tuple[str, ...] = FAMILIES[:-1]
-WORDNET_FAMILIES: tuple[str, ...] = ("wordnet_category", "wordnet_colour_category",
-                                     "wordnet_hypernym")
+WORDNET_FAMILIES: tuple[str, ...] = (
+    "wordnet_category",
+    "wordnet_colour_category",
+    "wordnet_hypernym",
+)
 # Queries per family, both halves together (category: at most one per article type;
 # wordnet_*: at most as many as WordNet gives words). ~800 in all, ~400 per split.
 DEFAULT_SIZES: dict[str, int] = {  # both halves (tune + test) together
@@ -108,9 +111,13 @@ class EvalQuery:
         return " AND ".join(f"{f} in {{{', '.join(v)}}}" for f, v in self.criteria)
 
     def to_json(self) -> dict:
-        return {"qid": self.qid, "family": self.family, "text": self.text,
-                "criteria": {f: list(v) for f, v in self.criteria},
-                "image_product_id": self.image_product_id}
+        return {
+            "qid": self.qid,
+            "family": self.family,
+            "text": self.text,
+            "criteria": {f: list(v) for f, v in self.criteria},
+            "image_product_id": self.image_product_id,
+        }
 
 
 SPLITS: tuple[str, ...] = ("tune", "test")
@@ -147,13 +154,13 @@ class QuerySet:
 # --- how catalogue values read in a query -----------------------------------------------
 def _article_words(article_type: str) -> tuple[str, str]:
     """(plural, singular) as a shopper types them: Tshirts -> ("t-shirts", "t-shirt")."""
-    display = ARTICLE_TYPES[article_type].display.lower() if article_type in ARTICLE_TYPES \
-        else None
+    display = ARTICLE_TYPES[article_type].display.lower() if article_type in ARTICLE_TYPES else None
     plural = article_type.lower()
     if plural == "tshirts":
         plural = "t-shirts"
-    singular = display or (plural[:-1] if plural.endswith("s") and not plural.endswith("ss")
-                           else plural)
+    singular = display or (
+        plural[:-1] if plural.endswith("s") and not plural.endswith("ss") else plural
+    )
     return plural, singular
 
 
@@ -191,21 +198,36 @@ def _category(products, n, seed):
 
 def _colour_category(products, n, seed):
     out = []
-    for at, colour in _sample(_rng(seed, "colour_category"),
-                              _combos(products, ["articleType", "baseColour"]), n):
-        out.append((f"{colour.lower()} {_article_words(at)[0]}",
-                    (("articleType", (at,)), ("baseColour", (colour,))), None))
+    for at, colour in _sample(
+        _rng(seed, "colour_category"), _combos(products, ["articleType", "baseColour"]), n
+    ):
+        out.append(
+            (
+                f"{colour.lower()} {_article_words(at)[0]}",
+                (("articleType", (at,)), ("baseColour", (colour,))),
+                None,
+            )
+        )
     return out
 
 
 def _gender_colour_category(products, n, seed):
-    combos = [c for c in _combos(products, ["gender", "baseColour", "articleType"])
-              if c[0] != "Unisex"]
+    combos = [
+        c for c in _combos(products, ["gender", "baseColour", "articleType"]) if c[0] != "Unisex"
+    ]
     out = []
     for gender, colour, at in _sample(_rng(seed, "gender_colour_category"), combos, n):
-        out.append((f"{gender.lower()} {colour.lower()} {_article_words(at)[1]}",
-                    (("articleType", (at,)), ("baseColour", (colour,)),
-                     ("gender", relevant_genders(gender))), None))
+        out.append(
+            (
+                f"{gender.lower()} {colour.lower()} {_article_words(at)[1]}",
+                (
+                    ("articleType", (at,)),
+                    ("baseColour", (colour,)),
+                    ("gender", relevant_genders(gender)),
+                ),
+                None,
+            )
+        )
     return out
 
 
@@ -214,8 +236,13 @@ def _usage_season_category(products, n, seed):
     pool += [("season", s, at) for s, at in _combos(products, ["season", "articleType"])]
     out = []
     for fld, value, at in _sample(_rng(seed, "usage_season_category"), pool, n):
-        out.append((f"{value.lower()} {_article_words(at)[0]}",
-                    (("articleType", (at,)), (fld, (value,))), None))
+        out.append(
+            (
+                f"{value.lower()} {_article_words(at)[0]}",
+                (("articleType", (at,)), (fld, (value,))),
+                None,
+            )
+        )
     return out
 
 
@@ -231,10 +258,14 @@ def _paraphrase_pool(products) -> list[tuple[str, tuple]]:
         if kept:
             article_words.append((word, kept))
     canonical = [(_article_words(t)[1], (t,)) for t in sorted(present_types) if t]
-    colour_words = [(w, c) for w, c in sorted(vocab.COLOUR_SYNONYMS.items())
-                    if c in present_colours and w != c.lower()]
-    gender_words = [(w, g) for w, g in sorted(vocab.GENDER_SYNONYMS.items())
-                    if g in genders and w != g.lower()]
+    colour_words = [
+        (w, c)
+        for w, c in sorted(vocab.COLOUR_SYNONYMS.items())
+        if c in present_colours and w != c.lower()
+    ]
+    gender_words = [
+        (w, g) for w, g in sorted(vocab.GENDER_SYNONYMS.items()) if g in genders and w != g.lower()
+    ]
     pool: list[tuple[str, tuple]] = []
     for word, types in article_words:  # synonym for the article type
         at = (("articleType", types),)
@@ -261,8 +292,13 @@ def _paraphrase(products, n, seed):
         if crit is None:  # e.g. no Tops in a tiny catalogue: judge against the vocabulary
             crit = _pinned_criteria(text)
         out.append((text, crit, None))
-    supported = sorted({text for text, crit in pool if text not in PINNED_PARAPHRASES
-                        and any(_matches(crit, p) for p in products)})
+    supported = sorted(
+        {
+            text
+            for text, crit in pool
+            if text not in PINNED_PARAPHRASES and any(_matches(crit, p) for p in products)
+        }
+    )
     for text in _sample(_rng(seed, "paraphrase"), supported, max(0, n - len(out))):
         out.append((text, by_text[text], None))
     return out
@@ -303,8 +339,13 @@ def _multimodal(products, n, seed):
             source = rng.choice(candidates)
             used.add(int(source["id"]))
             target = rng.choice([c for c in colours_by_type[at] if c != source["baseColour"]])
-            out.append((target.lower(), (("articleType", (at,)), ("baseColour", (target,))),
-                        int(source["id"])))
+            out.append(
+                (
+                    target.lower(),
+                    (("articleType", (at,)), ("baseColour", (target,))),
+                    int(source["id"]),
+                )
+            )
             progressed = True
         if not progressed:
             break
@@ -356,16 +397,18 @@ def _wordnet_colour_category(products, n, seed):
     lex = _wordnet()
     colours, types = lex.colour_words(), lex.article_words()
     rng = _rng(seed, "wordnet_colour_category")
-    combos = [(at, c) for at, c in _combos(products, ["articleType", "baseColour"])
-              if colours.get(c)]
+    combos = [
+        (at, c) for at, c in _combos(products, ["articleType", "baseColour"]) if colours.get(c)
+    ]
     out = []
     for at, colour in _sample(rng, combos, n):
         colour_word = rng.choice(sorted(dw.word for dw in colours[colour]))
         type_words = sorted(dw.word for dw in types.get(at, ()))
         use_wordnet = rng.random() < 0.5
         article = rng.choice(type_words) if use_wordnet and type_words else _article_display(at)
-        out.append((f"{colour_word} {article}",
-                    (("articleType", (at,)), ("baseColour", (colour,))), None))
+        out.append(
+            (f"{colour_word} {article}", (("articleType", (at,)), ("baseColour", (colour,))), None)
+        )
     return out
 
 
@@ -379,8 +422,11 @@ def _wordnet_hypernym(products, n, seed):
     plain = [(g.word, (("articleType", g.types),), None) for g in groups]
     plain = sorted(_sample(rng, plain, n), key=lambda x: x[0])
     colours = sorted({p.get("baseColour") for p in products if p.get("baseColour")})
-    coloured = [(f"{c.lower()} {g.word}", (("articleType", g.types), ("baseColour", (c,))),
-                 None) for g in groups for c in colours]
+    coloured = [
+        (f"{c.lower()} {g.word}", (("articleType", g.types), ("baseColour", (c,))), None)
+        for g in groups
+        for c in colours
+    ]
     coloured = [q for q in coloured if any(_matches(q[1], p) for p in products)]
     return plain + _sample(rng, coloured, max(0, n - len(plain)))
 
@@ -398,10 +444,14 @@ _BUILDERS = {
 }
 
 
-def generate_queries(products: Sequence[Mapping], *, seed: int = 0,
-                     families: Sequence[str] | None = None,
-                     sizes: Mapping[str, int] | None = None,
-                     split: str | None = None) -> QuerySet:
+def generate_queries(
+    products: Sequence[Mapping],
+    *,
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    split: str | None = None,
+) -> QuerySet:
     """The query set for ``products`` (dataset field names; ``id`` required).
 
     Deterministic: products are read in id order and every family draws from its own
@@ -421,7 +471,8 @@ def generate_queries(products: Sequence[Mapping], *, seed: int = 0,
         if family not in families:
             continue
         for i, (text, criteria, image_id) in enumerate(
-                _BUILDERS[family](products, sizes[family], seed)):
+            _BUILDERS[family](products, sizes[family], seed)
+        ):
             query = EvalQuery(f"{family}-{i:03d}", family, text, criteria, image_id)
             if split is None or query.split == split:
                 queries.append(query)

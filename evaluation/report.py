@@ -37,32 +37,58 @@ def overall_table(rows: list[MetricRow]) -> list[list[str]]:
     order = {"dense": 0, "sparse": 1, "hybrid": 2, "multi": 3}
     for (mode, alpha), ms in sorted(by_key.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
         n = max(m.n_queries for m in ms.values())
-        out.append([mode, f"{alpha:.2f}", *[_f(ms[m].value) if m in ms else "—" for m in METRICS],
-                    str(n)])
+        out.append(
+            [mode, f"{alpha:.2f}", *[_f(ms[m].value) if m in ms else "—" for m in METRICS], str(n)]
+        )
     return out
 
 
 def family_table(rows: list[MetricRow], head: Headline) -> list[list[str]]:
     """Per family: MAP@10 of dense, sparse, hybrid (best alpha), hybrid (default), multi."""
-    out = [["family", "n", "dense", "sparse", f"hybrid best a={_f(head.hybrid_alpha, 1)}",
+    out = [
+        [
+            "family",
+            "n",
+            "dense",
+            "sparse",
+            f"hybrid best a={_f(head.hybrid_alpha, 1)}",
             f"hybrid default a={_f(head.default_alpha, 2)}",
-            f"multi best a={_f(head.multi_alpha, 1)}"]]
-    families = [f for f in (*FAMILIES, ALL)
-                if any(r.family == f for r in rows)]
+            f"multi best a={_f(head.multi_alpha, 1)}",
+        ]
+    ]
+    families = [f for f in (*FAMILIES, ALL) if any(r.family == f for r in rows)]
     for fam in families:
-        n = max((r.n_queries for r in rows if r.family == fam and r.metric == PRIMARY
-                 and r.mode in ("hybrid", "multi")), default=0)
-        out.append([
-            fam, str(n),
-            _f(value(rows, "dense", family=fam)),
-            _f(value(rows, "sparse", family=fam)),
-            _f(value(rows, "hybrid", head.hybrid_alpha, family=fam)
-               if head.hybrid_alpha is not None else None),
-            _f(value(rows, "hybrid", head.default_alpha, family=fam)
-               if head.default_alpha is not None else None),
-            _f(value(rows, "multi", head.multi_alpha, family=fam)
-               if head.multi_alpha is not None else None),
-        ])
+        n = max(
+            (
+                r.n_queries
+                for r in rows
+                if r.family == fam and r.metric == PRIMARY and r.mode in ("hybrid", "multi")
+            ),
+            default=0,
+        )
+        out.append(
+            [
+                fam,
+                str(n),
+                _f(value(rows, "dense", family=fam)),
+                _f(value(rows, "sparse", family=fam)),
+                _f(
+                    value(rows, "hybrid", head.hybrid_alpha, family=fam)
+                    if head.hybrid_alpha is not None
+                    else None
+                ),
+                _f(
+                    value(rows, "hybrid", head.default_alpha, family=fam)
+                    if head.default_alpha is not None
+                    else None
+                ),
+                _f(
+                    value(rows, "multi", head.multi_alpha, family=fam)
+                    if head.multi_alpha is not None
+                    else None
+                ),
+            ]
+        )
     return out
 
 
@@ -70,16 +96,21 @@ def format_text(table: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = []
     for j, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def format_markdown(table: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(table[0]) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table[0]))) + "|"]
+    lines = [
+        "| " + " | ".join(table[0]) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table[0]))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
     return "\n".join(lines)
 
@@ -88,8 +119,11 @@ def target_lines(head: Headline, rows: list[MetricRow] | None = None) -> list[st
     """The issue's targets, at the service's DEFAULT alphas (what users get), on this run's
     queries (the test split in a reported run)."""
     best_single = max((v for v in (head.dense, head.sparse) if v is not None), default=None)
-    gain = head.hybrid_default - best_single \
-        if head.hybrid_default is not None and best_single is not None else None
+    gain = (
+        head.hybrid_default - best_single
+        if head.hybrid_default is not None and best_single is not None
+        else None
+    )
 
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("MET" if ok else "NOT MET")
@@ -98,15 +132,21 @@ def target_lines(head: Headline, rows: list[MetricRow] | None = None) -> list[st
         return f"{label} >= {target:.2f}: {_f(got)} -> {verdict(None if got is None else got >= target)}"
 
     out = [
-        line(f"hybrid text MAP@10 (default alpha {_f(head.default_alpha, 2)})", head.hybrid_default,
-             TARGETS["hybrid"]),
+        line(
+            f"hybrid text MAP@10 (default alpha {_f(head.default_alpha, 2)})",
+            head.hybrid_default,
+            TARGETS["hybrid"],
+        ),
         line("hybrid (default alpha) - best single mode", gain, TARGETS["hybrid_gain"]),
         line("dense text MAP@10", head.dense, TARGETS["dense"]),
         line("photo + text MAP@10 (default alpha)", head.multi_default, TARGETS["multi"]),
     ]
     for fam in LEXICAL_FAMILIES:
-        got = value(rows, "hybrid", head.default_alpha, family=fam) \
-            if rows is not None and head.default_alpha is not None else None
+        got = (
+            value(rows, "hybrid", head.default_alpha, family=fam)
+            if rows is not None and head.default_alpha is not None
+            else None
+        )
         if got is not None:
             out.append(line(f"{fam} MAP@10 (hybrid, default alpha)", got, TARGETS["lexical"]))
     return out
@@ -118,8 +158,11 @@ def _stored_run(conn: psycopg.Connection, run_id: int):
     if run is None:
         raise LookupError(f"evaluation run {run_id} does not exist")
     rows = storage.metrics_for(conn, run_id)
-    return run, rows, headline(rows, run.details.get("default_alpha"),
-                                run.details.get("default_alpha_multi"))
+    return (
+        run,
+        rows,
+        headline(rows, run.details.get("default_alpha"), run.details.get("default_alpha_multi")),
+    )
 
 
 def text_report(conn: psycopg.Connection, run_id: int) -> str:
@@ -127,25 +170,33 @@ def text_report(conn: psycopg.Connection, run_id: int) -> str:
     run, rows, head = _stored_run(conn, run_id)
     timings = run.details.get("timings", {})
     parts = [
-        (f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
-        f"dense={run.dense_model} sparse={run.sparse_model} queries={run.query_set_version} "
-        f"({run.details.get('n_queries_scored', '?')} scored, "
-        f"{len(run.details.get('skipped', []))} skipped)"),
+        (
+            f"evaluation run {run.id} [{run.status}] index v{run.index_version_id} "
+            f"dense={run.dense_model} sparse={run.sparse_model} queries={run.query_set_version} "
+            f"({run.details.get('n_queries_scored', '?')} scored, "
+            f"{len(run.details.get('skipped', []))} skipped)"
+        ),
         "",
         "Overall, per mode and alpha:",
         format_text(overall_table(rows)),
         "",
-        (f"MAP@10 per family (hybrid best alpha {_f(head.hybrid_alpha, 1)}, service default "
-        f"alpha {_f(head.default_alpha, 2)}):"),
+        (
+            f"MAP@10 per family (hybrid best alpha {_f(head.hybrid_alpha, 1)}, service default "
+            f"alpha {_f(head.default_alpha, 2)}):"
+        ),
         format_text(family_table(rows, head)),
         "",
-        "fast-mode recall@10 vs exact: " + ", ".join(
+        "fast-mode recall@10 vs exact: "
+        + ", ".join(
             f"{m} {_f(value(rows, m, None, metric='fast_recall@10'))}"
-            for m in ("dense", "sparse", "hybrid")),
+            for m in ("dense", "sparse", "hybrid")
+        ),
         "targets: " + "; ".join(target_lines(head, rows)),
-        (f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
-        f"{timings.get('searches', '?')} searches in {timings.get('search_s', '?')} s "
-        f"({timings.get('ms_per_search', '?')} ms each)"),
+        (
+            f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
+            f"{timings.get('searches', '?')} searches in {timings.get('search_s', '?')} s "
+            f"({timings.get('ms_per_search', '?')} ms each)"
+        ),
     ]
     return "\n".join(parts)
 
@@ -169,8 +220,9 @@ def _worst_queries(run: storage.EvalRun, head: Headline, per_family: int = 5) ->
         lines.append("| query | text | AP@10 | #relevant | relevant when |")
         lines.append("|---|---|---:|---:|---|")
         for ap, qid, e in items:
-            text = e["text"] + (f" + photo of #{e['image_product_id']}"
-                                if e.get("image_product_id") else "")
+            text = e["text"] + (
+                f" + photo of #{e['image_product_id']}" if e.get("image_product_id") else ""
+            )
             lines.append(f"| {qid} | {text} | {ap:.3f} | {e['n_relevant']} | {e['relevance']} |")
         lines.append("")
     return lines
@@ -184,19 +236,25 @@ def criterion_table(run: storage.EvalRun, head: Headline) -> list[list[str]] | N
     crit = run.details.get("diagnostics", {}).get("criterion_precision")
     if not crit or head.hybrid_alpha is None:
         return None
-    settings = [("sparse", "hybrid", 0.0), ("dense", "hybrid", 1.0),
-                (f"hybrid a={head.hybrid_alpha:.1f}", "hybrid", head.hybrid_alpha)]
+    settings = [
+        ("sparse", "hybrid", 0.0),
+        ("dense", "hybrid", 1.0),
+        (f"hybrid a={head.hybrid_alpha:.1f}", "hybrid", head.hybrid_alpha),
+    ]
     if head.multi_alpha is not None:
-        settings += [("multi a=1.0", "multi", 1.0),
-                     (f"multi a={head.multi_alpha:.1f}", "multi", head.multi_alpha)]
+        settings += [
+            ("multi a=1.0", "multi", 1.0),
+            (f"multi a={head.multi_alpha:.1f}", "multi", head.multi_alpha),
+        ]
     out = [["family", "ranking", *CRITERIA_FIELDS]]
     for fam in (*FAMILIES, ALL):
         for label, mode, alpha in settings:
             cell = crit.get(mode, {}).get(str(round(alpha, 6)), {}).get(fam)
             if not cell:
                 continue
-            out.append([fam, label, *[_f(cell.get(f)) if f in cell else "" for f in
-                                      CRITERIA_FIELDS]])
+            out.append(
+                [fam, label, *[_f(cell.get(f)) if f in cell else "" for f in CRITERIA_FIELDS]]
+            )
     return out if len(out) > 1 else None
 
 
@@ -209,7 +267,7 @@ def article_type_table(run: storage.EvalRun, head: Headline) -> list[list[str]] 
         rel = e.get("relevance", "")
         if not rel.startswith("articleType in {"):
             continue
-        types = rel[len("articleType in {"):rel.index("}")]
+        types = rel[len("articleType in {") : rel.index("}")]
         kind = "multi" if e["family"] == "multimodal" else "text"
         alpha = head.multi_alpha if kind == "multi" else head.hybrid_alpha
         ap = e["ap"].get(str(round(alpha, 6))) if alpha is not None else None
@@ -219,10 +277,15 @@ def article_type_table(run: storage.EvalRun, head: Headline) -> list[list[str]] 
         return None
     out = [["article type(s) judged", "text n", "text MAP@10", "multi n", "multi MAP@10"]]
     for types, g in sorted(groups.items()):
-        out.append([types, str(len(g["text"])),
-                    _f(sum(g["text"]) / len(g["text"]) if g["text"] else None),
-                    str(len(g["multi"])),
-                    _f(sum(g["multi"]) / len(g["multi"]) if g["multi"] else None)])
+        out.append(
+            [
+                types,
+                str(len(g["text"])),
+                _f(sum(g["text"]) / len(g["text"]) if g["text"] else None),
+                str(len(g["multi"])),
+                _f(sum(g["multi"]) / len(g["multi"]) if g["multi"] else None),
+            ]
+        )
     return out
 
 
@@ -236,27 +299,36 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         f"# Evaluation run {run.id}",
         "",
         f"- status: {run.status}; started {run.started_at:%Y-%m-%d %H:%M:%S %Z}, "
-        f"finished {run.finished_at:%Y-%m-%d %H:%M:%S %Z}" if run.finished_at else
-        f"- status: {run.status}",
+        f"finished {run.finished_at:%Y-%m-%d %H:%M:%S %Z}"
+        if run.finished_at
+        else f"- status: {run.status}",
         f"- index version: v{run.index_version_id} ({run.details.get('n_products')} products)",
         f"- models: dense `{run.dense_model}`, sparse `{run.sparse_model}`",
-        (f"- query set: `{run.query_set_version}` (seed {run.details.get('seed')}), "
-        f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped"),
-        ("- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
-        "AP@10 normalised by min(10, #relevant))"),
-        (f"- time: {timings.get('total_s')} s in all; encoding {timings.get('encode_s')} s; "
-        f"{timings.get('searches')} searches (k={run.details.get('k')}) in "
-        f"{timings.get('search_s')} s, {timings.get('ms_per_search')} ms each; fast-recall "
-        f"check {timings.get('fast_recall_s')} s"),
+        (
+            f"- query set: `{run.query_set_version}` (seed {run.details.get('seed')}), "
+            f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped"
+        ),
+        (
+            "- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
+            "AP@10 normalised by min(10, #relevant))"
+        ),
+        (
+            f"- time: {timings.get('total_s')} s in all; encoding {timings.get('encode_s')} s; "
+            f"{timings.get('searches')} searches (k={run.details.get('k')}) in "
+            f"{timings.get('search_s')} s, {timings.get('ms_per_search')} ms each; fast-recall "
+            f"check {timings.get('fast_recall_s')} s"
+        ),
         "",
         "## Targets",
         "",
         *[f"- {t}" for t in target_lines(head, rows)],
         "",
-        (f"Split: {run.details.get('split', 'all')}. The service's default alphas "
-        f"({_f(head.default_alpha, 2)} text, {_f(run.details.get('default_alpha_multi'), 2)} photo + text) "
-        "were chosen by `fashion-search eval-sweep` on the tuning half and are the numbers users "
-        "get; the best alpha of this run is chosen on its own queries (optimistic)."),
+        (
+            f"Split: {run.details.get('split', 'all')}. The service's default alphas "
+            f"({_f(head.default_alpha, 2)} text, {_f(run.details.get('default_alpha_multi'), 2)} photo + text) "
+            "were chosen by `fashion-search eval-sweep` on the tuning half and are the numbers users "
+            "get; the best alpha of this run is chosen on its own queries (optimistic)."
+        ),
         "",
         "## Overall, per mode and alpha",
         "",
@@ -268,8 +340,10 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         "",
         "## Why: share of the top 10 meeting each criterion on its own",
         "",
-        ("A low MAP with a high articleType share and a low baseColour share means the "
-        "ranking finds the right kind of product in the wrong colour, and so on."),
+        (
+            "A low MAP with a high articleType share and a low baseColour share means the "
+            "ranking finds the right kind of product in the wrong colour, and so on."
+        ),
         "",
         format_markdown(crit) if (crit := criterion_table(run, head)) else "(not recorded)",
         "",
@@ -277,21 +351,28 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         "",
         format_markdown(at) if (at := article_type_table(run, head)) else "(not recorded)",
         "",
-        (f"Image + text queries searched with the photo alone (dense, alpha 1): MAP@10 "
-        f"{_f(run.details.get('diagnostics', {}).get('multi_image_only', {}).get('map@10'))} "
-        f"(vs {_f(head.multi)} with the text) — what the text adds."),
+        (
+            f"Image + text queries searched with the photo alone (dense, alpha 1): MAP@10 "
+            f"{_f(run.details.get('diagnostics', {}).get('multi_image_only', {}).get('map@10'))} "
+            f"(vs {_f(head.multi)} with the text) — what the text adds."
+        ),
         "",
         "## Fast mode vs exact (recall@10 of the HNSW candidates + re-rank path)",
         "",
-        *[f"- {m}: {_f(value(rows, m, None, metric='fast_recall@10'))}"
-          for m in ("dense", "sparse", "hybrid")],
+        *[
+            f"- {m}: {_f(value(rows, m, None, metric='fast_recall@10'))}"
+            for m in ("dense", "sparse", "hybrid")
+        ],
         "",
         "## Against the previous run" + (f" ({prev.id})" if prev else " (none)"),
         "",
         "| number | previous | current | delta |",
         "|---|---:|---:|---:|",
-        *[f"| {c.name} | {_f(c.previous)} | {_f(c.current)} | "
-          f"{_f(c.delta)}{' **REGRESSION**' if c.regressed else ''} |" for c in comparison],
+        *[
+            f"| {c.name} | {_f(c.previous)} | {_f(c.current)} | "
+            f"{_f(c.delta)}{' **REGRESSION**' if c.regressed else ''} |"
+            for c in comparison
+        ],
         "",
         "## Weakest queries per family (at the best alpha)",
         "",

@@ -68,8 +68,9 @@ def _alphas(alphas: Sequence[float] | None, default_alpha: float) -> list[float]
     return sorted({round(float(a), 6) for a in chosen} | {0.0, 1.0, round(default_alpha, 6)})
 
 
-def _aggregate(per_query: dict[tuple[str, str, float], dict[str, float]],
-               families: dict[str, str]) -> list[MetricRow]:
+def _aggregate(
+    per_query: dict[tuple[str, str, float], dict[str, float]], families: dict[str, str]
+) -> list[MetricRow]:
     """Mean of each metric per (mode, alpha, family) and overall (family 'all')."""
     groups: dict[tuple[str, float, str], list[dict[str, float]]] = defaultdict(list)
     for (mode, qid, alpha), m in per_query.items():
@@ -84,48 +85,98 @@ def _aggregate(per_query: dict[tuple[str, str, float], dict[str, float]],
     return rows
 
 
-def run_evaluation(conn: psycopg.Connection | None = None, *,
-                   alphas: Sequence[float] | None = None,
-                   families: Sequence[str] | None = None,
-                   seed: int = 0,
-                   sizes: dict[str, int] | None = None,
-                   k: int = DEFAULT_K,
-                   text_weight: float | None = None,
-                   split: str | None = "test",
-                   fast_recall_queries: int = FAST_RECALL_QUERIES,
-                   notes: str | None = None,
-                   write_report: bool = True,
-                   settings=None,
-                   progress: Callable[[str], None] | None = None) -> int:
+def run_evaluation(
+    conn: psycopg.Connection | None = None,
+    *,
+    alphas: Sequence[float] | None = None,
+    families: Sequence[str] | None = None,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    k: int = DEFAULT_K,
+    text_weight: float | None = None,
+    split: str | None = "test",
+    fast_recall_queries: int = FAST_RECALL_QUERIES,
+    notes: str | None = None,
+    write_report: bool = True,
+    settings=None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
     """Evaluate the live index, store the run, return its id (see :func:`evaluate`)."""
-    return evaluate(conn, alphas=alphas, families=families, seed=seed, sizes=sizes, k=k,
-                    text_weight=text_weight, split=split, fast_recall_queries=fast_recall_queries,
-                    notes=notes, write_report=write_report, settings=settings,
-                    progress=progress).run_id
+    return evaluate(
+        conn,
+        alphas=alphas,
+        families=families,
+        seed=seed,
+        sizes=sizes,
+        k=k,
+        text_weight=text_weight,
+        split=split,
+        fast_recall_queries=fast_recall_queries,
+        notes=notes,
+        write_report=write_report,
+        settings=settings,
+        progress=progress,
+    ).run_id
 
 
-def evaluate(conn: psycopg.Connection | None = None, *, alphas=None, families=None, seed=0,
-             sizes=None, k=DEFAULT_K, text_weight=None, split="test",
-             fast_recall_queries=FAST_RECALL_QUERIES, notes=None, write_report=True,
-             settings=None, progress=None) -> EvalOutcome:
+def evaluate(
+    conn: psycopg.Connection | None = None,
+    *,
+    alphas=None,
+    families=None,
+    seed=0,
+    sizes=None,
+    k=DEFAULT_K,
+    text_weight=None,
+    split="test",
+    fast_recall_queries=FAST_RECALL_QUERIES,
+    notes=None,
+    write_report=True,
+    settings=None,
+    progress=None,
+) -> EvalOutcome:
 
     settings = settings or get_settings()
     own = conn is None
     if own:
         conn = connect(settings.database_url)
     try:
-        return _evaluate(conn, settings, alphas=alphas, families=families, seed=seed,
-                         sizes=sizes, k=k, split=split,
-                         text_weight=settings.query_text_weight if text_weight is None else text_weight,
-                         fast_recall_queries=fast_recall_queries, notes=notes,
-                         write_report=write_report, progress=progress or log.info)
+        return _evaluate(
+            conn,
+            settings,
+            alphas=alphas,
+            families=families,
+            seed=seed,
+            sizes=sizes,
+            k=k,
+            split=split,
+            text_weight=settings.query_text_weight if text_weight is None else text_weight,
+            fast_recall_queries=fast_recall_queries,
+            notes=notes,
+            write_report=write_report,
+            progress=progress or log.info,
+        )
     finally:
         if own:
             conn.close()
 
 
-def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, split,
-              fast_recall_queries, notes, write_report, progress) -> EvalOutcome:
+def _evaluate(
+    conn,
+    settings,
+    *,
+    alphas,
+    families,
+    seed,
+    sizes,
+    k,
+    text_weight,
+    split,
+    fast_recall_queries,
+    notes,
+    write_report,
+    progress,
+) -> EvalOutcome:
 
     if families:
         unknown = [f for f in families if f not in FAMILIES]
@@ -138,50 +189,85 @@ def _evaluate(conn, settings, *, alphas, families, seed, sizes, k, text_weight, 
     sweep = sorted(set(_alphas(alphas, default_alpha)) | {round(default_alpha_multi, 6)})
     version = live_version(conn)
     if version is None:
-        raise NoLiveIndex("no index version is live; build one first "
-                          "(fashion-search index --source offline)")
+        raise NoLiveIndex(
+            "no index version is live; build one first (fashion-search index --source offline)"
+        )
     t0 = time.perf_counter()
     products = product_metadata(conn, version.id)
     qs = generate_queries(products, seed=seed, families=families, sizes=sizes, split=split)
     conn.commit()
-    details = {"default_alpha": default_alpha, "default_alpha_multi": default_alpha_multi,
-               "alphas": sweep, "seed": seed, "k": k,
-               "families": list(families or FAMILIES), "text_weight": text_weight,
-               "split": split or "all", "dense_image_weight": version.dense_image_weight,
-               "n_products": len(products), "n_queries_generated": len(qs.queries)}
-    run_id = storage.start_run(conn, index_version_id=version.id,
-                               dense_model=version.dense_model,
-                               sparse_model=version.sparse_model,
-                               query_set_version=qs.version, notes=notes, details=details)
-    progress(f"eval run {run_id}: index v{version.id} ({len(products)} products), "
-             f"{len(qs.queries)} queries ({qs.version}), alphas {sweep}")
+    details = {
+        "default_alpha": default_alpha,
+        "default_alpha_multi": default_alpha_multi,
+        "alphas": sweep,
+        "seed": seed,
+        "k": k,
+        "families": list(families or FAMILIES),
+        "text_weight": text_weight,
+        "split": split or "all",
+        "dense_image_weight": version.dense_image_weight,
+        "n_products": len(products),
+        "n_queries_generated": len(qs.queries),
+    }
+    run_id = storage.start_run(
+        conn,
+        index_version_id=version.id,
+        dense_model=version.dense_model,
+        sparse_model=version.sparse_model,
+        query_set_version=qs.version,
+        notes=notes,
+        details=details,
+    )
+    progress(
+        f"eval run {run_id}: index v{version.id} ({len(products)} products), "
+        f"{len(qs.queries)} queries ({qs.version}), alphas {sweep}"
+    )
     try:
-        outcome = _measure(conn, version, products, qs, sweep, k=k, text_weight=text_weight,
-                           default_alpha=default_alpha,
-                           fast_recall_queries=fast_recall_queries, progress=progress)
+        outcome = _measure(
+            conn,
+            version,
+            products,
+            qs,
+            sweep,
+            k=k,
+            text_weight=text_weight,
+            default_alpha=default_alpha,
+            fast_recall_queries=fast_recall_queries,
+            progress=progress,
+        )
         outcome.run_id = run_id
         outcome.timings["total_s"] = round(time.perf_counter() - t0, 2)
         storage.store_metrics(conn, run_id, outcome.rows)
-        storage.finish_run(conn, run_id, status="succeeded", details={
-            "skipped": outcome.skipped,
-            "timings": outcome.timings,
-            "n_queries_scored": len(qs.queries) - len(outcome.skipped),
-            "per_query": outcome.per_query,
-            "diagnostics": outcome.diagnostics,
-        })
+        storage.finish_run(
+            conn,
+            run_id,
+            status="succeeded",
+            details={
+                "skipped": outcome.skipped,
+                "timings": outcome.timings,
+                "n_queries_scored": len(qs.queries) - len(outcome.skipped),
+                "per_query": outcome.per_query,
+                "diagnostics": outcome.diagnostics,
+            },
+        )
     except BaseException as exc:
-        storage.finish_run(conn, run_id, status="failed",
-                           notes=f"{type(exc).__name__}: {exc}"[:4000])
+        storage.finish_run(
+            conn, run_id, status="failed", notes=f"{type(exc).__name__}: {exc}"[:4000]
+        )
         raise
     if write_report:
-
         outcome.report_path = _write(conn, run_id, settings.reports_dir)
         progress(f"report: {outcome.report_path}")
     return outcome
 
 
-def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
-            images: dict[int, bytes], text_weight: float):
+def _encode(
+    version,
+    text_qs: list[EvalQuery],
+    multi_qs: list[EvalQuery],
+    images: dict[int, bytes],
+    text_weight: float,
+):
     from services.encoders.clip import combine_query_vectors, load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
@@ -206,9 +292,19 @@ def _encode(version, text_qs: list[EvalQuery], multi_qs: list[EvalQuery],
     return dense, sparse_by, image_only
 
 
-def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: int,
-             text_weight: float, default_alpha: float, fast_recall_queries: int,
-             progress) -> EvalOutcome:
+def _measure(
+    conn,
+    version,
+    products,
+    qs: QuerySet,
+    sweep: list[float],
+    *,
+    k: int,
+    text_weight: float,
+    default_alpha: float,
+    fast_recall_queries: int,
+    progress,
+) -> EvalOutcome:
 
     timings: dict[str, float] = {}
     skipped: list[dict] = []
@@ -217,14 +313,26 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
     for q in qs.queries:
         rel = q.relevant(products)
         if not rel:
-            skipped.append({"qid": q.qid, "family": q.family, "text": q.text,
-                            "reason": f"no relevant product ({q.describe_relevance()})"})
+            skipped.append(
+                {
+                    "qid": q.qid,
+                    "family": q.family,
+                    "text": q.text,
+                    "reason": f"no relevant product ({q.describe_relevance()})",
+                }
+            )
             continue
         if q.is_multimodal:
             img = get_image(conn, q.image_product_id)
             if img is None:
-                skipped.append({"qid": q.qid, "family": q.family, "text": q.text,
-                                "reason": f"product {q.image_product_id} has no image"})
+                skipped.append(
+                    {
+                        "qid": q.qid,
+                        "family": q.family,
+                        "text": q.text,
+                        "reason": f"product {q.image_product_id} has no image",
+                    }
+                )
                 continue
             images[q.image_product_id] = img[0]
         relevant[q.qid] = rel
@@ -245,8 +353,11 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
     n_search = 0
     for i, q in enumerate(scored):
         for alpha in sweep:
-            hits = fused_search(conn, SearchQuery(dense=dense[q.qid], sparse=sparse[q.qid],
-                                                  alpha=alpha, k=k), version)
+            hits = fused_search(
+                conn,
+                SearchQuery(dense=dense[q.qid], sparse=sparse[q.qid], alpha=alpha, k=k),
+                version,
+            )
             n_search += 1
             ranking = [h.product_id for h in hits]
             rankings[(q.qid, alpha)] = ranking
@@ -275,35 +386,61 @@ def _measure(conn, version, products, qs: QuerySet, sweep: list[float], *, k: in
     for mode, alpha in (("dense", 1.0), ("sparse", 0.0), ("hybrid", default_alpha)):
         overlaps = []
         for q in subset:
-            exact = fused_search(conn, SearchQuery(dense=dense[q.qid], sparse=sparse[q.qid],
-                                                   alpha=alpha, k=10, exact=True), version)
-            overlaps.append(overlap_at_k(rankings[(q.qid, round(alpha, 6))],
-                                         [h.product_id for h in exact], 10))
+            exact = fused_search(
+                conn,
+                SearchQuery(
+                    dense=dense[q.qid], sparse=sparse[q.qid], alpha=alpha, k=10, exact=True
+                ),
+                version,
+            )
+            overlaps.append(
+                overlap_at_k(rankings[(q.qid, round(alpha, 6))], [h.product_id for h in exact], 10)
+            )
         v, n = mean(overlaps)
         if v is not None:
             rows.append(MetricRow(mode, alpha, ALL, "fast_recall@10", v, n))
     timings["fast_recall_s"] = round(time.perf_counter() - t, 2)
 
-    diagnostics = _diagnostics(conn, version, products, scored, sweep, rankings, relevant,
-                               image_only, k)
+    diagnostics = _diagnostics(
+        conn, version, products, scored, sweep, rankings, relevant, image_only, k
+    )
 
     # Per-query primary metric for the report's "where it falls short" section.
     pq: dict[str, dict] = {}
     for q in scored:
-        entry = {"family": q.family, "text": q.text, "n_relevant": len(relevant[q.qid]),
-                 "relevance": q.describe_relevance()}
+        entry = {
+            "family": q.family,
+            "text": q.text,
+            "n_relevant": len(relevant[q.qid]),
+            "relevance": q.describe_relevance(),
+        }
         if q.image_product_id is not None:
             entry["image_product_id"] = q.image_product_id
         mode = "multi" if q.is_multimodal else "hybrid"
         entry["ap"] = {str(a): round(per_query[(mode, q.qid, a)][PRIMARY], 4) for a in sweep}
         pq[q.qid] = entry
-    return EvalOutcome(run_id=0, query_set=qs, rows=rows, skipped=skipped, per_query=pq,
-                       timings=timings, diagnostics=diagnostics)
+    return EvalOutcome(
+        run_id=0,
+        query_set=qs,
+        rows=rows,
+        skipped=skipped,
+        per_query=pq,
+        timings=timings,
+        diagnostics=diagnostics,
+    )
 
 
-def _diagnostics(conn, version, products, scored: list[EvalQuery], sweep: list[float],
-                 rankings: dict[tuple[str, float], list[int]], relevant: dict[str, set[int]],
-                 image_only: dict[str, np.ndarray], k: int) -> dict:
+def _diagnostics(
+    conn,
+    version,
+    products,
+    scored: list[EvalQuery],
+    sweep: list[float],
+    rankings: dict[tuple[str, float], list[int]],
+    relevant: dict[str, set[int]],
+    image_only: dict[str, np.ndarray],
+    k: int,
+) -> dict:
     """Why numbers fall short: per-criterion precision@10 and an image-only baseline.
 
     ``criterion_precision[mode][alpha][family][field]``: the share of the top 10 that
@@ -327,13 +464,16 @@ def _diagnostics(conn, version, products, scored: list[EvalQuery], sweep: list[f
     crit: dict = {}
     for (mode, alpha, family, fld), vals in sums.items():
         crit.setdefault(mode, {}).setdefault(alpha, {}).setdefault(family, {})[fld] = round(
-            sum(vals) / len(vals), 4)
+            sum(vals) / len(vals), 4
+        )
     aps = []
     for q in scored:
         if q.qid in image_only:
-            hits = fused_search(conn, SearchQuery(dense=image_only[q.qid], sparse=None,
-                                                  alpha=1.0, k=min(k, 100)), version)
+            hits = fused_search(
+                conn,
+                SearchQuery(dense=image_only[q.qid], sparse=None, alpha=1.0, k=min(k, 100)),
+                version,
+            )
             aps.append(query_metrics([h.product_id for h in hits], relevant[q.qid])[PRIMARY])
     image_map, n = mean(aps)
-    return {"criterion_precision": crit,
-            "multi_image_only": {"map@10": image_map, "n": n}}
+    return {"criterion_precision": crit, "multi_image_only": {"map@10": image_map, "n": n}}

@@ -21,14 +21,19 @@ DEFAULT_MARGIN = 0.02
 MARGIN_ENV = "FASHION_EVAL_MAP_MARGIN"
 
 
-def alpha_curve(rows: Iterable[MetricRow], mode: str = "hybrid", metric: str = PRIMARY,
-                family: str = ALL) -> list[tuple[float, float]]:
-    return sorted((r.alpha, r.value) for r in rows
-                  if r.mode == mode and r.metric == metric and r.family == family)
+def alpha_curve(
+    rows: Iterable[MetricRow], mode: str = "hybrid", metric: str = PRIMARY, family: str = ALL
+) -> list[tuple[float, float]]:
+    return sorted(
+        (r.alpha, r.value)
+        for r in rows
+        if r.mode == mode and r.metric == metric and r.family == family
+    )
 
 
-def best_alpha(rows: Iterable[MetricRow], mode: str = "hybrid",
-               metric: str = PRIMARY) -> tuple[float, float] | None:
+def best_alpha(
+    rows: Iterable[MetricRow], mode: str = "hybrid", metric: str = PRIMARY
+) -> tuple[float, float] | None:
     """(alpha, value) with the highest value; ties go to the alpha nearest 0.5."""
     curve = alpha_curve(rows, mode, metric)
     if not curve:
@@ -36,11 +41,20 @@ def best_alpha(rows: Iterable[MetricRow], mode: str = "hybrid",
     return max(curve, key=lambda av: (round(av[1], 12), -abs(av[0] - 0.5)))
 
 
-def value(rows: Iterable[MetricRow], mode: str, alpha: float | None = None,
-          metric: str = PRIMARY, family: str = ALL) -> float | None:
+def value(
+    rows: Iterable[MetricRow],
+    mode: str,
+    alpha: float | None = None,
+    metric: str = PRIMARY,
+    family: str = ALL,
+) -> float | None:
     for r in rows:
-        if r.mode == mode and r.metric == metric and r.family == family and (
-                alpha is None or abs(r.alpha - alpha) < 1e-9):
+        if (
+            r.mode == mode
+            and r.metric == metric
+            and r.family == family
+            and (alpha is None or abs(r.alpha - alpha) < 1e-9)
+        ):
             return r.value
     return None
 
@@ -71,8 +85,11 @@ class Headline:
         ]
 
 
-def headline(rows: list[MetricRow], default_alpha: float | None = None,
-             default_alpha_multi: float | None = None) -> Headline:
+def headline(
+    rows: list[MetricRow],
+    default_alpha: float | None = None,
+    default_alpha_multi: float | None = None,
+) -> Headline:
     """Headline numbers; photo + text at ``default_alpha_multi`` (older runs: ``default_alpha``)."""
     multi_alpha = default_alpha_multi if default_alpha_multi is not None else default_alpha
     hb = best_alpha(rows, "hybrid")
@@ -88,13 +105,17 @@ def headline(rows: list[MetricRow], default_alpha: float | None = None,
         multi_default=value(rows, "multi", multi_alpha) if multi_alpha is not None else None,
         default_alpha=default_alpha,
         fast_recall=value(rows, "hybrid", default_alpha, metric="fast_recall@10")
-        if default_alpha is not None else None,
+        if default_alpha is not None
+        else None,
     )
 
 
 def run_headline(conn: psycopg.Connection, run: storage.EvalRun) -> Headline:
-    return headline(storage.metrics_for(conn, run.id), run.details.get("default_alpha"),
-                    run.details.get("default_alpha_multi"))
+    return headline(
+        storage.metrics_for(conn, run.id),
+        run.details.get("default_alpha"),
+        run.details.get("default_alpha_multi"),
+    )
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,9 @@ class Comparison:
     regressed: bool
 
 
-def compare(current: Headline, previous: Headline | None,
-            margin: float = DEFAULT_MARGIN) -> list[Comparison]:
+def compare(
+    current: Headline, previous: Headline | None, margin: float = DEFAULT_MARGIN
+) -> list[Comparison]:
     """Each headline number now vs the previous run; a drop of more than ``margin`` regresses."""
     prev = dict(previous.items()) if previous else {}
     out = []
@@ -153,17 +175,20 @@ class RegressionCheck:
         if self.previous_run_id is None:
             return f"run {self.run_id}: hybrid MAP@10 {_fmt(self.current)} (no previous run)"
         verdict = "REGRESSION" if self.regressed else "ok"
-        return (f"run {self.run_id}: hybrid MAP@10 {_fmt(self.current)} vs run "
-                f"{self.previous_run_id} {_fmt(self.previous)} (drop {_fmt(self.drop)}, "
-                f"allowed {self.margin:.3f}): {verdict}")
+        return (
+            f"run {self.run_id}: hybrid MAP@10 {_fmt(self.current)} vs run "
+            f"{self.previous_run_id} {_fmt(self.previous)} (drop {_fmt(self.drop)}, "
+            f"allowed {self.margin:.3f}): {verdict}"
+        )
 
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def check_regression(conn: psycopg.Connection, run_id: int,
-                     margin: float = DEFAULT_MARGIN) -> RegressionCheck:
+def check_regression(
+    conn: psycopg.Connection, run_id: int, margin: float = DEFAULT_MARGIN
+) -> RegressionCheck:
     """Hybrid MAP@10 (best alpha) of ``run_id`` against the previous succeeded run."""
     run = storage.get_run(conn, run_id)
     if run is None:

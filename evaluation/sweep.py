@@ -60,18 +60,23 @@ class SweepResult:
 
     def best_text(self, image_weight: float) -> tuple[float, float]:
         """(alpha, MAP@10) of the best text alpha at ``image_weight``."""
-        return max(((a, m) for (w, a), m in self.text.items() if w == image_weight),
-                   key=lambda x: (x[1], -abs(x[0] - 0.5)))
+        return max(
+            ((a, m) for (w, a), m in self.text.items() if w == image_weight),
+            key=lambda x: (x[1], -abs(x[0] - 0.5)),
+        )
 
     def best_multi(self, image_weight: float) -> tuple[float, float, float]:
         """(text_weight, alpha, MAP@10) of the best photo + text setting at ``image_weight``."""
         if not self.multi:
             return (float("nan"), float("nan"), float("nan"))
-        return max(((t, a, m) for (w, t, a), m in self.multi.items() if w == image_weight),
-                   key=lambda x: x[2])
+        return max(
+            ((t, a, m) for (w, t, a), m in self.multi.items() if w == image_weight),
+            key=lambda x: x[2],
+        )
 
     def choice(self) -> dict:
         """The image weight with the best mean of (best text MAP, best multi MAP), its settings."""
+
         def objective(w: float) -> float:
             text = self.best_text(w)[1]
             return (text + self.best_multi(w)[2]) / 2 if self.multi else text
@@ -79,9 +84,15 @@ class SweepResult:
         w = max(sorted({w for w, _ in self.text}), key=objective)
         alpha_text, map_text = self.best_text(w)
         t, alpha_multi, map_multi = self.best_multi(w)
-        return {"dense_image_weight": w, "default_alpha": alpha_text, "text_map@10": map_text,
-                "query_text_weight": t, "default_alpha_multi": alpha_multi,
-                "multi_map@10": map_multi, "dense_map@10": self.text[(w, 1.0)]}
+        return {
+            "dense_image_weight": w,
+            "default_alpha": alpha_text,
+            "text_map@10": map_text,
+            "query_text_weight": t,
+            "default_alpha_multi": alpha_multi,
+            "multi_map@10": map_multi,
+            "dense_map@10": self.text[(w, 1.0)],
+        }
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -113,11 +124,19 @@ def _map_at_10(scores: np.ndarray, ids: np.ndarray, relevant: list[set[int]]) ->
     return aps
 
 
-def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
-              split: str = "tune", families: Sequence[str] | None = None,
-              image_weights: Sequence[float] = IMAGE_WEIGHTS, alphas: Sequence[float] = ALPHAS,
-              text_weights: Sequence[float] = QUERY_TEXT_WEIGHTS, product_text: str = "name",
-              progress=log.info) -> SweepResult:
+def run_sweep(
+    conn=None,
+    *,
+    dense_model: str | None = None,
+    seed: int = 0,
+    split: str = "tune",
+    families: Sequence[str] | None = None,
+    image_weights: Sequence[float] = IMAGE_WEIGHTS,
+    alphas: Sequence[float] = ALPHAS,
+    text_weights: Sequence[float] = QUERY_TEXT_WEIGHTS,
+    product_text: str = "name",
+    progress=log.info,
+) -> SweepResult:
     """Sweep on the live index (see the module docstring); returns every grid point's MAP@10.
 
     ``product_text``: what the text half of a product's dense vector encodes: "name" (what the
@@ -147,13 +166,19 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
             conn.close()
     dense_model = dense_model or version.dense_model
     clip, splade = load_clip(dense_model), load_splade(version.sparse_model)
-    progress(f"sweep on index v{version.id} ({len(ids):,} products): dense {dense_model}, "
-             f"sparse {version.sparse_model} (stored vectors), split {split}")
+    progress(
+        f"sweep on index v{version.id} ({len(ids):,} products): dense {dense_model}, "
+        f"sparse {version.sparse_model} (stored vectors), split {split}"
+    )
 
     t = time.perf_counter()
     image = clip.encode_images([rows[int(i)][1] for i in ids])
-    texts = [document_text({**meta[int(i)], "productDisplayName": rows[int(i)][0]})
-             if product_text == "document" else dense_name_text(rows[int(i)][0]) for i in ids]
+    texts = [
+        document_text({**meta[int(i)], "productDisplayName": rows[int(i)][0]})
+        if product_text == "document"
+        else dense_name_text(rows[int(i)][0])
+        for i in ids
+    ]
     name = clip.encode_texts(texts)
     progress(f"encoded {len(ids):,} photos and names in {time.perf_counter() - t:.0f} s")
     columns: dict[int, int] = {}
@@ -180,7 +205,9 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
         P = _unit_rows(w * image + (1.0 - w) * name)
         D = q_text[text_idx] @ P.T
         for a in alphas:
-            aps = _map_at_10(a * D + (1 - a) * S[text_idx], ids, [relevant_all[i] for i in text_idx])
+            aps = _map_at_10(
+                a * D + (1 - a) * S[text_idx], ids, [relevant_all[i] for i in text_idx]
+            )
             result.text[(w, a)] = float(np.mean(aps))
             by: dict[str, list[float]] = defaultdict(list)
             for f, ap in zip(fam, aps):
@@ -189,15 +216,22 @@ def run_sweep(conn=None, *, dense_model: str | None = None, seed: int = 0,
         if multi_idx:
             photos = image[[row_of[qs[i].image_product_id] for i in multi_idx]]
             for tw in text_weights:
-                QD = np.stack([combine_query_vectors(q_text[i], photos[j], tw)
-                               for j, i in enumerate(multi_idx)])
+                QD = np.stack(
+                    [
+                        combine_query_vectors(q_text[i], photos[j], tw)
+                        for j, i in enumerate(multi_idx)
+                    ]
+                )
                 D = QD @ P.T
                 for a in alphas:
-                    aps = _map_at_10(a * D + (1 - a) * S[multi_idx], ids,
-                                     [relevant_all[i] for i in multi_idx])
+                    aps = _map_at_10(
+                        a * D + (1 - a) * S[multi_idx], ids, [relevant_all[i] for i in multi_idx]
+                    )
                     result.multi[(w, tw, a)] = float(np.mean(aps))
-        progress(f"  image weight {w}: best text alpha {result.best_text(w)}, "
-                 f"best multi {result.best_multi(w)}")
+        progress(
+            f"  image weight {w}: best text alpha {result.best_text(w)}, "
+            f"best multi {result.best_multi(w)}"
+        )
     result.seconds = round(time.perf_counter() - started, 1)
     return result
 
@@ -207,30 +241,58 @@ def format_sweep(result: SweepResult) -> str:
     weight, the choice and its per-family figures."""
     weights = sorted({w for w, _ in result.text}, reverse=True)
     alphas = sorted({a for _, a in result.text})
-    out = [(f"# weight sweep (tuning split): {result.n_products:,} products, dense {result.dense_model}, "
+    out = [
+        (
+            f"# weight sweep (tuning split): {result.n_products:,} products, dense {result.dense_model}, "
             f"{result.n_text} text + {result.n_multi} photo + text queries, product text: "
-            f"{result.product_text}, {result.seconds:.0f} s"), "",
-           ("Text queries, MAP@10 by product image weight (rows) and alpha (columns; 1.0 = dense only, "
-            "0.0 = sparse only):"), "",
-           "| image weight | " + " | ".join(f"{a:.1f}" for a in alphas) + " |",
-           "|---:|" + "---:|" * len(alphas)]
+            f"{result.product_text}, {result.seconds:.0f} s"
+        ),
+        "",
+        (
+            "Text queries, MAP@10 by product image weight (rows) and alpha (columns; 1.0 = dense only, "
+            "0.0 = sparse only):"
+        ),
+        "",
+        "| image weight | " + " | ".join(f"{a:.1f}" for a in alphas) + " |",
+        "|---:|" + "---:|" * len(alphas),
+    ]
     for w in weights:
-        out.append(f"| {w:.1f} | " + " | ".join(f"{result.text[(w, a)]:.3f}" for a in alphas) + " |")
+        out.append(
+            f"| {w:.1f} | " + " | ".join(f"{result.text[(w, a)]:.3f}" for a in alphas) + " |"
+        )
     if result.multi:
-        out += ["", "Photo + text queries, best (query text weight, alpha) per image weight:", "",
-                "| image weight | text weight | alpha | MAP@10 |", "|---:|---:|---:|---:|"]
+        out += [
+            "",
+            "Photo + text queries, best (query text weight, alpha) per image weight:",
+            "",
+            "| image weight | text weight | alpha | MAP@10 |",
+            "|---:|---:|---:|---:|",
+        ]
         for w in weights:
             t, a, m = result.best_multi(w)
             out.append(f"| {w:.1f} | {t:.1f} | {a:.1f} | {m:.3f} |")
     c = result.choice()
-    out += ["", "Chosen (best mean of text and photo + text MAP@10 on the tuning split):", "",
-            f"- FASHION_DENSE_IMAGE_WEIGHT={c['dense_image_weight']:g}",
-            (f"- FASHION_DEFAULT_ALPHA={c['default_alpha']:g} (text MAP@10 {c['text_map@10']:.3f}; "
-             f"dense only {c['dense_map@10']:.3f})"),
-            (f"- FASHION_QUERY_TEXT_WEIGHT={c['query_text_weight']:g}, FASHION_DEFAULT_ALPHA_MULTI="
-             f"{c['default_alpha_multi']:g} (photo + text MAP@10 {c['multi_map@10']:.3f})"), "",
-            "Per family at the chosen text setting:", "", "| family | MAP@10 |", "|---|---:|"]
-    for f, m in sorted(result.text_by_family[(c["dense_image_weight"], c["default_alpha"])].items()):
+    out += [
+        "",
+        "Chosen (best mean of text and photo + text MAP@10 on the tuning split):",
+        "",
+        f"- FASHION_DENSE_IMAGE_WEIGHT={c['dense_image_weight']:g}",
+        (
+            f"- FASHION_DEFAULT_ALPHA={c['default_alpha']:g} (text MAP@10 {c['text_map@10']:.3f}; "
+            f"dense only {c['dense_map@10']:.3f})"
+        ),
+        (
+            f"- FASHION_QUERY_TEXT_WEIGHT={c['query_text_weight']:g}, FASHION_DEFAULT_ALPHA_MULTI="
+            f"{c['default_alpha_multi']:g} (photo + text MAP@10 {c['multi_map@10']:.3f})"
+        ),
+        "",
+        "Per family at the chosen text setting:",
+        "",
+        "| family | MAP@10 |",
+        "|---|---:|",
+    ]
+    for f, m in sorted(
+        result.text_by_family[(c["dense_image_weight"], c["default_alpha"])].items()
+    ):
         out.append(f"| {f} | {m:.3f} |")
     return "\n".join(out)
-

@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO
     # Libraries that log on the root logger (open_clip does) are quiet unless -v;
     # the project's own loggers keep INFO.
-    logging.basicConfig(level=level if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for name in ("services", "evaluation", "dags"):
         logging.getLogger(name).setLevel(level)
     if not getattr(args, "func", None):

@@ -101,7 +101,8 @@ class Settings:
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),
             wordnet_dir=Path(_get(env, "FASHION_WORDNET_DIR", "/usr/share/wordnet")),
             fashion_mnist_dir=Path(
-                _get(env, "FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")),
+                _get(env, "FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+            ),
             hf_offline=_flag(env, "HF_HUB_OFFLINE"),
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             airflow_port=_number(env, "FASHION_AIRFLOW_PORT", "8080", int, 1),

@@ -47,8 +47,13 @@ def build_live_index(settings) -> LiveIndex:
     from services.catalog.sources import resolve_source
     from services.pipeline.reindex import run_reindex
 
-    report = run_reindex(source="offline", size=CATALOG_SIZE, shard_size=CATALOG_SIZE,
-                         dense_model=settings.dense_model, sparse_model=settings.sparse_model)
+    report = run_reindex(
+        source="offline",
+        size=CATALOG_SIZE,
+        shard_size=CATALOG_SIZE,
+        dense_model=settings.dense_model,
+        sparse_model=settings.sparse_model,
+    )
     assert report["status"] == "success", report.get("error")
     rows = list(iter_rows(resolve_source("offline", size=CATALOG_SIZE)))
     return LiveIndex(report["version"], rows, report["dense_model"], report["sparse_model"])
@@ -162,4 +167,3 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-

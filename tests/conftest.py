@@ -42,7 +42,9 @@ def _drop_database(admin_url: str, dbname: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
 
 

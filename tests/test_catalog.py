@@ -98,7 +98,9 @@ def test_offline_rows_are_valid_and_use_the_vocabulary(rows):
         assert row["gender"] in vocab.GENDERS and row["season"] in vocab.SEASONS
         assert row["usage"] in vocab.USAGES and row["baseColour"] in vocab.COLOURS
         assert row["year"] is None or 2010 <= row["year"] <= 2018
-        pattern = rf"^.+ {row['gender']} ([\w-]+ )*{re.escape(row['baseColour'])} {article.display}$"
+        pattern = (
+            rf"^.+ {row['gender']} ([\w-]+ )*{re.escape(row['baseColour'])} {article.display}$"
+        )
         assert re.match(pattern, row["productDisplayName"]), row["productDisplayName"]
         image = Image.open(io.BytesIO(row["image"]))
         assert (image.format, image.size, image.mode) == ("JPEG", (60, 80), "RGB")
@@ -151,9 +153,16 @@ def test_vocabulary_mapping():
     assert (boots.name, boots.sub_category, boots.master_category) == ("Boots", "Shoes", "Footwear")
     # exactly the mapping: only T-shirt/top and Sneaker split
     assert {label: set(vocab.articles_for_source_class(label)) for label in range(10)} == {
-        0: {"Tshirts", "Tops"}, 1: {"Trousers"}, 2: {"Sweaters"}, 3: {"Dresses"},
-        4: {"Jackets"}, 5: {"Sandals"}, 6: {"Shirts"}, 7: {"Sports Shoes", "Casual Shoes"},
-        8: {"Handbags"}, 9: {"Boots"},
+        0: {"Tshirts", "Tops"},
+        1: {"Trousers"},
+        2: {"Sweaters"},
+        3: {"Dresses"},
+        4: {"Jackets"},
+        5: {"Sandals"},
+        6: {"Shirts"},
+        7: {"Sports Shoes", "Casual Shoes"},
+        8: {"Handbags"},
+        9: {"Boots"},
     }
     assert vocab.article("Sandals").sub_category == "Sandal"
     assert vocab.article("Handbags").master_category == "Accessories"

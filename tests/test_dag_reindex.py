@@ -33,7 +33,8 @@ def _asset_events(settings, run_id: str) -> list:
     with psycopg.connect(settings.database_url_for("airflow_test")) as c:
         return c.execute(
             "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-            "WHERE a.uri = 'fashion://index/live' AND e.source_run_id = %s", (run_id,)
+            "WHERE a.uri = 'fashion://index/live' AND e.source_run_id = %s",
+            (run_id,),
         ).fetchall()
 
 
@@ -58,7 +59,8 @@ def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
 
     name = empty_db.execute(
         f"SELECT p.product_display_name FROM {live.table} e JOIN products p ON p.id = "
-        "e.product_id ORDER BY e.product_id LIMIT 1").fetchone()[0]
+        "e.product_id ORDER BY e.product_id LIMIT 1"
+    ).fetchone()[0]
     qd = load_clip(live.dense_model).encode_texts([name])[0]
     qs = load_splade(live.sparse_model).encode([name])[0]
     hits = fused_search(empty_db, SearchQuery(dense=qd, sparse=qs, k=10))
@@ -84,14 +86,25 @@ def broken_clip(tmp_path, monkeypatch):
             (cache / entry.name).symlink_to(entry)
     monkeypatch.setenv("FASHION_MODEL_CACHE", str(cache))
     get_settings.cache_clear()  # settings are read once per process
-    register_model(ModelSpec(name="broken-clip-test", kind="clip", source="fashion-clip-tiny",
-                             dim=256, licence="test", note="test: checkpoint missing",
-                             pretrained=str(tmp_path / "missing.pt"), offline=True), cache)
+    register_model(
+        ModelSpec(
+            name="broken-clip-test",
+            kind="clip",
+            source="fashion-clip-tiny",
+            dim=256,
+            licence="test",
+            note="test: checkpoint missing",
+            pretrained=str(tmp_path / "missing.pt"),
+            offline=True,
+        ),
+        cache,
+    )
     return "broken-clip-test"
 
 
-def test_failed_encoding_keeps_live_version_then_rerun_finishes(settings, conn, airflow_home,
-                                                                broken_clip):
+def test_failed_encoding_keeps_live_version_then_rerun_finishes(
+    settings, conn, airflow_home, broken_clip
+):
     from services.store.index_versions import get_version, list_versions, live_version
 
     before = live_version(conn)
@@ -99,21 +112,30 @@ def test_failed_encoding_keeps_live_version_then_rerun_finishes(settings, conn, 
     if before is None:
         pytest.skip("needs the live version of test_dag_run_swaps_in_a_new_version")
     conf = {**CONF, "size": 200, "shard_size": 100}
-    bad = dag_test({**conf, "dense_model": broken_clip}, get_settings(), home=airflow_home,
-                   dbname="airflow_test", migrate=False)
+    bad = dag_test(
+        {**conf, "dense_model": broken_clip},
+        get_settings(),
+        home=airflow_home,
+        dbname="airflow_test",
+        migrate=False,
+    )
     assert bad["state"] == "failed"
     assert bad["tasks"]["encode_images[0]"] == "failed"
     assert bad["tasks"]["swap"] != "success"
     assert bad["tries"]["encode_images[0]"] == 3  # retries=2, then the run fails
-    failed = [v for v in list_versions(conn) if v.params.get("run_key", "").endswith(
-        bad["run_id"])]
+    failed = [v for v in list_versions(conn) if v.params.get("run_key", "").endswith(bad["run_id"])]
     conn.commit()
     assert len(failed) == 1 and failed[0].status == "failed"
     assert live_version(conn).id == before.id  # still serving
     conn.commit()
 
-    good = dag_test({**conf, "dense_model": before.dense_model}, get_settings(),
-                    home=airflow_home, dbname="airflow_test", migrate=False)
+    good = dag_test(
+        {**conf, "dense_model": before.dense_model},
+        get_settings(),
+        home=airflow_home,
+        dbname="airflow_test",
+        migrate=False,
+    )
     assert good["state"] == "success", good["output"][-4000:]
     live = live_version(conn)
     assert live.id != before.id and live.row_count == 200

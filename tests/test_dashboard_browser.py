@@ -18,8 +18,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -40,11 +46,19 @@ def _store_synthetic_runs(conn) -> tuple[int, int]:
 
     ids = []
     for hybrid_peak, multi_peak in ((0.86, 0.82), (0.80, 0.83)):  # second run regresses
-        run_id = storage.start_run(conn, index_version_id=None, dense_model="fashion-clip-offline",
-                                   sparse_model="splade-tiny-offline",
-                                   query_set_version="qs1-synthetic",
-                                   details={"default_alpha": 0.5, "synthetic": True,
-                                            "n_queries_scored": 300, "n_products": 10000})
+        run_id = storage.start_run(
+            conn,
+            index_version_id=None,
+            dense_model="fashion-clip-offline",
+            sparse_model="splade-tiny-offline",
+            query_set_version="qs1-synthetic",
+            details={
+                "default_alpha": 0.5,
+                "synthetic": True,
+                "n_queries_scored": 300,
+                "n_products": 10000,
+            },
+        )
         rows = []
         h = curve(0.4, hybrid_peak, 0.72, 0.58)
         m = curve(0.7, multi_peak, 0.35, 0.70)
@@ -109,7 +123,8 @@ def test_dashboard_in_headless_chromium(dashboard_url):
             assert response is not None and response.status == 200
             assert page.title() == "Search quality dashboard"
             images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])")
+                "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
+            )
             srcs = [s for s, _, _ in images]
             assert any(s.endswith("history.png") for s in srcs)
             assert any("alpha.png" in s for s in srcs)

@@ -94,14 +94,18 @@ def test_hub_entries_resolve_to_the_right_calls(tmp_path):
     assert vit.local_path is None
 
     marqo = build_call(get_spec("marqo-fashion-siglip"), tmp_path)
-    assert marqo.args == ("hf-hub:Marqo/marqo-fashionSigLIP",) and marqo.kwargs == {"pretrained": None}
+    assert marqo.args == ("hf-hub:Marqo/marqo-fashionSigLIP",) and marqo.kwargs == {
+        "pretrained": None
+    }
 
     splade_pp = build_call(get_spec("splade-pp-en-v1"), tmp_path)
     assert splade_pp.target == "transformers.AutoModelForMaskedLM.from_pretrained"
     assert splade_pp.args == ("prithivida/Splade_PP_en_v1",) and splade_pp.local_path is None
 
     tiny = build_call(get_spec("splade-tiny-offline"), tmp_path)
-    assert tiny.args == (str(tmp_path / "splade-tiny"),) and tiny.local_path == str(tmp_path / "splade-tiny")
+    assert tiny.args == (str(tmp_path / "splade-tiny"),) and tiny.local_path == str(
+        tmp_path / "splade-tiny"
+    )
 
     trained = build_call(get_spec("fashion-clip-offline"), tmp_path)
     assert trained.args == ("fashion-clip-tiny",)
@@ -109,8 +113,15 @@ def test_hub_entries_resolve_to_the_right_calls(tmp_path):
 
 
 def test_runtime_registered_model_is_found(tmp_path):
-    spec = registry.ModelSpec(name="my-finetune", kind="clip", source="fashion-clip-tiny",
-                              pretrained=str(tmp_path / "x.pt"), dim=256, licence="Apache-2.0", note="t")
+    spec = registry.ModelSpec(
+        name="my-finetune",
+        kind="clip",
+        source="fashion-clip-tiny",
+        pretrained=str(tmp_path / "x.pt"),
+        dim=256,
+        licence="Apache-2.0",
+        note="t",
+    )
     registry.register_model(spec, tmp_path)
     assert registry.all_models(tmp_path)["my-finetune"] == spec
     with pytest.raises(ValueError):
@@ -149,7 +160,11 @@ def test_splade_vectors_are_sparse_unit_and_sensible(splade):
 
 
 def test_splade_batches_match_single_encoding(splade):
-    texts = ["blue jeans", "a much longer description of a pair of green cotton summer shorts", "cap"]
+    texts = [
+        "blue jeans",
+        "a much longer description of a pair of green cotton summer shorts",
+        "cap",
+    ]
     together = splade.encode(texts, batch_size=2)
     alone = [splade.encode([t])[0] for t in texts]
     for a, b in zip(together, alone):
@@ -232,8 +247,12 @@ def test_multimodal_query_lies_between_its_parts(clip_models):
     assert both.shape == (encoder.dim,) and np.isclose(np.linalg.norm(both), 1, atol=1e-5)
     between = float(text_vec @ image_vec)
     assert both @ text_vec > between and both @ image_vec > between
-    assert np.allclose(encoder.encode_query(text="green shirt", image=image, text_weight=1.0), text_vec, atol=1e-5)
-    assert np.allclose(encoder.encode_query(text="green shirt", image=image, text_weight=0.0), image_vec, atol=1e-5)
+    assert np.allclose(
+        encoder.encode_query(text="green shirt", image=image, text_weight=1.0), text_vec, atol=1e-5
+    )
+    assert np.allclose(
+        encoder.encode_query(text="green shirt", image=image, text_weight=0.0), image_vec, atol=1e-5
+    )
     more_text = encoder.encode_query(text="green shirt", image=image, text_weight=0.8)
     assert more_text @ text_vec > both @ text_vec
 

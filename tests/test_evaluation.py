@@ -26,7 +26,8 @@ def test_metrics_hand_computed():
     assert M.average_precision_at_k(ranking, rel, 10) == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert M.reciprocal_rank_at_k(ranking, rel, 10) == 1.0
     assert M.ndcg_at_k(ranking, rel, 10) == pytest.approx(
-        (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+        (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    )
     assert M.recall_at_k(ranking, rel, 100) == 1.0
 
     # one relevant product at rank 5
@@ -52,8 +53,13 @@ def test_ap_normalised_by_min_k_and_relevant():
 
 
 def test_empty_relevance_is_none_not_zero():
-    for fn in (M.precision_at_k, M.average_precision_at_k, M.reciprocal_rank_at_k, M.ndcg_at_k,
-               M.recall_at_k):
+    for fn in (
+        M.precision_at_k,
+        M.average_precision_at_k,
+        M.reciprocal_rank_at_k,
+        M.ndcg_at_k,
+        M.recall_at_k,
+    ):
         assert fn([1, 2, 3], set()) is None
     assert M.query_metrics([1, 2], []) is None
     assert M.mean([None, 0.5, 1.0, None]) == (0.75, 2)
@@ -77,9 +83,17 @@ def _catalogue(n=600, seed=1):
     from services.catalog import vocabulary as v
 
     rng = random.Random(seed)
-    return [{"id": 1000 + i, "articleType": rng.choice(sorted(v.ARTICLE_TYPES)),
-                 "baseColour": rng.choice(sorted(v.COLOURS)), "gender": rng.choice(v.GENDERS),
-                 "season": rng.choice(v.SEASONS), "usage": rng.choice(v.USAGES)} for i in range(n)]
+    return [
+        {
+            "id": 1000 + i,
+            "articleType": rng.choice(sorted(v.ARTICLE_TYPES)),
+            "baseColour": rng.choice(sorted(v.COLOURS)),
+            "gender": rng.choice(v.GENDERS),
+            "season": rng.choice(v.SEASONS),
+            "usage": rng.choice(v.USAGES),
+        }
+        for i in range(n)
+    ]
 
 
 def test_query_generator_is_deterministic():
@@ -155,16 +169,24 @@ def test_migration_0002_down_and_up(settings, conn):
         assert back.fetchone()[0] == 3
 
 
-def _fake_run(conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8,
-              split: str = "test"):
+def _fake_run(
+    conn, hybrid_by_alpha: dict[float, float], dense=0.5, sparse=0.6, multi=0.8, split: str = "test"
+):
     from services.store import evaluations as storage
     from services.store.evaluations import MetricRow
 
-    run_id = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
-                               query_set_version="qs1-test",
-                               details={"default_alpha": 0.5, "split": split, "synthetic": True})
-    rows = [MetricRow("dense", 1.0, "all", "map@10", dense, 10),
-            MetricRow("sparse", 0.0, "all", "map@10", sparse, 10)]
+    run_id = storage.start_run(
+        conn,
+        index_version_id=None,
+        dense_model="d",
+        sparse_model="s",
+        query_set_version="qs1-test",
+        details={"default_alpha": 0.5, "split": split, "synthetic": True},
+    )
+    rows = [
+        MetricRow("dense", 1.0, "all", "map@10", dense, 10),
+        MetricRow("sparse", 0.0, "all", "map@10", sparse, 10),
+    ]
     for a, v in hybrid_by_alpha.items():
         rows.append(MetricRow("hybrid", a, "all", "map@10", v, 10))
         rows.append(MetricRow("hybrid", a, "category", "map@10", v - 0.05, 3))
@@ -217,8 +239,9 @@ def test_nightly_dag_wiring():
 
     from evaluation.nightly import alert_on_failure
 
-    spec = importlib.util.spec_from_file_location("fashion_eval_nightly_dag",
-                                                  REPO / "dags" / "fashion_eval_nightly.py")
+    spec = importlib.util.spec_from_file_location(
+        "fashion_eval_nightly_dag", REPO / "dags" / "fashion_eval_nightly.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = module.DAG_OBJECT
@@ -262,11 +285,23 @@ def _build_tiny_index(conn, size: int = 200) -> None:
     upsert_products(conn, rows, source="offline")
     clip, splade = load_clip(_dense_model()), load_splade()
     dense = clip.encode_images([r["image"] for r in rows])
-    sparse = splade.encode([" ".join(str(r[k]) for k in ("productDisplayName", "articleType",
-                                                          "baseColour", "gender") if r.get(k))
-                            for r in rows])
-    vid = iv.create_version(conn, dense_model=clip.name, dense_dim=clip.dim,
-                            sparse_model=splade.name, sparse_dim=splade.vocab_size)
+    sparse = splade.encode(
+        [
+            " ".join(
+                str(r[k])
+                for k in ("productDisplayName", "articleType", "baseColour", "gender")
+                if r.get(k)
+            )
+            for r in rows
+        ]
+    )
+    vid = iv.create_version(
+        conn,
+        dense_model=clip.name,
+        dense_dim=clip.dim,
+        sparse_model=splade.name,
+        sparse_dim=splade.vocab_size,
+    )
     iv.load_embeddings(conn, vid, [r["id"] for r in rows], dense, sparse)
     iv.build_indexes(conn, vid)
     iv.mark_ready(conn, vid, {"built_by": "tests/test_evaluation.py"})
@@ -290,8 +325,14 @@ def tiny_index(settings):
         conn.close()
 
 
-SMALL = {"category": 5, "colour_category": 5, "gender_colour_category": 4,
-         "usage_season_category": 4, "paraphrase": 6, "multimodal": 5}
+SMALL = {
+    "category": 5,
+    "colour_category": 5,
+    "gender_colour_category": 4,
+    "usage_season_category": 4,
+    "paraphrase": 6,
+    "multimodal": 5,
+}
 
 
 @pytest.mark.slow
@@ -353,8 +394,7 @@ def test_cli_registers_eval():
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", "--alphas", "0,0.5,1", "--families",
-                              "category,multimodal"])
+    args = parser.parse_args(["eval", "--alphas", "0,0.5,1", "--families", "category,multimodal"])
     assert args.alphas == [0.0, 0.5, 1.0] and args.families == ["category", "multimodal"]
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "--alphas", "2"])
@@ -382,19 +422,33 @@ def test_dashboard_renders_without_runs():
     from evaluation import charts
     from evaluation.dashboard import DashboardData, render_page
 
-    empty = DashboardData(runs=[], history={}, run=None, rows=[], head=None, previous=None,
-                          comparison=[], alerts=[], current_default_alpha=0.5, margin=0.02)
+    empty = DashboardData(
+        runs=[],
+        history={},
+        run=None,
+        rows=[],
+        head=None,
+        previous=None,
+        comparison=[],
+        alerts=[],
+        current_default_alpha=0.5,
+        margin=0.02,
+    )
     page = render_page(empty, "/dashboard")
     assert "No evaluation run is stored yet" in page and "/dashboard/history.png" in page
-    for png in (charts.history_chart([], {}), charts.alpha_chart({}, {}, 0.5, "none"),
-                charts.family_chart([], {}, "none")):
+    for png in (
+        charts.history_chart([], {}),
+        charts.alpha_chart({}, {}, 0.5, "none"),
+        charts.family_chart([], {}, "none"),
+    ):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # --- the nightly DAG for real: dag.test() in a fresh interpreter -----------------------------
 @pytest.mark.slow
-def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn, tiny_index,
-                                                                   tmp_path):
+def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(
+    settings, conn, tiny_index, tmp_path
+):
     """A previous run with hybrid MAP 1.0 makes tonight's run a regression: the DAG run
     fails at check_regression and the failure callback writes an eval_alerts row."""
     from dag_runner import dag_test
@@ -403,18 +457,32 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(settings, conn,
     from services.store import evaluations as storage
     from services.store.evaluations import MetricRow
 
-    perfect = storage.start_run(conn, index_version_id=None, dense_model="d", sparse_model="s",
-                                query_set_version="qs1-synthetic",
-                                details={"default_alpha": 0.5, "families": list(FAMILIES),
-                                         "split": "test", "synthetic": True})
+    perfect = storage.start_run(
+        conn,
+        index_version_id=None,
+        dense_model="d",
+        sparse_model="s",
+        query_set_version="qs1-synthetic",
+        details={
+            "default_alpha": 0.5,
+            "families": list(FAMILIES),
+            "split": "test",
+            "synthetic": True,
+        },
+    )
     storage.store_metrics(conn, perfect, [MetricRow("hybrid", 0.5, "all", "map@10", 1.0, 1)])
     storage.finish_run(conn, perfect, status="succeeded")
     alerts_before = len(storage.list_alerts(conn, 10_000))
     conn.commit()
 
-    result = dag_test({"margin": 0.02}, settings, home=tmp_path / "airflow",
-                      dbname="airflow_eval_test", timeout=600,
-                      dag_file=REPO / "dags" / "fashion_eval_nightly.py")
+    result = dag_test(
+        {"margin": 0.02},
+        settings,
+        home=tmp_path / "airflow",
+        dbname="airflow_eval_test",
+        timeout=600,
+        dag_file=REPO / "dags" / "fashion_eval_nightly.py",
+    )
     output = result["output"]
     assert result["tasks"]["evaluate"] == "success", output[-5000:]
     assert result["tasks"]["check_regression"] == "failed", output[-5000:]

@@ -20,12 +20,28 @@ from evaluation.queries import (
 from services.catalog import vocabulary as v
 from services.config import get_settings
 
-OFFLINE_TYPES = ("Tshirts", "Tops", "Shirts", "Sweaters", "Jackets", "Trousers", "Dresses",
-                 "Sandals", "Sports Shoes", "Casual Shoes", "Boots", "Handbags")
+OFFLINE_TYPES = (
+    "Tshirts",
+    "Tops",
+    "Shirts",
+    "Sweaters",
+    "Jackets",
+    "Trousers",
+    "Dresses",
+    "Sandals",
+    "Sports Shoes",
+    "Casual Shoes",
+    "Boots",
+    "Handbags",
+)
 FOOTWEAR = ("Sandals", "Sports Shoes", "Casual Shoes", "Boots")
 CLOTHING_OFFLINE = ("Tshirts", "Tops", "Shirts", "Sweaters", "Jackets", "Trousers", "Dresses")
 CLOTHING_SYNSET, FOOTWEAR_SYNSET, CONTAINER_SYNSET, COLOR_SYNSET = (
-    3051540, 3380867, 3094503, 4956594)
+    3051540,
+    3380867,
+    3094503,
+    4956594,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +53,21 @@ def _words(synsets) -> set[str]:
     return {w for s, _ in synsets for w in s.words}
 
 
-def _catalogue(colours=("Black", "Red", "Navy Blue", "Grey", "Cream", "Beige"),
-               types=OFFLINE_TYPES) -> list[dict]:
+def _catalogue(
+    colours=("Black", "Red", "Navy Blue", "Grey", "Cream", "Beige"), types=OFFLINE_TYPES
+) -> list[dict]:
     combos = [(t, c) for t in types for c in colours]
-    return [{"id": 500 + i, "articleType": t, "baseColour": c, "gender": "Women",
-             "season": "Summer", "usage": "Casual"} for i, (t, c) in enumerate(combos)]
+    return [
+        {
+            "id": 500 + i,
+            "articleType": t,
+            "baseColour": c,
+            "gender": "Women",
+            "season": "Summer",
+            "usage": "Casual",
+        }
+        for i, (t, c) in enumerate(combos)
+    ]
 
 
 # --- the reader on the real files -------------------------------------------------------------
@@ -60,8 +86,7 @@ def test_reader_synonyms_hyponyms_hypernyms(wn):
     assert {"sneaker", "loafer", "sandal", "oxford"} <= _words(wn.hyponyms(shoe))
     # sandal -> shoe -> footwear (footgear) -> covering
     chain = wn.hypernyms(wn.sense("sandal", 1), depth=3)
-    assert [(s.offset, d) for s, d in chain] == [(4199027, 1), (FOOTWEAR_SYNSET, 2),
-                                                   (3122748, 3)]
+    assert [(s.offset, d) for s, d in chain] == [(4199027, 1), (FOOTWEAR_SYNSET, 2), (3122748, 3)]
     assert chain[1][0].words == ("footwear", "footgear")
     # multi-word lemmas: spaces in, underscores out; a lemma is found either way
     assert wn.sense("navy blue", 1).words == ("dark blue", "navy", "navy blue")
@@ -74,13 +99,18 @@ def test_reader_synonyms_hyponyms_hypernyms(wn):
 
 
 def test_parse_data_line_hex_counts_and_adjective_markers():
-    line = ("01234567 00 s 0a " + " ".join(f"w_{i}(a) 0" for i in range(10))
-            + " 002 & 00012345 a 0000 ! 00054321 a 0102 | a gloss; \"an example\"  \n")
+    line = (
+        "01234567 00 s 0a "
+        + " ".join(f"w_{i}(a) 0" for i in range(10))
+        + ' 002 & 00012345 a 0000 ! 00054321 a 0102 | a gloss; "an example"  \n'
+    )
     s = L.parse_data_line(line)
     assert s.offset == 1234567 and s.pos == "s" and len(s.words) == 10  # 0a = ten words
     assert s.words[3] == "w 3"
     assert [(p.symbol, p.offset, p.source_target) for p in s.pointers] == [
-        ("&", 12345, "0000"), ("!", 54321, "0102")]
+        ("&", 12345, "0000"),
+        ("!", 54321, "0102"),
+    ]
     assert s.gloss == 'a gloss; "an example"'
     assert L.normalise_word("Turkish_Towel(ip)") == "turkish towel"
 
@@ -105,19 +135,27 @@ def _write_db(root: Path, synsets: list[tuple[tuple[str, ...], list[tuple[str, i
     for o, (words, _, _) in zip(offsets, synsets, strict=True):
         for w in words:
             lemmas.setdefault(w.lower(), []).append(o)
-    index = header + "".join(f"{lemma} n {len(offs)} 0 {len(offs)} 0 "
-                             + " ".join(f"{o:08d}" for o in offs) + "  \n"
-                             for lemma, offs in sorted(lemmas.items()))
-    for name, text in (("data.noun", data), ("index.noun", index), ("data.adj", header),
-                       ("index.adj", header)):
+    index = header + "".join(
+        f"{lemma} n {len(offs)} 0 {len(offs)} 0 " + " ".join(f"{o:08d}" for o in offs) + "  \n"
+        for lemma, offs in sorted(lemmas.items())
+    )
+    for name, text in (
+        ("data.noun", data),
+        ("index.noun", index),
+        ("data.adj", header),
+        ("index.adj", header),
+    ):
         (root / name).write_text(text, encoding="utf-8")
 
 
 def test_fake_database_offsets_and_sense_table_check(tmp_path):
-    _write_db(tmp_path, [
-        (("sweater", "perspirer"), [("~", 1)], "a person who perspires"),
-        (("Heavy_Sweater",), [("@", 0)], "someone who perspires a lot"),
-    ])
+    _write_db(
+        tmp_path,
+        [
+            (("sweater", "perspirer"), [("~", 1)], "a person who perspires"),
+            (("Heavy_Sweater",), [("@", 0)], "someone who perspires a lot"),
+        ],
+    )
     wn = L.WordNet(tmp_path)
     s = wn.sense("sweater", 1)
     assert s.words == ("sweater", "perspirer")
@@ -158,7 +196,8 @@ def test_sense_table_covers_the_catalogue_and_resolves(wn):
         assert synset.lex_filenum == 7, name  # noun.attribute
         assert COLOR_SYNSET in {s.offset for s, _ in wn.hypernyms(synset, depth=64)}, name
     assert wn.synset(L.ARTICLE_SENSES["Sweaters"].offset).gloss.startswith(
-        "a crocheted or knitted garment covering the upper part of the body")
+        "a crocheted or knitted garment covering the upper part of the body"
+    )
     assert wn.synset(L.COLOUR_SENSES["Red"].offset).gloss.startswith("red color or pigment")
     assert [t for t, s in L.ARTICLE_SENSES.items() if not s.exact] == ["Casual Shoes"]
     for offset in L.EXCLUDED_SYNSETS:
@@ -177,7 +216,8 @@ def test_derived_words_follow_wordnet_and_the_rules(wn):
     assert {dw.word for dw in articles["Sweaters"]} == {"cardigan"}
     assert {"tee shirt", "jersey"} == {dw.word for dw in articles["Tshirts"]}
     assert {"sneaker", "gym shoe", "tennis shoe", "plimsoll"} == {
-        dw.word for dw in articles["Sports Shoes"]}
+        dw.word for dw in articles["Sports Shoes"]
+    }
     jackets = {dw.word for dw in articles["Jackets"]}
     assert {"blazer", "parka", "anorak", "windbreaker", "peacoat"} <= jackets
     assert {"frock", "gown", "sundress"} <= {dw.word for dw in articles["Dresses"]}
@@ -222,8 +262,17 @@ def test_derived_words_follow_wordnet_and_the_rules(wn):
 
 def test_hypernym_groups():
     groups = {g.word: g for g in L.hypernym_groups(OFFLINE_TYPES)}
-    assert set(groups) == {"footwear", "footgear", "shoe", "clothing", "article of clothing",
-                           "habiliment", "vesture", "wear", "wearable"}
+    assert set(groups) == {
+        "footwear",
+        "footgear",
+        "shoe",
+        "clothing",
+        "article of clothing",
+        "habiliment",
+        "vesture",
+        "wear",
+        "wearable",
+    }
     assert groups["footwear"].types == FOOTWEAR and groups["footwear"].offset == FOOTWEAR_SYNSET
     assert groups["shoe"].types == ("Sandals", "Sports Shoes", "Casual Shoes")  # not boots
     assert groups["clothing"].types == CLOTHING_OFFLINE
@@ -252,8 +301,7 @@ def test_wordnet_families_deterministic_and_judged_by_the_mapping():
     again = generate_queries(shuffled, seed=3, families=list(WORDNET_FAMILIES))
     assert [q.to_json() for q in qs.queries] == [q.to_json() for q in again.queries]
     assert qs.version == again.version
-    assert generate_queries(products, seed=4, families=list(WORDNET_FAMILIES)).version \
-        != qs.version
+    assert generate_queries(products, seed=4, families=list(WORDNET_FAMILIES)).version != qs.version
 
     fams = qs.by_family()
     assert len(fams["wordnet_category"]) == DEFAULT_SIZES["wordnet_category"]
@@ -275,9 +323,12 @@ def test_wordnet_families_deterministic_and_judged_by_the_mapping():
     for q in fams["wordnet_colour_category"]:
         crit = dict(q.criteria)
         (at,), (colour,) = crit["articleType"], crit["baseColour"]
-        cw = next(w for w in sorted(word_colour, key=len, reverse=True)
-                  if q.text.startswith(w + " ") and word_colour[w] == colour)
-        article = q.text[len(cw) + 1:]
+        cw = next(
+            w
+            for w in sorted(word_colour, key=len, reverse=True)
+            if q.text.startswith(w + " ") and word_colour[w] == colour
+        )
+        article = q.text[len(cw) + 1 :]
         if article == v.ARTICLE_TYPES[at].display.lower():
             seen_display = True
         else:
@@ -289,7 +340,9 @@ def test_wordnet_families_deterministic_and_judged_by_the_mapping():
     assert hyper["footwear"] == {"articleType": FOOTWEAR}
     assert hyper["clothing"] == {"articleType": CLOTHING_OFFLINE}
     coloured = [c for c in hyper.values() if "baseColour" in c]
-    assert len(coloured) == DEFAULT_SIZES["wordnet_hypernym"] - 9 and all(len(c["baseColour"]) == 1 for c in coloured)
+    assert len(coloured) == DEFAULT_SIZES["wordnet_hypernym"] - 9 and all(
+        len(c["baseColour"]) == 1 for c in coloured
+    )
 
 
 def test_wordnet_families_only_emit_supported_queries():

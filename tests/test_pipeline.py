@@ -61,8 +61,9 @@ def test_run_reindex_end_to_end_then_search(fresh, dense_model):
     assert report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
     table = format_timings(report)
     assert "encode photos + names (CLIP)" in table and "TOTAL" in table
-    name = fresh.execute("SELECT product_display_name, id FROM products ORDER BY id LIMIT 1"
-                         ).fetchone()
+    name = fresh.execute(
+        "SELECT product_display_name, id FROM products ORDER BY id LIMIT 1"
+    ).fetchone()
     hits = _search_name(fresh, name[0], dense_model)
     assert len(hits) == 10
     assert any(h.product_display_name == name[0] for h in hits)
@@ -93,8 +94,9 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     from services.pipeline.reindex import run_reindex
     from services.store.index_versions import get_version, list_versions, live_version
 
-    first = run_reindex(source="offline", size=SIZE, limit=120, shard_size=SHARD,
-                        dense_model=dense_model)
+    first = run_reindex(
+        source="offline", size=SIZE, limit=120, shard_size=SHARD, dense_model=dense_model
+    )
     live_before = live_version(fresh)
     fresh.commit()
     assert live_before.id == first["version"]
@@ -156,8 +158,7 @@ def test_validation_rejects_are_counted(fresh, tmp_path):
     out = stages.validate_store_and_shard([str(src)], 10, tmp_path / "run", source="local")
     rep = out["report"]
     assert rep["read"] == 20 and rep["valid"] == 17 and rep["rejected"] == 3
-    assert rep["rejected_by_reason"] == {"empty name": 1, "duplicate id": 1,
-                                         "undecodable image": 1}
+    assert rep["rejected_by_reason"] == {"empty name": 1, "duplicate id": 1, "undecodable image": 1}
     assert len(out["shards"]) == 2
 
 
@@ -181,7 +182,8 @@ def test_second_run_refuses_while_the_build_lock_is_held(fresh, dense_model):
     try:
         other.execute("SELECT pg_advisory_lock(hashtext(%s))", (run_lock.BUILD_LOCK_NAME,))
         with pytest.raises(run_lock.BuildLockBusy, match="another indexing run"):
-            run_reindex(source="offline", size=SIZE, limit=40, shard_size=20,
-                        dense_model=dense_model)
+            run_reindex(
+                source="offline", size=SIZE, limit=40, shard_size=20, dense_model=dense_model
+            )
     finally:
         other.close()

@@ -24,8 +24,19 @@ from services.catalog.schema import (
 from services.store import migrate, products
 from services.store.search import Filters
 
-REAL_DATASET_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType",
-                        "baseColour", "season", "year", "usage", "productDisplayName", "image")
+REAL_DATASET_COLUMNS = (
+    "id",
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "year",
+    "usage",
+    "productDisplayName",
+    "image",
+)
 
 
 @pytest.mark.parametrize(
@@ -61,8 +72,16 @@ def test_every_derived_schema_follows_the_table():
     assert CATALOG_ARROW_SCHEMA.names == list(REAL_DATASET_COLUMNS)
     assert "brand" not in CATALOG_ARROW_SCHEMA.names  # derived, never in the dataset files
     assert [f.name for f in METADATA_FIELDS] == [
-        "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season",
-        "year", "usage", "brand"]
+        "gender",
+        "masterCategory",
+        "subCategory",
+        "articleType",
+        "baseColour",
+        "season",
+        "year",
+        "usage",
+        "brand",
+    ]
     assert {f.name for f in FACET_FIELDS} <= {f.name for f in FILTER_FIELDS}
     # the API's metadata: attributes by column, JSON by dataset name
     meta = ProductMetadata(**{f.column: None for f in METADATA_FIELDS})
@@ -91,7 +110,8 @@ def test_migration_0004_fills_brand_for_existing_products_and_versions(settings)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO products (id, product_display_name) VALUES "
-                "(1, 'Peter England Men Blue Shirt'), (2, 'Black belt')")
+                "(1, 'Peter England Men Blue Shirt'), (2, 'Black belt')"
+            )
             conn.execute("CREATE TABLE index_v7 (product_id bigint PRIMARY KEY, gender text)")
             conn.execute("INSERT INTO index_v7 VALUES (1, 'Men'), (2, NULL)")
         migrate.upgrade("head", url)
@@ -100,23 +120,38 @@ def test_migration_0004_fills_brand_for_existing_products_and_versions(settings)
             assert got == [(1, "Peter England"), (2, None)]
             got = conn.execute("SELECT product_id, brand FROM index_v7 ORDER BY 1").fetchall()
             assert got == [(1, "Peter England"), (2, None)]
-            assert conn.execute(
-                "SELECT count(*) FROM pg_indexes WHERE tablename = 'index_v7' "
-                "AND indexname = 'index_v7_brand'").fetchone()[0] == 1
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM pg_indexes WHERE tablename = 'index_v7' "
+                    "AND indexname = 'index_v7_brand'"
+                ).fetchone()[0]
+                == 1
+            )
         migrate.downgrade("0003", url)
         with psycopg.connect(url) as conn:
-            cols = {r[0] for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name IN ('products', 'index_v7')")}
+            cols = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name IN ('products', 'index_v7')"
+                )
+            }
             assert "brand" not in cols
     finally:
         _drop_database(admin, dbname)
 
 
 def test_upsert_derives_brand_and_maps_rows_by_name(empty_db):
-    rows = [{"id": 5, "productDisplayName": "Nike Women Running Shoes", "gender": "Women",
-             "year": 2016, "image": None},
-            {"id": 6, "productDisplayName": "Plain scarf", "usage": "Casual"}]
+    rows = [
+        {
+            "id": 5,
+            "productDisplayName": "Nike Women Running Shoes",
+            "gender": "Women",
+            "year": 2016,
+            "image": None,
+        },
+        {"id": 6, "productDisplayName": "Plain scarf", "usage": "Casual"},
+    ]
     assert products.upsert_products(empty_db, rows, source="test") == 2
     five = products.get_product(empty_db, 5)
     assert five["brand"] == "Nike" and five["gender"] == "Women" and five["year"] == 2016

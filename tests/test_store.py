@@ -18,10 +18,19 @@ ARTICLES = ["Tshirts", "Shirts", "Jackets"]
 
 def _rows(n: int = N) -> list[dict]:
     return [
-        {"id": i, "gender": ["Men", "Women"][i % 2], "masterCategory": "Apparel",
-             "subCategory": "Topwear", "articleType": ARTICLES[i % 3], "baseColour": COLOURS[i % 4],
-             "season": "Summer", "year": 2010 + i % 8, "usage": "Casual",
-             "productDisplayName": f"Brand {ARTICLES[i % 3]} {i}", "image": b"\x89PNG\r\n\x1a\nxx"}
+        {
+            "id": i,
+            "gender": ["Men", "Women"][i % 2],
+            "masterCategory": "Apparel",
+            "subCategory": "Topwear",
+            "articleType": ARTICLES[i % 3],
+            "baseColour": COLOURS[i % 4],
+            "season": "Summer",
+            "year": 2010 + i % 8,
+            "usage": "Casual",
+            "productDisplayName": f"Brand {ARTICLES[i % 3]} {i}",
+            "image": b"\x89PNG\r\n\x1a\nxx",
+        }
         for i in range(n)
     ]
 
@@ -42,8 +51,9 @@ def _vectors(n: int = N, seed: int = 0):
 def _build_version(conn, n: int = N, seed: int = 0, swap: bool = True) -> int:
     products.upsert_products(conn, _rows(n), source="test")
     dense, sparse = _vectors(n, seed)
-    vid = iv.create_version(conn, dense_model="test-dense", dense_dim=DIM,
-                            sparse_model="test-sparse", sparse_dim=VOCAB)
+    vid = iv.create_version(
+        conn, dense_model="test-dense", dense_dim=DIM, sparse_model="test-sparse", sparse_dim=VOCAB
+    )
     iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
     iv.build_indexes(conn, vid)
     iv.mark_ready(conn, vid, {"test": True})
@@ -61,8 +71,11 @@ def live(empty_db):
 
 # --- connections and migrations -------------------------------------------------------
 
+
 def test_pgvector_version_checked(conn):
-    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[0]
+    version = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[
+        0
+    ]
     assert tuple(int(x) for x in version.split(".")[:2]) >= (0, 7)
 
 
@@ -88,6 +101,7 @@ def test_migrations_downgrade_and_upgrade(settings):
 
 # --- loading -------------------------------------------------------------------------
 
+
 def test_loading_products_twice_does_not_duplicate(empty_db):
     rows = _rows(50)
     products.upsert_products(empty_db, rows)
@@ -101,23 +115,26 @@ def test_loading_products_twice_does_not_duplicate(empty_db):
 def test_embedding_reload_is_idempotent_and_dims_come_from_models(empty_db):
     products.upsert_products(empty_db, _rows(40))
     dense, sparse = _vectors(40)
-    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
-                            sparse_dim=VOCAB)
+    vid = iv.create_version(
+        empty_db, dense_model="d", dense_dim=DIM, sparse_model="s", sparse_dim=VOCAB
+    )
     iv.load_embeddings(empty_db, vid, list(range(40)), dense, sparse)
     iv.load_embeddings(empty_db, vid, list(range(40)), dense, sparse)
     assert iv.row_count(empty_db, vid) == 40
     typ = empty_db.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = %s::regclass AND attname IN ('dense', 'sparse') ORDER BY attname",
-        (iv.table_name(vid),)).fetchall()
+        (iv.table_name(vid),),
+    ).fetchall()
     assert [t[0] for t in typ] == [f"vector({DIM})", f"sparsevec({VOCAB})"]
 
 
 def test_embeddings_of_unknown_products_are_refused(empty_db):
     products.upsert_products(empty_db, _rows(5))
     dense, sparse = _vectors(6)
-    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
-                            sparse_dim=VOCAB)
+    vid = iv.create_version(
+        empty_db, dense_model="d", dense_dim=DIM, sparse_model="s", sparse_dim=VOCAB
+    )
     with pytest.raises(LookupError):
         iv.load_embeddings(empty_db, vid, list(range(6)), dense, sparse)
     assert iv.row_count(empty_db, vid) == 0
@@ -125,14 +142,16 @@ def test_embeddings_of_unknown_products_are_refused(empty_db):
 
 def test_wrong_dimension_refused_on_load(empty_db):
     products.upsert_products(empty_db, _rows(3))
-    vid = iv.create_version(empty_db, dense_model="d", dense_dim=DIM, sparse_model="s",
-                            sparse_dim=VOCAB)
+    vid = iv.create_version(
+        empty_db, dense_model="d", dense_dim=DIM, sparse_model="s", sparse_dim=VOCAB
+    )
     _, sparse = _vectors(3)
     with pytest.raises(ValueError, match="shape"):
         iv.load_embeddings(empty_db, vid, [0, 1, 2], np.ones((3, DIM + 1), np.float32), sparse)
 
 
 # --- versions and swap ---------------------------------------------------------------
+
 
 def test_swap_keeps_one_live_and_previous_for_rollback(live):
     conn, first, _, _ = live
@@ -152,8 +171,9 @@ def test_swap_keeps_one_live_and_previous_for_rollback(live):
 def test_unready_or_failed_version_cannot_go_live(live):
     conn, first, _, _ = live
     products.upsert_products(conn, _rows(5))
-    vid = iv.create_version(conn, dense_model="d", dense_dim=DIM, sparse_model="s",
-                            sparse_dim=VOCAB)
+    vid = iv.create_version(
+        conn, dense_model="d", dense_dim=DIM, sparse_model="s", sparse_dim=VOCAB
+    )
     with pytest.raises(ValueError, match="building"):
         iv.swap_live(conn, vid)
     iv.mark_failed(conn, vid, "encoder crashed")
@@ -172,6 +192,7 @@ def test_database_enforces_single_live_version(live):
 
 # --- fused search --------------------------------------------------------------------
 
+
 def _ids(hits):
     return [h.product_id for h in hits]
 
@@ -181,19 +202,24 @@ def test_alpha_one_is_exactly_dense_order_and_zero_exactly_sparse(live):
     table = iv.table_name(vid)
     for q in (3, 77, 301):
         qd, qs = dense[q] * 0.9 + dense[q + 1] * 0.1, sparse[q]
-        by_dense = [r[0] for r in conn.execute(
-            f"SELECT product_id FROM {table} ORDER BY dense <#> %s, product_id LIMIT 20",
-            (qd,)).fetchall()]
-        by_sparse = [r[0] for r in conn.execute(
-            f"SELECT product_id FROM {table} ORDER BY sparse <#> %s, product_id LIMIT 20",
-            (qs,)).fetchall()]
+        by_dense = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT product_id FROM {table} ORDER BY dense <#> %s, product_id LIMIT 20", (qd,)
+            ).fetchall()
+        ]
+        by_sparse = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT product_id FROM {table} ORDER BY sparse <#> %s, product_id LIMIT 20", (qs,)
+            ).fetchall()
+        ]
         exact1 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=1.0, k=20, exact=True))
         exact0 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=0.0, k=20, exact=True))
         assert _ids(exact1) == by_dense
         # Sparse ties (products sharing no term score 0) are broken by id, as in by_sparse.
         assert _ids(exact0) == by_sparse
-        fast1 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=1.0, k=10,
-                                                             candidates=N))
+        fast1 = search.fused_search(conn, search.SearchQuery(qd, qs, alpha=1.0, k=10, candidates=N))
         assert _ids(fast1) == by_dense[:10]
 
 
@@ -224,10 +250,17 @@ def test_fast_mode_matches_exact_with_enough_candidates(live):
 @pytest.mark.parametrize("exact", [True, False])
 def test_filters_hold_in_both_modes(live, exact):
     conn, _, dense, sparse = live
-    f = search.Filters.from_mapping({"baseColour": "Red", "gender": ["Men"], "year_min": 2012,
-                                     "articleType": ["Tshirts", "Jackets"]})
-    hits = search.fused_search(conn, search.SearchQuery(dense[1], sparse[1], 0.5, 10,
-                                                        filters=f, exact=exact))
+    f = search.Filters.from_mapping(
+        {
+            "baseColour": "Red",
+            "gender": ["Men"],
+            "year_min": 2012,
+            "articleType": ["Tshirts", "Jackets"],
+        }
+    )
+    hits = search.fused_search(
+        conn, search.SearchQuery(dense[1], sparse[1], 0.5, 10, filters=f, exact=exact)
+    )
     assert hits, "a selective filter must still return rows (iterative scan)"
     for h in hits:
         m = h.metadata
@@ -235,7 +268,8 @@ def test_filters_hold_in_both_modes(live, exact):
         assert m["article_type"] in ("Tshirts", "Jackets")
     expected = conn.execute(
         "SELECT count(*) FROM products WHERE base_colour='Red' AND gender='Men' AND year >= 2012 "
-        "AND article_type IN ('Tshirts','Jackets')").fetchone()[0]
+        "AND article_type IN ('Tshirts','Jackets')"
+    ).fetchone()[0]
     assert len(hits) == min(10, expected)
 
 

@@ -19,7 +19,12 @@ from services.training.clip_train import (
 )
 from services.training.data import TrainingDataError, captions_for, is_heldout, split_rows
 
-COLOURS = {"Red": (210, 30, 30), "Blue": (30, 60, 210), "Green": (30, 150, 60), "Black": (20, 20, 20)}
+COLOURS = {
+    "Red": (210, 30, 30),
+    "Blue": (30, 60, 210),
+    "Green": (30, 150, 60),
+    "Black": (20, 20, 20),
+}
 SHAPES = {"Tshirts": "Topwear", "Trousers": "Bottomwear", "Handbags": "Bags"}
 
 
@@ -46,11 +51,21 @@ def tiny_catalog(n: int = 96, seed: int = 0) -> list[dict]:
         colour = list(COLOURS)[i % len(COLOURS)]
         article = list(SHAPES)[(i // len(COLOURS)) % len(SHAPES)]
         gender = rng.choice(["Men", "Women"])
-        rows.append({
-            "id": 500_000 + i, "gender": gender, "masterCategory": "Apparel", "subCategory": SHAPES[article],
-            "articleType": article, "baseColour": colour, "season": "Summer", "year": 2015, "usage": "Casual",
-            "productDisplayName": f"Brand {gender} {colour} {article}", "image": _image(COLOURS[colour], article, rng),
-        })
+        rows.append(
+            {
+                "id": 500_000 + i,
+                "gender": gender,
+                "masterCategory": "Apparel",
+                "subCategory": SHAPES[article],
+                "articleType": article,
+                "baseColour": colour,
+                "season": "Summer",
+                "year": 2015,
+                "usage": "Casual",
+                "productDisplayName": f"Brand {gender} {colour} {article}",
+                "image": _image(COLOURS[colour], article, rng),
+            }
+        )
     return rows
 
 
@@ -62,7 +77,15 @@ def home(tmp_path, monkeypatch):
 
 
 def _config(**kwargs) -> TrainConfig:
-    base = {"source": "unused", "batch_size": 16, "lr": 2e-3, "warmup_steps": 2, "epochs": 3, "threads": 2, "checkpoint_every": 5}
+    base = {
+        "source": "unused",
+        "batch_size": 16,
+        "lr": 2e-3,
+        "warmup_steps": 2,
+        "epochs": 3,
+        "threads": 2,
+        "checkpoint_every": 5,
+    }
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -77,10 +100,18 @@ def test_split_is_stable_and_disjoint():
 
 
 def test_captions_use_names_attributes_and_synonyms():
-    row = tiny_catalog(1)[0] | {"baseColour": "Navy Blue", "articleType": "Tshirts", "gender": "Men"}
+    row = tiny_catalog(1)[0] | {
+        "baseColour": "Navy Blue",
+        "articleType": "Tshirts",
+        "gender": "Men",
+    }
     captions = captions_for(row)
     assert captions[0] == row["productDisplayName"]
-    assert "navy t-shirt" in captions and "men navy blue tee" in captions and "casual t-shirt" in captions
+    assert (
+        "navy t-shirt" in captions
+        and "men navy blue tee" in captions
+        and "casual t-shirt" in captions
+    )
 
 
 def test_short_training_lowers_loss_and_checkpoint_loads_through_registry(home):
@@ -96,11 +127,27 @@ def test_short_training_lowers_loss_and_checkpoint_loads_through_registry(home):
 
     # The training checkpoint is open_clip-loadable (pretrained=<file>) and reproduces the model.
     state = load_checkpoint_file(result.checkpoint)
-    spec = ModelSpec(name="t", kind="clip", source="fashion-clip-tiny", dim=256, licence="x", note="",
-                     pretrained=str(result.checkpoint))
+    spec = ModelSpec(
+        name="t",
+        kind="clip",
+        source="fashion-clip-tiny",
+        dim=256,
+        licence="x",
+        note="",
+        pretrained=str(result.checkpoint),
+    )
     model, preprocess, tokenizer = build_clip_model(spec)
-    in_memory, _, _ = build_clip_model(ModelSpec(name="t0", kind="clip", source="fashion-clip-tiny",
-                                                 dim=256, licence="x", note="", pretrained=None))
+    in_memory, _, _ = build_clip_model(
+        ModelSpec(
+            name="t0",
+            kind="clip",
+            source="fashion-clip-tiny",
+            dim=256,
+            licence="x",
+            note="",
+            pretrained=None,
+        )
+    )
     in_memory.load_state_dict(state["state_dict"])
     a = ClipEncoder("a", model, preprocess, tokenizer, "cpu", 256)
     b = ClipEncoder("b", in_memory, preprocess, tokenizer, "cpu", 256)
@@ -129,7 +176,9 @@ def test_released_checkpoint_registers_and_loads(home, monkeypatch, tmp_path):
     result = train_clip(_config(), home / "run", rows=tiny_catalog(48), max_steps=2)
     memory = encoder_for_checkpoint("m", result.checkpoint)
     release = export_checkpoint(memory.model, home / "release.pt", half=True)
-    monkeypatch.setenv("FASHION_MODEL_CACHE", str(tmp_path / "models"))  # keep the shared cache clean
+    monkeypatch.setenv(
+        "FASHION_MODEL_CACHE", str(tmp_path / "models")
+    )  # keep the shared cache clean
     register_finetuned("tiny-test-model", release, note="test")
     assert get_spec("tiny-test-model").pretrained == str(release.resolve())
     registered = load_clip("tiny-test-model", device="cpu")
@@ -171,7 +220,10 @@ def test_report_metrics_on_tiny_heldout(home):
     for key in ("zero_shot_category_acc", "zero_shot_colour_acc", "zero_shot_article_type_acc"):
         assert 0.0 <= metrics[key] <= 1.0
     # 4 products per colour+category here: below the 10 needed for a P@10 query.
-    assert metrics["colour_category_queries"]["queries"] == 0 and metrics["colour_category_p_at_10"] is None
+    assert (
+        metrics["colour_category_queries"]["queries"] == 0
+        and metrics["colour_category_p_at_10"] is None
+    )
     assert 0.0 <= metrics["attribute_queries"]["mrr"] <= 1.0
     text = clip_report.format_report(clip_report.compare(metrics, metrics))
     assert "P@10" in text and "target" in text

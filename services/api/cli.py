@@ -13,7 +13,6 @@ from services.config import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-
     settings = get_settings()
     configure_logging(
         logging.DEBUG if args.verbose else logging.INFO, json_lines=not args.plain_logs

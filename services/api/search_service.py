@@ -76,7 +76,8 @@ def check_image_format(data: bytes) -> None:
     if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         return
     raise UnsupportedImageFormat(
-        "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+        "the upload is not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)"
+    )
 
 
 def normalise_text(text: str | None) -> str | None:
@@ -87,7 +88,8 @@ def normalise_text(text: str | None) -> str | None:
         return None
     if len(text) > MAX_TEXT_CHARS:
         raise SearchValidationError(
-            f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+            f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+        )
     return text
 
 
@@ -144,7 +146,11 @@ def _results(
 
 
 def resolve_alpha(
-    mode: str, alpha: float | None, has_text: bool, has_image: bool, default_alpha: float,
+    mode: str,
+    alpha: float | None,
+    has_text: bool,
+    has_image: bool,
+    default_alpha: float,
     default_alpha_multimodal: float | None = None,
 ) -> float:
     """The alpha a request runs with: forced by the mode or a missing side, else the
@@ -171,8 +177,12 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         check_image_format(image)
     filters = Filters.from_mapping(req.filters)
     alpha = resolve_alpha(
-        req.mode, req.alpha, text is not None, image is not None,
-        runtime.settings.default_alpha, runtime.settings.default_alpha_multimodal,
+        req.mode,
+        req.alpha,
+        text is not None,
+        image is not None,
+        runtime.settings.default_alpha,
+        runtime.settings.default_alpha_multimodal,
     )
     vectors = runtime.query_vectors(text, image)
     splade = runtime.encoders.splade

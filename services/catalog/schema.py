@@ -123,36 +123,82 @@ def _text(name: str, column: str, description: str, **kw) -> Field:
 
 
 def _attribute(name: str, column: str, label: str, description: str) -> Field:
-    return _text(name, column, description, filter="any", facet=True, metadata=True,
-                 label=label)
+    return _text(name, column, description, filter="any", facet=True, metadata=True, label=label)
 
 
 _INT64 = {"dtype": "int64", "_type": "Value"}
 
 FIELDS: tuple[Field, ...] = (
-    Field("id", "id", "bigint", "int8", pa.int64(), int, _INT64, nullable=False,
-          description="Product id (the catalogue's)."),
+    Field(
+        "id",
+        "id",
+        "bigint",
+        "int8",
+        pa.int64(),
+        int,
+        _INT64,
+        nullable=False,
+        description="Product id (the catalogue's).",
+    ),
     _attribute("gender", "gender", "Gender", "Men, Women, Boys, Girls or Unisex."),
-    _attribute("masterCategory", "master_category", "Category",
-               "Apparel, Accessories, Footwear, ..."),
+    _attribute(
+        "masterCategory", "master_category", "Category", "Apparel, Accessories, Footwear, ..."
+    ),
     _attribute("subCategory", "sub_category", "Sub-category", "Topwear, Shoes, Bags, ..."),
     _attribute("articleType", "article_type", "Type", "Tshirts, Dresses, Sports Shoes, ..."),
     _attribute("baseColour", "base_colour", "Colour", "Black, Navy Blue, ..."),
     _attribute("season", "season", "Season", "Summer, Fall, Winter or Spring."),
-    Field("year", "year", "integer", "int4", pa.int64(), int, _INT64, filter="range",
-          metadata=True, description="Catalogue year; filter with year_min / year_max."),
+    Field(
+        "year",
+        "year",
+        "integer",
+        "int4",
+        pa.int64(),
+        int,
+        _INT64,
+        filter="range",
+        metadata=True,
+        description="Catalogue year; filter with year_min / year_max.",
+    ),
     _attribute("usage", "usage", "Usage", "Casual, Formal, Sports, ..."),
-    _text("productDisplayName", "product_display_name", "The product's display name.",
-          nullable=False),
-    Field("image", "image", "bytea", "bytea", IMAGE_ARROW_TYPE, bytes, {"_type": "Image"},
-          description="The product photo."),
+    _text(
+        "productDisplayName", "product_display_name", "The product's display name.", nullable=False
+    ),
+    Field(
+        "image",
+        "image",
+        "bytea",
+        "bytea",
+        IMAGE_ARROW_TYPE,
+        bytes,
+        {"_type": "Image"},
+        description="The product photo.",
+    ),
     # Not in the dataset: derived from the display name when a product is stored.
-    Field("brand", "brand", "text", "text", None, str, filter="any", facet=True, metadata=True,
-          derive=lambda row: brand_from_name(row.get("productDisplayName")), label="Brand",
-          description="Brand, read from the display name (Nike, Peter England, ...)."),
+    Field(
+        "brand",
+        "brand",
+        "text",
+        "text",
+        None,
+        str,
+        filter="any",
+        facet=True,
+        metadata=True,
+        derive=lambda row: brand_from_name(row.get("productDisplayName")),
+        label="Brand",
+        description="Brand, read from the display name (Nike, Peter England, ...).",
+    ),
     # Kept by the database only.
-    Field("image_mime", "image_mime", "text", "text", None, str,
-          derive=lambda row: sniff_mime(image_bytes(row.get("image")))),
+    Field(
+        "image_mime",
+        "image_mime",
+        "text",
+        "text",
+        None,
+        str,
+        derive=lambda row: sniff_mime(image_bytes(row.get("image"))),
+    ),
     Field("source", "source", "text", "text", None, str),
 )
 

@@ -87,7 +87,6 @@ def resolve_source(source: str, *, size: int = 10_000, limit: int | None = None)
             raise ValueError(f"size must be >= 1, got {size}")
         return [ensure_offline_catalog(min(size, limit) if limit else size)]
     if source == "hub":
-
         return _enough_files(download_hub_catalog(get_settings().catalog_dir / "hub"), limit)
     if not source:
         raise CatalogSourceError(f"empty catalogue source; expected {SOURCES_HELP}")

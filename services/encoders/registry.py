@@ -282,11 +282,18 @@ def build_call(spec: ModelSpec, model_cache: Path | None = None) -> LoadCall:
         pretrained = resolve_location(spec.pretrained, model_cache)
         if spec.source.startswith("hf-hub:"):
             # open_clip reads config + weights from the hub; `pretrained` is ignored there.
-            return LoadCall("open_clip.create_model_and_transforms", (spec.source,), {"pretrained": None})
+            return LoadCall(
+                "open_clip.create_model_and_transforms", (spec.source,), {"pretrained": None}
+            )
         is_path = pretrained is not None and ("/" in pretrained or pretrained.endswith(".pt"))
         if spec.partial_checkpoint:
-            return LoadCall("open_clip.create_model_and_transforms", (spec.source,),
-                            {"pretrained": None}, local_path=pretrained, partial_state=pretrained)
+            return LoadCall(
+                "open_clip.create_model_and_transforms",
+                (spec.source,),
+                {"pretrained": None},
+                local_path=pretrained,
+                partial_state=pretrained,
+            )
         return LoadCall(
             "open_clip.create_model_and_transforms",
             (spec.source,),
@@ -330,8 +337,12 @@ def ensure_model_configs(model_cache: Path | None = None) -> None:
     if OFFLINE_CLIP_ARCH not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)
     cache = model_cache or get_settings().model_cache
-    user_dir = cache / "model_configs"  # users' own architectures (README: bring your own text model)
-    if user_dir.is_dir() and any(p.stem not in open_clip.list_models() for p in user_dir.glob("*.json")):
+    user_dir = (
+        cache / "model_configs"
+    )  # users' own architectures (README: bring your own text model)
+    if user_dir.is_dir() and any(
+        p.stem not in open_clip.list_models() for p in user_dir.glob("*.json")
+    ):
         open_clip.add_model_config(user_dir)
     for template in sorted(MODEL_CONFIG_TEMPLATES_DIR.glob("*.json")):
         config = render_model_config(template, cache)

@@ -29,7 +29,14 @@ TOKEN_BUDGET = 4096  # tokens per forward pass: bounds the (batch, seq, vocab) l
 class SpladeEncoder:
     """A SPLADE model with its tokenizer."""
 
-    def __init__(self, name: str, tokenizer, model: torch.nn.Module, device: str, max_terms: int = DEFAULT_MAX_TERMS):
+    def __init__(
+        self,
+        name: str,
+        tokenizer,
+        model: torch.nn.Module,
+        device: str,
+        max_terms: int = DEFAULT_MAX_TERMS,
+    ):
         if not 1 <= max_terms <= MAX_TERMS_LIMIT:
             raise ValueError(f"max_terms must be in 1..{MAX_TERMS_LIMIT}, got {max_terms}")
         self.name = name
@@ -74,10 +81,15 @@ class SpladeEncoder:
         # A word piece has >= 1 character, so only texts this long can overflow the window.
         for i, text in enumerate(texts):
             if len(text) > self.max_length - 2:
-                n = len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+                n = len(
+                    self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+                )
                 if n > self.max_length:
                     log.warning(
-                        "text #%d has %d tokens; truncated to the model window of %d", i, n, self.max_length
+                        "text #%d has %d tokens; truncated to the model window of %d",
+                        i,
+                        n,
+                        self.max_length,
                     )
 
     @torch.inference_mode()
@@ -137,11 +149,15 @@ class SpladeEncoder:
         pairs = sorted(zip(vec.indices(), vec.values()), key=lambda p: -p[1])[:top]
         return [(self._token(i), float(v)) for i, v in pairs]
 
-    def explain(self, query: SparseVector, doc: SparseVector, top: int = 5) -> list[tuple[str, float]]:
+    def explain(
+        self, query: SparseVector, doc: SparseVector, top: int = 5
+    ) -> list[tuple[str, float]]:
         """Terms with the largest contribution ``q_i * d_i`` to the query-document inner product."""
         doc_weights = dict(zip(doc.indices(), doc.values()))
         products = [
-            (i, q * doc_weights[i]) for i, q in zip(query.indices(), query.values()) if i in doc_weights
+            (i, q * doc_weights[i])
+            for i, q in zip(query.indices(), query.values())
+            if i in doc_weights
         ]
         products.sort(key=lambda p: -p[1])
         return [(self._token(i), float(p)) for i, p in products[:top]]
@@ -153,7 +169,9 @@ def sparse_dot(a: SparseVector, b: SparseVector) -> float:
     return float(sum(v * weights.get(i, 0.0) for i, v in zip(b.indices(), b.values())))
 
 
-def load_splade_from(path_or_hub_id: str, name: str, device: str = "cpu", max_terms: int = DEFAULT_MAX_TERMS) -> SpladeEncoder:
+def load_splade_from(
+    path_or_hub_id: str, name: str, device: str = "cpu", max_terms: int = DEFAULT_MAX_TERMS
+) -> SpladeEncoder:
     """Build a SpladeEncoder from a local folder or a Hugging Face id (tokenizer from the same place)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 

@@ -201,7 +201,6 @@ def setup(
         embedded.start(settings)
     embedded.ensure_database(settings, dbname)  # CREATE DATABASE if missing (any server)
     if migrate_platform:
-
         migrate.upgrade("head", settings.database_url)  # the schema the tasks write to
     env = airflow_env(settings, home=home, dbname=dbname)
     write_passwords(home)
@@ -228,8 +227,12 @@ def _supervisor_env(settings: Settings | None = None) -> dict[str, str]:
     """What supervisorctl needs to expand infra/supervisord.conf (no secrets, no setup)."""
     settings = settings or get_settings()
     env = dict(os.environ)
-    env.update({"AIRFLOW_HOME": str(airflow_home(settings)),
-                "AIRFLOW__API__PORT": str(settings.airflow_port)})
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home(settings)),
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+        }
+    )
     return env
 
 

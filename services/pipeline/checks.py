@@ -37,9 +37,11 @@ def require_building(conn, version_id: int) -> iv.IndexVersion:
     if v is None:
         raise LookupError(f"index version {version_id} does not exist")
     if v.status not in ("building", "ready"):
-        raise RuntimeError(f"index version {version_id} is '{v.status}', not 'building' "
-                           "(another run superseded it, or it failed); start a new run - "
-                           "finished encoded shards are reused")
+        raise RuntimeError(
+            f"index version {version_id} is '{v.status}', not 'building' "
+            "(another run superseded it, or it failed); start a new run - "
+            "finished encoded shards are reused"
+        )
     return v
 
 
@@ -53,9 +55,14 @@ def _self_retrieval(conn, version: iv.IndexVersion, picks: list[tuple[int, str]]
     return found
 
 
-def check_and_mark_ready(version_id: int, expected_rows: int, *,
-                         min_recall: float = DEFAULT_MIN_RECALL, seed: int = 0,
-                         extra_report: dict | None = None) -> dict:
+def check_and_mark_ready(
+    version_id: int,
+    expected_rows: int,
+    *,
+    min_recall: float = DEFAULT_MIN_RECALL,
+    seed: int = 0,
+    extra_report: dict | None = None,
+) -> dict:
     """Check a built version (see the module docstring), then mark it 'ready'; returns the
     checks' report. Raises :class:`CheckFailed` when a check fails."""
     # Deferred: the encoders import torch (seconds); the rest of the pipeline does not need it.
@@ -89,8 +96,11 @@ def check_and_mark_ready(version_id: int, expected_rows: int, *,
             fast = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10), version)
             exact = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10, exact=True), version)
             scores = [h.score for h in fast]
-            if not fast or not all(math.isfinite(x) for x in scores) \
-                    or scores != sorted(scores, reverse=True):
+            if (
+                not fast
+                or not all(math.isfinite(x) for x in scores)
+                or scores != sorted(scores, reverse=True)
+            ):
                 problems.append(f"name query for {pid} returned no or unsorted hits")
                 break
             exact_ids = {h.product_id for h in exact}
@@ -105,7 +115,8 @@ def check_and_mark_ready(version_id: int, expected_rows: int, *,
             problems.append(f"fast-vs-exact recall@10 {recall:.3f} < {min_recall}")
         report["problems"] = problems
         if problems:
-            raise CheckFailed(f"index version {version_id} failed its checks: "
-                              + "; ".join(problems))
+            raise CheckFailed(
+                f"index version {version_id} failed its checks: " + "; ".join(problems)
+            )
         iv.mark_ready(conn, version_id, {"checks": report, **(extra_report or {})})
     return report

@@ -15,19 +15,31 @@ from services.store.index_versions import live_version
 
 def _index(args: argparse.Namespace) -> int:
 
-    report = run_reindex(source=args.source, size=args.size, limit=args.limit,
-                         shard_size=args.shard_size, dense_model=args.dense_model,
-                         sparse_model=args.sparse_model, min_recall=args.min_recall,
-                         dense_image_weight=args.dense_image_weight)
+    report = run_reindex(
+        source=args.source,
+        size=args.size,
+        limit=args.limit,
+        shard_size=args.shard_size,
+        dense_model=args.dense_model,
+        sparse_model=args.sparse_model,
+        min_recall=args.min_recall,
+        dense_image_weight=args.dense_image_weight,
+    )
     v = report["validation"]
-    print(f"validation: {v['read']} read, {v['valid']} valid, {v['rejected']} rejected"
-          + (f" {v['rejected_by_reason']}" if v["rejected"] else ""))
+    print(
+        f"validation: {v['read']} read, {v['valid']} valid, {v['rejected']} rejected"
+        + (f" {v['rejected_by_reason']}" if v["rejected"] else "")
+    )
     c = report["checks"]
-    print(f"checks: rows {c['rows']}/{c['expected_rows']}, self-retrieval "
-          f"{c['smoke_self_retrieval']}, recall@10 fast vs exact "
-          f"{c['recall_at_10_fast_vs_exact']:.3f} ({c['recall_queries']} queries)")
-    print(f"live index version: v{report['swap']['live']} (previous: "
-          f"{report['swap']['previous']}); retired: {report['retired'] or 'none'}")
+    print(
+        f"checks: rows {c['rows']}/{c['expected_rows']}, self-retrieval "
+        f"{c['smoke_self_retrieval']}, recall@10 fast vs exact "
+        f"{c['recall_at_10_fast_vs_exact']:.3f} ({c['recall_queries']} queries)"
+    )
+    print(
+        f"live index version: v{report['swap']['live']} (previous: "
+        f"{report['swap']['previous']}); retired: {report['retired'] or 'none'}"
+    )
     print()
     print(format_timings(report))
     print(f"\nreport: {report.get('report_path')}")
@@ -65,8 +77,10 @@ def _airflow_status(args: argparse.Namespace) -> int:
         print(f"{c.name:<14} {c.state:<8} pid={c.pid} log={c.log}")
     up = all(c.running for c in comps)
     if up:
-        print(f"UI: {airflow.base_url()}  (login: {airflow.admin_user()} / "
-              f"{get_settings().airflow_password})")
+        print(
+            f"UI: {airflow.base_url()}  (login: {airflow.admin_user()} / "
+            f"{get_settings().airflow_password})"
+        )
     return 0 if up else 1
 
 
@@ -76,15 +90,18 @@ def _airflow_trigger(args: argparse.Namespace) -> int:
     run = client.trigger(airflow.DAG_ID, _conf(args))
     run_id = run["dag_run_id"]
     url = f"{airflow.base_url()}/dags/{airflow.DAG_ID}/runs/{run_id}"
-    print(f"triggered {airflow.DAG_ID} run {run_id}\n  {url}  "
-          f"(login: {airflow.admin_user()} / {get_settings().airflow_password})")
+    print(
+        f"triggered {airflow.DAG_ID} run {run_id}\n  {url}  "
+        f"(login: {airflow.admin_user()} / {get_settings().airflow_password})"
+    )
     if not args.wait:
         return 0
     final = client.wait(airflow.DAG_ID, run_id, timeout=args.timeout, echo=print)
-    print(f"run {run_id}: {final['state']} "
-          f"(start {final.get('start_date')}, end {final.get('end_date')})")
+    print(
+        f"run {run_id}: {final['state']} "
+        f"(start {final.get('start_date')}, end {final.get('end_date')})"
+    )
     if final["state"] == "success":
-
         with connect() as conn:
             live = live_version(conn)
         if live:
@@ -92,43 +109,62 @@ def _airflow_trigger(args: argparse.Namespace) -> int:
             checks = (live.report or {}).get("checks", {})
             val = (live.report or {}).get("validation", {})
             if val:
-                print(f"validation: {json.dumps(val.get('rejected_by_reason', {}))} rejected "
-                      f"of {val.get('read')} read")
+                print(
+                    f"validation: {json.dumps(val.get('rejected_by_reason', {}))} rejected "
+                    f"of {val.get('read')} read"
+                )
             if checks:
                 print(f"recall@10 fast vs exact: {checks.get('recall_at_10_fast_vs_exact')}")
     return 0 if final["state"] == "success" else 1
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="offline",
-                   help='catalogue: "offline" (default), "hub", or a local Parquet file/folder')
+    p.add_argument(
+        "--source",
+        default="offline",
+        help='catalogue: "offline" (default), "hub", or a local Parquet file/folder',
+    )
     p.add_argument("--size", type=int, default=10_000, help="offline catalogue size (10000)")
     p.add_argument("--limit", type=int, default=None, help="read at most N rows")
     p.add_argument("--shard-size", type=int, default=2000, help="rows per shard (2000)")
     p.add_argument("--dense-model", default=None, help="CLIP model (default FASHION_DENSE_MODEL)")
-    p.add_argument("--sparse-model", default=None,
-                   help="SPLADE model (default FASHION_SPARSE_MODEL)")
-    p.add_argument("--dense-image-weight", type=float, default=None, metavar="W",
-                   help="product dense vector = W * photo + (1 - W) * name, re-normalised "
-                   "(default FASHION_DENSE_IMAGE_WEIGHT; 1 = photo only)")
+    p.add_argument(
+        "--sparse-model", default=None, help="SPLADE model (default FASHION_SPARSE_MODEL)"
+    )
+    p.add_argument(
+        "--dense-image-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="product dense vector = W * photo + (1 - W) * name, re-normalised "
+        "(default FASHION_DENSE_IMAGE_WEIGHT; 1 = photo only)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     idx = sub.add_parser("index", help="build a new index version and swap it live (no Airflow)")
     _add_pipeline_args(idx)
-    idx.add_argument("--min-recall", type=float, default=0.9,
-                     help="fast-vs-exact recall@10 a version needs to go live (0.9)")
+    idx.add_argument(
+        "--min-recall",
+        type=float,
+        default=0.9,
+        help="fast-vs-exact recall@10 a version needs to go live (0.9)",
+    )
     idx.set_defaults(func=_index)
 
     af = sub.add_parser("airflow", help="a local Airflow 3 (127.0.0.1) running the reindex DAG")
     afsub = af.add_subparsers(dest="airflow_command", metavar="ACTION", required=True)
-    afsub.add_parser("start", help="set up (metadata DB, gpu pool) and start api-server, "
-                     "scheduler, dag-processor under supervisord").set_defaults(
-        func=_airflow_start)
+    afsub.add_parser(
+        "start",
+        help="set up (metadata DB, gpu pool) and start api-server, "
+        "scheduler, dag-processor under supervisord",
+    ).set_defaults(func=_airflow_start)
     afsub.add_parser("stop", help="stop every component and supervisord").set_defaults(
-        func=_airflow_stop)
+        func=_airflow_stop
+    )
     afsub.add_parser("status", help="components, pids, logs, UI address").set_defaults(
-        func=_airflow_status)
+        func=_airflow_status
+    )
     trig = afsub.add_parser("trigger-reindex", help="trigger the fashion_reindex DAG via REST")
     _add_pipeline_args(trig)
     trig.add_argument("--min-recall", type=float, default=None)

@@ -19,15 +19,29 @@ log = logging.getLogger(__name__)
 
 
 def _stage(report: dict, name: str, rows: int | None, seconds: float) -> None:
-    report["timings"].append({"stage": name, "rows": rows, "seconds": round(seconds, 3),
-                              "rows_per_s": round(rows / seconds, 1) if rows and seconds else None})
+    report["timings"].append(
+        {
+            "stage": name,
+            "rows": rows,
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds, 1) if rows and seconds else None,
+        }
+    )
 
 
-def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None = None,
-                shard_size: int = 2000, dense_model: str | None = None,
-                sparse_model: str | None = None, *, run_id: str | None = None,
-                dense_image_weight: float | None = None,
-                min_recall: float = checks.DEFAULT_MIN_RECALL, keep_previous: int = 1) -> dict:
+def run_reindex(
+    source: str = "offline",
+    size: int = 10_000,
+    limit: int | None = None,
+    shard_size: int = 2000,
+    dense_model: str | None = None,
+    sparse_model: str | None = None,
+    *,
+    run_id: str | None = None,
+    dense_image_weight: float | None = None,
+    min_recall: float = checks.DEFAULT_MIN_RECALL,
+    keep_previous: int = 1,
+) -> dict:
     """Fetch, validate, shard, encode, load, index, check and swap a new index version live.
 
     Returns the run report (timings, validation rejects by reason, checks, live version).
@@ -39,9 +53,17 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
     dense_model, sparse_model = dims["dense_model"], dims["sparse_model"]
     run_id = run_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     run_dir = stages.run_dir_for(run_id)
-    report: dict = {"run_id": run_id, "source": source, "size": size, "limit": limit,
-                    "shard_size": shard_size, "dense_model": dense_model,
-                    "sparse_model": sparse_model, "timings": [], "status": "running"}
+    report: dict = {
+        "run_id": run_id,
+        "source": source,
+        "size": size,
+        "limit": limit,
+        "shard_size": shard_size,
+        "dense_model": dense_model,
+        "sparse_model": sparse_model,
+        "timings": [],
+        "status": "running",
+    }
     version_id = None
     t_all = time.perf_counter()
     with run_lock.build_lock(wait=False):
@@ -49,18 +71,32 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
             paths, sec = stages.timed(stages.fetch_catalog, source, size, limit)
             _stage(report, "fetch", None, sec)
 
-            out, sec = stages.timed(stages.validate_store_and_shard, paths, shard_size, run_dir,
-                                    limit=limit, source=source if source in ("offline", "hub")
-                                    else "local")
+            out, sec = stages.timed(
+                stages.validate_store_and_shard,
+                paths,
+                shard_size,
+                run_dir,
+                limit=limit,
+                source=source if source in ("offline", "hub") else "local",
+            )
             shards, report["validation"] = out["shards"], out["report"]
             valid = out["report"]["valid"]
             _stage(report, "validate+shard+upsert", out["report"]["read"], sec)
 
             version_id, sec = stages.timed(
-                stages.create_building_version, dense_model, sparse_model, run_key=run_id,
-                params={"source": source, "size": size, "limit": limit,
-                        "shard_size": shard_size, "runner": "cli"},
-                dense_image_weight=dense_image_weight)
+                stages.create_building_version,
+                dense_model,
+                sparse_model,
+                run_key=run_id,
+                params={
+                    "source": source,
+                    "size": size,
+                    "limit": limit,
+                    "shard_size": shard_size,
+                    "runner": "cli",
+                },
+                dense_image_weight=dense_image_weight,
+            )
             report["version"] = version_id
             _stage(report, "create_version", None, sec)
 
@@ -73,16 +109,22 @@ def run_reindex(source: str = "offline", size: int = 10_000, limit: int | None =
             _stage(report, "encode texts (SPLADE)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
-            loaded = sum(stages.load_shard_into_version(version_id, s, d, p)
-                         for s, d, p in zip(shards, dense_paths, sparse_paths))
+            loaded = sum(
+                stages.load_shard_into_version(version_id, s, d, p)
+                for s, d, p in zip(shards, dense_paths, sparse_paths)
+            )
             _stage(report, "load (COPY)", loaded, time.perf_counter() - t)
 
             report["index_seconds"], sec = stages.timed(stages.build_version_indexes, version_id)
             _stage(report, "build HNSW indexes", loaded, sec)
 
             report["checks"], sec = stages.timed(
-                checks.check_and_mark_ready, version_id, valid, min_recall=min_recall,
-                extra_report={"validation": report["validation"], "runner": "cli"})
+                checks.check_and_mark_ready,
+                version_id,
+                valid,
+                min_recall=min_recall,
+                extra_report={"validation": report["validation"], "runner": "cli"},
+            )
             _stage(report, "checks", None, sec)
 
             report["swap"], sec = stages.timed(stages.swap_live, version_id)

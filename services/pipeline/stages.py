@@ -66,8 +66,9 @@ def _encoded_dir() -> Path:
 # --------------------------------------------------------------------------------------
 # stages
 # --------------------------------------------------------------------------------------
-def fetch_catalog(source: str = "offline", size: int = 10_000,
-                  limit: int | None = None) -> list[str]:
+def fetch_catalog(
+    source: str = "offline", size: int = 10_000, limit: int | None = None
+) -> list[str]:
     """Parquet files of the catalogue ``source`` ("offline", "hub", or a local path); builds
     or downloads them when needed."""
     paths = resolve_source(source, size=size, limit=limit)
@@ -76,8 +77,14 @@ def fetch_catalog(source: str = "offline", size: int = 10_000,
     return [str(p) for p in paths]
 
 
-def validate_store_and_shard(paths: Sequence[str], shard_size: int, run_dir: str | Path, *,
-                             limit: int | None = None, source: str = "catalog") -> dict:
+def validate_store_and_shard(
+    paths: Sequence[str],
+    shard_size: int,
+    run_dir: str | Path,
+    *,
+    limit: int | None = None,
+    source: str = "catalog",
+) -> dict:
     """Validate rows, upsert the valid products into ``products``, and write them as Parquet
     shards under ``run_dir/shards``.
 
@@ -117,8 +124,13 @@ def validate_store_and_shard(paths: Sequence[str], shard_size: int, run_dir: str
     }
     if n_valid == 0:
         raise ValueError(f"no valid rows in {', '.join(map(str, paths))}: {report}")
-    log.info("validated %d rows: %d valid, %d rejected %s", report["read"], n_valid,
-             len(rejected), counts)
+    log.info(
+        "validated %d rows: %d valid, %d rejected %s",
+        report["read"],
+        n_valid,
+        len(rejected),
+        counts,
+    )
     return {"shards": shards, "report": report}
 
 
@@ -133,13 +145,22 @@ def model_dims(dense_model: str | None, sparse_model: str | None) -> dict:
         raise ValueError(f"{dense_model!r} is a {dense.kind} model, not a dense (clip) one")
     if sparse.kind != "splade":
         raise ValueError(f"{sparse_model!r} is a {sparse.kind} model, not a sparse (splade) one")
-    return {"dense_model": dense_model, "dense_dim": dense.dim,
-            "sparse_model": sparse_model, "sparse_dim": sparse.dim}
+    return {
+        "dense_model": dense_model,
+        "dense_dim": dense.dim,
+        "sparse_model": sparse_model,
+        "sparse_dim": sparse.dim,
+    }
 
 
-def create_building_version(dense_model: str | None = None, sparse_model: str | None = None, *,
-                            run_key: str, params: dict | None = None,
-                            dense_image_weight: float | None = None) -> int:
+def create_building_version(
+    dense_model: str | None = None,
+    sparse_model: str | None = None,
+    *,
+    run_key: str,
+    params: dict | None = None,
+    dense_image_weight: float | None = None,
+) -> int:
     """Register the new index version (status 'building') and create its empty table.
 
     Resumes a 'building' version of the same run (a retried task); marks 'building' versions
@@ -151,25 +172,44 @@ def create_building_version(dense_model: str | None = None, sparse_model: str | 
         for v in iv.list_versions(conn):
             if v.status != "building":
                 continue
-            if v.params.get("run_key") == run_key and v.dense_model == dims["dense_model"] \
-                    and v.sparse_model == dims["sparse_model"]:
+            if (
+                v.params.get("run_key") == run_key
+                and v.dense_model == dims["dense_model"]
+                and v.sparse_model == dims["sparse_model"]
+            ):
                 log.info("resuming index version %d of run %s", v.id, run_key)
                 return v.id
-            log.warning("marking stale building version %d (run %s) failed", v.id,
-                        v.params.get("run_key"))
-            iv.mark_failed(conn, v.id, f"stale: its run ({v.params.get('run_key')}) ended "
-                           f"without finishing; superseded by run {run_key}")
-        weight = get_settings().dense_image_weight if dense_image_weight is None \
-            else dense_image_weight
-        vid = iv.create_version(conn, **dims, params={**(params or {}), "run_key": run_key},
-                                dense_image_weight=float(weight))
-    log.info("created index version %d (%s + %s, image weight %g)", vid, dims["dense_model"],
-             dims["sparse_model"], weight)
+            log.warning(
+                "marking stale building version %d (run %s) failed", v.id, v.params.get("run_key")
+            )
+            iv.mark_failed(
+                conn,
+                v.id,
+                f"stale: its run ({v.params.get('run_key')}) ended "
+                f"without finishing; superseded by run {run_key}",
+            )
+        weight = (
+            get_settings().dense_image_weight if dense_image_weight is None else dense_image_weight
+        )
+        vid = iv.create_version(
+            conn,
+            **dims,
+            params={**(params or {}), "run_key": run_key},
+            dense_image_weight=float(weight),
+        )
+    log.info(
+        "created index version %d (%s + %s, image weight %g)",
+        vid,
+        dims["dense_model"],
+        dims["sparse_model"],
+        weight,
+    )
     return vid
 
 
-def encode_dense_file(shard_path: str, dense_model: str | None = None, *,
-                      batch_size: int = 64) -> str:
+def encode_dense_file(
+    shard_path: str, dense_model: str | None = None, *, batch_size: int = 64
+) -> str:
     """CLIP-encode a shard's photos and names into its dense file (arrays ``image`` and
     ``name``, unit rows); reuses a finished file. Returns the file's path.
 
@@ -191,20 +231,25 @@ def encode_dense_file(shard_path: str, dense_model: str | None = None, *,
     data = vf.read_shard(shard_path, ["image", "productDisplayName"])
     images = [img["bytes"] if isinstance(img, dict) else img for img in data["image"]]
     encoder = load_clip(dense_model)
-    image_vecs = np.ascontiguousarray(encoder.encode_images(images, batch_size=batch_size),
-                                      dtype=np.float32)
+    image_vecs = np.ascontiguousarray(
+        encoder.encode_images(images, batch_size=batch_size), dtype=np.float32
+    )
     name_vecs = np.ascontiguousarray(
         encoder.encode_texts([dense_name_text(n) for n in data["productDisplayName"]]),
-        dtype=np.float32)
+        dtype=np.float32,
+    )
     if image_vecs.shape[0] != len(images) or name_vecs.shape[0] != len(images):
-        raise RuntimeError(f"CLIP returned {image_vecs.shape[0]} image and {name_vecs.shape[0]} "
-                           f"text vectors for {len(images)} products")
+        raise RuntimeError(
+            f"CLIP returned {image_vecs.shape[0]} image and {name_vecs.shape[0]} "
+            f"text vectors for {len(images)} products"
+        )
     vf.save_dense(out, image_vecs, name_vecs)
     return str(out)
 
 
-def encode_sparse_file(shard_path: str, sparse_model: str | None = None, *,
-                       batch_size: int = 64) -> str:
+def encode_sparse_file(
+    shard_path: str, sparse_model: str | None = None, *, batch_size: int = 64
+) -> str:
     """SPLADE-encode a shard's product texts into its sparse file; reuses a finished file.
     Returns the file's path."""
     # Deferred: SPLADE imports torch and transformers (seconds).
@@ -218,8 +263,10 @@ def encode_sparse_file(shard_path: str, sparse_model: str | None = None, *,
             return str(out)
         log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
     data = vf.read_shard(shard_path, list(DOCUMENT_COLUMNS))
-    texts = [document_text(dict(zip(DOCUMENT_COLUMNS, values)))
-             for values in zip(*(data[c] for c in DOCUMENT_COLUMNS))]
+    texts = [
+        document_text(dict(zip(DOCUMENT_COLUMNS, values)))
+        for values in zip(*(data[c] for c in DOCUMENT_COLUMNS))
+    ]
     vectors = load_splade(sparse_model).encode(texts, batch_size=batch_size)
     if len(vectors) != len(texts):
         raise RuntimeError(f"SPLADE returned {len(vectors)} vectors for {len(texts)} texts")
@@ -227,8 +274,7 @@ def encode_sparse_file(shard_path: str, sparse_model: str | None = None, *,
     return str(out)
 
 
-def load_shard_into_version(version_id: int, shard: str, dense_path: str,
-                            sparse_path: str) -> int:
+def load_shard_into_version(version_id: int, shard: str, dense_path: str, sparse_path: str) -> int:
     """COPY one shard's embeddings into the version's table (idempotent per product id)."""
     ids = [int(i) for i in vf.read_shard(shard, ["id"])["id"]]
     for p in (dense_path, sparse_path):
@@ -237,8 +283,10 @@ def load_shard_into_version(version_id: int, shard: str, dense_path: str,
     image, name = vf.load_dense(dense_path)
     sparse = vf.read_sparse(sparse_path)
     if image.shape[0] != len(ids) or name.shape[0] != len(ids) or len(sparse) != len(ids):
-        raise ValueError(f"{Path(shard).name}: {len(ids)} rows but {image.shape[0]} dense and "
-                         f"{len(sparse)} sparse vectors; delete the stale encoded files")
+        raise ValueError(
+            f"{Path(shard).name}: {len(ids)} rows but {image.shape[0]} dense and "
+            f"{len(sparse)} sparse vectors; delete the stale encoded files"
+        )
     with _connect() as conn, build_lock(wait=True):
         version = require_building(conn, version_id)
         dense = vf.product_dense_vectors(image, name, version.dense_image_weight)
@@ -261,8 +309,7 @@ def swap_live(version_id: int) -> dict:
         before = iv.live_version(conn)
         after = iv.swap_live(conn, version_id)
     log.info("version %d is live (was %s)", after.id, before.id if before else None)
-    return {"live": after.id, "previous": before.id if before else None,
-            "rows": after.row_count}
+    return {"live": after.id, "previous": before.id if before else None, "rows": after.row_count}
 
 
 def prune_work_dirs(keep_runs: int = KEEP_RUN_DIRS) -> list[str]:
@@ -273,8 +320,11 @@ def prune_work_dirs(keep_runs: int = KEEP_RUN_DIRS) -> list[str]:
     work = get_settings().work_dir
     if not work.is_dir():
         return []
-    runs = sorted((d for d in work.iterdir() if d.is_dir() and d.name != "encoded"),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
+    runs = sorted(
+        (d for d in work.iterdir() if d.is_dir() and d.name != "encoded"),
+        key=lambda d: d.stat().st_mtime,
+        reverse=True,
+    )
     removed = []
     for d in runs[keep_runs:]:
         shutil.rmtree(d, ignore_errors=True)
@@ -289,12 +339,15 @@ def retire_old_versions(keep_previous: int = 1) -> list[int]:
     with _connect() as conn:
         # DROP TABLE waits for readers of the old table; never hang a finished run on them.
         try:
-            return iv.retire_old(conn, keep_previous=keep_previous,
-                                 lock_timeout=RETIRE_LOCK_TIMEOUT)
+            return iv.retire_old(
+                conn, keep_previous=keep_previous, lock_timeout=RETIRE_LOCK_TIMEOUT
+            )
         except psycopg.errors.LockNotAvailable:
             conn.rollback()
-            log.warning("retiring old versions deferred: their tables are in use "
-                        "(the next run retires them)")
+            log.warning(
+                "retiring old versions deferred: their tables are in use "
+                "(the next run retires them)"
+            )
             return []
 
 

@@ -57,9 +57,16 @@ def shard_fingerprint(rows: Sequence[dict]) -> str:
 
 
 def write_shard_meta(shard_path: Path, rows: Sequence[dict]) -> None:
-    shard_path.with_suffix(".json").write_text(json.dumps(
-        {"rows": len(rows), "fingerprint": shard_fingerprint(rows),
-         "first_id": rows[0]["id"], "last_id": rows[-1]["id"]}))
+    shard_path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "rows": len(rows),
+                "fingerprint": shard_fingerprint(rows),
+                "first_id": rows[0]["id"],
+                "last_id": rows[-1]["id"],
+            }
+        )
+    )
 
 
 def shard_meta(shard_path: str | Path) -> dict:
@@ -133,11 +140,16 @@ def save_sparse(path: Path, vectors: Sequence[SparseVector]) -> None:
         values.append(np.asarray(vec.values(), dtype=np.float32))
         indptr[i + 1] = indptr[i] + len(idx)
     dim = vectors[0].dimensions() if vectors else 0
-    atomic_save(path, lambda fh: np.savez(
-        fh, indptr=indptr,
-        indices=np.concatenate(indices) if indices else np.zeros(0, np.int32),
-        values=np.concatenate(values) if values else np.zeros(0, np.float32),
-        dim=np.int64(dim)))
+    atomic_save(
+        path,
+        lambda fh: np.savez(
+            fh,
+            indptr=indptr,
+            indices=np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            values=np.concatenate(values) if values else np.zeros(0, np.float32),
+            dim=np.int64(dim),
+        ),
+    )
 
 
 def sparse_rows(path: Path) -> int | None:
@@ -152,5 +164,7 @@ def sparse_rows(path: Path) -> int | None:
 def read_sparse(path: str | Path) -> list[SparseVector]:
     with np.load(path) as z:
         indptr, indices, values, dim = z["indptr"], z["indices"], z["values"], int(z["dim"])
-    return [SparseVector(dict(zip(indices[a:b].tolist(), values[a:b].tolist())), dim)
-            for a, b in pairwise(indptr.tolist())]
+    return [
+        SparseVector(dict(zip(indices[a:b].tolist(), values[a:b].tolist())), dim)
+        for a, b in pairwise(indptr.tolist())
+    ]

@@ -17,7 +17,9 @@ def _start(args: argparse.Namespace) -> int:
         print("DATABASE_URL is set: using the external server, nothing to start")
         return 0
     st = embedded.start(s)
-    print(f"embedded PostgreSQL {st.message} on 127.0.0.1:{st.port} (pid {st.pid}), data {st.pgdata}")
+    print(
+        f"embedded PostgreSQL {st.message} on 127.0.0.1:{st.port} (pid {st.pid}), data {st.pgdata}"
+    )
     print(f"DATABASE_URL={s.database_url}")
     return 0
 
@@ -38,7 +40,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"database: {redact(s.database_url)}")
     with connect() as conn:
         ver = conn.execute("SHOW server_version").fetchone()[0]
-        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[0]
+        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[
+            0
+        ]
         print(f"PostgreSQL {ver}, pgvector {vec}, schema revision {migrate.current()}")
         live = live_version(conn)
         print(f"live index version: {live.describe() if live else 'none'}")
@@ -58,9 +62,15 @@ def _migrate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     db = sub.add_parser("db", help="embedded PostgreSQL server and schema migrations")
     dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    dbsub.add_parser("start", help="initialise (first time) and start the embedded server").set_defaults(func=_start)
-    dbsub.add_parser("stop", help="stop the embedded server (data persists)").set_defaults(func=_stop)
-    dbsub.add_parser("status", help="server, pgvector, schema and live index").set_defaults(func=_status)
+    dbsub.add_parser(
+        "start", help="initialise (first time) and start the embedded server"
+    ).set_defaults(func=_start)
+    dbsub.add_parser("stop", help="stop the embedded server (data persists)").set_defaults(
+        func=_stop
+    )
+    dbsub.add_parser("status", help="server, pgvector, schema and live index").set_defaults(
+        func=_status
+    )
     m = dbsub.add_parser("migrate", help="upgrade (default: head) or downgrade the schema")
     m.add_argument("revision", nargs="?", default="head")
     m.add_argument("--downgrade", metavar="REV", help="downgrade to REV (e.g. base, 0001)")

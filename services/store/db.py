@@ -41,9 +41,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def prepare_connection(conn: psycopg.Connection) -> None:
     """Make sure pgvector exists (creating it if we may) and register its types."""
-    row = conn.execute(
-        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-    ).fetchone()
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
     if row is None:
         available = conn.execute(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
@@ -85,8 +83,9 @@ def server_versions(conn: psycopg.Connection) -> tuple[str, str]:
     return pg, row[0] if row else "absent"
 
 
-def connect(url: str | None = None, *, autocommit: bool = False,
-            connect_timeout: int = 5) -> psycopg.Connection:
+def connect(
+    url: str | None = None, *, autocommit: bool = False, connect_timeout: int = 5
+) -> psycopg.Connection:
     """Open one connection with pgvector registered, or raise DatabaseUnavailable."""
     url = url or get_settings().database_url
     try:
@@ -112,8 +111,14 @@ def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[
         conn.close()
 
 
-def make_pool(settings: Settings | None = None, *, min_size: int = 1, max_size: int = 8,
-              timeout: float = 5.0, open: bool = False) -> ConnectionPool:
+def make_pool(
+    settings: Settings | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    timeout: float = 5.0,
+    open: bool = False,
+) -> ConnectionPool:
     """A connection pool whose connections have pgvector registered.
 
     Not opened by default (``pool.open(wait=False)``), so a service can start while

@@ -117,8 +117,16 @@ def start(settings: Settings, timeout: float = 60) -> ServerStatus:
     bindir = _bin_dir()
     if not (pgdata / "PG_VERSION").exists():
         res = _run(
-            [str(bindir / "initdb"), "-D", str(pgdata), "--auth=trust", "--encoding=UTF8",
-             "--locale=C", "-U", "postgres"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+            ],
             user,
         )
         if res.returncode != 0:
@@ -145,8 +153,19 @@ def start(settings: Settings, timeout: float = 60) -> ServerStatus:
             )
         log = pgdata / "server.log"
         res = _run(
-            [str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-t", str(int(timeout)),
-             "-l", str(log), "-o", f"-p {settings.pg_port} -h 127.0.0.1", "start"],
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-l",
+                str(log),
+                "-o",
+                f"-p {settings.pg_port} -h 127.0.0.1",
+                "start",
+            ],
             user,
             timeout=timeout + 10,
         )
@@ -162,8 +181,9 @@ def _ensure_database(settings: Settings, dbname: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            conn = psycopg.connect(settings.database_url_for("postgres"), autocommit=True,
-                                   connect_timeout=5)
+            conn = psycopg.connect(
+                settings.database_url_for("postgres"), autocommit=True, connect_timeout=5
+            )
             break
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
@@ -183,8 +203,10 @@ def ensure_database(settings: Settings, dbname: str) -> None:
 def stop(settings: Settings) -> ServerStatus:
     current = status(settings)
     if current.running:
-        res = _run([str(_bin_dir() / "pg_ctl"), "-D", str(settings.pgdata), "-w", "-m", "fast",
-                    "stop"], _os_user())
+        res = _run(
+            [str(_bin_dir() / "pg_ctl"), "-D", str(settings.pgdata), "-w", "-m", "fast", "stop"],
+            _os_user(),
+        )
         if res.returncode != 0:
             raise RuntimeError(f"pg_ctl stop failed: {res.stderr or res.stdout}")
     return status(settings)

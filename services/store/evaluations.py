@@ -73,17 +73,30 @@ def _commit(conn: psycopg.Connection) -> None:
         conn.commit()
 
 
-def start_run(conn: psycopg.Connection, *, index_version_id: int | None, dense_model: str | None,
-              sparse_model: str | None, query_set_version: str | None = None,
-              notes: str | None = None, details: dict | None = None) -> int:
+def start_run(
+    conn: psycopg.Connection,
+    *,
+    index_version_id: int | None,
+    dense_model: str | None,
+    sparse_model: str | None,
+    query_set_version: str | None = None,
+    notes: str | None = None,
+    details: dict | None = None,
+) -> int:
     run_id = conn.execute(
         """
         INSERT INTO eval_runs (index_version_id, dense_model, sparse_model, query_set_version,
                                notes, details)
         VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
         """,
-        (index_version_id, dense_model, sparse_model, query_set_version, notes,
-         json.dumps(details or {}, default=str)),
+        (
+            index_version_id,
+            dense_model,
+            sparse_model,
+            query_set_version,
+            notes,
+            json.dumps(details or {}, default=str),
+        ),
     ).fetchone()[0]
     _commit(conn)
     return run_id
@@ -99,16 +112,32 @@ def store_metrics(conn: psycopg.Connection, run_id: int, rows: Iterable[MetricRo
             ON CONFLICT (run_id, mode, alpha, family, metric)
             DO UPDATE SET value = EXCLUDED.value, n_queries = EXCLUDED.n_queries
             """,
-            [(run_id, r.mode, round(float(r.alpha), 6), r.family, r.metric, float(r.value),
-              int(r.n_queries)) for r in rows],
+            [
+                (
+                    run_id,
+                    r.mode,
+                    round(float(r.alpha), 6),
+                    r.family,
+                    r.metric,
+                    float(r.value),
+                    int(r.n_queries),
+                )
+                for r in rows
+            ],
         )
     _commit(conn)
     return len(rows)
 
 
-def finish_run(conn: psycopg.Connection, run_id: int, *, status: str,
-               query_set_version: str | None = None, notes: str | None = None,
-               details: dict | None = None) -> None:
+def finish_run(
+    conn: psycopg.Connection,
+    run_id: int,
+    *,
+    status: str,
+    query_set_version: str | None = None,
+    notes: str | None = None,
+    details: dict | None = None,
+) -> None:
     if status not in ("succeeded", "failed"):
         raise ValueError(f"status must be succeeded or failed, got {status!r}")
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
@@ -131,13 +160,15 @@ def get_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
     return _one(conn, EvalRun, f"SELECT {_RUN_COLS} FROM eval_runs WHERE id = %s", (run_id,))
 
 
-def list_runs(conn: psycopg.Connection, *, status: str | None = "succeeded",
-              limit: int = 60) -> list[EvalRun]:
+def list_runs(
+    conn: psycopg.Connection, *, status: str | None = "succeeded", limit: int = 60
+) -> list[EvalRun]:
     """Runs oldest first (the last ``limit`` of them), optionally only one status."""
     where = "WHERE status = %s" if status else ""
     params: tuple = (status, limit) if status else (limit,)
     return _rows(
-        conn, EvalRun,
+        conn,
+        EvalRun,
         f"SELECT * FROM (SELECT {_RUN_COLS} FROM eval_runs {where} "
         "ORDER BY id DESC LIMIT %s) r ORDER BY id",
         params,
@@ -146,7 +177,8 @@ def list_runs(conn: psycopg.Connection, *, status: str | None = "succeeded",
 
 def latest_run(conn: psycopg.Connection) -> EvalRun | None:
     return _one(
-        conn, EvalRun,
+        conn,
+        EvalRun,
         f"SELECT {_RUN_COLS} FROM eval_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
     )
 
@@ -156,7 +188,8 @@ def previous_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
     split (a run restricted to two families, or on the tuning half, is not compared with a
     full test run)."""
     return _one(
-        conn, EvalRun,
+        conn,
+        EvalRun,
         f"""
         SELECT {_RUN_COLS} FROM eval_runs r
          WHERE r.status = 'succeeded' AND r.id < %(id)s
@@ -172,15 +205,17 @@ def previous_run(conn: psycopg.Connection, run_id: int) -> EvalRun | None:
 
 def metrics_for(conn: psycopg.Connection, run_id: int) -> list[MetricRow]:
     return _rows(
-        conn, MetricRow,
+        conn,
+        MetricRow,
         f"SELECT {_METRIC_COLS} FROM eval_metrics WHERE run_id = %s "
         "ORDER BY mode, alpha, family, metric",
         (run_id,),
     )
 
 
-def metrics_for_runs(conn: psycopg.Connection, run_ids: list[int], *, family: str = ALL,
-                     metric: str = "map@10") -> dict[int, list[MetricRow]]:
+def metrics_for_runs(
+    conn: psycopg.Connection, run_ids: list[int], *, family: str = ALL, metric: str = "map@10"
+) -> dict[int, list[MetricRow]]:
     out: dict[int, list[MetricRow]] = {rid: [] for rid in run_ids}
     if not run_ids:
         return out
@@ -195,8 +230,14 @@ def metrics_for_runs(conn: psycopg.Connection, run_ids: list[int], *, family: st
     return out
 
 
-def record_alert(conn: psycopg.Connection, *, source: str, message: str,
-                 run_id: int | None = None, details: dict | None = None) -> int:
+def record_alert(
+    conn: psycopg.Connection,
+    *,
+    source: str,
+    message: str,
+    run_id: int | None = None,
+    details: dict | None = None,
+) -> int:
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
         conn.rollback()
     alert_id = conn.execute(

@@ -58,10 +58,12 @@ class IndexVersion:
         return table_name(self.id)
 
     def describe(self) -> str:
-        return (f"v{self.id} [{self.status}] dense={self.dense_model}({self.dense_dim}) "
-                f"sparse={self.sparse_model}({self.sparse_dim}) image_weight={self.dense_image_weight:g} "
-                f"rows={self.row_count} "
-                f"live_at={self.live_at}")
+        return (
+            f"v{self.id} [{self.status}] dense={self.dense_model}({self.dense_dim}) "
+            f"sparse={self.sparse_model}({self.sparse_dim}) image_weight={self.dense_image_weight:g} "
+            f"rows={self.row_count} "
+            f"live_at={self.live_at}"
+        )
 
 
 # A version's copy of each product's metadata (filters read it without a join).
@@ -88,7 +90,8 @@ def table_name(version_id: int) -> str:
 
 def _versions(conn: psycopg.Connection, where: str = "", params: tuple = ()) -> list[IndexVersion]:
     query = sql.SQL("SELECT {cols} FROM index_versions {where} ORDER BY id").format(
-        cols=_VERSION_COLS, where=sql.SQL(where))
+        cols=_VERSION_COLS, where=sql.SQL(where)
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         return [IndexVersion(**row) for row in cur.execute(query, params)]
 
@@ -107,9 +110,16 @@ def list_versions(conn: psycopg.Connection) -> list[IndexVersion]:
     return _versions(conn)
 
 
-def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int,
-                   sparse_model: str, sparse_dim: int, params: dict | None = None,
-                   dense_image_weight: float = 1.0) -> int:
+def create_version(
+    conn: psycopg.Connection,
+    *,
+    dense_model: str,
+    dense_dim: int,
+    sparse_model: str,
+    sparse_dim: int,
+    params: dict | None = None,
+    dense_image_weight: float = 1.0,
+) -> int:
     """Register a new version and create its (empty, index-less) embedding table."""
     if dense_dim <= 0 or sparse_dim <= 0:
         raise ValueError("dimensions must be positive")
@@ -122,8 +132,14 @@ def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int
                                         dense_image_weight)
             VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
             """,
-            (dense_model, dense_dim, sparse_model, sparse_dim, json.dumps(params or {}),
-             float(dense_image_weight)),
+            (
+                dense_model,
+                dense_dim,
+                sparse_model,
+                sparse_dim,
+                json.dumps(params or {}),
+                float(dense_image_weight),
+            ),
         ).fetchone()[0]
         conn.execute(
             sql.SQL(
@@ -135,14 +151,23 @@ def create_version(conn: psycopg.Connection, *, dense_model: str, dense_dim: int
                     sparse     sparsevec({v}) NOT NULL
                 )
                 """
-            ).format(t=sql.Identifier(table_name(vid)), metadata=_METADATA_DDL,
-                     d=sql.Literal(int(dense_dim)), v=sql.Literal(int(sparse_dim)))
+            ).format(
+                t=sql.Identifier(table_name(vid)),
+                metadata=_METADATA_DDL,
+                d=sql.Literal(int(dense_dim)),
+                v=sql.Literal(int(sparse_dim)),
+            )
         )
     return vid
 
 
-def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequence[int],
-                    dense: np.ndarray, sparse: Sequence[SparseVector]) -> int:
+def load_embeddings(
+    conn: psycopg.Connection,
+    version_id: int,
+    product_ids: Sequence[int],
+    dense: np.ndarray,
+    sparse: Sequence[SparseVector],
+) -> int:
     """Binary-COPY one batch into the version's table; re-loading the same ids replaces them.
 
     Rows are staged then upserted in one statement joined to ``products`` (which must
@@ -150,19 +175,26 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
     """
     n = len(product_ids)
     if dense.shape[0] != n or len(sparse) != n:
-        raise ValueError(f"batch sizes differ: {n} ids, {dense.shape[0]} dense, {len(sparse)} sparse")
+        raise ValueError(
+            f"batch sizes differ: {n} ids, {dense.shape[0]} dense, {len(sparse)} sparse"
+        )
     version = get_version(conn, version_id)
     if version is None:
         raise LookupError(f"index version {version_id} does not exist")
     if dense.ndim != 2 or dense.shape[1] != version.dense_dim:
-        raise ValueError(f"dense vectors have shape {dense.shape}, version expects "
-                         f"(n, {version.dense_dim})")
+        raise ValueError(
+            f"dense vectors have shape {dense.shape}, version expects (n, {version.dense_dim})"
+        )
     for vec in sparse:
         if vec.dimensions() != version.sparse_dim:
-            raise ValueError(f"sparse vector has dimension {vec.dimensions()}, version expects "
-                             f"{version.sparse_dim}")
+            raise ValueError(
+                f"sparse vector has dimension {vec.dimensions()}, version expects "
+                f"{version.sparse_dim}"
+            )
         if len(vec.indices()) > MAX_SPARSE_NNZ:
-            raise ValueError(f"sparse vector has {len(vec.indices())} non-zeros (max {MAX_SPARSE_NNZ})")
+            raise ValueError(
+                f"sparse vector has {len(vec.indices())} non-zeros (max {MAX_SPARSE_NNZ})"
+            )
     table = sql.Identifier(table_name(version_id))
     dense = np.ascontiguousarray(dense, dtype=np.float32)
     with _tx(conn), conn.cursor() as cur:
@@ -171,8 +203,9 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
             "(product_id bigint, dense vector, sparse sparsevec) ON COMMIT DELETE ROWS"
         )
         cur.execute("TRUNCATE emb_staging")
-        with cur.copy("COPY emb_staging (product_id, dense, sparse) FROM STDIN "
-                      "WITH (FORMAT BINARY)") as copy:
+        with cur.copy(
+            "COPY emb_staging (product_id, dense, sparse) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
             copy.set_types(["int8", "vector", "sparsevec"])
             for pid, dvec, svec in zip(product_ids, dense, sparse):
                 copy.write_row([int(pid), dvec, svec])
@@ -194,14 +227,21 @@ def load_embeddings(conn: psycopg.Connection, version_id: int, product_ids: Sequ
         )
         inserted = cur.rowcount
         if inserted != len({int(p) for p in product_ids}):
-            raise LookupError(f"{n - inserted} of {n} embeddings have no product row; "
-                              "load products before their embeddings")
+            raise LookupError(
+                f"{n - inserted} of {n} embeddings have no product row; "
+                "load products before their embeddings"
+            )
     return inserted
 
 
-def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
-                  ef_construction: int = HNSW_EF_CONSTRUCTION,
-                  maintenance_work_mem: str = "1GB") -> dict[str, float]:
+def build_indexes(
+    conn: psycopg.Connection,
+    version_id: int,
+    *,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    maintenance_work_mem: str = "1GB",
+) -> dict[str, float]:
     """Create both HNSW indexes and the filter columns' B-trees (idempotent); returns seconds
     per index (``dense``, ``sparse``, ``filters``).
 
@@ -216,9 +256,14 @@ def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({col} {opclass}) "
                 "WITH (m = {m}, ef_construction = {ef})"
-            ).format(name=sql.Identifier(f"{t}_{col}_hnsw"), t=sql.Identifier(t),
-                     col=sql.Identifier(col), opclass=sql.SQL(opclass),
-                     m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)))
+            ).format(
+                name=sql.Identifier(f"{t}_{col}_hnsw"),
+                t=sql.Identifier(t),
+                col=sql.Identifier(col),
+                opclass=sql.SQL(opclass),
+                m=sql.Literal(int(m)),
+                ef=sql.Literal(int(ef_construction)),
+            )
         )
         conn.commit()
         timings[col] = time.perf_counter() - start
@@ -229,7 +274,8 @@ def build_indexes(conn: psycopg.Connection, version_id: int, *, m: int = HNSW_M,
     for col in _METADATA:
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
-                name=sql.Identifier(f"{t}_{col}"), t=sql.Identifier(t), col=sql.Identifier(col))
+                name=sql.Identifier(f"{t}_{col}"), t=sql.Identifier(t), col=sql.Identifier(col)
+            )
         )
     conn.commit()
     timings["filters"] = time.perf_counter() - start
@@ -311,20 +357,25 @@ def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
     """
     with _tx(conn):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
-        row = conn.execute("SELECT status FROM index_versions WHERE id = %s FOR UPDATE",
-                           (version_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status FROM index_versions WHERE id = %s FOR UPDATE", (version_id,)
+        ).fetchone()
         if row is None:
             raise LookupError(f"index version {version_id} does not exist")
         if row[0] == "live":
             return get_version(conn, version_id)
         if row[0] not in ("ready", "previous"):
-            raise ValueError(f"index version {version_id} is '{row[0]}', only a 'ready' "
-                             "(or 'previous') version can go live")
+            raise ValueError(
+                f"index version {version_id} is '{row[0]}', only a 'ready' "
+                "(or 'previous') version can go live"
+            )
         if not has_indexes(conn, version_id):
             raise ValueError(f"index version {version_id} has no HNSW indexes")
         conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'live'")
-        conn.execute("UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
-                     (version_id,))
+        conn.execute(
+            "UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
+            (version_id,),
+        )
     return get_version(conn, version_id)
 
 
@@ -339,15 +390,19 @@ def rollback_live(conn: psycopg.Connection) -> IndexVersion:
         if prev is None:
             raise LookupError("no previous index version to roll back to")
         conn.execute("UPDATE index_versions SET status = 'ready' WHERE status = 'live'")
-        conn.execute("UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
-                     (prev[0],))
-        conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'ready' "
-                     "AND live_at IS NOT NULL")
+        conn.execute(
+            "UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s", (prev[0],)
+        )
+        conn.execute(
+            "UPDATE index_versions SET status = 'previous' WHERE status = 'ready' "
+            "AND live_at IS NOT NULL"
+        )
     return live_version(conn)
 
 
-def retire_old(conn: psycopg.Connection, keep_previous: int = 1, *,
-               lock_timeout: str | None = None) -> list[int]:
+def retire_old(
+    conn: psycopg.Connection, keep_previous: int = 1, *, lock_timeout: str | None = None
+) -> list[int]:
     """Drop tables of versions older than the live one and the ``keep_previous`` newest
     'previous' ones; failed versions are dropped too. Returns the retired ids.
 
@@ -369,8 +424,9 @@ def retire_old(conn: psycopg.Connection, keep_previous: int = 1, *,
         ).fetchall()
         retired = [r[0] for r in rows]
         for vid in retired:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(
-                t=sql.Identifier(table_name(vid))))
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {t}").format(t=sql.Identifier(table_name(vid)))
+            )
             conn.execute(
                 "UPDATE index_versions SET status = CASE WHEN status = 'failed' THEN 'failed' "
                 "ELSE 'retired' END, retired_at = now() WHERE id = %s",

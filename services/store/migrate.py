@@ -18,7 +18,6 @@ def sqlalchemy_url(url: str | None = None) -> str:
     """The libpq DSN as a SQLAlchemy URL on the psycopg 3 driver."""
     url = url or get_settings().database_url
     if "://" not in url:  # key=value conninfo
-
         p = conninfo_to_dict(url)
         auth = p.get("user", "")
         if p.get("password"):

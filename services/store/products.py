@@ -28,8 +28,9 @@ def _ids(names: Iterable[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
-def upsert_products(conn: psycopg.Connection, rows: Iterable[dict], *, source: str = "unknown",
-                    commit: bool = True) -> int:
+def upsert_products(
+    conn: psycopg.Connection, rows: Iterable[dict], *, source: str = "unknown", commit: bool = True
+) -> int:
     """Binary-COPY rows into a staging table, then upsert by id in one statement."""
     cols = _ids(_UPSERT_COLUMNS)
     with conn.cursor() as cur:
@@ -48,7 +49,8 @@ def upsert_products(conn: psycopg.Connection, rows: Iterable[dict], *, source: s
                 n += 1
         updates = sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-            for c in _UPSERT_COLUMNS if c != "id"
+            for c in _UPSERT_COLUMNS
+            if c != "id"
         )
         cur.execute(
             sql.SQL(
@@ -93,8 +95,9 @@ def names_and_images(conn: psycopg.Connection, ids: list[int]) -> dict[int, tupl
     return {int(i): (name, bytes(image) if image is not None else None) for i, name, image in rows}
 
 
-def iter_products(conn: psycopg.Connection, ids: list[int] | None = None,
-                  with_image: bool = False) -> Iterator[dict]:
+def iter_products(
+    conn: psycopg.Connection, ids: list[int] | None = None, with_image: bool = False
+) -> Iterator[dict]:
     """Stream products in dataset field names (the schema's dataset fields), optionally only
     ``ids``."""
     names = [f.column for f in FIELDS if f.in_dataset and (with_image or f.column != "image")]

@@ -103,16 +103,20 @@ class Filters:
             if f is None:
                 allowed = [g.name for g in VALUE_FILTER_FIELDS]
                 allowed += [k for g in RANGE_FILTER_FIELDS for k in range_keys(g)]
-                raise SearchValidationError(f"unknown filter '{key}'; allowed: {', '.join(allowed)}")
+                raise SearchValidationError(
+                    f"unknown filter '{key}'; allowed: {', '.join(allowed)}"
+                )
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(
                 isinstance(v, str) and v.strip() for v in items
             ):
                 raise SearchValidationError(
-                    f"filter {key} must be a non-empty string or a list of strings")
+                    f"filter {key} must be a non-empty string or a list of strings"
+                )
             if len(items) > MAX_FILTER_VALUES:
                 raise SearchValidationError(
-                    f"filter {key} has too many values (max {MAX_FILTER_VALUES})")
+                    f"filter {key} has too many values (max {MAX_FILTER_VALUES})"
+                )
             values[f.column] = tuple(v.strip() for v in items)
         ranges = []
         for column, b in bounds.items():
@@ -129,19 +133,25 @@ class Filters:
 
     def where(self, alias: str = "") -> tuple[sql.Composable, dict[str, Any]]:
         """A WHERE condition over the version table's filter columns, and its parameters."""
+
         def col(column: str) -> sql.Composable:
             return sql.Identifier(alias, column) if alias else sql.Identifier(column)
 
         parts: list[sql.Composable] = []
         params: dict[str, Any] = {}
         for column, vals in self.values:
-            parts.append(sql.SQL("{} = ANY({})").format(col(column), sql.Placeholder(f"f_{column}")))
+            parts.append(
+                sql.SQL("{} = ANY({})").format(col(column), sql.Placeholder(f"f_{column}"))
+            )
             params[f"f_{column}"] = list(vals)
         for column, low, high in self.ranges:
             for op, bound, end in ((">=", low, "min"), ("<=", high, "max")):
                 if bound is not None:
-                    parts.append(sql.SQL("{} {} {}").format(
-                        col(column), sql.SQL(op), sql.Placeholder(f"f_{column}_{end}")))
+                    parts.append(
+                        sql.SQL("{} {} {}").format(
+                            col(column), sql.SQL(op), sql.Placeholder(f"f_{column}_{end}")
+                        )
+                    )
                     params[f"f_{column}_{end}"] = bound
         if not parts:
             return sql.SQL("TRUE"), params
@@ -191,16 +201,22 @@ FROM ranked r JOIN products p ON p.id = r.product_id
 ORDER BY r.score DESC, r.product_id
 """
 
-EXACT_SQL = """
+EXACT_SQL = (
+    """
 WITH ranked AS (
-    SELECT product_id, """ + _SCORES + """
+    SELECT product_id, """
+    + _SCORES
+    + """
     FROM {t} e
     WHERE {filters}
     ORDER BY score DESC, product_id
     LIMIT %(k)s
-)""" + _WITH_PRODUCTS
+)"""
+    + _WITH_PRODUCTS
+)
 
-FAST_SQL = """
+FAST_SQL = (
+    """
 WITH dense_candidates AS MATERIALIZED (
     SELECT product_id, dense, sparse FROM {t} e
     WHERE {filters} AND %(use_dense)s
@@ -215,19 +231,27 @@ WITH dense_candidates AS MATERIALIZED (
     SELECT DISTINCT ON (product_id) product_id, dense, sparse
     FROM (SELECT * FROM dense_candidates UNION ALL SELECT * FROM sparse_candidates) u
 ), ranked AS (
-    SELECT product_id, """ + _SCORES + """
+    SELECT product_id, """
+    + _SCORES
+    + """
     FROM candidates
     ORDER BY score DESC, product_id
     LIMIT %(k)s
-)""" + _WITH_PRODUCTS
+)"""
+    + _WITH_PRODUCTS
+)
 
 
 def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:
     if query.dense is None and query.sparse is None:
         raise SearchValidationError("a query needs text, an image, or both")
     alpha = query.alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
-            or not 0.0 <= alpha <= 1.0:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not math.isfinite(alpha)
+        or not 0.0 <= alpha <= 1.0
+    ):
         raise SearchValidationError(f"alpha must be a number in [0, 1], got {alpha!r}")
     if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
@@ -239,17 +263,20 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
         if dense.shape[0] != version.dense_dim:
             raise SearchValidationError(
                 f"dense vector has {dense.shape[0]} dimensions, the live index expects "
-                f"{version.dense_dim}")
+                f"{version.dense_dim}"
+            )
         if not np.all(np.isfinite(dense)):
             raise SearchValidationError("dense vector has non-finite values")
     if query.sparse is not None:
         if query.sparse.dimensions() != version.sparse_dim:
             raise SearchValidationError(
                 f"sparse vector has {query.sparse.dimensions()} dimensions, the live index "
-                f"expects {version.sparse_dim}")
+                f"expects {version.sparse_dim}"
+            )
         if len(query.sparse.indices()) > MAX_SPARSE_NNZ:
             raise SearchValidationError(
-                f"sparse vector has {len(query.sparse.indices())} non-zeros (max {MAX_SPARSE_NNZ})")
+                f"sparse vector has {len(query.sparse.indices())} non-zeros (max {MAX_SPARSE_NNZ})"
+            )
     # A side without a query vector cannot carry weight.
     if query.sparse is None:
         alpha = 1.0
@@ -266,7 +293,8 @@ def _has_iterative_scan(conn: psycopg.Connection) -> bool:
     known = _ITERATIVE_SCAN.get(conn)
     if known is None:
         version = conn.execute(
-            "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()[0]
         known = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
         _ITERATIVE_SCAN[conn] = known
     return known
@@ -307,14 +335,16 @@ def _prepared(
         use_sparse=query.sparse is not None and alpha < 1.0,
     )
     template = EXACT_SQL if query.exact else FAST_SQL
-    statement = sql.SQL(template).format(t=sql.Identifier(version.table), filters=where,
-                                         metadata=_HIT_METADATA)
+    statement = sql.SQL(template).format(
+        t=sql.Identifier(version.table), filters=where, metadata=_HIT_METADATA
+    )
     with conn.transaction():
         if not query.exact:
             # ef_search caps what one HNSW scan returns; iterative scans keep filtered
             # scans going until enough rows pass (pgvector >= 0.8).
-            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                sql.Literal(max(40, min(n, 1000)))))
+            conn.execute(
+                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, min(n, 1000))))
+            )
             if _has_iterative_scan(conn):
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         yield statement, params
@@ -337,25 +367,29 @@ def _hit(row: dict) -> SearchHit:
     )
 
 
-def stored_vectors(conn: psycopg.Connection, product_id: int,
-                   version: IndexVersion | None = None) -> tuple[np.ndarray, SparseVector] | None:
+def stored_vectors(
+    conn: psycopg.Connection, product_id: int, version: IndexVersion | None = None
+) -> tuple[np.ndarray, SparseVector] | None:
     """A product's own vectors in ``version`` (for "more like this")."""
     version = version or live_version(conn)
     if version is None:
         raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
     row = conn.execute(
         sql.SQL("SELECT dense, sparse FROM {t} WHERE product_id = %s").format(
-            t=sql.Identifier(version.table)),
+            t=sql.Identifier(version.table)
+        ),
         (product_id,),
     ).fetchone()
     if row is None:
         return None
-    return np.asarray(row[0].to_numpy() if hasattr(row[0], "to_numpy") else row[0],
-                      dtype=np.float32), row[1]
+    return np.asarray(
+        row[0].to_numpy() if hasattr(row[0], "to_numpy") else row[0], dtype=np.float32
+    ), row[1]
 
 
-def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
-                   product_ids: list[int] | None = None) -> dict[int, SparseVector]:
+def sparse_vectors(
+    conn: psycopg.Connection, version: IndexVersion, product_ids: list[int] | None = None
+) -> dict[int, SparseVector]:
     """The stored SPLADE vectors of ``product_ids`` (default: every product) in ``version``."""
     query = sql.SQL("SELECT product_id, sparse FROM {t}").format(t=sql.Identifier(version.table))
     if product_ids is None:
@@ -363,8 +397,9 @@ def sparse_vectors(conn: psycopg.Connection, version: IndexVersion,
     elif not product_ids:
         return {}
     else:
-        rows = conn.execute(query + sql.SQL(" WHERE product_id = ANY(%s)"),
-                            (list(product_ids),)).fetchall()
+        rows = conn.execute(
+            query + sql.SQL(" WHERE product_id = ANY(%s)"), (list(product_ids),)
+        ).fetchall()
     return {int(pid): vec for pid, vec in rows}
 
 
@@ -372,7 +407,8 @@ def facet_values(conn: psycopg.Connection, version: IndexVersion) -> dict[str, l
     """Distinct values of each facet field (dataset spelling -> sorted values) in ``version``."""
     columns = sql.SQL(", ").join(
         sql.SQL("array_agg(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)").format(
-            c=sql.Identifier(f.column))
+            c=sql.Identifier(f.column)
+        )
         for f in FACET_FIELDS
     )
     row = conn.execute(

@@ -24,7 +24,11 @@ import numpy as np
 
 from services.training.data import article_words, colour_words
 
-TARGETS = {"colour_category_p_at_10": 0.80, "zero_shot_category_acc": 0.85, "zero_shot_colour_acc": 0.90}
+TARGETS = {
+    "colour_category_p_at_10": 0.80,
+    "zero_shot_category_acc": 0.85,
+    "zero_shot_colour_acc": 0.90,
+}
 MIN_RELEVANT_FOR_P10 = 10
 
 
@@ -53,8 +57,10 @@ def attribute_queries(rows: list[dict]) -> list[Query]:
         q1 = Query(f"{col} {word}", {"baseColour": colour, "articleType": article})
         seen.setdefault(q1.text, q1)
         if gender:
-            q2 = Query(f"{gender.lower()} {col} {word}",
-                       {"gender": gender, "baseColour": colour, "articleType": article})
+            q2 = Query(
+                f"{gender.lower()} {col} {word}",
+                {"gender": gender, "baseColour": colour, "articleType": article},
+            )
             seen.setdefault(q2.text, q2)
     return sorted(seen.values(), key=lambda q: q.text)
 
@@ -63,10 +69,16 @@ def colour_category_queries(rows: list[dict]) -> list[Query]:
     """'{colour} {article}' queries with at least MIN_RELEVANT_FOR_P10 relevant products."""
     counts = Counter((r.get("baseColour"), r.get("articleType")) for r in rows)
     out = []
-    for (colour, article), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+    for (colour, article), n in sorted(
+        counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))
+    ):
         if colour and article and n >= MIN_RELEVANT_FOR_P10:
-            out.append(Query(f"{colour_words(colour)[0]} {_plural_word(article)}",
-                             {"baseColour": colour, "articleType": article}))
+            out.append(
+                Query(
+                    f"{colour_words(colour)[0]} {_plural_word(article)}",
+                    {"baseColour": colour, "articleType": article},
+                )
+            )
     return out
 
 
@@ -79,14 +91,19 @@ def _rank_metrics(scores: np.ndarray, relevant: np.ndarray) -> tuple[float, floa
     return float(rel[:1].any()), float(rel[:10].any()), rr, float(rel[:10].mean())
 
 
-def retrieval_metrics(encoder, image_vecs: np.ndarray, rows: list[dict], queries: list[Query]) -> dict:
+def retrieval_metrics(
+    encoder, image_vecs: np.ndarray, rows: list[dict], queries: list[Query]
+) -> dict:
     if not queries:
         return {"queries": 0}
     text_vecs = encoder.encode_texts([q.text for q in queries])
     scores = text_vecs @ image_vecs.T
-    results = np.array([
-        _rank_metrics(scores[i], np.array([q.relevant(r) for r in rows])) for i, q in enumerate(queries)
-    ])
+    results = np.array(
+        [
+            _rank_metrics(scores[i], np.array([q.relevant(r) for r in rows]))
+            for i, q in enumerate(queries)
+        ]
+    )
     return {
         "queries": len(queries),
         "recall_at_1": float(results[:, 0].mean()),
@@ -96,7 +113,9 @@ def retrieval_metrics(encoder, image_vecs: np.ndarray, rows: list[dict], queries
     }
 
 
-def _prompt_ensemble(encoder, prompts_by_label: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+def _prompt_ensemble(
+    encoder, prompts_by_label: dict[str, list[str]]
+) -> tuple[list[str], np.ndarray]:
     labels = list(prompts_by_label)
     vecs = []
     for label in labels:
@@ -110,8 +129,13 @@ def zero_shot_metrics(encoder, image_vecs: np.ndarray, rows: list[dict]) -> dict
     articles = sorted({r["articleType"] for r in rows if r.get("articleType")})
     colours = sorted({r["baseColour"] for r in rows if r.get("baseColour")})
     sub_of = {r["articleType"]: r.get("subCategory") for r in rows}
-    article_prompts = {a: [w for w in article_words(a)] + [f"a photo of {article_words(a)[0]}"] for a in articles}
-    colour_prompts = {c: [f"{cw} {article_words(a)[0]}" for a in articles for cw in colour_words(c)[:1]] for c in colours}
+    article_prompts = {
+        a: [w for w in article_words(a)] + [f"a photo of {article_words(a)[0]}"] for a in articles
+    }
+    colour_prompts = {
+        c: [f"{cw} {article_words(a)[0]}" for a in articles for cw in colour_words(c)[:1]]
+        for c in colours
+    }
 
     art_labels, art_vecs = _prompt_ensemble(encoder, article_prompts)
     col_labels, col_vecs = _prompt_ensemble(encoder, colour_prompts)
@@ -128,7 +152,9 @@ def zero_shot_metrics(encoder, image_vecs: np.ndarray, rows: list[dict]) -> dict
         "zero_shot_category_acc": float(np.mean(category_ok)),
         "zero_shot_article_type_acc": float(np.mean(article_ok)),
         "zero_shot_colour_acc": float(np.mean(colour_ok)),
-        "colour_acc_by_colour": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_colour.items())},
+        "colour_acc_by_colour": {
+            c: round(float(np.mean(v)), 3) for c, v in sorted(per_colour.items())
+        },
     }
 
 
@@ -153,8 +179,10 @@ def compare(before: dict, after: dict) -> dict:
     return {
         "before": before,
         "after": after,
-        "targets": {k: {"target": v, "after": after.get(k), "met": (after.get(k) or 0) >= v}
-                    for k, v in TARGETS.items()},
+        "targets": {
+            k: {"target": v, "after": after.get(k), "met": (after.get(k) or 0) >= v}
+            for k, v in TARGETS.items()
+        },
     }
 
 
@@ -179,17 +207,21 @@ def format_report(report: dict) -> str:
         ("zero-shot colour acc", lambda m: m["zero_shot_colour_acc"]),
     ]
     lines = [
-        (f"held-out products: {after['heldout_products']}; attribute queries: "
-        f"{after['attribute_queries']['queries']}; colour+category queries: "
-        f"{after['colour_category_queries']['queries']}"),
+        (
+            f"held-out products: {after['heldout_products']}; attribute queries: "
+            f"{after['attribute_queries']['queries']}; colour+category queries: "
+            f"{after['colour_category_queries']['queries']}"
+        ),
         "",
         f"| metric | before ({before['model']}) | after ({after['model']}) |",
         "| --- | ---: | ---: |",
     ]
     lines += [f"| {label} | {_fmt(get, before)} | {_fmt(get, after)} |" for label, get in rows]
     lines.append("")
-    lines += [f"- target {k} >= {v['target']}: {'MET' if v['met'] else 'NOT MET'} ({v['after']})"
-              for k, v in report["targets"].items()]
+    lines += [
+        f"- target {k} >= {v['target']}: {'MET' if v['met'] else 'NOT MET'} ({v['after']})"
+        for k, v in report["targets"].items()
+    ]
     return "\n".join(lines)
 
 

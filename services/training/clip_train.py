@@ -125,9 +125,11 @@ def prepare_lit(model: torch.nn.Module, config: TrainConfig) -> None:
         # "bert"), so the top layers are unlocked here: BERT-style encoders keep them in encoder.layer.
         layers = getattr(getattr(model.text.transformer, "encoder", None), "layer", None)
         if layers is None:
-            raise ValueError(f"cannot unlock layers of {type(model.text.transformer).__name__}: "
-                             "no encoder.layer list (use --text-unlocked-layers 0)")
-        for layer in list(layers)[-config.text_unlocked_layers:]:
+            raise ValueError(
+                f"cannot unlock layers of {type(model.text.transformer).__name__}: "
+                "no encoder.layer list (use --text-unlocked-layers 0)"
+            )
+        for layer in list(layers)[-config.text_unlocked_layers :]:
             for p in layer.parameters():
                 p.requires_grad = True
     proj = model.text.proj
@@ -142,11 +144,19 @@ def init_image_tower(model: torch.nn.Module, checkpoint: Path) -> list[str]:
     """Copy ``visual.*`` tensors of matching shape from ``checkpoint``; returns the keys copied."""
     state = load_checkpoint_file(Path(checkpoint))["state_dict"]
     own = model.state_dict()
-    taken = {k: v.float() for k, v in state.items()
-             if k.startswith("visual.") and k in own and own[k].shape == v.shape}
+    taken = {
+        k: v.float()
+        for k, v in state.items()
+        if k.startswith("visual.") and k in own and own[k].shape == v.shape
+    }
     model.load_state_dict(taken, strict=False)
     skipped = sorted(k for k in own if k.startswith("visual.") and k not in taken)
-    log.info("image tower: %d tensors from %s; fresh: %s", len(taken), checkpoint, ", ".join(skipped) or "none")
+    log.info(
+        "image tower: %d tensors from %s; fresh: %s",
+        len(taken),
+        checkpoint,
+        ", ".join(skipped) or "none",
+    )
     return sorted(taken)
 
 
@@ -159,7 +169,11 @@ def model_state(model: torch.nn.Module, keys: set[str] | None = None) -> dict[st
         return {k: v for k, v in state.items() if k in keys}
     if not is_lit(model):
         return state
-    text = [(n, p.requires_grad) for n, p in model.named_parameters() if n.startswith(LOCKED_TEXT_PREFIX)]
+    text = [
+        (n, p.requires_grad)
+        for n, p in model.named_parameters()
+        if n.startswith(LOCKED_TEXT_PREFIX)
+    ]
     # Unlocked layers count only while the tower is locked (training); a model loaded for use has
     # nothing frozen, and then the whole pretrained transformer is left out.
     unlocked = {n for n, trainable in text if trainable} if not all(t for _, t in text) else set()
@@ -169,7 +183,9 @@ def model_state(model: torch.nn.Module, keys: set[str] | None = None) -> dict[st
 class TextFeatureCache:
     """Pooled outputs of a fully locked text transformer, computed once per distinct caption."""
 
-    def __init__(self, text_tower: torch.nn.Module, tokenizer, captions: list[str], batch_size: int = 256):
+    def __init__(
+        self, text_tower: torch.nn.Module, tokenizer, captions: list[str], batch_size: int = 256
+    ):
         unique = sorted(set(captions))
         self.index = {c: i for i, c in enumerate(unique)}
         chunks = []
@@ -197,7 +213,9 @@ def load_checkpoint_file(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from None
     if not isinstance(data, dict) or "state_dict" not in data:
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not an open_clip training checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} has no 'state_dict': not an open_clip training checkpoint"
+        )
     return data
 
 
@@ -210,12 +228,15 @@ def save_checkpoint(path: Path, model: torch.nn.Module, **state: Any) -> Path:
     return path
 
 
-def export_checkpoint(model: torch.nn.Module, path: Path, half: bool = True, keys: set[str] | None = None,
-                      **meta: Any) -> Path:
+def export_checkpoint(
+    model: torch.nn.Module, path: Path, half: bool = True, keys: set[str] | None = None, **meta: Any
+) -> Path:
     """A release checkpoint: weights only (float16 by default: half the size), open_clip-loadable;
     ``keys``: exactly these tensors (those of the training checkpoint)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).clone()
-             for k, v in model_state(model, keys).items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).clone()
+        for k, v in model_state(model, keys).items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"state_dict": state, **meta}, tmp)
@@ -232,8 +253,9 @@ def load_catalog_rows(config: TrainConfig) -> list[dict]:
     return list(iter_rows(paths, limit=config.limit))
 
 
-def prepare_splits(rows: list[dict], config: TrainConfig, preprocess,
-                   lit: bool = False) -> tuple[PairSet, list[dict]]:
+def prepare_splits(
+    rows: list[dict], config: TrainConfig, preprocess, lit: bool = False
+) -> tuple[PairSet, list[dict]]:
     """(train pairs, held-out rows); clear errors for an empty or too small catalogue."""
     if not rows:
         raise TrainingDataError("the catalogue is empty: nothing to train on")
@@ -296,10 +318,15 @@ def train_clip(
     model, _, preprocess_val, tokenizer = create_model(config)
     started = time.monotonic()
     lit = is_lit(model)
-    pairs, heldout_rows = prepare_splits(rows if rows is not None else load_catalog_rows(config), config,
-                                         preprocess_val, lit=lit)
-    log.info("train products: %d, held-out products: %d (prepared in %.1fs)",
-             len(pairs), len(heldout_rows), time.monotonic() - started)
+    pairs, heldout_rows = prepare_splits(
+        rows if rows is not None else load_catalog_rows(config), config, preprocess_val, lit=lit
+    )
+    log.info(
+        "train products: %d, held-out products: %d (prepared in %.1fs)",
+        len(pairs),
+        len(heldout_rows),
+        time.monotonic() - started,
+    )
     text_cache = None
     if config.init_image_tower and not (resume and last.exists()):
         init_image_tower(model, Path(config.init_image_tower))
@@ -308,9 +335,14 @@ def train_clip(
         if config.text_unlocked_layers == 0:
             t = time.monotonic()
             model.text.eval()
-            text_cache = TextFeatureCache(model.text, tokenizer, [c for cs in pairs.captions for c in cs])
-            log.info("locked text tower: %d distinct captions encoded once in %.1fs",
-                     len(text_cache), time.monotonic() - t)
+            text_cache = TextFeatureCache(
+                model.text, tokenizer, [c for cs in pairs.captions for c in cs]
+            )
+            log.info(
+                "locked text tower: %d distinct captions encoded once in %.1fs",
+                len(text_cache),
+                time.monotonic() - t,
+            )
 
     steps_per_epoch = max(1, len(pairs) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -321,11 +353,17 @@ def train_clip(
     for pretrained in (False, True):  # unlocked pretrained text layers learn at text_lr_scale * lr
         part = [p for n, p in named if n.startswith(LOCKED_TEXT_PREFIX) == pretrained]
         scale = config.text_lr_scale if pretrained else 1.0
-        groups += [{"params": [p for p in part if p.ndim >= 2], "weight_decay": config.weight_decay,
-                    "lr_scale": scale},
-                   {"params": [p for p in part if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.98),
-                                  eps=1e-6)
+        groups += [
+            {
+                "params": [p for p in part if p.ndim >= 2],
+                "weight_decay": config.weight_decay,
+                "lr_scale": scale,
+            },
+            {"params": [p for p in part if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale},
+        ]
+    optimizer = torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.98), eps=1e-6
+    )
     loss_fn = open_clip.loss.ClipLoss()
 
     step, losses, spent_before = 0, [], 0.0
@@ -334,16 +372,27 @@ def train_clip(
         loaded = model.load_state_dict(state["state_dict"], strict=not lit)
         missing = [k for k in loaded.missing_keys if not k.startswith(LOCKED_TEXT_PREFIX)]
         if missing or loaded.unexpected_keys:
-            raise CheckpointError(f"checkpoint {last} does not fit {config.arch}: missing {missing[:5]}, "
-                                  f"unexpected {list(loaded.unexpected_keys)[:5]}")
+            raise CheckpointError(
+                f"checkpoint {last} does not fit {config.arch}: missing {missing[:5]}, "
+                f"unexpected {list(loaded.unexpected_keys)[:5]}"
+            )
         optimizer.load_state_dict(state["optimizer"])
-        step, losses, spent_before = int(state["step"]), list(state.get("losses", [])), float(state.get("seconds", 0.0))
+        step, losses, spent_before = (
+            int(state["step"]),
+            list(state.get("losses", [])),
+            float(state.get("seconds", 0.0)),
+        )
         log.info("resumed from %s at step %d", last, step)
 
     def checkpoint() -> Path:
         return save_checkpoint(
-            last, model, optimizer=optimizer.state_dict(), step=step, losses=losses,
-            seconds=spent_before + time.monotonic() - loop_start, config=json.dumps(asdict(config)),
+            last,
+            model,
+            optimizer=optimizer.state_dict(),
+            step=step,
+            losses=losses,
+            seconds=spent_before + time.monotonic() - loop_start,
+            config=json.dumps(asdict(config)),
             arch=config.arch,
         )
 
@@ -370,10 +419,13 @@ def train_clip(
         if text_cache is not None:
             image_features = model.encode_image(images, normalize=True)
             text_features = torch.nn.functional.normalize(
-                model.text.proj(text_cache.get(captions).to(config.device)), dim=-1)
+                model.text.proj(text_cache.get(captions).to(config.device)), dim=-1
+            )
             logit_scale = model.logit_scale.exp()
         else:
-            image_features, text_features, logit_scale = model(images, tokenizer(captions).to(config.device))[:3]
+            image_features, text_features, logit_scale = model(
+                images, tokenizer(captions).to(config.device)
+            )[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -383,13 +435,22 @@ def train_clip(
         losses.append(float(loss.detach()))
         step += 1
         if step % 20 == 0 or step == 1:
-            log.info("step %d/%d epoch %d loss %.4f lr %.2e (%.0fs)", step, total_steps, epoch,
-                     losses[-1], optimizer.param_groups[0]["lr"], time.monotonic() - loop_start)
+            log.info(
+                "step %d/%d epoch %d loss %.4f lr %.2e (%.0fs)",
+                step,
+                total_steps,
+                epoch,
+                losses[-1],
+                optimizer.param_groups[0]["lr"],
+                time.monotonic() - loop_start,
+            )
         if step % config.checkpoint_every == 0:
             checkpoint()
         if deadline and time.monotonic() > deadline:
             stopped_by_time = step < total_steps
-            log.warning("stopping at step %d: time budget of %.1f min used", step, config.max_minutes)
+            log.warning(
+                "stopping at step %d: time budget of %.1f min used", step, config.max_minutes
+            )
             break
     model.eval()
     checkpoint()

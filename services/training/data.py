@@ -97,7 +97,9 @@ def captions_for(row: dict) -> list[str]:
             for col in colour_words(colour):
                 captions.append(f"{col} {art}")
                 if gender:
-                    captions.extend(f"{g} {col} {art}" for g in GENDER_WORDS.get(gender, (gender.lower(),)))
+                    captions.extend(
+                        f"{g} {col} {art}" for g in GENDER_WORDS.get(gender, (gender.lower(),))
+                    )
         if usage:
             captions.append(f"{usage.lower()} {art}")
         if gender:
@@ -154,7 +156,9 @@ class PairSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def sample_captions(self, indices: list[int], rng: random.Random, name_share: float = 0.4) -> list[str]:
+    def sample_captions(
+        self, indices: list[int], rng: random.Random, name_share: float = 0.4
+    ) -> list[str]:
         """One caption per product: its display name with probability ``name_share``, else a template."""
         out = []
         for i in indices:
@@ -166,8 +170,11 @@ class PairSet:
         return out
 
 
-def build_pairs(rows: list[dict], preprocess: Callable[[Image.Image], torch.Tensor],
-                caption_fn: Callable[[dict], list[str]] = captions_for) -> PairSet:
+def build_pairs(
+    rows: list[dict],
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    caption_fn: Callable[[dict], list[str]] = captions_for,
+) -> PairSet:
     """Decode and preprocess every row's image once; rows with a bad image are skipped."""
     ids, tensors, captions, kept = [], [], [], []
     for row in rows:

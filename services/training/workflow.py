@@ -42,14 +42,22 @@ def heldout_rows(config: TrainConfig) -> list[dict]:
     return split_rows(rows, config.split_seed, config.heldout_fraction)[1]
 
 
-def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, resume: bool = True) -> dict:
+def train_and_export(
+    config: TrainConfig, work_dir: Path, export_to: Path, *, resume: bool = True
+) -> dict:
     """Train (resuming from ``work_dir/last.pt``), export a float16 release checkpoint; summary dict."""
     started = time.monotonic()
     result = train_clip(config, work_dir, resume=resume)
     state = load_checkpoint_file(result.checkpoint)
     model, _, _ = build_clip_model(spec_for_checkpoint("_training", result.checkpoint, config.arch))
-    export_checkpoint(model, export_to, half=True, keys=set(state["state_dict"]), arch=config.arch,
-                      steps=int(state["step"]))
+    export_checkpoint(
+        model,
+        export_to,
+        half=True,
+        keys=set(state["state_dict"]),
+        arch=config.arch,
+        steps=int(state["step"]),
+    )
     summary = {
         "arch": config.arch,
         "checkpoint": str(export_to),
@@ -65,12 +73,19 @@ def train_and_export(config: TrainConfig, work_dir: Path, export_to: Path, *, re
         "loss_last_20_mean": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
         "config": asdict(config),
     }
-    log.info("training summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    log.info(
+        "training summary: %s", json.dumps({k: v for k, v in summary.items() if k != "config"})
+    )
     return summary
 
 
-def spec_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH, note: str = "",
-                        offline: bool = False) -> ModelSpec:
+def spec_for_checkpoint(
+    name: str,
+    checkpoint: Path,
+    arch: str = OFFLINE_CLIP_ARCH,
+    note: str = "",
+    offline: bool = False,
+) -> ModelSpec:
     """The registry spec of a trained checkpoint of ``arch`` (LiT architectures: partial checkpoint)."""
     import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
@@ -78,12 +93,22 @@ def spec_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_AR
     config = open_clip.get_model_config(arch)
     if config is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}")
-    return ModelSpec(name=name, kind="clip", source=arch, dim=int(config["embed_dim"]), licence="Apache-2.0",
-                     note=note, pretrained=str(Path(checkpoint).resolve()), offline=offline,
-                     partial_checkpoint="hf_model_name" in config.get("text_cfg", {}))
+    return ModelSpec(
+        name=name,
+        kind="clip",
+        source=arch,
+        dim=int(config["embed_dim"]),
+        licence="Apache-2.0",
+        note=note,
+        pretrained=str(Path(checkpoint).resolve()),
+        offline=offline,
+        partial_checkpoint="hf_model_name" in config.get("text_cfg", {}),
+    )
 
 
-def encoder_for_checkpoint(name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH) -> ClipEncoder:
+def encoder_for_checkpoint(
+    name: str, checkpoint: Path, arch: str = OFFLINE_CLIP_ARCH
+) -> ClipEncoder:
     """A ClipEncoder for a checkpoint file, built through the registry's loader call."""
     spec = spec_for_checkpoint(name, checkpoint, arch)
     model, preprocess, tokenizer = build_clip_model(spec)
@@ -94,13 +119,22 @@ def evaluate(config: TrainConfig, after: ClipEncoder, before: ClipEncoder | None
     """Before/after report on the held-out split."""
     rows = heldout_rows(config)
     before = before or load_clip("clip-tiny-untrained", device="cpu")
-    return clip_report.compare(clip_report.evaluate_encoder(before, rows), clip_report.evaluate_encoder(after, rows))
+    return clip_report.compare(
+        clip_report.evaluate_encoder(before, rows), clip_report.evaluate_encoder(after, rows)
+    )
 
 
-def register_finetuned(name: str, checkpoint: Path, note: str, model_cache: Path | None = None,
-                       arch: str = OFFLINE_CLIP_ARCH) -> Path:
+def register_finetuned(
+    name: str,
+    checkpoint: Path,
+    note: str,
+    model_cache: Path | None = None,
+    arch: str = OFFLINE_CLIP_ARCH,
+) -> Path:
     """Copy nothing, just record: a registry.d entry pointing at ``checkpoint``."""
-    return register_model(spec_for_checkpoint(name, checkpoint, arch, note, offline=True), model_cache)
+    return register_model(
+        spec_for_checkpoint(name, checkpoint, arch, note, offline=True), model_cache
+    )
 
 
 def default_image_tower_init(arch: str) -> str | None:
@@ -131,7 +165,9 @@ def default_paths(arch: str = OFFLINE_CLIP_ARCH) -> dict[str, Path]:
     settings = get_settings()
     return {
         "work_dir": settings.work_dir / f"clip-training-{arch}",
-        "export_to": {LIT_CLIP_ARCH: LIT_CLIP_CHECKPOINT, OFFLINE_CLIP_ARCH: OFFLINE_CLIP_CHECKPOINT}.get(
-            arch, settings.model_cache / "finetuned" / f"{arch}.pt"),
+        "export_to": {
+            LIT_CLIP_ARCH: LIT_CLIP_CHECKPOINT,
+            OFFLINE_CLIP_ARCH: OFFLINE_CLIP_CHECKPOINT,
+        }.get(arch, settings.model_cache / "finetuned" / f"{arch}.pt"),
         "reports_dir": settings.reports_dir,
     }

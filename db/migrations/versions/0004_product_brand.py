@@ -21,9 +21,15 @@ depends_on = None
 
 
 def _version_tables(conn) -> list[str]:
-    return [r[0] for r in conn.execute(text(
-        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-        "AND tablename ~ '^index_v[0-9]+$'"))]
+    return [
+        r[0]
+        for r in conn.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename ~ '^index_v[0-9]+$'"
+            )
+        )
+    ]
 
 
 def upgrade() -> None:
@@ -33,15 +39,18 @@ def upgrade() -> None:
     pairs = [(pid, brand_from_name(name)) for pid, name in rows]
     if pairs:
         conn.execute(
-            text("UPDATE products p SET brand = u.brand "
-                 "FROM unnest(CAST(:ids AS bigint[]), CAST(:brands AS text[])) AS u(id, brand) "
-                 "WHERE p.id = u.id"),
+            text(
+                "UPDATE products p SET brand = u.brand "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:brands AS text[])) AS u(id, brand) "
+                "WHERE p.id = u.id"
+            ),
             {"ids": [p[0] for p in pairs], "brands": [p[1] for p in pairs]},
         )
     for table in _version_tables(conn):
         op.execute(f'ALTER TABLE "{table}" ADD COLUMN brand text')
-        op.execute(f'UPDATE "{table}" e SET brand = p.brand FROM products p '
-                   "WHERE p.id = e.product_id")
+        op.execute(
+            f'UPDATE "{table}" e SET brand = p.brand FROM products p WHERE p.id = e.product_id'
+        )
         op.execute(f'CREATE INDEX IF NOT EXISTS "{table}_brand" ON "{table}" (brand)')
 
 
