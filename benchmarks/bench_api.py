@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from bench_search import COLOURS, GENDERS  # one synthetic vocabulary for both benchmarks
 from PIL import Image, ImageDraw
 
 from services.config import get_settings
@@ -67,29 +68,6 @@ BRANDS = [
     "Jealous 21",
     "Mango",
 ]
-COLOURS = [
-    "Black",
-    "White",
-    "Blue",
-    "Navy Blue",
-    "Grey",
-    "Red",
-    "Green",
-    "Brown",
-    "Pink",
-    "Purple",
-    "Yellow",
-    "Beige",
-    "Olive",
-    "Maroon",
-    "Orange",
-    "Silver",
-    "Gold",
-    "Teal",
-    "Cream",
-    "Khaki",
-]
-GENDERS = ["Men", "Women", "Boys", "Girls", "Unisex"]
 ARTICLES = [
     ("Apparel", "Topwear", "Tshirts"),
     ("Apparel", "Topwear", "Shirts"),

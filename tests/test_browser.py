@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from services.catalog.schema import FACET_FIELDS, brand_from_name
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -150,3 +152,22 @@ def test_phone_width_layout(browser, server, live):
         page.screenshot(path=str(ARTIFACTS / "storefront-phone.png"), full_page=False)
     finally:
         context.close()
+
+
+def test_brand_filter_from_facets_narrows_the_page(page, live):
+    """The page lists one select per /v1/facets field, brand included; choosing a brand
+    sends it as a filter and every card shown is of that brand."""
+    labels = page.eval_on_selector_all(
+        "#filters select[data-facet]", "els => els.map(e => e.dataset.facet)"
+    )
+    assert labels == [f.name for f in FACET_FIELDS]
+    brands = [b for b in (brand_from_name(r["productDisplayName"]) for r in live.rows) if b]
+    brand = max(set(brands), key=brands.count)
+    _search(page, "shirt")
+    with page.expect_response("**/v1/search") as resp:
+        page.select_option("select[data-facet='brand']", brand)
+    assert resp.value.ok
+    assert resp.value.request.post_data_json["filters"] == {"brand": brand}
+    page.wait_for_selector("#results .card")
+    metas = page.eval_on_selector_all("#results .card .meta", "els => els.map(e => e.textContent)")
+    assert metas and all(m.startswith(brand + " · ") for m in metas)

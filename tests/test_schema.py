@@ -71,17 +71,9 @@ def test_every_derived_schema_follows_the_table():
     assert DATASET_COLUMNS == REAL_DATASET_COLUMNS  # the real dataset's columns, in its order
     assert CATALOG_ARROW_SCHEMA.names == list(REAL_DATASET_COLUMNS)
     assert "brand" not in CATALOG_ARROW_SCHEMA.names  # derived, never in the dataset files
-    assert [f.name for f in METADATA_FIELDS] == [
-        "gender",
-        "masterCategory",
-        "subCategory",
-        "articleType",
-        "baseColour",
-        "season",
-        "year",
-        "usage",
-        "brand",
-    ]
+    # metadata: the dataset's attributes (neither the id, the name nor the photo) + brand
+    attributes = [c for c in REAL_DATASET_COLUMNS if c not in ("id", "productDisplayName", "image")]
+    assert [f.name for f in METADATA_FIELDS] == [*attributes, "brand"]
     assert {f.name for f in FACET_FIELDS} <= {f.name for f in FILTER_FIELDS}
     # the API's metadata: attributes by column, JSON by dataset name
     meta = ProductMetadata(**{f.column: None for f in METADATA_FIELDS})

@@ -387,20 +387,27 @@ def stored_vectors(
     ), row[1]
 
 
+def _stored(
+    conn: psycopg.Connection, version: IndexVersion, column: str, product_ids: list[int] | None
+) -> list[tuple[int, Any]]:
+    """``(product id, stored vector)`` of one vector column, for ``product_ids`` or all."""
+    query = sql.SQL("SELECT product_id, {c} FROM {t}").format(
+        c=sql.Identifier(column), t=sql.Identifier(version.table)
+    )
+    if product_ids is None:
+        return conn.execute(query).fetchall()
+    if not product_ids:
+        return []
+    return conn.execute(
+        query + sql.SQL(" WHERE product_id = ANY(%s)"), ([int(p) for p in product_ids],)
+    ).fetchall()
+
+
 def sparse_vectors(
     conn: psycopg.Connection, version: IndexVersion, product_ids: list[int] | None = None
 ) -> dict[int, SparseVector]:
     """The stored SPLADE vectors of ``product_ids`` (default: every product) in ``version``."""
-    query = sql.SQL("SELECT product_id, sparse FROM {t}").format(t=sql.Identifier(version.table))
-    if product_ids is None:
-        rows = conn.execute(query).fetchall()
-    elif not product_ids:
-        return {}
-    else:
-        rows = conn.execute(
-            query + sql.SQL(" WHERE product_id = ANY(%s)"), (list(product_ids),)
-        ).fetchall()
-    return {int(pid): vec for pid, vec in rows}
+    return {int(pid): vec for pid, vec in _stored(conn, version, "sparse", product_ids)}
 
 
 def facet_values(conn: psycopg.Connection, version: IndexVersion) -> dict[str, list]:
@@ -422,18 +429,9 @@ def dense_vectors(
 ) -> dict[int, np.ndarray]:
     """The stored CLIP vectors (float32) of ``product_ids`` (default: every product) in
     ``version``; the dense counterpart of ``sparse_vectors``."""
-    query = sql.SQL("SELECT product_id, dense FROM {t}").format(t=sql.Identifier(version.table))
-    if product_ids is None:
-        rows = conn.execute(query).fetchall()
-    elif not product_ids:
-        return {}
-    else:
-        rows = conn.execute(
-            query + sql.SQL(" WHERE product_id = ANY(%s)"), ([int(p) for p in product_ids],)
-        ).fetchall()
     return {
         int(pid): np.asarray(vec.to_numpy() if hasattr(vec, "to_numpy") else vec, dtype=np.float32)
-        for pid, vec in rows
+        for pid, vec in _stored(conn, version, "dense", product_ids)
     }
 
 
