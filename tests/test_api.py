@@ -507,3 +507,20 @@ def test_unexpected_errors_are_generic_json_500_with_request_id(caplog):
     )
     access = [r for r in caplog.records if r.name == "services.api.access"]
     assert access and access[-1].request_id == body["request_id"] and access[-1].status == 500
+
+
+@pytest.mark.parametrize(
+    "params, status",
+    [
+        ({"k": 0}, 422),
+        ({"k": 101}, 422),
+        ({"alpha": 1.5}, 422),
+        ({"alpha": -0.1}, 422),
+        ({"k": "many"}, 400),  # does not parse
+    ],
+)
+def test_similar_parameters_are_checked_once_at_the_edge(api, live, params, status):
+    pid = live.rows[0]["id"]
+    r = api.get(f"/v1/products/{pid}/similar", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["status_code"] == status and r.json()["detail"]

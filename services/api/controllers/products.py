@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery
 
 from services.api import search_service
 from services.api.errors import ApiError
@@ -61,8 +61,14 @@ class ProductController(Controller):
         self,
         product_id: FromPath[int],
         runtime: NamedDependency[Runtime],
-        alpha: Annotated[float | None, QueryParameter(ge=0.0, le=1.0)] = None,
-        k: Annotated[int, QueryParameter(ge=1, le=MAX_K)] = DEFAULT_K,
+        alpha: FromQuery[float | None] = None,
+        k: FromQuery[int] = DEFAULT_K,
     ) -> SimilarResponse:
+        # The request's one validation (the API's documented kinds: a value that does not
+        # parse is a 400 from Litestar; a parsed value out of range is a 422).
         _check_id(product_id)
+        if not 1 <= k <= MAX_K:
+            raise ApiError(422, f"k must be in 1..{MAX_K}, got {k}")
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ApiError(422, f"alpha must be in [0, 1], got {alpha}")
         return search_service.similar(runtime, product_id, alpha, k)
