@@ -7,7 +7,8 @@ Status codes:
 - 415: the upload is not an image format we read (a zip renamed .jpg, a PDF...).
 - 422: parsed but invalid: no text and no image, alpha/k out of range, unknown filter,
   text too long, a corrupt or oversized image.
-- 503: the database is unreachable, no index is live, or the encoders are not loaded.
+- 503: the database is unreachable or at an older schema revision (``db migrate``), no index
+  is live, or the encoders are not loaded.
   Nothing is cached about the outage: the next request after the database returns succeeds.
 - 500: a bug; the body carries only the request id, the trace goes to the log.
 """
@@ -112,6 +113,19 @@ def _model_mismatch(request: Request, exc: IndexModelMismatch) -> Response:
     return error_response(503, str(exc), "index_model_mismatch")
 
 
+def _schema_mismatch(request: Request, exc: psycopg.Error) -> Response:
+    """A column or table this code expects is missing: the database is at an older schema
+    revision (or a retired version table vanished mid-request)."""
+    log.error("schema mismatch on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "the database schema does not match this API (a column or table is missing); "
+        "run `fashion-search db migrate`, or retry if an index swap was under way",
+        "schema_mismatch",
+        headers={"Retry-After": "2"},
+    )
+
+
 def _unavailable(request: Request, exc: Exception) -> Response:
     if isinstance(exc, (NoLiveIndex, ModelsNotReady)):
         detail = str(exc)
@@ -145,5 +159,7 @@ EXCEPTION_HANDLERS = {
     DatabaseUnavailable: _unavailable,
     PoolTimeout: _unavailable,
     psycopg.OperationalError: _unavailable,
+    psycopg.errors.UndefinedColumn: _schema_mismatch,
+    psycopg.errors.UndefinedTable: _schema_mismatch,
     Exception: _internal,
 }

@@ -32,6 +32,7 @@ from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.store.db import ping
 from services.store.index_versions import IndexVersion, live_version
+from services.store.migrate import head_revision, schema_revision
 from services.store.products import get_product
 from services.store.search import (
     Filters,
@@ -310,6 +311,13 @@ def readiness(runtime: Runtime) -> dict[str, str]:
         with runtime.connection() as conn:
             ping(conn)
             checks["database"] = "ok"
+            at, head = schema_revision(conn), head_revision()
+            checks["schema"] = (
+                f"ok: {at}"
+                if at == head
+                else f"behind: the database is at {at}, this API needs {head}; "
+                "run `fashion-search db migrate`"
+            )
             version = live_version(conn)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -335,5 +343,6 @@ def is_ready(checks: dict[str, str]) -> bool:
     return (
         checks.get("models") == "loaded"
         and checks.get("database") == "ok"
+        and checks.get("schema", "").startswith("ok")
         and checks.get("index", "").startswith("ok")
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
@@ -32,6 +36,21 @@ def alembic_config(url: str | None = None) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision of db/migrations (what this code expects the database to be at)."""
+    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+
+
+def schema_revision(conn: psycopg.Connection) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
 
 
 def upgrade(revision: str = "head", url: str | None = None) -> None:
