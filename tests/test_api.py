@@ -119,7 +119,7 @@ def test_image_errors_have_a_type_per_status():
 def test_dashboard_run_parameter_is_validated(api):
     for bad in ("abc", "1.5", "0"):
         body = _assert_error(api.get("/dashboard", params={"run": bad}), 400)
-        assert "run" in body["detail"]
+        assert "run: Expected" in body["detail"] and "ParamType" not in body["detail"]
     _assert_error(api.get("/dashboard/data.json", params={"run": "abc"}), 400)
     _assert_error(api.get("/dashboard", params={"run": 2**40}), 404)
 

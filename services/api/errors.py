@@ -73,6 +73,16 @@ def _api_error(request: Request, exc: ApiError) -> Response:
     return error_response(exc.status_code, exc.detail, exc.error)
 
 
+def _describe(extra: object) -> str:
+    """Litestar's validation details as ``key: message`` text (no Python reprs)."""
+    if isinstance(extra, list) and all(isinstance(e, dict) for e in extra):
+        return "; ".join(
+            f"{e['key']}: {e.get('message', 'invalid')}" if e.get("key") else str(e.get("message"))
+            for e in extra
+        )
+    return str(extra)
+
+
 def _http_exception(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail
     if exc.status_code == 413:
@@ -88,7 +98,7 @@ def _http_exception(request: Request, exc: HTTPException) -> Response:
         detail = "internal server error"
     extra = getattr(exc, "extra", None)
     if exc.status_code == 400 and extra:
-        detail = f"{detail}: {extra}"
+        detail = f"{detail}: {_describe(extra)}"
     return error_response(exc.status_code, str(detail), headers=getattr(exc, "headers", None))
 
 
