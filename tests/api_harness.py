@@ -7,6 +7,8 @@ shared PostgreSQL server).
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import socket
 import threading
 import time
@@ -16,6 +18,17 @@ import httpx
 import uvicorn
 
 CATALOG_SIZE = 120
+
+# The real headless browser of the page tests (Debian `chromium`, driven by Playwright).
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:

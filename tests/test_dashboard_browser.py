@@ -7,25 +7,16 @@ Two SYNTHETIC runs are stored (numbers made up for the picture, marked
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from api_harness import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = pytest.mark.browser
 

@@ -92,49 +92,50 @@ def test_every_derived_schema_follows_the_table():
     assert len({f.column for f in FIELDS}) == len(FIELDS) == len({f.name for f in FIELDS})
 
 
-def test_migration_0004_fills_brand_for_existing_products_and_versions(settings):
-    """A database at 0003 with products and a built version table gains a filled, indexed
-    `brand` column in both (the live version keeps serving without a re-index)."""
+@pytest.fixture
+def database_at_0003(settings):
+    """A scratch database migrated to revision 0003 (before `brand`); its URL."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs the embedded server to create a scratch database")
     admin = settings.database_url_for("postgres")
-    dbname = f"fashion_mig_{os.getpid()}"
+    dbname = f"fashion_0003_{os.getpid()}"
     url = settings.database_url_for(dbname)
     _fresh_database(admin, dbname)
     try:
         migrate.upgrade("0003", url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO products (id, product_display_name) VALUES "
-                "(1, 'Peter England Men Blue Shirt'), (2, 'Black belt')"
-            )
-            conn.execute("CREATE TABLE index_v7 (product_id bigint PRIMARY KEY, gender text)")
-            conn.execute("INSERT INTO index_v7 VALUES (1, 'Men'), (2, NULL)")
-        migrate.upgrade("head", url)
-        with psycopg.connect(url) as conn:
-            got = conn.execute("SELECT id, brand FROM products ORDER BY id").fetchall()
-            assert got == [(1, "Peter England"), (2, None)]
-            got = conn.execute("SELECT product_id, brand FROM index_v7 ORDER BY 1").fetchall()
-            assert got == [(1, "Peter England"), (2, None)]
-            assert (
-                conn.execute(
-                    "SELECT count(*) FROM pg_indexes WHERE tablename = 'index_v7' "
-                    "AND indexname = 'index_v7_brand'"
-                ).fetchone()[0]
-                == 1
-            )
-        migrate.downgrade("0003", url)
-        with psycopg.connect(url) as conn:
-            cols = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_name IN ('products', 'index_v7')"
-                )
-            }
-            assert "brand" not in cols
+        yield url
     finally:
         _drop_database(admin, dbname)
+
+
+def test_migration_0004_fills_brand_for_existing_products_and_versions(database_at_0003):
+    """A database at 0003 with products and a built version table gains a filled, indexed
+    `brand` column in both (the live version keeps serving without a re-index)."""
+    url = database_at_0003
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO products (id, product_display_name) VALUES "
+            "(1, 'Peter England Men Blue Shirt'), (2, 'Black belt')"
+        )
+        conn.execute("CREATE TABLE index_v7 (product_id bigint PRIMARY KEY, gender text)")
+        conn.execute("INSERT INTO index_v7 VALUES (1, 'Men'), (2, NULL)")
+    migrate.upgrade("head", url)
+    with psycopg.connect(url) as conn:
+        got = conn.execute("SELECT id, brand FROM products ORDER BY id").fetchall()
+        assert got == [(1, "Peter England"), (2, None)]
+        got = conn.execute("SELECT product_id, brand FROM index_v7 ORDER BY 1").fetchall()
+        assert got == [(1, "Peter England"), (2, None)]
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'index_v7'"
+        ).fetchall()
+        assert ("index_v7_brand",) in indexes
+    migrate.downgrade("0003", url)
+    with psycopg.connect(url) as conn:
+        cols = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name IN ('products', 'index_v7') AND column_name = 'brand'"
+        ).fetchall()
+        assert cols == []
 
 
 def test_upsert_derives_brand_and_maps_rows_by_name(empty_db):
@@ -159,40 +160,25 @@ def test_upsert_derives_brand_and_maps_rows_by_name(empty_db):
     assert streamed[6]["usage"] == "Casual" and "brand" not in streamed[6]
 
 
-def test_api_on_an_unmigrated_database_answers_503_and_says_migrate(settings):
+def test_api_on_an_unmigrated_database_answers_503_and_says_migrate(settings, database_at_0003):
     """New code against a database still at 0003 (no brand column): a clear 503 naming the
     fix, and /readyz not ready, instead of a 500 on every request (found by bench_api)."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        pytest.skip("needs the embedded server to create a scratch database")
-    admin = settings.database_url_for("postgres")
-    dbname = f"fashion_old_{os.getpid()}"
-    url = settings.database_url_for(dbname)
-    _fresh_database(admin, dbname)
+    url = database_at_0003
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO products (id, product_display_name) VALUES (1, 'Nike Men Cap')")
+    old = dataclasses.replace(settings, database_url_override=url)
+    srv = ServerThread(create_app(old, load_models=False)).start()
     try:
-        migrate.upgrade("0003", url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO products (id, product_display_name) VALUES (1, 'Nike Men Cap')"
-            )
-        old = dataclasses.replace(settings, database_url_override=url)
-        srv = ServerThread(create_app(old, load_models=False)).start()
-        try:
-            with httpx.Client(base_url=srv.url, timeout=30) as c:
-                r = c.get("/v1/products/1")
-                assert r.status_code == 503, r.text
-                assert r.json()["error"] == "schema_mismatch" and "db migrate" in r.json()["detail"]
-                ready = c.get("/readyz")
-                assert ready.status_code == 503
-                assert ready.json()["checks"]["schema"].startswith(
-                    "behind: the database is at 0003"
-                )
-            migrate.upgrade("head", url)
-            with httpx.Client(base_url=srv.url, timeout=30) as c:
-                assert c.get("/v1/products/1").json()["metadata"]["brand"] == "Nike"
-                assert (
-                    c.get("/readyz").json()["checks"]["schema"] == f"ok: {migrate.head_revision()}"
-                )
-        finally:
-            srv.stop()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            r = c.get("/v1/products/1")
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "schema_mismatch" and "db migrate" in r.json()["detail"]
+            ready = c.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["schema"].startswith("behind: the database is at 0003")
+        migrate.upgrade("head", url)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/v1/products/1").json()["metadata"]["brand"] == "Nike"
+            assert c.get("/readyz").json()["checks"]["schema"] == f"ok: {migrate.head_revision()}"
     finally:
-        _drop_database(admin, dbname)
+        srv.stop()
