@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test bench-search bench-encoders bench-api stop lint
+.PHONY: setup run test test-order mutation-check bench-search bench-encoders bench-api stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -7,10 +7,21 @@ setup:
 run:
 	bash scripts/run_main.sh
 
+# Tests run in a shuffled order (pytest-randomly) with a fixed seed; `make test-order` checks
+# another seed and every module alone.
+TEST_SEED ?= 20261127
+
 test:
 	WITH_BROWSER=1 bash scripts/setup.sh
 	$(MAKE) lint
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -p randomly --randomly-seed=$(TEST_SEED)
+
+test-order:
+	.venv/bin/python -m pytest -q -p randomly --randomly-seed=7
+	for f in tests/test_*.py; do .venv/bin/python -m pytest -q -p randomly --randomly-seed=1 "$$f" || exit 1; done
+
+mutation-check:
+	.venv/bin/python tests/mutation_check.py
 
 stop:
 	-.venv/bin/fashion-search airflow stop

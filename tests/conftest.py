@@ -9,9 +9,13 @@ run the suite against an external PostgreSQL with pgvector instead.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,29 +52,76 @@ def _drop_database(admin_url: str, dbname: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
 
 
+_numbers = itertools.count()
+
+
 @pytest.fixture(scope="session")
-def settings():
-    """Settings of the test session, with a fresh migrated database."""
+def test_server():
+    """The test server's base settings, and a database migrated to head that every test
+    database is cloned from (``CREATE DATABASE ... TEMPLATE``: fast, no per-test migration).
+    None with ``TEST_DATABASE_URL`` (an external server: one database, wiped between uses)."""
     from services.config import get_settings
     from services.store import embedded, migrate
 
-    external = os.environ.get("TEST_DATABASE_URL")
-    if external:
-        os.environ["DATABASE_URL"] = external
-    else:
-        os.environ.pop("DATABASE_URL", None)
-        get_settings.cache_clear()
-        base = get_settings()
-        embedded.start(base)
-        # One database per test session, so concurrent sessions never share state.
-        dbname = f"fashion_test_{os.getpid()}"
-        _fresh_database(base.database_url_for("postgres"), dbname)
-        os.environ["DATABASE_URL"] = base.database_url_for(dbname)
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    os.environ.pop("DATABASE_URL", None)
     get_settings.cache_clear()
-    migrate.upgrade("head")
-    yield get_settings()
-    if not external:
-        _drop_database(base.database_url_for("postgres"), dbname)
+    base = get_settings()
+    embedded.start(base)
+    admin = base.database_url_for("postgres")
+    template = f"fashion_template_{os.getpid()}"
+    _fresh_database(admin, template)
+    migrate.upgrade("head", base.database_url_for(template))
+    yield base, template
+    _drop_database(admin, template)
+
+
+@contextlib.contextmanager
+def _own_database(server) -> Iterator:
+    """A database of the caller's own at schema head; ``DATABASE_URL`` (so
+    ``get_settings()``) points at it while open, and is restored afterwards."""
+    from services.config import get_settings
+    from services.store import migrate
+    from services.store.db import connect
+    from services.store.index_versions import drop_all_versions_and_products
+
+    previous = os.environ.get("DATABASE_URL")
+    dbname = None
+    if server is None:  # external server: its one database, emptied
+        url = os.environ["TEST_DATABASE_URL"]
+        migrate.upgrade("head", url)
+        with connect(url) as c:
+            drop_all_versions_and_products(c)
+    else:
+        base, template = server
+        dbname = f"fashion_test_{os.getpid()}_{next(_numbers)}"
+        admin = base.database_url_for("postgres")
+        _drop_database(admin, dbname)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
+        url = base.database_url_for(dbname)
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        if previous is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = previous
+        get_settings.cache_clear()
+        if dbname is not None:
+            _drop_database(base.database_url_for("postgres"), dbname)
+
+
+@pytest.fixture(scope="module")
+def settings(test_server):
+    """Settings of this test module, with a fresh database of its own: nothing a module
+    leaves behind (versions, products, a live index) is seen by another, in any order."""
+    with _own_database(test_server) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)
@@ -94,12 +145,15 @@ def conn(settings):
 
 
 @pytest.fixture
-def empty_db(settings, conn):
-    """A database with the schema but no products and no index versions."""
-    from services.store.index_versions import drop_all_versions_and_products
+def empty_db(settings, test_server):
+    """A database of this test's own with the schema but no products and no index versions;
+    ``get_settings()`` points at it during the test (the module's database is untouched)."""
+    from services.store.db import connect
 
-    drop_all_versions_and_products(conn)
-    return conn
+    with _own_database(test_server) as own:
+        c = connect(own.database_url)
+        yield c
+        c.close()
 
 
 # --- the API served for real (tests/test_api.py, tests/test_browser.py) --------------------

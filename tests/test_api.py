@@ -17,6 +17,7 @@ import pytest
 from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, free_port, jpeg_bytes
 
 from services.catalog.schema import FACET_FIELDS, brand_from_name
+from services.config import get_settings
 
 
 @pytest.fixture(scope="module")
@@ -462,11 +463,11 @@ def test_recovers_when_the_database_comes_back(app_settings, live):
         proxy.cut()
 
 
-def test_no_live_index_is_503(empty_db, app_settings):
-    """Runs last in this module (it empties the database)."""
+def test_no_live_index_is_503(empty_db):
+    """An app on a database of its own with no index version (the module's index is untouched)."""
     from services.api.app import create_app
 
-    app = create_app(app_settings)
+    app = create_app(get_settings())
     srv = ServerThread(app).start()
     try:
         app.state.runtime.wait_for_models(60)

