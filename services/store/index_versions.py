@@ -353,7 +353,9 @@ def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
     """Make ``version_id`` live in ONE transaction; the old live version becomes 'previous'.
 
     Refuses a version that is not 'ready' (built, indexed and checked) or 'previous'. A transaction-level
-    advisory lock serialises concurrent swaps.
+    advisory lock serialises concurrent swaps; ``live_at`` is the clock time after the lock
+    (``now()`` is the transaction's start: a swap that waited on the lock would get a time
+    earlier than the swap it waited for, and rollback would pick the wrong version).
     """
     with _tx(conn):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('fashion_index_swap'))")
@@ -373,7 +375,7 @@ def swap_live(conn: psycopg.Connection, version_id: int) -> IndexVersion:
             raise ValueError(f"index version {version_id} has no HNSW indexes")
         conn.execute("UPDATE index_versions SET status = 'previous' WHERE status = 'live'")
         conn.execute(
-            "UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s",
+            "UPDATE index_versions SET status = 'live', live_at = clock_timestamp() WHERE id = %s",
             (version_id,),
         )
     return get_version(conn, version_id)
@@ -391,7 +393,8 @@ def rollback_live(conn: psycopg.Connection) -> IndexVersion:
             raise LookupError("no previous index version to roll back to")
         conn.execute("UPDATE index_versions SET status = 'ready' WHERE status = 'live'")
         conn.execute(
-            "UPDATE index_versions SET status = 'live', live_at = now() WHERE id = %s", (prev[0],)
+            "UPDATE index_versions SET status = 'live', live_at = clock_timestamp() WHERE id = %s",
+            (prev[0],),
         )
         conn.execute(
             "UPDATE index_versions SET status = 'previous' WHERE status = 'ready' "
