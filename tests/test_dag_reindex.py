@@ -9,8 +9,11 @@ session's database; afterwards we search the swapped-in version and look for the
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
+from conftest import _drop_database
 from dag_runner import dag_test
 
 from services.config import get_settings
@@ -18,11 +21,15 @@ from services.config import get_settings
 pytestmark = pytest.mark.slow
 
 CONF = {"source": "offline", "size": 300, "shard_size": 100}
+# Airflow's metadata DB of this test session (concurrent sessions never share one).
+AIRFLOW_DB = f"airflow_test_{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("airflow-home")
+def airflow_home(tmp_path_factory, settings):
+    """AIRFLOW_HOME of this module; its metadata DB is dropped at the end."""
+    yield tmp_path_factory.mktemp("airflow-home")
+    _drop_database(settings.database_url_for("postgres"), AIRFLOW_DB)
 
 
 def _dense_model() -> str:
@@ -30,7 +37,7 @@ def _dense_model() -> str:
 
 
 def _asset_events(settings, run_id: str) -> list:
-    with psycopg.connect(settings.database_url_for("airflow_test")) as c:
+    with psycopg.connect(settings.database_url_for(AIRFLOW_DB)) as c:
         return c.execute(
             "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
             "WHERE a.uri = 'fashion://index/live' AND e.source_run_id = %s",
@@ -43,7 +50,7 @@ def first_run(settings, airflow_home):
     """One DAG run into this module's fresh database (migrates the Airflow metadata DB too);
     every test that needs a live version built by Airflow asks for this, in any order."""
     return dag_test(
-        {**CONF, "dense_model": _dense_model()}, settings, home=airflow_home, dbname="airflow_test"
+        {**CONF, "dense_model": _dense_model()}, settings, home=airflow_home, dbname=AIRFLOW_DB
     )
 
 
@@ -129,7 +136,7 @@ def test_failed_encoding_keeps_live_version_then_rerun_finishes(
         {**conf, "dense_model": broken_clip},
         get_settings(),
         home=airflow_home,
-        dbname="airflow_test",
+        dbname=AIRFLOW_DB,
         migrate=False,
     )
     assert bad["state"] == "failed"
@@ -146,7 +153,7 @@ def test_failed_encoding_keeps_live_version_then_rerun_finishes(
         {**conf, "dense_model": before.dense_model},
         get_settings(),
         home=airflow_home,
-        dbname="airflow_test",
+        dbname=AIRFLOW_DB,
         migrate=False,
     )
     assert good["state"] == "success", good["output"][-4000:]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import random
 from pathlib import Path
 
 import pytest
+from conftest import _drop_database
 
 from evaluation import metrics as M
 from evaluation.queries import DEFAULT_SIZES, FAMILIES, PINNED_PARAPHRASES, generate_queries
@@ -493,7 +495,7 @@ def test_dashboard_renders_without_runs():
 # --- the nightly DAG for real: dag.test() in a fresh interpreter -----------------------------
 @pytest.mark.slow
 def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(
-    settings, conn, tiny_index, tmp_path
+    settings, conn, tiny_index, tmp_path, request
 ):
     """A previous run with hybrid MAP 1.0 makes tonight's run a regression: the DAG run
     fails at check_regression and the failure callback writes an eval_alerts row."""
@@ -521,11 +523,13 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(
     alerts_before = len(storage.list_alerts(conn, 10_000))
     conn.commit()
 
+    airflow_db = f"airflow_eval_test_{os.getpid()}"  # this session's own Airflow metadata DB
+    request.addfinalizer(lambda: _drop_database(settings.database_url_for("postgres"), airflow_db))
     result = dag_test(
         {"margin": 0.02},
         settings,
         home=tmp_path / "airflow",
-        dbname="airflow_eval_test",
+        dbname=airflow_db,
         timeout=600,
         dag_file=REPO / "dags" / "fashion_eval_nightly.py",
     )
