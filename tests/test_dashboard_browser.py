@@ -7,6 +7,7 @@ Two SYNTHETIC runs are stored (numbers made up for the picture, marked
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -101,7 +102,10 @@ def dashboard_url(settings, conn):
 
 def test_dashboard_in_headless_chromium(dashboard_url):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+        # CI installs Chromium (make test): there a missing browser is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM} (make test installs it)")
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

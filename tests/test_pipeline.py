@@ -18,12 +18,14 @@ SHARD = 80
 
 
 def _dense_model() -> str:
-    """The trained offline CLIP when its checkpoint is present, else the untrained fallback."""
+    """The trained offline CLIP. Its checkpoint ships with the repo: a missing one is a broken
+    checkout and fails here, never a silent switch to an untrained model."""
     from services.encoders.registry import get_spec, is_available
 
-    if is_available(get_spec("fashion-clip-offline")):
-        return "fashion-clip-offline"
-    return "clip-tiny-untrained"  # generated on first use (fixed-seed random init)
+    assert is_available(get_spec("fashion-clip-offline")), (
+        "fashion-clip-offline's checkpoint is missing (services/encoders/weights)"
+    )
+    return "fashion-clip-offline"
 
 
 @pytest.fixture(scope="module")
