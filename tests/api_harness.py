@@ -180,3 +180,13 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def assert_error(resp: httpx.Response, status: int) -> dict:
+    """The API's JSON error body of ``status`` (never a traceback); returns it."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["status_code"] == status and body["detail"]
+    assert "Traceback" not in resp.text
+    return body

@@ -15,6 +15,7 @@ import zipfile
 import httpx
 import pytest
 from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, free_port, jpeg_bytes
+from api_harness import assert_error as _assert_error
 
 from services.catalog.schema import FACET_FIELDS, brand_from_name
 from services.config import get_settings
@@ -28,15 +29,6 @@ def api(server):
 
 def _ids(resp: httpx.Response) -> list[int]:
     return [r["id"] for r in resp.json()["results"]]
-
-
-def _assert_error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert body["status_code"] == status and body["detail"]
-    assert "Traceback" not in resp.text
-    return body
 
 
 # --- system endpoints ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import math
 import httpx
 import pytest
 from api_harness import ServerThread, jpeg_bytes
+from api_harness import assert_error as _assert_error
 
 from services.api.schemas import MAX_TEXT_CHARS
 from services.encoders.images import MAX_DECODE_PIXELS
@@ -25,15 +26,6 @@ from services.encoders.images import MAX_DECODE_PIXELS
 def api(server):
     with httpx.Client(base_url=server.url, timeout=120) as client:
         yield client
-
-
-def _assert_error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert body["status_code"] == status and body["detail"]
-    assert "Traceback" not in resp.text
-    return body
 
 
 def _text_of_length(n: int) -> str:
