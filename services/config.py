@@ -135,10 +135,28 @@ class Settings:
         return self.database_url_override is None
 
     @property
+    def pg_passfile(self) -> Path:
+        """The embedded server's passwords (libpq password file, 0600; see store/embedded)."""
+        return self.home / "secrets" / "pgpass"
+
+    def _embedded_url(self, role: str, dbname: str) -> str:
+        # The password comes from the 0600 password file, never from the URL itself.
+        return f"postgresql://{role}@127.0.0.1:{self.pg_port}/{dbname}?passfile={self.pg_passfile}"
+
+    @property
     def database_url(self) -> str:
+        """The application's connection: DATABASE_URL, or the embedded server as the
+        non-superuser application role ``fashion``."""
         if self.database_url_override:
             return self.database_url_override
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/fashion"
+        return self._embedded_url("fashion", "fashion")
+
+    def admin_url_for(self, dbname: str) -> str:
+        """The embedded server's superuser (``postgres``), for setting the server up only;
+        with DATABASE_URL, that URL's own role (we never assume more)."""
+        if self.database_url_override:
+            return self.database_url_for(dbname)
+        return self._embedded_url("postgres", dbname)
 
     def database_url_for(self, dbname: str) -> str:
         """The same server, another database (Airflow's metadata lives beside ours)."""

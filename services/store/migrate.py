@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import create_engine, pool
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from services.config import REPO_ROOT, get_settings
 
@@ -21,14 +21,20 @@ MIGRATIONS_DIR = REPO_ROOT / "db" / "migrations"
 def sqlalchemy_url(url: str | None = None) -> str:
     """The libpq DSN as a SQLAlchemy URL on the psycopg 3 driver."""
     url = url or get_settings().database_url
-    if "://" not in url:  # key=value conninfo
-        p = conninfo_to_dict(url)
-        auth = p.get("user", "")
-        if p.get("password"):
-            auth += ":" + p["password"]
-        url = f"postgresql://{auth}@{p.get('host', '')}:{p.get('port', 5432)}/{p.get('dbname', '')}"
-    u = make_url(url)
-    return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if "://" not in url:  # key=value conninfo: the other keys (passfile, sslmode...) go
+        p = conninfo_to_dict(url)  # to the driver as query parameters
+        u = URL.create(
+            "postgresql+psycopg",
+            username=p.pop("user", None),
+            password=p.pop("password", None),
+            host=p.pop("host", None),
+            port=int(p.pop("port", 5432)),
+            database=p.pop("dbname", None),
+            query={k: str(v) for k, v in p.items()},
+        )
+    else:
+        u = make_url(url).set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
 
 
 def alembic_config(url: str | None = None) -> Config:
