@@ -25,9 +25,7 @@ from services.store import embedded
 
 REPO = Path(__file__).resolve().parent.parent
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="switching to another OS user needs root"
-)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another OS user needs root")
 
 
 def _psql() -> Path:
@@ -72,9 +70,11 @@ def test_the_application_role_is_not_a_superuser(server):
         assert (user, superuser, createrole) == ("fashion", False, False)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="external program"):
             conn.execute("COPY (SELECT 1) TO PROGRAM 'id'")
-    with psycopg.connect(server.database_url) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT pg_read_file('postgresql.conf')")
+    with (
+        psycopg.connect(server.database_url) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT pg_read_file('postgresql.conf')")
 
 
 def test_no_login_without_the_password_even_for_the_same_os_user(server):
