@@ -1,7 +1,8 @@
 """Nightly search-quality evaluation: MAP@10 & co. of the live index, stored for the dashboard.
 
 Runs at 03:00 UTC AND whenever a new index version goes live (the reindex DAG updates
-the ``fashion://index/live`` asset). Fails loudly, and alerts through the tasks'
+the ``fashion://index/live`` asset). Skips (no failure, no alert) while no index version
+is live yet, e.g. a fresh install whose first re-index has not finished. Fails loudly, and alerts through the tasks'
 ``on_failure_callback``, when hybrid MAP@10 drops by more than ``margin`` (DAG param,
 else env FASHION_EVAL_MAP_MARGIN, else 0.02) against the previous run. Logic lives in
 ``evaluation.nightly``; this file is wiring only.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from evaluation.nightly import alert_on_failure
 
@@ -53,8 +55,12 @@ def fashion_eval_nightly():
     @task
     def evaluate() -> int:
         from evaluation.nightly import evaluate_live
+        from services.store.search import NoLiveIndex
 
-        return evaluate_live(notes="fashion_eval_nightly")
+        try:
+            return evaluate_live(notes="fashion_eval_nightly")
+        except NoLiveIndex as exc:  # nothing to measure yet: skip (check_regression too)
+            raise AirflowSkipException(str(exc)) from exc
 
     @task
     def check_regression(eval_run_id: int, **context) -> dict:

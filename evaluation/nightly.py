@@ -1,6 +1,9 @@
 """What the ``fashion_eval_nightly`` DAG's tasks and failure callback do (tested without Airflow).
 
-- :func:`evaluate_live` stores a run against the live index and returns its id;
+- :func:`evaluate_live` stores a run against the live index and returns its id, or raises
+  :class:`~services.store.search.NoLiveIndex` at once (before loading any model) when no
+  index version is live yet (a fresh install before its first re-index): the DAG turns that
+  into a skipped task, not a failure and not an alert;
 - :func:`check_run` fails loudly (:class:`evaluation.summary.MapRegression`) when hybrid
   MAP@10 dropped by more than the margin against the previous run;
 - :func:`alert_on_failure` is the tasks' ``on_failure_callback``: it logs the failure and
@@ -19,6 +22,8 @@ from evaluation.summary import DEFAULT_MARGIN, MapRegression, check_regression, 
 from services.config import get_settings
 from services.store import evaluations as storage
 from services.store.db import connection
+from services.store.index_versions import live_version
+from services.store.search import NoLiveIndex
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,9 @@ def resolve_margin(param: Any = None) -> float:
 
 
 def evaluate_live(alphas: list[float] | None = None, notes: str | None = None) -> int:
+    with connection() as conn:
+        if live_version(conn) is None:
+            raise NoLiveIndex("no index version is live yet: nothing to evaluate")
     from evaluation.run import run_evaluation  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     run_id = run_evaluation(None, alphas=alphas, notes=notes)

@@ -60,6 +60,7 @@ class Settings:
     dense_image_weight: float  # FASHION_DENSE_IMAGE_WEIGHT
     query_text_weight: float  # FASHION_QUERY_TEXT_WEIGHT
     max_upload_bytes: int  # FASHION_MAX_UPLOAD_BYTES
+    image_decode_slots: int  # FASHION_IMAGE_DECODE_SLOTS: concurrent image decodes in the API
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
@@ -69,7 +70,7 @@ class Settings:
     hf_endpoint: str | None  # HF_ENDPOINT
     airflow_port: int  # FASHION_AIRFLOW_PORT
     airflow_log_port: int  # FASHION_AIRFLOW_LOG_PORT
-    airflow_password: str  # FASHION_AIRFLOW_PASSWORD
+    airflow_password: str | None  # FASHION_AIRFLOW_PASSWORD (unset: generated, see ops/airflow)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +97,7 @@ class Settings:
             # Photo + text query: dense = normalise(t * CLIP_text(text) + (1 - t) * CLIP(photo)).
             query_text_weight=_number(env, "FASHION_QUERY_TEXT_WEIGHT", "0.5"),
             max_upload_bytes=_number(env, "FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024), int, 1),
+            image_decode_slots=_number(env, "FASHION_IMAGE_DECODE_SLOTS", "4", int, 1),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
             encoder_workers=max(0, int(workers)) if workers else None,
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),
@@ -107,7 +109,7 @@ class Settings:
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             airflow_port=_number(env, "FASHION_AIRFLOW_PORT", "8080", int, 1),
             airflow_log_port=_number(env, "FASHION_AIRFLOW_LOG_PORT", "8793", int, 1),
-            airflow_password=_get(env, "FASHION_AIRFLOW_PASSWORD", "admin"),
+            airflow_password=env.get("FASHION_AIRFLOW_PASSWORD", "").strip() or None,
         )
 
     # --- paths -------------------------------------------------------------

@@ -23,6 +23,28 @@ and async SQLAlchemy URLs), and 127.0.0.1 for every listener:
 
 No triggerer (no deferrable tasks); ``airflow standalone`` is not used (its log servers listen
 on all interfaces). The ``gpu`` pool (1 slot) serialises the encoders.
+
+Database outages: every component starts as ``python -m services.ops.airflow wait-db airflow
+...``, which waits (without limit, with backoff) until Airflow's metadata database answers and
+then execs the Airflow command (same pid, so supervisord's signals reach Airflow). The
+scheduler and dag-processor exit (status 1) when PostgreSQL goes away; supervisord restarts
+them, and the waiting restart stays up instead of failing fast, so supervisord never gives up
+(FATAL) however long the outage lasts; when the database is back they resume on their own.
+More ``startretries`` alone would not do: a restart that fails fast burns one retry per
+backoff step (1 s, 2 s, ...), so any count is a limit on the outage's length.
+
+Login: user ``admin`` of the SimpleAuthManager. Its password is ``FASHION_AIRFLOW_PASSWORD``,
+or else one generated on the first start and kept in ``AIRFLOW_HOME/admin-password`` (0600);
+``fashion-search airflow start`` prints it once, when it is created.
+
+Host header: the api-server answers only requests addressed to ``127.0.0.1`` or ``localhost``
+(any port), or to a name listed in Airflow's ``[fashion] allowed_hosts`` setting
+(``AIRFLOW__FASHION__ALLOWED_HOSTS=name1,name2``); anything else gets HTTP 400, so a web page
+cannot reach it through DNS rebinding. Airflow 3 has no such option; the check is Starlette's
+``TrustedHostMiddleware``, added through Airflow's plugin interface (``fastapi_root_middlewares``)
+by a plugin file :func:`setup` writes to ``AIRFLOW_HOME/plugins``. :func:`start` verifies that
+the check is in force (a request with a foreign Host header must get 400) and stops Airflow
+otherwise.
 """
 
 from __future__ import annotations
@@ -39,15 +61,20 @@ from functools import cache
 from pathlib import Path
 
 import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.engine import URL, make_url
 
 from services.config import REPO_ROOT, Settings, get_settings
 from services.store import embedded, migrate
-from services.store.migrate import sqlalchemy_url
 
 DAG_ID = "fashion_reindex"
 ENV_FILE = REPO_ROOT / "infra" / "airflow.env"
 SUPERVISORD_CONF = REPO_ROOT / "infra" / "supervisord.conf"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")  # the programs of SUPERVISORD_CONF
+ADMIN_PASSWORD_FILE = "admin-password"  # in AIRFLOW_HOME, when FASHION_AIRFLOW_PASSWORD is unset
+HOST_CHECK_PLUGIN = "fashion_host_check.py"  # in AIRFLOW_HOME/plugins, written by setup()
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 GPU_POOL = ("gpu", "1", "GPU encoders (CLIP/SPLADE); CPU fallback on this machine")
 
 
@@ -85,17 +112,73 @@ def metadata_url(settings: Settings | None = None, dbname: str = "airflow") -> s
     """SQLAlchemy URL of Airflow's metadata DB on the project's server (psycopg 3 driver)."""
 
     settings = settings or get_settings()
-    return sqlalchemy_url(settings.database_url_for(dbname))
+    params = conninfo_to_dict(settings.database_url_for(dbname))
+    port = params.pop("port", None)
+    return URL.create(
+        "postgresql+psycopg",
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        host=params.pop("host", None),
+        port=int(port) if port else None,
+        database=params.pop("dbname", None),
+        query=params,  # passfile=..., sslmode=...: libpq parameters, kept as they are
+    ).render_as_string(hide_password=False)
+
+
+def _write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
+    """Write ``text`` to ``path``, mode 0600 from the first byte (never readable by others,
+    not even briefly). ``exclusive``: create it whole or not at all, FileExistsError if it
+    exists (a concurrent reader never sees it empty)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.chmod(0o600)  # a leftover tmp file kept its old mode through O_TRUNC
+        if exclusive:
+            os.link(tmp, path)  # atomic, and fails if path exists
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _secret(home: Path, name: str) -> str:
     """A random secret kept in AIRFLOW_HOME, the same for every component and restart."""
     path = home / f".{name}"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    user: str
+    password: str
+    source: str  # "FASHION_AIRFLOW_PASSWORD" or the file that keeps the generated password
+    created: bool  # True only the first time: the one moment the password is printed
+
+
+def admin_login(settings: Settings | None = None, *, home: Path | None = None) -> AdminLogin:
+    """The Airflow login: FASHION_AIRFLOW_PASSWORD when set, else the password generated on
+    first use and kept in ``AIRFLOW_HOME/admin-password`` (mode 0600)."""
+    settings = settings or get_settings()
+    if settings.airflow_password:
+        return AdminLogin(
+            admin_user(), settings.airflow_password, "FASHION_AIRFLOW_PASSWORD", False
+        )
+    path = Path(home or airflow_home(settings)) / ADMIN_PASSWORD_FILE
+    created = False
+    try:
+        _write_private(path, secrets.token_urlsafe(18) + "\n", exclusive=True)
+        created = True
+    except FileExistsError:
+        pass  # generated before (or by a concurrent start): reuse it
+    password = path.read_text().strip()
+    if not password:
+        raise RuntimeError(f"{path} is empty; delete it to have a new password generated")
+    return AdminLogin(admin_user(), password, str(path), created)
 
 
 def airflow_env(
@@ -121,6 +204,7 @@ def airflow_env(
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": url,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the Host header check
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": base_url(port),
@@ -175,12 +259,45 @@ def run_airflow(
     return res
 
 
-def write_passwords(home: Path) -> None:
-    """The SimpleAuthManager passwords file with the known admin password."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "passwords.json"
-    path.write_text(json.dumps({admin_user(): get_settings().airflow_password}) + "\n")
-    path.chmod(0o600)
+def write_passwords(home: Path, login: AdminLogin) -> None:
+    """The SimpleAuthManager passwords file (0600) with the admin password."""
+    _write_private(home / "passwords.json", json.dumps({login.user: login.password}) + "\n")
+
+
+# Written to AIRFLOW_HOME/plugins by setup() (Airflow loads plugins from a folder of files);
+# the module docstring above explains the check.
+HOST_CHECK_PLUGIN_SOURCE = f'''"""Written by services/ops/airflow.py at every `fashion-search airflow start`: edits are lost.
+
+The api-server answers only requests whose Host header names 127.0.0.1, localhost or a name in
+Airflow's setting [fashion] allowed_hosts (comma-separated; AIRFLOW__FASHION__ALLOWED_HOSTS);
+others get HTTP 400 (no DNS rebinding from a web page to this loopback server).
+"""
+
+from airflow.configuration import conf
+from airflow.plugins_manager import AirflowPlugin
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+EXTRA = conf.get("fashion", "allowed_hosts", fallback="")
+ALLOWED_HOSTS = [*{list(LOOPBACK_HOSTS)!r}, *(h.strip() for h in EXTRA.split(",") if h.strip())]
+
+
+class FashionHostCheck(AirflowPlugin):
+    name = "fashion_host_check"
+    fastapi_root_middlewares = [
+        {{
+            "name": "fashion_host_check",
+            "middleware": TrustedHostMiddleware,
+            "kwargs": {{"allowed_hosts": ALLOWED_HOSTS, "www_redirect": False}},
+        }}
+    ]
+'''
+
+
+def write_host_check_plugin(home: Path) -> Path:
+    path = home / "plugins" / HOST_CHECK_PLUGIN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HOST_CHECK_PLUGIN_SOURCE)
+    return path
 
 
 def setup(
@@ -203,7 +320,8 @@ def setup(
     if migrate_platform:
         migrate.upgrade("head", settings.database_url)  # the schema the tasks write to
     env = airflow_env(settings, home=home, dbname=dbname)
-    write_passwords(home)
+    write_passwords(home, admin_login(settings, home=home))
+    write_host_check_plugin(home)
     for sub in ("logs", "run"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     run_airflow(["db", "migrate"], env)
@@ -279,10 +397,15 @@ def _port_open(port: int) -> bool:
 
 
 def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
-    """Set up (idempotent), start supervisord with the components, wait for the API."""
+    """Set up (idempotent), start supervisord with the components, wait for the API, check
+    that it refuses foreign Host headers.
+
+    Returns the UI address, the login (``password_created``: generated just now, the only
+    time a caller should show it) and the paths."""
     settings = settings or get_settings()
     home = airflow_home(settings)
-    port = get_settings().airflow_port
+    port = settings.airflow_port
+    login = admin_login(settings)  # before setup(): only this call sees ``created``
     env = setup(settings)
     if _supervisord_running(settings):
         _supervisorctl(["start", "all"], settings)  # whatever was stopped; no-op otherwise
@@ -308,10 +431,17 @@ def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
                 f"\nsee {home / 'logs' / 'supervisord.log'}"
             )
     wait_for_api(timeout=timeout, settings=settings)
+    try:
+        check_host_header(settings)
+    except RuntimeError:
+        stop(settings)  # fail closed: never leave an api-server that any Host reaches
+        raise
     return {
-        "url": base_url(),
-        "user": admin_user(),
-        "password": get_settings().airflow_password,
+        "url": base_url(port),
+        "user": login.user,
+        "password": login.password,
+        "password_source": login.source,
+        "password_created": login.created,
         "home": str(home),
         "logs": str(home / "logs"),
     }
@@ -337,38 +467,77 @@ def stop(settings: Settings | None = None, *, timeout: float = 60) -> list[str]:
 # REST API client (Airflow 3: /api/v2, JWT from /auth/token)
 # --------------------------------------------------------------------------------------
 def wait_for_api(timeout: float = 180, settings: Settings | None = None) -> None:
+    """Wait until the api-server answers, REST API and execution API both.
 
+    The execution API (Cadwyn) builds its versioned routes on its first request, on the
+    event loop: seconds of CPU during which the whole api-server answers nothing (40 s seen
+    on a busy 2-core machine). This request pays for that, not a task's first call, whose
+    timeouts would fail the task."""
+    url = base_url((settings or get_settings()).airflow_port)
     deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base_url()}/api/v2/monitor/health", timeout=5, trust_env=False)
-            if r.status_code == 200:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(2)
-    raise RuntimeError(
-        f"Airflow api-server did not answer at {base_url()} within {timeout:.0f}s ({last}); "
-        f"see {airflow_home(settings) / 'logs' / 'api-server.log'}"
-    )
+    for path in ("/api/v2/monitor/health", "/execution/health"):
+        last = ""
+        while True:
+            try:
+                left = max(5.0, deadline - time.monotonic())
+                r = httpx.get(url + path, timeout=left, trust_env=False)
+                if r.status_code == 200:
+                    break
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = str(exc) or type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"Airflow api-server did not answer {url}{path} within {timeout:.0f}s "
+                    f"({last}); see {airflow_home(settings) / 'logs' / 'api-server.log'}"
+                )
+            time.sleep(2)
+
+
+def check_host_header(settings: Settings | None = None) -> None:
+    """Raise unless the api-server refuses a request addressed to a foreign host name."""
+    settings = settings or get_settings()
+    url = f"{base_url(settings.airflow_port)}/api/v2/monitor/health"
+    r = httpx.get(url, headers={"Host": "host-check.invalid"}, timeout=10, trust_env=False)
+    if r.status_code != 400:
+        raise RuntimeError(
+            f"the Airflow api-server answered a foreign Host header with HTTP {r.status_code}, "
+            f"not 400: the host check plugin ({airflow_home(settings) / 'plugins'}) is not "
+            f"active; see {airflow_home(settings) / 'logs' / 'api-server.log'}"
+        )
+
+
+class AirflowAPIError(RuntimeError):
+    """An HTTP error answer of the Airflow REST API."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth polling again: no answer (yet), or a server error (the database restarting)."""
+    if isinstance(exc, AirflowAPIError):
+        return exc.status >= 500
+    return isinstance(exc, httpx.TransportError)
 
 
 class AirflowClient:
-    """Just enough of the Airflow 3 REST API to trigger and watch a DAG run."""
+    """Just enough of the Airflow 3 REST API to trigger and watch a DAG run. The polling
+    methods ride out a busy or briefly unavailable api-server (timeouts, 5xx) until their
+    deadline."""
 
     def __init__(
         self, url: str | None = None, user: str | None = None, password: str | None = None
     ):
-
+        login = admin_login() if password is None else None
         self.url = url or base_url()
         self.http = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
         r = self.http.post(
             "/auth/token",
             json={
                 "username": user or admin_user(),
-                "password": password or get_settings().airflow_password,
+                "password": password if password is not None else login.password,
             },
         )
         if r.status_code >= 400:
@@ -378,18 +547,24 @@ class AirflowClient:
     def _call(self, method: str, path: str, **kw):
         r = self.http.request(method, path, **kw)
         if r.status_code >= 400:
-            raise RuntimeError(f"Airflow API {method} {path}: {r.status_code} {r.text[:500]}")
+            raise AirflowAPIError(
+                f"Airflow API {method} {path}: {r.status_code} {r.text[:500]}", r.status_code
+            )
         return r.json() if r.content else {}
 
     def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
-            r = self.http.get(f"/api/v2/dags/{dag_id}")
-            if r.status_code == 200:
-                return r.json()
+            try:
+                return self._call("GET", f"/api/v2/dags/{dag_id}")
+            except (AirflowAPIError, httpx.TransportError) as exc:
+                if not (_transient(exc) or getattr(exc, "status", None) == 404):
+                    raise
+                last = str(exc)[:300]
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"DAG {dag_id} was not parsed within {timeout:.0f}s; see "
+                    f"DAG {dag_id} was not parsed within {timeout:.0f}s ({last}); see "
                     f"{airflow_home() / 'logs' / 'dag-processor.log'}"
                 )
             time.sleep(3)
@@ -417,18 +592,83 @@ class AirflowClient:
     ) -> dict:
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
+        state, error = "unknown", ""
         while True:
-            run = self.run(dag_id, run_id)
-            if echo:
-                for ti in self.task_instances(dag_id, run_id):
-                    key = ti["task_id"] + (
-                        f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""
-                    )
-                    if ti.get("state") and seen.get(key) != ti["state"]:
-                        seen[key] = ti["state"]
-                        echo(f"  {key:<28} {ti['state']}")
-            if run["state"] in ("success", "failed"):
-                return run
+            try:
+                run = self.run(dag_id, run_id)
+                state, error = run["state"], ""
+                if echo:
+                    for ti in self.task_instances(dag_id, run_id):
+                        key = ti["task_id"] + (
+                            f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""
+                        )
+                        if ti.get("state") and seen.get(key) != ti["state"]:
+                            seen[key] = ti["state"]
+                            echo(f"  {key:<28} {ti['state']}")
+                if state in ("success", "failed"):
+                    return run
+            except (AirflowAPIError, httpx.TransportError) as exc:
+                if not _transient(exc):
+                    raise
+                error = f"; last poll: {str(exc)[:200] or type(exc).__name__}"
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {run['state']} after {timeout:.0f}s")
+                raise TimeoutError(f"run {run_id} still {state} after {timeout:.0f}s{error}")
             time.sleep(poll)
+
+
+# --------------------------------------------------------------------------------------
+# `python -m services.ops.airflow wait-db COMMAND...`: the programs of infra/supervisord.conf
+# --------------------------------------------------------------------------------------
+def libpq_url(sqlalchemy_conn: str) -> str:
+    """Airflow's SQLAlchemy URL (``postgresql+psycopg://...``) as a libpq URL."""
+    return (
+        make_url(sqlalchemy_conn).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+
+def wait_for_database(url: str, *, say=print, max_interval: float = 5.0) -> float:
+    """Block until ``url`` accepts a connection and answers ``SELECT 1``, however long that
+    takes (retrying with a backoff of 0.5 s up to ``max_interval``; one line every 30 s).
+    Returns the seconds waited."""
+    t0 = time.monotonic()
+    interval, last_said = 0.5, None
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            now = time.monotonic()
+            if last_said is None or now - last_said >= 30:
+                reason = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                )
+                say(f"waiting for the database ({now - t0:.0f}s so far): {reason}")
+                last_said = now
+            time.sleep(interval)
+            interval = min(interval * 2, max_interval)
+            continue
+        waited = time.monotonic() - t0
+        if last_said is not None:
+            say(f"the database answers again after {waited:.0f}s")
+        return waited
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``wait-db COMMAND [ARG...]``: wait for Airflow's metadata database
+    (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, the environment supervisord passes to its
+    programs), then replace this process with COMMAND."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "wait-db":
+        print("usage: python -m services.ops.airflow wait-db COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if not conn:
+        print("wait-db: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set", file=sys.stderr)
+        return 2
+    wait_for_database(libpq_url(conn), say=lambda m: print(f"wait-db: {m}", flush=True))
+    sys.stdout.flush()
+    os.execvp(args[1], args[1:])  # no return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

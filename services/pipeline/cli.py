@@ -5,26 +5,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
-from services.config import get_settings
 from services.ops import airflow
 from services.pipeline.reindex import format_timings, run_reindex
+from services.pipeline.run_lock import BuildLockBusy
 from services.store.db import connect
 from services.store.index_versions import live_version
 
 
 def _index(args: argparse.Namespace) -> int:
-
-    report = run_reindex(
-        source=args.source,
-        size=args.size,
-        limit=args.limit,
-        shard_size=args.shard_size,
-        dense_model=args.dense_model,
-        sparse_model=args.sparse_model,
-        min_recall=args.min_recall,
-        dense_image_weight=args.dense_image_weight,
-    )
+    try:
+        report = run_reindex(
+            source=args.source,
+            size=args.size,
+            limit=args.limit,
+            shard_size=args.shard_size,
+            dense_model=args.dense_model,
+            sparse_model=args.sparse_model,
+            min_recall=args.min_recall,
+            dense_image_weight=args.dense_image_weight,
+        )
+    except BuildLockBusy as exc:  # a refusal, not a crash: one line, "try again later"
+        print(f"error: {exc}", file=sys.stderr)
+        return os.EX_TEMPFAIL
     v = report["validation"]
     print(
         f"validation: {v['read']} read, {v['valid']} valid, {v['rejected']} rejected"
@@ -54,45 +59,51 @@ def _conf(args: argparse.Namespace) -> dict:
     return conf
 
 
-def _airflow_start(args: argparse.Namespace) -> int:
+def _login_hint(login: airflow.AdminLogin) -> str:
+    """How to log in, without the password itself (printed only once, when generated)."""
+    return f"login: {login.user}, the password in {login.source}"
 
+
+def _airflow_start(args: argparse.Namespace) -> int:
     info = airflow.start()
-    print(f"Airflow is up: {info['url']}  (login: {info['user']} / {info['password']})")
+    print(f"Airflow is up: {info['url']}")
+    if info["password_created"]:
+        print(
+            f"Airflow login (shown this once): user {info['user']}, password "
+            f"{info['password']}  at {info['url']}\n"
+            f"  kept in {info['password_source']} (mode 0600); "
+            "FASHION_AIRFLOW_PASSWORD sets your own instead"
+        )
+    else:
+        print(f"  login: {info['user']}, the password in {info['password_source']}")
     print(f"AIRFLOW_HOME {info['home']}; component logs in {info['logs']}")
     print("trigger the reindex DAG: fashion-search airflow trigger-reindex --wait")
     return 0
 
 
 def _airflow_stop(args: argparse.Namespace) -> int:
-
     stopped = airflow.stop()
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     return 0
 
 
 def _airflow_status(args: argparse.Namespace) -> int:
-
     comps = airflow.status()
     for c in comps:
         print(f"{c.name:<14} {c.state:<8} pid={c.pid} log={c.log}")
     up = all(c.running for c in comps)
     if up:
-        print(
-            f"UI: {airflow.base_url()}  (login: {airflow.admin_user()} / "
-            f"{get_settings().airflow_password})"
-        )
+        print(f"UI: {airflow.base_url()}  ({_login_hint(airflow.admin_login())})")
     return 0 if up else 1
 
 
 def _airflow_trigger(args: argparse.Namespace) -> int:
-
     client = airflow.AirflowClient()
     run = client.trigger(airflow.DAG_ID, _conf(args))
     run_id = run["dag_run_id"]
     url = f"{airflow.base_url()}/dags/{airflow.DAG_ID}/runs/{run_id}"
     print(
-        f"triggered {airflow.DAG_ID} run {run_id}\n  {url}  "
-        f"(login: {airflow.admin_user()} / {get_settings().airflow_password})"
+        f"triggered {airflow.DAG_ID} run {run_id}\n  {url}  ({_login_hint(airflow.admin_login())})"
     )
     if not args.wait:
         return 0
