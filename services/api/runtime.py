@@ -23,7 +23,11 @@ import psycopg
 from pgvector import SparseVector
 
 from services.config import Settings
-from services.encoders.images import decode_image
+from services.encoders.images import (
+    DECODE_WAIT_TIMEOUT_S,
+    decode_image,
+    set_decode_concurrency,
+)
 from services.store.db import make_pool
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,7 @@ class Runtime:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        set_decode_concurrency(self.settings.image_decode_slots)  # bounds decode memory
         self.pool.open(wait=False)
         if self._load_models and self._loader is None:
             self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
@@ -185,7 +190,9 @@ class Runtime:
         enc = self.encoders
         return self.image_cache.get_or_compute(
             (enc.clip.name, image_digest(data)),
-            lambda: enc.clip.encode_images([decode_image(data)])[0],
+            lambda: enc.clip.encode_images(
+                [decode_image(data, wait_timeout=DECODE_WAIT_TIMEOUT_S)]
+            )[0],
         )
 
     def query_vectors(
