@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test test-order mutation-check bench-search bench-encoders bench-api stop lint
+.PHONY: setup run test test-order mutation-check bench-search bench-encoders bench-api bench-load-fault bench-fuzz stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -37,7 +37,13 @@ bench-encoders: setup
 bench-api: setup
 	.venv/bin/python benchmarks/bench_api.py
 
+bench-load-fault: setup
+	.venv/bin/python benchmarks/bench_load_fault.py
+
+bench-fuzz: setup
+	.venv/bin/python benchmarks/bench_fuzz.py
+
 # ruff comes with the test extras (scripts/setup.sh installs them); `make test` runs this first.
 lint:
-	.venv/bin/ruff check services evaluation dags tests benchmarks db
-	.venv/bin/ruff format --check services evaluation dags tests benchmarks db
+	.venv/bin/ruff check services evaluation dags tests benchmarks db infra
+	.venv/bin/ruff format --check services evaluation dags tests benchmarks db infra

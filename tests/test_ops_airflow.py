@@ -37,7 +37,7 @@ def test_shared_settings_are_the_single_source(tmp_path, monkeypatch):
     # the machine-dependent values are not in the shared file, and vice versa
     assert not {"AIRFLOW__API__HOST", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"} & set(shared)
     assert airflow.admin_user() == "admin"
-    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(tmp_path / "airflow" / "plugins")
+    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(airflow.host_check_plugin().parent)
     # the wait-db wrapper connects exactly where Airflow does (passfile and all)
     from psycopg.conninfo import conninfo_to_dict
 
@@ -128,10 +128,10 @@ def test_admin_password_is_generated_once_kept_private_and_overridable(tmp_path,
 
 
 def test_host_check_plugin_rejects_foreign_hosts(tmp_path):
-    """The plugin file setup() writes, loaded the way Airflow loads it, around a tiny app."""
+    """The plugin file, loaded the way Airflow loads it, around a tiny app."""
     from services.ops import airflow
 
-    plugin = airflow.write_host_check_plugin(tmp_path / "airflow")
+    plugin = airflow.host_check_plugin()
     env = airflow.airflow_env(home=tmp_path / "airflow")
     env["AIRFLOW__FASHION__ALLOWED_HOSTS"] = "fashion.lan, airflow.fashion.lan"
     probe = f"""

@@ -42,7 +42,7 @@ Host header: the api-server answers only requests addressed to ``127.0.0.1`` or 
 (``AIRFLOW__FASHION__ALLOWED_HOSTS=name1,name2``); anything else gets HTTP 400, so a web page
 cannot reach it through DNS rebinding. Airflow 3 has no such option; the check is Starlette's
 ``TrustedHostMiddleware``, added through Airflow's plugin interface (``fastapi_root_middlewares``)
-by a plugin file :func:`setup` writes to ``AIRFLOW_HOME/plugins``. :func:`start` verifies that
+by the plugin ``infra/airflow_plugins/fashion_host_check.py``. :func:`start` verifies that
 the check is in force (a request with a foreign Host header must get 400) and stops Airflow
 otherwise.
 """
@@ -73,8 +73,8 @@ ENV_FILE = REPO_ROOT / "infra" / "airflow.env"
 SUPERVISORD_CONF = REPO_ROOT / "infra" / "supervisord.conf"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")  # the programs of SUPERVISORD_CONF
 ADMIN_PASSWORD_FILE = "admin-password"  # in AIRFLOW_HOME, when FASHION_AIRFLOW_PASSWORD is unset
-HOST_CHECK_PLUGIN = "fashion_host_check.py"  # in AIRFLOW_HOME/plugins, written by setup()
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+PLUGINS_DIR = REPO_ROOT / "infra" / "airflow_plugins"  # AIRFLOW__CORE__PLUGINS_FOLDER
+HOST_CHECK_PLUGIN = "fashion_host_check.py"  # the Host header check, in PLUGINS_DIR
 GPU_POOL = ("gpu", "1", "GPU encoders (CLIP/SPLADE); CPU fallback on this machine")
 
 
@@ -204,7 +204,7 @@ def airflow_env(
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": url,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # the Host header check
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),  # the Host header check
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": base_url(port),
@@ -264,40 +264,10 @@ def write_passwords(home: Path, login: AdminLogin) -> None:
     _write_private(home / "passwords.json", json.dumps({login.user: login.password}) + "\n")
 
 
-# Written to AIRFLOW_HOME/plugins by setup() (Airflow loads plugins from a folder of files);
-# the module docstring above explains the check.
-HOST_CHECK_PLUGIN_SOURCE = f'''"""Written by services/ops/airflow.py at every `fashion-search airflow start`: edits are lost.
-
-The api-server answers only requests whose Host header names 127.0.0.1, localhost or a name in
-Airflow's setting [fashion] allowed_hosts (comma-separated; AIRFLOW__FASHION__ALLOWED_HOSTS);
-others get HTTP 400 (no DNS rebinding from a web page to this loopback server).
-"""
-
-from airflow.configuration import conf
-from airflow.plugins_manager import AirflowPlugin
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-EXTRA = conf.get("fashion", "allowed_hosts", fallback="")
-ALLOWED_HOSTS = [*{list(LOOPBACK_HOSTS)!r}, *(h.strip() for h in EXTRA.split(",") if h.strip())]
-
-
-class FashionHostCheck(AirflowPlugin):
-    name = "fashion_host_check"
-    fastapi_root_middlewares = [
-        {{
-            "name": "fashion_host_check",
-            "middleware": TrustedHostMiddleware,
-            "kwargs": {{"allowed_hosts": ALLOWED_HOSTS, "www_redirect": False}},
-        }}
-    ]
-'''
-
-
-def write_host_check_plugin(home: Path) -> Path:
-    path = home / "plugins" / HOST_CHECK_PLUGIN
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(HOST_CHECK_PLUGIN_SOURCE)
-    return path
+def host_check_plugin() -> Path:
+    """The Airflow plugin with the Host header check (a file of infra/airflow_plugins, the
+    folder AIRFLOW__CORE__PLUGINS_FOLDER names)."""
+    return PLUGINS_DIR / HOST_CHECK_PLUGIN
 
 
 def setup(
@@ -321,7 +291,6 @@ def setup(
         migrate.upgrade("head", settings.database_url)  # the schema the tasks write to
     env = airflow_env(settings, home=home, dbname=dbname)
     write_passwords(home, admin_login(settings, home=home))
-    write_host_check_plugin(home)
     for sub in ("logs", "run"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     run_airflow(["db", "migrate"], env)
@@ -502,7 +471,7 @@ def check_host_header(settings: Settings | None = None) -> None:
     if r.status_code != 400:
         raise RuntimeError(
             f"the Airflow api-server answered a foreign Host header with HTTP {r.status_code}, "
-            f"not 400: the host check plugin ({airflow_home(settings) / 'plugins'}) is not "
+            f"not 400: the host check plugin ({host_check_plugin()}) is not "
             f"active; see {airflow_home(settings) / 'logs' / 'api-server.log'}"
         )
 
