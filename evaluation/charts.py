@@ -1,9 +1,21 @@
-"""The dashboard's pictures: matplotlib (Agg, object API: thread-safe per figure) -> PNG bytes."""
+"""The dashboard's pictures: matplotlib (Agg, object API: thread-safe per figure) -> PNG bytes.
+
+Each chart function is cached (:func:`_cached`): the PNG bytes are kept per distinct input
+(the numbers and labels drawn), at most :data:`CACHE_SIZE` of them, least recently used
+first out. A chart costs ~0.5 s of CPU to draw; the same numbers are drawn once, and viewers
+asking for one chart at the same moment wait for the one drawing (no stampede). New
+evaluation runs change the inputs, hence the key: nothing is ever stale.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -15,6 +27,78 @@ MODE_STYLE = {
     "hybrid_default": {"color": "#98df8a", "marker": "d", "label": "hybrid (default alpha)"},
     "multi": {"color": "#9467bd", "marker": "^", "label": "image + text (best alpha)"},
 }
+
+
+CACHE_SIZE = 64
+
+
+@dataclass
+class CacheInfo:
+    hits: int
+    misses: int
+    size: int
+
+
+_cache: OrderedDict[Hashable, bytes] = OrderedDict()
+_drawing: dict[Hashable, threading.Event] = {}
+_lock = threading.Lock()
+_stats = {"hits": 0, "misses": 0}
+
+
+def _freeze(value: Any) -> Hashable:
+    """A hashable stand-in for chart inputs (lists, tuples, dicts of numbers and strings)."""
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_freeze(v) for v in value))
+    if isinstance(value, float):
+        return ("float", value.hex())  # NaN == NaN here; -0.0 and 0.0 differ as drawn
+    return value
+
+
+def _cached(render: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Memoise ``render`` by its frozen arguments; one drawing per key at a time."""
+
+    @functools.wraps(render)
+    def chart(*args: Any, **kwargs: Any) -> bytes:
+        key = (render.__name__, _freeze(args), _freeze(kwargs))
+        while True:
+            with _lock:
+                png = _cache.get(key)
+                if png is not None:
+                    _cache.move_to_end(key)
+                    _stats["hits"] += 1
+                    return png
+                drawing = _drawing.get(key)
+                if drawing is None:
+                    drawing = _drawing[key] = threading.Event()
+                    _stats["misses"] += 1
+                    break
+            drawing.wait()  # another thread draws it; then read it (or draw, if that failed)
+        try:
+            png = render(*args, **kwargs)
+            with _lock:
+                _cache[key] = png
+                while len(_cache) > CACHE_SIZE:
+                    _cache.popitem(last=False)
+            return png
+        finally:
+            with _lock:
+                del _drawing[key]
+            drawing.set()
+
+    return chart
+
+
+def cache_info() -> CacheInfo:
+    with _lock:
+        return CacheInfo(_stats["hits"], _stats["misses"], len(_cache))
+
+
+def cache_clear() -> None:
+    with _lock:
+        _cache.clear()
+        _stats.update(hits=0, misses=0)
 
 
 def _png(fig: Figure) -> bytes:
@@ -32,6 +116,7 @@ def _empty(message: str, size=(7.5, 3.6)) -> bytes:
     return _png(fig)
 
 
+@_cached
 def history_chart(
     run_ids: Sequence[int],
     series: dict[str, Sequence[float | None]],
@@ -65,6 +150,7 @@ def history_chart(
     return _png(fig)
 
 
+@_cached
 def alpha_chart(
     curves: dict[str, Sequence[tuple[float, float]]],
     best: dict[str, tuple[float, float] | None],
@@ -126,6 +212,7 @@ def alpha_chart(
     return _png(fig)
 
 
+@_cached
 def family_chart(
     families: Sequence[str], series: dict[str, Sequence[float | None]], run_label: str
 ) -> bytes:

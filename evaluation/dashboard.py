@@ -15,11 +15,17 @@ Routes (all read-only, rendered from ``eval_runs`` / ``eval_metrics``):
 anything else). The page is the Jinja2 template ``evaluation/templates/dashboard.html.j2``
 (autoescaped). The controller takes a database connection from the API's pool
 (``app.state.runtime.pool``, or ``app.state.db_pool``) when mounted in ``services.api``, else
-opens one per request (a bare Litestar app in tests); an unreachable database answers 503.
+opens one per request (a bare Litestar app in tests); an unreachable database answers 503
+"the database is unavailable" with ``Retry-After`` (the reason goes to the log only).
+
+The charts are rendered once per distinct input (``evaluation.charts`` caches the PNG bytes,
+keyed by the numbers drawn): the numbers are still read per request (a few small queries),
+but matplotlib (~0.5 s of CPU a chart) runs only when they change.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,12 +53,16 @@ from evaluation.summary import (
     margin_from_env,
     value,
 )
+from services.api.schemas import DocumentedOperation, error_responses
 from services.config import get_settings
 from services.store import evaluations as storage
 from services.store.db import DatabaseUnavailable, connect
 from services.store.evaluations import ALL
 
 HISTORY_RUNS = 60
+RETRY_AFTER_S = 2
+UNAVAILABLE = "the database is unavailable; retry shortly"
+log = logging.getLogger(__name__)
 
 
 def _app_pool(request: Request):
@@ -69,8 +79,16 @@ def _app_pool(request: Request):
     return None
 
 
+def _unavailable(exc: Exception) -> ServiceUnavailableException:
+    """503 with Retry-After; the reason (host, port...) goes to the log, not to the client."""
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    log.warning("dashboard: database unavailable: %s", reason)
+    return ServiceUnavailableException(UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 @contextmanager
 def _connection(request: Request) -> Iterator[psycopg.Connection]:
+    """A connection for one request; the database failing (at connect or mid-query) is a 503."""
     pool = _app_pool(request)
     try:
         if pool is not None:
@@ -78,14 +96,12 @@ def _connection(request: Request) -> Iterator[psycopg.Connection]:
                 yield conn
             return
         conn = connect()
-    except PoolTimeout:  # an OperationalError too
-        raise ServiceUnavailableException("database unavailable (pool timeout)") from None
-    except (DatabaseUnavailable, psycopg.OperationalError) as exc:
-        raise ServiceUnavailableException(f"database unavailable: {exc}") from None
-    try:
-        yield conn
-    finally:
-        conn.close()
+        try:
+            yield conn
+        finally:
+            conn.close()
+    except (PoolTimeout, DatabaseUnavailable, psycopg.OperationalError) as exc:
+        raise _unavailable(exc) from None
 
 
 def _current_default_alpha(request: Request | None = None) -> float | None:
@@ -266,7 +282,7 @@ def render_page(data: DashboardData, base: str) -> str:
 
 
 def _png_response(data: bytes) -> Response[bytes]:
-    return Response(content=data, media_type="image/png", headers={"Cache-Control": "no-store"})
+    return Response(content=data, media_type=PNG, headers={"Cache-Control": "no-store"})
 
 
 def _load(request: Request, run: int | None) -> DashboardData:
@@ -284,30 +300,39 @@ RunParam = Annotated[
 ]
 
 
+PNG = "image/png"
+# Every route: 400 (run is not an id), 404 (no such run), 503 (database); see the module doc.
+_ROUTE = {
+    "sync_to_thread": True,
+    "operation_class": DocumentedOperation,
+    "responses": error_responses(400, 404, 503),
+}
+
+
 class DashboardController(Controller):
     """Analysts' MAP dashboard (HTML + PNG charts); see the module docstring."""
 
     path = "/dashboard"
     tags: ClassVar[list[str]] = ["dashboard"]
 
-    @get("/", media_type=MediaType.HTML, sync_to_thread=True, include_in_schema=False)
+    @get("/", media_type=MediaType.HTML, summary="The dashboard page (HTML)", **_ROUTE)
     def page(self, request: Request, run: RunParam = None) -> str:
         base = request.url.path.rstrip("/") or "/dashboard"
         return render_page(_load(request, run), base)
 
-    @get("/history.png", sync_to_thread=True)
+    @get("/history.png", media_type=PNG, summary="MAP@10 per mode across runs", **_ROUTE)
     def history(self, request: Request, run: RunParam = None) -> Response[bytes]:
         return _png_response(history_png(_load(request, run)))
 
-    @get("/alpha.png", sync_to_thread=True)
+    @get("/alpha.png", media_type=PNG, summary="The run's MAP@10 against alpha", **_ROUTE)
     def alpha(self, request: Request, run: RunParam = None) -> Response[bytes]:
         return _png_response(alpha_png(_load(request, run)))
 
-    @get("/families.png", sync_to_thread=True)
+    @get("/families.png", media_type=PNG, summary="The run's MAP@10 per query family", **_ROUTE)
     def families(self, request: Request, run: RunParam = None) -> Response[bytes]:
         return _png_response(families_png(_load(request, run)))
 
-    @get("/data.json", sync_to_thread=True)
+    @get("/data.json", summary="The dashboard's numbers as JSON", **_ROUTE)
     def data(self, request: Request, run: RunParam = None) -> dict[str, Any]:
         d = _load(request, run)
         return {

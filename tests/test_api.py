@@ -422,7 +422,7 @@ def test_database_down_gives_503_and_healthz_stays_up(app_settings, live):
 
 
 def test_recovers_when_the_database_comes_back(app_settings, live):
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from services.api.app import create_app
 
@@ -431,8 +431,7 @@ def test_recovers_when_the_database_comes_back(app_settings, live):
     proxy.restore()
     via_proxy = dataclasses.replace(
         app_settings,
-        database_url_override=f"postgresql://{db.get('user', 'postgres')}@127.0.0.1:"
-        f"{proxy.port}/{db['dbname']}",
+        database_url_override=make_conninfo(app_settings.database_url, port=proxy.port),
     )
     srv = ServerThread(create_app(via_proxy, pool_timeout=1.0)).start()
     try:

@@ -14,16 +14,22 @@ import logging
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from services.api.controllers.page import STATIC_DIR, PageController
 from services.api.controllers.products import ProductController
-from services.api.controllers.search import SearchController
+from services.api.controllers.search import MAX_FORM_PARTS, SearchController
 from services.api.controllers.system import SystemController
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.logs import request_id_middleware
 from services.api.runtime import Runtime
+from services.api.security import (
+    SWAGGER_ASSETS_PATH,
+    LocalSwaggerRenderPlugin,
+    dashboard_style_hashes,
+    security_headers_hook,
+    swagger_ui_dir,
+)
 from services.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,19 @@ def _dashboard_controllers() -> list:
         log.warning("evaluation dashboard not mounted: %s", exc)
         return []
     return [DashboardController]
+
+
+def _swagger_ui_assets() -> list:
+    """Swagger UI's JS/CSS (the ``swagger-ui-py`` wheel's files) at ``/static/swagger-ui``."""
+    directory = swagger_ui_dir()
+    if directory is None:
+        log.warning("swagger-ui-py is not installed: /schema/swagger will not load")
+        return []
+    return [
+        create_static_files_router(
+            path=SWAGGER_ASSETS_PATH, directories=[directory], include_in_schema=False
+        )
+    ]
 
 
 def create_app(
@@ -78,6 +97,7 @@ def create_app(
             create_static_files_router(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False
             ),
+            *_swagger_ui_assets(),
             *_dashboard_controllers(),
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
@@ -85,14 +105,18 @@ def create_app(
         on_shutdown=[stop],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_id_middleware],
+        # Every response, 404s and errors included (services.api.security).
+        before_send=[security_headers_hook(style_hashes=dashboard_style_hashes())],
         logging_config=None,  # the serving process configures logging (JSON lines, request ids)
         request_max_body_size=settings.max_upload_bytes + BODY_SLACK_BYTES,
+        multipart_form_part_limit=MAX_FORM_PARTS,  # more parts: 413 (controllers.search)
         openapi_config=OpenAPIConfig(
             title="Fashion hybrid search API",
             version="1.0.0",
             description="CLIP dense + SPLADE sparse product search fused in PostgreSQL/pgvector.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin()],
+            # Swagger UI from this app's own files, no CDN (services.api.security).
+            render_plugins=[LocalSwaggerRenderPlugin()],
         ),
     )
     app.state.runtime = runtime

@@ -1,16 +1,22 @@
 """Every failure leaves the API as JSON ``{status_code, error, detail, request_id}``; never a trace.
 
 Status codes:
-- 400: the body cannot be parsed (malformed JSON, broken multipart).
+- 400: the body cannot be parsed (malformed JSON, broken multipart, not valid UTF-8).
 - 404: unknown product (or route).
-- 413: body or upload over the size limit.
+- 413: body or upload over the size limit, a multipart form with too many parts.
 - 415: the upload is not an image format we read (a zip renamed .jpg, a PDF...).
 - 422: parsed but invalid: no text and no image, alpha/k out of range, unknown filter,
-  text too long, a corrupt or oversized image.
-- 503: the database is unreachable or at an older schema revision (``db migrate``), no index
-  is live, or the encoders are not loaded.
-  Nothing is cached about the outage: the next request after the database returns succeeds.
+  text too long, a NUL character in a text or filter value, a corrupt or oversized image.
+- 503 (with ``Retry-After``): the database is unreachable or at an older schema revision
+  (``db migrate``), no index is live, the encoders are not loaded, every image-decode slot
+  is busy (:class:`~services.encoders.images.DecodersBusy`), or the index was built with
+  other models. Nothing is cached about the outage: the next request after the database
+  returns succeeds.
+- 499 (nginx's "client closed request", logged at INFO as "client disconnected"): the
+  client went away before its body was read; nobody receives this response.
 - 500: a bug; the body carries only the request id, the trace goes to the log.
+
+The statuses are documented per operation in the OpenAPI (``schemas.error_responses``).
 """
 
 from __future__ import annotations
@@ -19,17 +25,21 @@ import logging
 
 import psycopg
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from psycopg_pool import PoolTimeout
 
 from services.api.logs import current_request_id
 from services.api.runtime import ModelsNotReady
 from services.api.search_service import IndexModelMismatch, ProductNotFound
-from services.encoders.images import InvalidImageError, UnsupportedImageFormat
+from services.encoders.images import DecodersBusy, InvalidImageError, UnsupportedImageFormat
 from services.store.db import DatabaseUnavailable
 from services.store.search import NoLiveIndex, SearchValidationError
 
 log = logging.getLogger("services.api.errors")
+
+# Litestar's words when the client disconnects while the request body is read.
+_DISCONNECTED = "client disconnected prematurely"
+RETRY_AFTER_S = "2"
 
 _REASONS = {
     400: "bad_request",
@@ -38,6 +48,7 @@ _REASONS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    499: "client_disconnected",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -85,9 +96,20 @@ def _describe(extra: object) -> str:
 
 def _http_exception(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail
+    headers = dict(getattr(exc, "headers", None) or {})
+    if isinstance(exc, InternalServerException) and exc.detail == _DISCONNECTED:
+        # Not a server error: the client went away mid-body (nobody reads this response).
+        log.info("client disconnected on %s %s", request.method, request.url.path)
+        return error_response(499, "client disconnected before the request body was read")
     if exc.status_code == 413:
         detail = "request body too large"
-    if exc.status_code >= 500:
+    if exc.status_code == 503:
+        # Raised by a handler for a known outage (the dashboard's database): its own words.
+        log.warning(
+            "service unavailable on %s %s: %s", request.method, request.url.path, exc.detail
+        )
+        headers.setdefault("Retry-After", RETRY_AFTER_S)
+    elif exc.status_code >= 500:
         log.error(
             "server error %s on %s %s: %s",
             exc.status_code,
@@ -99,7 +121,7 @@ def _http_exception(request: Request, exc: HTTPException) -> Response:
     extra = getattr(exc, "extra", None)
     if exc.status_code == 400 and extra:
         detail = f"{detail}: {_describe(extra)}"
-    return error_response(exc.status_code, str(detail), headers=getattr(exc, "headers", None))
+    return error_response(exc.status_code, str(detail), headers=headers)
 
 
 def _validation(request: Request, exc: SearchValidationError) -> Response:
@@ -120,7 +142,19 @@ def _not_found(request: Request, exc: ProductNotFound) -> Response:
 
 
 def _model_mismatch(request: Request, exc: IndexModelMismatch) -> Response:
-    return error_response(503, str(exc), "index_model_mismatch")
+    # Lasts until an index built with the served models goes live (or a restart): retry later.
+    return error_response(503, str(exc), "index_model_mismatch", headers={"Retry-After": "30"})
+
+
+def _decoders_busy(request: Request, exc: DecodersBusy) -> Response:
+    """Every image-decode slot is taken: server load, not the client's fault."""
+    log.warning("image decoders busy on %s %s", request.method, request.url.path)
+    return error_response(
+        503,
+        str(exc) or "every image decoder is busy; retry shortly",
+        "decoders_busy",
+        headers={"Retry-After": str(max(1, exc.retry_after))},
+    )
 
 
 def _schema_mismatch(request: Request, exc: psycopg.Error) -> Response:
@@ -132,7 +166,7 @@ def _schema_mismatch(request: Request, exc: psycopg.Error) -> Response:
         "the database schema does not match this API (a column or table is missing); "
         "run `fashion-search db migrate`, or retry if an index swap was under way",
         "schema_mismatch",
-        headers={"Retry-After": "2"},
+        headers={"Retry-After": RETRY_AFTER_S},
     )
 
 
@@ -147,7 +181,7 @@ def _unavailable(request: Request, exc: Exception) -> Response:
             str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
         )
         detail = "the database is unavailable; retry shortly"
-    return error_response(503, detail, headers={"Retry-After": "2"})
+    return error_response(503, detail, headers={"Retry-After": RETRY_AFTER_S})
 
 
 def _internal(request: Request, exc: Exception) -> Response:
@@ -162,6 +196,7 @@ EXCEPTION_HANDLERS = {
     # Litestar picks the handler of the most specific class in the exception's MRO.
     UnsupportedImageFormat: _unsupported_image,
     InvalidImageError: _invalid_image,
+    DecodersBusy: _decoders_busy,
     ProductNotFound: _not_found,
     IndexModelMismatch: _model_mismatch,
     NoLiveIndex: _unavailable,

@@ -4,18 +4,26 @@ Limits a client can rely on (documented here and in the OpenAPI description):
 - ``text``: at most :data:`MAX_TEXT_CHARS` characters; longer text is refused with 422
   rather than silently truncated (a shop's search box never needs more, and a silent
   cut would make results depend on an invisible boundary).
-- ``k``: 1..:data:`MAX_K` results; ``alpha`` in [0, 1].
+- ``k``: 1..:data:`MAX_K` results; ``alpha`` in [0, 1], and an alpha below
+  :data:`~services.store.search.MIN_ALPHA` counts as 0 (echoed as 0).
+- text and filter values: no NUL character (U+0000; PostgreSQL text cannot hold one): 422.
 - uploads: at most ``settings.max_upload_bytes`` (413 above that).
+
+Every error is an :class:`ErrorBody`; :func:`error_responses` documents them per operation
+(and :class:`DocumentedOperation` the ``Retry-After`` header of a 503).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, Operation, Schema
 
 from services.catalog.schema import METADATA_FIELDS
-from services.store.search import MAX_K
+from services.store.search import MAX_K, MIN_ALPHA
 
 MAX_TEXT_CHARS = 1000
 DEFAULT_K = 12
@@ -28,7 +36,14 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A search: text, an image (multipart only), or both."""
 
     text: str | None = None
-    alpha: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    alpha: Annotated[
+        Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None,
+        msgspec.Meta(
+            description="Weight of the dense (CLIP) side; 1 - alpha goes to SPLADE. "
+            f"A value below {MIN_ALPHA:g} counts as 0 (the response echoes 0). "
+            "Default: the server's default_alpha."
+        ),
+    ] = None
     k: Annotated[int, msgspec.Meta(ge=1, le=MAX_K)] = DEFAULT_K
     filters: dict[str, FilterValue] | None = None
     mode: Mode = "hybrid"
@@ -128,3 +143,59 @@ class Health(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str  # "ready" | "not ready"
     checks: dict[str, str]
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error response of the API (``services.api.errors``): never a trace."""
+
+    status_code: int
+    error: Annotated[str, msgspec.Meta(description="Machine-readable reason, e.g. invalid_request")]
+    detail: Annotated[str, msgspec.Meta(description="What is wrong, for a person")]
+    request_id: Annotated[
+        str | None, msgspec.Meta(description="Quote it when reporting a problem")
+    ] = None
+
+
+# What each documented error status means, for the OpenAPI of every operation.
+ERROR_DESCRIPTIONS = {
+    400: "The request cannot be parsed: malformed JSON or multipart, a body that is not "
+    "valid UTF-8, a parameter of the wrong type.",
+    404: "No such product (or evaluation run).",
+    413: "Body or upload over the size limit, or a multipart form with too many parts.",
+    415: "Neither JSON nor multipart, or an upload that is not an image format we read.",
+    422: "Parsed but invalid: no text and no image, alpha/k out of range, unknown or "
+    "malformed filter, text too long, a NUL character in a text or filter value, "
+    "a corrupt or oversized image.",
+    503: "The database is unreachable or at an older schema revision, no index is live, "
+    "the encoders are not loaded yet, or every image decoder is busy. Retry after "
+    "Retry-After seconds.",
+}
+
+RETRY_AFTER_HEADER = OpenAPIHeader(
+    schema=Schema(type="string", pattern=r"^\d+$"),
+    description="Seconds to wait before retrying.",
+    required=True,
+)
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI responses of the error ``codes`` an operation returns (``ErrorBody``)."""
+    return {
+        code: ResponseSpec(
+            data_container=ErrorBody,
+            description=ERROR_DESCRIPTIONS[code],
+            generate_examples=False,
+        )
+        for code in codes
+    }
+
+
+@dataclass
+class DocumentedOperation(Operation):
+    """An operation whose 503 (an :class:`ErrorBody`) documents its ``Retry-After`` header,
+    which Litestar's ``ResponseSpec`` cannot express."""
+
+    def __post_init__(self) -> None:
+        response = (self.responses or {}).get("503")
+        if isinstance(response, OpenAPIResponse):
+            response.headers = {**(response.headers or {}), "Retry-After": RETRY_AFTER_HEADER}

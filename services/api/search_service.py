@@ -40,6 +40,7 @@ from services.store.search import (
     SearchHit,
     SearchQuery,
     SearchValidationError,
+    effective_alpha,
     facet_values,
     fused_search,
     sparse_vectors,
@@ -84,6 +85,8 @@ def check_image_format(data: bytes) -> None:
 def normalise_text(text: str | None) -> str | None:
     if text is None:
         return None
+    if "\x00" in text:
+        raise SearchValidationError("text contains a NUL character (U+0000)")
     text = " ".join(text.split())
     if not text:
         return None
@@ -163,7 +166,7 @@ def resolve_alpha(
     if mode == "dense" or not has_text:
         return 1.0
     if alpha is not None:
-        return float(alpha)
+        return effective_alpha(alpha)
     if has_image and default_alpha_multimodal is not None:
         return default_alpha_multimodal
     return default_alpha
@@ -236,7 +239,7 @@ def product(runtime: Runtime, product_id: int) -> Product:
 def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> SimilarResponse:
     """Products nearest to a product's own stored vectors (itself excluded)."""
     start = time.perf_counter()
-    alpha = runtime.settings.default_alpha if alpha is None else alpha
+    alpha = runtime.settings.default_alpha if alpha is None else effective_alpha(alpha)
     with runtime.connection() as conn:
         row = get_product(conn, product_id)
         if row is None:

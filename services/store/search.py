@@ -52,6 +52,15 @@ MAX_K = 100
 MAX_CANDIDATES = 10_000
 MAX_FILTER_VALUES = 100
 DEFAULT_CANDIDATES = 150  # per index, in fast mode (recall@10 >= 0.99 measured at 44k rows)
+# An alpha in (0, MIN_ALPHA) runs as 0: a weight that small cannot move a ranking (scores are
+# cosines in [-1, 1]), and a subnormal one (5e-324) times a score underflows, which
+# PostgreSQL refuses ("value out of range: underflow") instead of rounding to 0.
+MIN_ALPHA = 1e-6
+
+
+def effective_alpha(alpha: float) -> float:
+    """The weight a query runs with: ``alpha``, or 0 below :data:`MIN_ALPHA`."""
+    return 0.0 if alpha < MIN_ALPHA else float(alpha)
 
 
 class SearchValidationError(ValueError):
@@ -71,6 +80,9 @@ _RANGE_KEYS = {
     for end, keys in zip(("min", "max"), zip(range_keys(f), (f"{f.name}Min", f"{f.name}Max")))
     for key in keys
 }
+# Every key a filter object may carry (documented in the API's OpenAPI).
+VALUE_FILTER_KEYS = tuple(_VALUE_KEYS)
+RANGE_FILTER_KEYS = tuple(_RANGE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,8 @@ class Filters:
                 raise SearchValidationError(
                     f"filter {key} must be a non-empty string or a list of strings"
                 )
+            if any("\x00" in v for v in items):  # PostgreSQL text cannot hold one
+                raise SearchValidationError(f"filter {key} contains a NUL character (U+0000)")
             if len(items) > MAX_FILTER_VALUES:
                 raise SearchValidationError(
                     f"filter {key} has too many values (max {MAX_FILTER_VALUES})"
@@ -253,6 +267,7 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
         or not 0.0 <= alpha <= 1.0
     ):
         raise SearchValidationError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    alpha = effective_alpha(alpha)
     if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
     if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 
 from services.api.runtime import Runtime
 from services.api.schemas import MAX_K, MAX_TEXT_CHARS
+from services.api.security import content_security_policy, inline_hashes
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -31,4 +32,11 @@ class PageController(Controller):
         html = html.replace("__CONFIG__", json.dumps(config)).replace(
             "__DEFAULT_ALPHA__", f"{s.default_alpha:.2f}"
         )
-        return Response(html, media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
+        # The page's one inline script (the config above) is allowed by its hash, nothing else.
+        scripts, styles = inline_hashes(html)
+        csp = content_security_policy(script_hashes=scripts, style_hashes=styles)
+        return Response(
+            html,
+            media_type=MediaType.HTML,
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": csp},
+        )

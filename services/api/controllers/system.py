@@ -6,10 +6,18 @@ from typing import ClassVar
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from services.api import search_service
 from services.api.runtime import Runtime
-from services.api.schemas import Facets, Health, IndexInfo, Readiness
+from services.api.schemas import (
+    DocumentedOperation,
+    Facets,
+    Health,
+    IndexInfo,
+    Readiness,
+    error_responses,
+)
 
 
 class SystemController(Controller):
@@ -23,7 +31,13 @@ class SystemController(Controller):
         "/readyz",
         sync_to_thread=True,
         summary="Database reachable, live index, models loaded",
-        responses=None,
+        responses={
+            503: ResponseSpec(
+                data_container=Readiness,
+                description="Not ready: ``checks`` says which check failed.",
+                generate_examples=False,
+            )
+        },
     )
     def readyz(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
         checks = search_service.readiness(runtime)
@@ -33,10 +47,22 @@ class SystemController(Controller):
             status_code=200 if ready else 503,
         )
 
-    @get("/v1/index", sync_to_thread=True, summary="The live index version")
+    @get(
+        "/v1/index",
+        sync_to_thread=True,
+        summary="The live index version",
+        operation_class=DocumentedOperation,
+        responses=error_responses(503),
+    )
     def index(self, runtime: NamedDependency[Runtime]) -> IndexInfo:
         return search_service.index_info(runtime)
 
-    @get("/v1/facets", sync_to_thread=True, summary="Filter values present in the live index")
+    @get(
+        "/v1/facets",
+        sync_to_thread=True,
+        summary="Filter values present in the live index",
+        operation_class=DocumentedOperation,
+        responses=error_responses(503),
+    )
     def facets(self, runtime: NamedDependency[Runtime]) -> Facets:
         return search_service.facets(runtime)
