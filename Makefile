@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test test-order mutation-check bench-search bench-encoders bench-api bench-load-fault bench-fuzz stop lint
+.PHONY: setup run test test-order mutation-check bench-search bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -42,6 +42,9 @@ bench-load-fault: setup
 
 bench-fuzz: setup
 	.venv/bin/python benchmarks/bench_fuzz.py
+
+bench-hostile-uploads: setup
+	.venv/bin/python benchmarks/bench_hostile_uploads.py
 
 # ruff comes with the test extras (scripts/setup.sh installs them); `make test` runs this first.
 lint:
