@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import httpx
 import hypothesis
 import requests
 import schemathesis
+from bench_api import start_server  # the API process, as bench_api starts it
 from hypothesis import HealthCheck, Phase, Verbosity
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -247,29 +247,6 @@ def discover_ids(url: str) -> list[int]:
     return sorted(ids)
 
 
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
-        env=dict(os.environ),  # DATABASE_URL set by bench_settings()
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited; see {log_path}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"server not ready in time; see {log_path}")
-
-
 def report(stats: Stats, elapsed: float, args: argparse.Namespace) -> None:
     print(
         f"\nFuzzing: {stats.total:,} requests over {len(stats.requests)} operations in "
@@ -322,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.rows)
         log_path = get_settings().reports_dir / "bench_fuzz_server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = start_server(args.port, log_path)
+        proc = start_server(args.port, 0, log_path)  # 0: torch's own thread count
         url = f"http://127.0.0.1:{args.port}"
     try:
         url = url.rstrip("/")

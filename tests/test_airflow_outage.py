@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -17,18 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_harness import free_port
 from conftest import TEST_HOME
 
 pytestmark = pytest.mark.slow
 
 NIGHTLY = "fashion_eval_nightly"  # schedule-only DAG; with no live index both tasks skip
 OUTAGE_S = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +39,9 @@ def stack(request):
     failed_before = request.session.testsfailed
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASHION_HOME", str(home))
-        mp.setenv("FASHION_PG_PORT", str(_free_port()))
-        mp.setenv("FASHION_AIRFLOW_PORT", str(_free_port()))
-        mp.setenv("FASHION_AIRFLOW_LOG_PORT", str(_free_port()))
+        mp.setenv("FASHION_PG_PORT", str(free_port()))
+        mp.setenv("FASHION_AIRFLOW_PORT", str(free_port()))
+        mp.setenv("FASHION_AIRFLOW_LOG_PORT", str(free_port()))
         for name in ("DATABASE_URL", "FASHION_AIRFLOW_PASSWORD", "AIRFLOW__FASHION__ALLOWED_HOSTS"):
             mp.delenv(name, raising=False)
         get_settings.cache_clear()

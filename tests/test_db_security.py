@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from api_harness import free_port
 
 from services.config import Settings
 from services.store import embedded
@@ -34,12 +34,6 @@ def _psql() -> Path:
 
 def _server_pid(settings: Settings) -> int:
     return int((settings.pgdata / "postmaster.pid").read_text().splitlines()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +130,7 @@ def test_an_old_trust_cluster_is_converted_on_start():
     by the superuser) is secured in place by the next ``start``, data kept."""
     scratch = Path(tempfile.mkdtemp(prefix="sec-", dir=REPO / ".fashion" / "test-home"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(FASHION_HOME=str(scratch), FASHION_PG_PORT=str(_free_port()))
+    env.update(FASHION_HOME=str(scratch), FASHION_PG_PORT=str(free_port()))
     settings = Settings.from_env(env)
     try:
         embedded.start(settings)
