@@ -45,8 +45,12 @@ def _drop_database(admin_url: str, dbname: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
+            # Only client sessions: the app role may not signal an autovacuum worker
+            # (PostgreSQL 18 needs pg_signal_autovacuum_worker), and DROP DATABASE
+            # cancels those itself.
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            "WHERE datname = %s AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'",
             (dbname,),
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
