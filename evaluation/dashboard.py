@@ -266,6 +266,7 @@ def render_page(data: DashboardData, base: str) -> str:
                 ("image + text MAP@10 (default alpha)", h.multi_default, TARGETS["multi"]),
                 (f"image + text (best alpha {_f(h.multi_alpha, 1)})", h.multi, None),
                 ("fast recall@10 vs exact", h.fast_recall, None),
+                ("certified top 10, first candidates", h.certified_fast, None),
             ],
             "target_notes": target_lines(h, data.rows),
             "current_default_alpha": data.current_default_alpha,

@@ -191,6 +191,12 @@ def text_report(conn: psycopg.Connection, run_id: int) -> str:
             f"{m} {_f(value(rows, m, None, metric='fast_recall@10'))}"
             for m in ("dense", "sparse", "hybrid")
         ),
+        "certified top 10 (by the first candidates / in all): "
+        + ", ".join(
+            f"{m} {_f(value(rows, m, None, metric='certified_fast@10'))} / "
+            f"{_f(value(rows, m, None, metric='certified@10'))}"
+            for m in ("dense", "sparse", "hybrid")
+        ),
         "targets: " + "; ".join(target_lines(head, rows)),
         (
             f"time: {timings.get('total_s', '?')} s total, encode {timings.get('encode_s', '?')} s, "
@@ -360,7 +366,9 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
         "## Fast mode vs exact (recall@10 of the HNSW candidates + re-rank path)",
         "",
         *[
-            f"- {m}: {_f(value(rows, m, None, metric='fast_recall@10'))}"
+            f"- {m}: {_f(value(rows, m, None, metric='fast_recall@10'))}; certified top 10: "
+            f"{_f(value(rows, m, None, metric='certified_fast@10'))} by the first candidates, "
+            f"{_f(value(rows, m, None, metric='certified@10'))} after deepening and fallback"
             for m in ("dense", "sparse", "hybrid")
         ],
         "",

@@ -71,6 +71,7 @@ class Headline:
     multi_default: float | None
     default_alpha: float | None
     fast_recall: float | None
+    certified_fast: float | None = None
 
     def items(self) -> list[tuple[str, float | None]]:
         """The comparable numbers, by name (for the run-to-run comparison)."""
@@ -82,6 +83,7 @@ class Headline:
             ("multi MAP@10 (best alpha)", self.multi),
             ("multi MAP@10 (default alpha)", self.multi_default),
             ("fast-mode recall@10 vs exact", self.fast_recall),
+            ("certified share, first candidates (top 10)", self.certified_fast),
         ]
 
 
@@ -105,6 +107,9 @@ def headline(
         multi_default=value(rows, "multi", multi_alpha) if multi_alpha is not None else None,
         default_alpha=default_alpha,
         fast_recall=value(rows, "hybrid", default_alpha, metric="fast_recall@10")
+        if default_alpha is not None
+        else None,
+        certified_fast=value(rows, "hybrid", default_alpha, metric="certified_fast@10")
         if default_alpha is not None
         else None,
     )

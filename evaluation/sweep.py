@@ -13,8 +13,8 @@ Three weights decide what a shopper gets, and none has a closed form:
 
 On the live index's products, the sweep encodes every photo and name once with the dense
 model, takes the stored SPLADE vectors of the live version, and ranks exactly in memory
-(the same fused score and tie-break as ``EXACT_SQL``) for every grid point, scoring MAP@10 on
-the tuning split (``evaluation.queries.split_of``). It prints the tables and the chosen
+(the same fused score and tie-break as the exact path of ``SEARCH_SQL``) for every grid
+point, scoring MAP@10 on the tuning split (``evaluation.queries.split_of``). It prints the tables and the chosen
 weights; the reported figures then come from ``fashion-search eval`` on the test split.
 """
 

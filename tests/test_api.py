@@ -187,6 +187,37 @@ def test_text_search_returns_products_with_scores_and_terms(api, live, app_setti
     assert top["terms"], "the top hit for a product's own name shares sparse terms"
     assert all(t["weight"] > 0 for t in top["terms"])
     assert api.get(top["image_url"]).status_code == 200
+    cert = data["certificate"]
+    assert cert["certified"] is True and cert["path"] in ("fast", "deepened", "exact")
+    assert cert["estimated_rows"] == len(live.rows) and cert["routed"] is False
+    if cert["path"] != "exact":
+        assert cert["kth_score"] == pytest.approx(scores[-1], abs=1e-5)
+        assert cert["kth_score"] >= cert["bound"]
+
+
+def test_search_certificate_follows_the_request(api, live):
+    """candidates / budget reach the statement; exact is routed; every answer certified
+    here (a small index falls back to the exact scan) equals the exact ranking."""
+    text = live.rows[3]["productDisplayName"]
+    exact = api.post("/v1/search", json={"text": text, "k": 10, "exact": True}).json()
+    assert exact["certificate"] | {"bound": None} == {
+        "certified": True,
+        "path": "exact",
+        "candidates": None,
+        "budget": 1000,
+        "bound": None,
+        "kth_score": None,
+        "estimated_rows": len(live.rows),
+        "routed": True,
+    }
+    ids = [r["id"] for r in exact["results"]]
+    for body in ({"candidates": 10, "budget": 10}, {"candidates": 10, "budget": 400}, {}):
+        data = api.post("/v1/search", json={"text": text, "k": 10, **body}).json()
+        cert = data["certificate"]
+        assert cert["certified"] and cert["budget"] == body.get("budget", 1000)
+        if cert["path"] == "fast":
+            assert cert["candidates"] == body.get("candidates", 150)
+        assert [r["id"] for r in data["results"]] == ids
 
 
 def test_query_embeddings_are_cached(api):
@@ -320,6 +351,8 @@ def test_unknown_product_is_404(api):
         ({"text": "dress", "mode": "fuzzy"}, 422),
         ({"text": "dress", "colour": "red"}, 422),  # unknown field
         ({"text": "x" * 100_000}, 422),  # 100 KB text: refused, not truncated
+        ({"text": "dress", "candidates": 0}, 422),
+        ({"text": "dress", "budget": 10_001}, 422),
     ],
 )
 def test_invalid_search_requests(api, body, status):

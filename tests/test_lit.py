@@ -328,7 +328,8 @@ def test_split_is_stable_disjoint_and_covers_every_family():
 # --- the weight sweep reproduces the database's exact ranking ------------------------------
 def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
     """At the live version's own image weight, the sweep's in-memory MAP@10 equals MAP@10 of
-    EXACT_SQL rankings of the same tuning queries (a wrong blend or tie-break would differ)."""
+    exact-path (SEARCH_SQL) rankings of the same tuning queries (a wrong blend or tie-break
+    would differ)."""
     from evaluation.metrics import average_precision_at_k
     from evaluation.queries import generate_queries
     from evaluation.sweep import run_sweep

@@ -250,12 +250,12 @@ def test_fast_recall_at_10_single_sided(scale, alpha):
 RARE = {"baseColour": RARE_COLOUR, "gender": ["Men", "Women"]}
 
 
-def _check_filtered(conn, version, queries, filters, k=10):
+def _check_filtered(conn, version, queries, filters, k=10, **config):
     matching = search.count_matching(conn, version, filters)
     recalls = []
     for qd, qs in queries:
         fast = search.fused_search(
-            conn, search.SearchQuery(qd, qs, alpha=0.5, k=k, filters=filters), version
+            conn, search.SearchQuery(qd, qs, alpha=0.5, k=k, filters=filters, **config), version
         )
         assert len(fast) == min(k, matching)
         for hit in fast:
@@ -283,7 +283,9 @@ def test_selective_filter_through_the_hnsw_iterative_scan(scale):
     """The same filter with the planner's way around the graphs taken away (the filter
     columns' B-trees dropped and sequential scans disabled, in a transaction rolled back):
     both HNSW scans must keep going past the ~99.7% non-matching rows (pgvector's iterative
-    scan) to fill k; a plain HNSW scan stops after ef_search rows, of which ~0 match."""
+    scan) to fill k; a plain HNSW scan stops after ef_search rows, of which ~0 match. The
+    service would send this selective filter to the exact scan (``route_exact``):
+    ``exact_max_rows=0`` keeps it on the HNSW path."""
     conn, version, dense, sparse = scale
     filters = search.Filters.from_mapping(RARE)
     matching = search.count_matching(conn, version, filters)
@@ -296,11 +298,15 @@ def test_selective_filter_through_the_hnsw_iterative_scan(scale):
                 sql.SQL("DROP INDEX {}").format(sql.Identifier(f"{version.table}_{column}"))
             )
         conn.execute("SET LOCAL enable_seqscan = off")
-        plan = _plan(conn, version, search.SearchQuery(*queries[0], alpha=0.5, filters=filters))
+        hnsw = {"exact_max_rows": 0}
+        query = search.SearchQuery(*queries[0], alpha=0.5, filters=filters, **hnsw)
+        plan = _plan(conn, version, query)
         assert dense_idx in plan and sparse_idx in plan, plan
-        mean, recalls = _check_filtered(conn, version, queries, filters)
+        mean, recalls = _check_filtered(conn, version, queries, filters, **hnsw)
         print(f"\nfiltered recall@10 through HNSW ({matching} rows match): mean {mean:.3f}")
         assert mean >= 0.9, recalls
         # k above the matching count: the scans reach every matching row.
-        mean, recalls = _check_filtered(conn, version, queries[:3], filters, k=search.MAX_K)
+        mean, recalls = _check_filtered(
+            conn, version, queries[:3], filters, k=search.MAX_K, **hnsw
+        )
         assert matching < search.MAX_K and mean == 1.0, recalls

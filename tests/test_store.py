@@ -247,8 +247,13 @@ def test_fast_mode_matches_exact_with_enough_candidates(live):
     assert np.mean(recalls) >= 0.95
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_filters_hold_in_both_modes(live, exact):
+# exact; the service's routing (this filter is selective: exact); the filtered HNSW scans.
+@pytest.mark.parametrize(
+    "mode",
+    [{"exact": True}, {}, {"exact_max_rows": 0, "budget": 150}],
+    ids=["exact", "routed", "hnsw"],
+)
+def test_filters_hold_in_every_path(live, mode):
     conn, _, dense, sparse = live
     f = search.Filters.from_mapping(
         {
@@ -258,10 +263,12 @@ def test_filters_hold_in_both_modes(live, exact):
             "articleType": ["Tshirts", "Jackets"],
         }
     )
-    hits = search.fused_search(
-        conn, search.SearchQuery(dense[1], sparse[1], 0.5, 10, filters=f, exact=exact)
+    ranking = search.certified_search(
+        conn, search.SearchQuery(dense[1], sparse[1], 0.5, 10, filters=f, **mode)
     )
+    hits = ranking.hits
     assert hits, "a selective filter must still return rows (iterative scan)"
+    assert (ranking.certificate.path == "exact") == ("exact_max_rows" not in mode)
     for h in hits:
         m = h.metadata
         assert m["base_colour"] == "Red" and m["gender"] == "Men" and m["year"] >= 2012
@@ -271,6 +278,124 @@ def test_filters_hold_in_both_modes(live, exact):
         "AND article_type IN ('Tshirts','Jackets')"
     ).fetchone()[0]
     assert len(hits) == min(10, expected)
+
+
+# --- certificates (the threshold bound; see services.store.search.SEARCH_SQL) -----------
+
+
+def _queries(dense, sparse, count: int = 40, seed: int = 5):
+    """Queries near a product (its dense vector blended with another row's, the terms of
+    either): some with a clear winner on both sides, some middling on both."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        a, b = (int(x) for x in rng.choice(N, 2, replace=False))
+        qd = dense[a] + (0.3 + 0.6 * rng.random()) * dense[b]
+        yield qd / np.linalg.norm(qd), sparse[a if i % 2 else b]
+
+
+def _exact(conn, qd, qs, alpha, k=10, filters=None):
+    f = filters or search.Filters()
+    return _ids(search.fused_search(conn, search.SearchQuery(qd, qs, alpha, k, f, exact=True)))
+
+
+# (alpha, candidates) where 40 queries split between certified and not (probed).
+@pytest.mark.parametrize("alpha, candidates", [(0.3, 30), (0.5, 30), (0.7, 20)])
+def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
+    live, alpha, candidates
+):
+    """First stage only (no deepening, no fallback), few candidates: both outcomes occur.
+    Every certified answer equals the exact ranking; every uncertified one is flagged with
+    a bound above its k-th score (the reason it could not be certified)."""
+    conn, _, dense, sparse = live
+    outcomes = {True: 0, False: 0}
+    for qd, qs in _queries(dense, sparse):
+        ranking = search.certified_search(
+            conn,
+            search.SearchQuery(
+                qd, qs, alpha, 10, candidates=candidates, budget=candidates, exact_max_rows=0
+            ),
+        )
+        c = ranking.certificate
+        assert c.path == "fast" and c.candidates == candidates and c.estimated_rows == N
+        outcomes[c.certified] += 1
+        if c.certified:
+            assert c.kth_score >= c.bound
+            assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
+        else:
+            assert c.kth_score < c.bound
+    assert outcomes[True] and outcomes[False], outcomes
+
+
+def test_deepening_certifies_what_the_first_candidates_could_not(live):
+    conn, _, dense, sparse = live
+    deepened = 0
+    for qd, qs in _queries(dense, sparse, seed=6):
+        ranking = search.certified_search(
+            conn, search.SearchQuery(qd, qs, 0.5, 10, candidates=20, budget=300, exact_max_rows=0)
+        )
+        c = ranking.certificate
+        if c.path == "deepened":
+            deepened += 1
+            assert c.candidates == 300
+        if c.certified:
+            assert _ids(ranking.hits) == _exact(conn, qd, qs, 0.5)
+    assert deepened, "20 candidates certify every query: the deepened stage went untested"
+
+
+def test_an_uncertified_answer_falls_back_to_the_exact_scan_on_a_small_table(live):
+    conn, _, dense, sparse = live
+    paths = set()
+    for qd, qs in _queries(dense, sparse, seed=7):
+        ranking = search.certified_search(
+            conn, search.SearchQuery(qd, qs, 0.5, 10, candidates=30, budget=30)
+        )
+        c = ranking.certificate
+        paths.add(c.path)
+        assert c.certified
+        assert _ids(ranking.hits) == _exact(conn, qd, qs, 0.5)
+        if c.path == "exact":
+            assert c.candidates is None and c.bound is None and c.kth_score is None
+    assert paths == {"fast", "exact"}, paths
+
+
+def test_selective_filters_are_routed_to_the_exact_scan_by_their_estimated_rows(live):
+    conn, vid, dense, sparse = live
+    version = iv.get_version(conn, vid)
+    red = search.Filters.from_mapping({"baseColour": "Red"})  # 150 of 600 rows
+    red_men = search.Filters.from_mapping({"baseColour": "Red", "gender": "Men"})
+    recent = search.Filters.from_mapping({"year_min": 2016})  # 150 rows
+    for f in (red, recent):  # one column: the per-value counts are exact
+        assert search.estimated_rows(conn, version, f) == search.count_matching(conn, version, f)
+    # Two columns are taken as independent: 600 * 1/4 * 1/2 = 75, while every Red row here is
+    # a Men row (i % 4 == 0 implies i % 2 == 0): 150. The estimate only routes; it is shown.
+    assert search.estimated_rows(conn, version, red_men) == 75
+    assert search.count_matching(conn, version, red_men) == 150
+    assert search.estimated_rows(conn, version, search.Filters()) == N
+    assert search.route_exact(150, 1_000_000, 150)  # a 0.015 % filter: exact
+    assert not search.route_exact(300_000, 1_000_000, 150)  # 30 %: the HNSW scans
+    routes = []
+    for f in (red, red_men):
+        q = search.SearchQuery(dense[2], sparse[2], 0.5, 10, filters=f, candidates=10)
+        expect = search.route_exact(search.estimated_rows(conn, version, f), N, 10)
+        routes.append(expect)
+        ranking = search.certified_search(conn, q)
+        assert ranking.certificate.routed == expect
+        if expect:
+            assert ranking.certificate.path == "exact"
+        assert ranking.certificate.certified
+        assert _ids(ranking.hits) == _exact(conn, dense[2], sparse[2], 0.5, filters=f)
+    assert routes == [False, True]  # 150 rows: 150^2 > 2 * 10 * 600; 75: below
+
+
+def test_no_hit_still_returns_a_certificate(live):
+    conn, _, dense, sparse = live
+    nothing = search.Filters.from_mapping({"baseColour": "Ultraviolet"})
+    ranking = search.certified_search(
+        conn, search.SearchQuery(dense[0], sparse[0], 0.5, 10, filters=nothing)
+    )
+    assert ranking.hits == []
+    c = ranking.certificate
+    assert c.estimated_rows == 0 and c.path == "exact" and c.routed and c.certified
 
 
 def test_image_only_and_text_only_queries(live):
@@ -298,6 +423,8 @@ def test_stored_vectors_roundtrip(live):
         ({"k": 0}, "k must"),
         ({"k": 101}, "k must"),
         ({"k": -3}, "k must"),
+        ({"candidates": 0}, "candidates"),
+        ({"budget": 10_001}, "budget"),
     ],
 )
 def test_bad_parameters_rejected_before_sql(live, kwargs, message):

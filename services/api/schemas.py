@@ -23,7 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, Operation, Schema
 
 from services.catalog.schema import METADATA_FIELDS
-from services.store.search import MAX_K, MIN_ALPHA
+from services.store.search import MAX_CANDIDATES, MAX_K, MIN_ALPHA
 
 MAX_TEXT_CHARS = 1000
 DEFAULT_K = 12
@@ -48,6 +48,20 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     filters: dict[str, FilterValue] | None = None
     mode: Mode = "hybrid"
     exact: bool = False
+    candidates: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None,
+        msgspec.Meta(
+            description="Candidates per HNSW index in the first stage (default 150, or k "
+            "if larger)."
+        ),
+    ] = None
+    budget: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None,
+        msgspec.Meta(
+            description="Candidates per HNSW index when the first stage cannot certify its "
+            "answer (default 1000; at most `candidates`: no deepening)."
+        ),
+    ] = None
 
 
 class Term(msgspec.Struct):
@@ -90,11 +104,34 @@ class QueryEcho(msgspec.Struct):
     filters: dict[str, FilterValue]
 
 
+class Certificate(msgspec.Struct):
+    """Whether the ranking is the exact fused top k, and how it was found.
+
+    ``path``: "fast" (the first candidates of each HNSW index), "deepened" (``budget``
+    candidates per index) or "exact" (every filtered product scored; selective filters go
+    there at once). ``certified``: no product outside the candidates can score above the
+    k-th result (the threshold bound ``alpha * d_N + (1 - alpha) * s_N`` of the lowest
+    candidate scores is at most the k-th score), so the ranking equals the exact one up to
+    the HNSW indexes' own order; always true on the exact path. ``bound`` and
+    ``kth_score`` are null on the exact path; ``routed``: the exact path was taken at once
+    (``exact`` asked for, or a filter estimated to pass few rows), not as a fallback."""
+
+    certified: bool
+    path: Literal["fast", "deepened", "exact"]
+    candidates: int | None
+    budget: int
+    bound: float | None
+    kth_score: float | None
+    estimated_rows: int
+    routed: bool
+
+
 class SearchResponse(msgspec.Struct):
     query: QueryEcho
     index_version: int
     took_ms: float
     cached_embedding: bool
+    certificate: Certificate
     results: list[SearchResult]
 
 
@@ -110,6 +147,7 @@ class SimilarResponse(msgspec.Struct):
     alpha: float
     index_version: int
     took_ms: float
+    certificate: Certificate
     results: list[SearchResult]
 
 

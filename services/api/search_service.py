@@ -1,9 +1,10 @@
 """The API's search, "more like this", facets and index lookups: blocking code, run in threads.
 
 A search encodes the query first (cached), then takes ONE pooled connection for the
-live version lookup, the fused SQL statement (``services.store.search``) and one batch
-query for the result products' sparse vectors, which explain each hit: the vocabulary
-terms with the largest ``q_i * d_i`` contributions to the sparse inner product.
+live version lookup and the fused SQL statement (``services.store.search``), which also
+returns the ranking's certificate and the hits' sparse vectors; those explain each hit:
+the vocabulary terms with the largest ``q_i * d_i`` contributions to the sparse inner
+product.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pgvector import SparseVector
 from services.api.runtime import ModelsNotReady, Runtime
 from services.api.schemas import (
     MAX_TEXT_CHARS,
+    Certificate,
     Facets,
     IndexInfo,
     Product,
@@ -37,13 +39,13 @@ from services.store.products import get_product
 from services.store.search import (
     Filters,
     NoLiveIndex,
+    Ranking,
     SearchHit,
     SearchQuery,
     SearchValidationError,
+    certified_search,
     effective_alpha,
     facet_values,
-    fused_search,
-    sparse_vectors,
     stored_vectors,
 )
 
@@ -117,16 +119,27 @@ def _metadata(record: dict) -> ProductMetadata:
     return ProductMetadata(**metadata_of(record))
 
 
+def _certificate(ranking: Ranking) -> Certificate:
+    c = ranking.certificate
+    return Certificate(
+        certified=c.certified,
+        path=c.path,
+        candidates=c.candidates,
+        budget=c.budget,
+        bound=None if c.bound is None else round(float(c.bound), 6),
+        kth_score=None if c.kth_score is None else round(float(c.kth_score), 6),
+        estimated_rows=c.estimated_rows,
+        routed=c.routed,
+    )
+
+
 def _results(
-    hits: list[SearchHit],
-    query_sparse: SparseVector | None,
-    docs: dict[int, SparseVector],
-    splade: Any | None,
+    hits: list[SearchHit], query_sparse: SparseVector | None, splade: Any | None
 ) -> list[SearchResult]:
     out = []
     for hit in hits:
         terms: list[Term] = []
-        doc = docs.get(hit.product_id)
+        doc = hit.sparse_vector
         if splade is not None and query_sparse is not None and doc is not None:
             terms = [
                 Term(t, round(w, 5))
@@ -197,15 +210,12 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         k=req.k,
         filters=filters,
         exact=req.exact,
+        candidates=req.candidates,
+        budget=req.budget,
     )
     with runtime.connection() as conn:
         version = _live(conn, runtime)
-        hits = fused_search(conn, query, version)
-        docs = (
-            sparse_vectors(conn, version, [h.product_id for h in hits])
-            if vectors.sparse is not None
-            else {}
-        )
+        ranking = certified_search(conn, query, version)
     return SearchResponse(
         query=QueryEcho(
             text=text,
@@ -219,7 +229,8 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         index_version=version.id,
         took_ms=round((time.perf_counter() - start) * 1000, 2),
         cached_embedding=vectors.cached,
-        results=_results(hits, vectors.sparse, docs, splade),
+        certificate=_certificate(ranking),
+        results=_results(ranking.hits, vectors.sparse, splade),
     )
 
 
@@ -249,11 +260,10 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
         if stored is None:
             raise ProductNotFound(f"product {product_id} is not in the live index v{version.id}")
         dense, sparse = stored
-        hits = fused_search(
+        ranking = certified_search(
             conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1), version
         )
-        hits = [h for h in hits if h.product_id != product_id][:k]
-        docs = sparse_vectors(conn, version, [h.product_id for h in hits])
+        hits = [h for h in ranking.hits if h.product_id != product_id][:k]
     try:
         splade = runtime.encoders.splade
     except ModelsNotReady:  # explanations are optional here: similar needs no query encoding
@@ -268,7 +278,8 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
         alpha=alpha,
         index_version=version.id,
         took_ms=round((time.perf_counter() - start) * 1000, 2),
-        results=_results(hits, sparse, docs, splade),
+        certificate=_certificate(ranking),
+        results=_results(hits, sparse, splade),
     )
 
 

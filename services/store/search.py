@@ -8,13 +8,15 @@ the sparse side alone (measured: see README "Score calibration"). Normalising bo
 sides keeps the blend linear, lets each side use its own HNSW index, and leaves
 ``alpha`` meaningful; the evaluation's alpha sweep picks the default.
 
-Two modes, one statement each (``FAST_SQL`` and ``EXACT_SQL`` below):
-- exact: scores every row that passes the filters (a sequential scan).
+One statement per query (``SEARCH_SQL`` below), in up to three stages:
 - fast: candidates from the dense HNSW index and from the sparse HNSW index (each
   filtered; pgvector >= 0.8 iterative scans keep filtered scans full; on 0.7 a selective
-  filter can return fewer than k rows in fast mode), their union
-  re-ranked by the exact fused score. Recall against exact is measured in the
-  benchmark, not assumed.
+  filter can return fewer than k rows there), their union re-ranked by the exact fused
+  score, with a certificate: whether the top k is provably the exact one;
+- deepened: the same with more candidates, when the first could not certify it;
+- exact: every row that passes the filters (a sequential or B-tree scan): asked for, a
+  selective filter, or the fallback for an uncertified answer over few rows.
+Recall against exact and the certified share are measured in the benchmark, not assumed.
 
 pgvector's ``<#>`` is the NEGATIVE inner product, hence the ``-(...)`` below.
 Every value reaches SQL as a bound parameter; identifiers (the version's table,
@@ -52,6 +54,17 @@ MAX_K = 100
 MAX_CANDIDATES = 10_000
 MAX_FILTER_VALUES = 100
 DEFAULT_CANDIDATES = 150  # per index, in fast mode (recall@10 >= 0.99 measured at 44k rows)
+# Per index, when the first candidates cannot certify the answer (see SEARCH_SQL).
+DEFAULT_BUDGET = 1000
+# Routing a filtered query (see ``route_exact``): the exact scan costs ~ its filtered rows
+# r, a filtered HNSW scan ~ the rows it visits to collect n that pass, n * total / r. On the
+# 1M benchmark one filtered row scanned exactly cost ~8 us (10,000 rows: 79 ms) and one row
+# visited by the filtered HNSW scans ~15 us (150 candidates at 1 %: 233 ms), so exact wins
+# while r * 8 < (n * total / r) * 15, i.e. r^2 < ROUTE_FACTOR * n * total.
+ROUTE_FACTOR = 2.0
+# An answer still uncertified after deepening falls back to the exact scan when the
+# filtered rows are at most this many (at ~2.5-8 us a row: 50-160 ms); 0: never.
+EXACT_MAX_ROWS = 20_000
 # An alpha in (0, MIN_ALPHA) runs as 0: a weight that small cannot move a ranking (scores are
 # cosines in [-1, 1]), and a subnormal one (5e-324) times a score underflows, which
 # PostgreSQL refuses ("value out of range: underflow") instead of rounding to 0.
@@ -181,6 +194,11 @@ class SearchQuery:
     filters: Filters = field(default_factory=Filters)
     exact: bool = False
     candidates: int | None = None  # per index in fast mode; default max(k, DEFAULT_CANDIDATES)
+    # Per index when deepening; default max(candidates, DEFAULT_BUDGET); <= candidates: none.
+    budget: int | None = None
+    # Fall back to the exact scan when uncertified and the filtered rows are at most this
+    # many; 0 also turns off routing selective filters to it (see route_exact).
+    exact_max_rows: int = EXACT_MAX_ROWS
 
 
 @dataclass(frozen=True)
@@ -194,12 +212,62 @@ class SearchHit:
     sparse_score: float | None
     product_display_name: str
     metadata: dict[str, Any]
+    sparse_vector: SparseVector | None = None  # the product's stored SPLADE vector
 
 
-# --- the statements ------------------------------------------------------------------
-# {t}: the version's table (alias e); {filters}: Filters.where("e"). In fast mode a side
-# with no weight or no query vector contributes no candidates (use_dense / use_sparse).
-# Candidates carry their vectors, so re-ranking needs no second lookup of the table.
+@dataclass(frozen=True)
+class Certificate:
+    """How a ranking was found and whether it is the exact fused top k.
+
+    ``path``: "fast" (the first candidates), "deepened" (``budget`` candidates per index)
+    or "exact" (every filtered row scored). ``certified``: the answer equals the exact
+    one, up to the HNSW order (see SEARCH_SQL): always on the exact path. ``candidates``:
+    per index at the stage that answered (None on the exact path). ``bound``: no row
+    outside the candidate lists scores above it; ``kth_score``: the k-th fused score of
+    the candidates (both None on the exact path). ``estimated_rows``: the rows the
+    filters pass, estimated from per-value counts (the routing's input)."""
+
+    path: str
+    certified: bool
+    candidates: int | None
+    budget: int
+    bound: float | None
+    kth_score: float | None
+    estimated_rows: int
+    routed: bool = False
+
+
+@dataclass(frozen=True)
+class Ranking:
+    hits: list[SearchHit]
+    certificate: Certificate
+
+
+# --- the statement -------------------------------------------------------------------
+# One statement answers every query (``SEARCH_SQL``), in up to three stages; a stage runs
+# only when the one before could not certify its answer (its scans sit under a gating
+# condition, which PostgreSQL evaluates once, before touching the index):
+#   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
+#      filtered), their union re-ranked by the exact fused score;
+#   2. deepened: the same with ``budget`` candidates per index (pgvector's iterative scans
+#      go past ef_search), when budget > n;
+#   3. exact: every row that passes the filters, when the query asked for it, when its
+#      filter is selective (routed here at once, stages 1-2 skipped), or when stages 1-2
+#      left the answer uncertified and the filtered rows are few enough to scan.
+#
+# The certificate (the threshold algorithm, Fagin et al. 2001): a row outside both
+# candidate lists has a dense score <= d_N and a sparse score <= s_N, the lowest scores
+# of the lists, so its fused score is <= bound = alpha * d_N + (1 - alpha) * s_N. If the
+# union holds k rows and the k-th fused score is >= bound, no row outside can enter the
+# top k: the answer equals the exact one, up to the HNSW order (each list being the true
+# top n of its side; a row tying the bound may swap with the k-th). A side that returned
+# fewer than n rows gives no such bound (its scan may have stopped early), so its bound is
+# its score's maximum, 1 (both sides are unit vectors). A side the query does not use
+# (weight 0) adds nothing to the bound.
+#
+# {t}: the version's table (alias e); {filters}: Filters.where("e"); every row returned
+# carries the certificate (path, certified, candidates, bound, kth), and a query with no
+# hit returns one row with a NULL product_id, so the certificate always comes back.
 
 _SCORES = """
        %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
@@ -208,51 +276,78 @@ _SCORES = """
        -(sparse <#> %(qs)s::sparsevec) AS sparse_score
 """
 
-# The k best rows get their product metadata by primary key, after the ranking.
-_WITH_PRODUCTS = """
-SELECT r.product_id, r.score, r.dense_score, r.sparse_score, p.product_display_name, {metadata}
-FROM ranked r JOIN products p ON p.id = r.product_id
-ORDER BY r.score DESC, r.product_id
-"""
 
-EXACT_SQL = (
-    """
-WITH ranked AS (
-    SELECT product_id, """
-    + _SCORES
-    + """
-    FROM {t} e
-    WHERE {filters}
-    ORDER BY score DESC, product_id
-    LIMIT %(k)s
-)"""
-    + _WITH_PRODUCTS
-)
-
-FAST_SQL = (
-    """
-WITH dense_candidates AS MATERIALIZED (
-    SELECT product_id, dense, sparse FROM {t} e
-    WHERE {filters} AND %(use_dense)s
+def _stage(name: str, limit: str, gate: str) -> str:
+    """The CTEs of one HNSW stage: {name}_d and {name}_s (the candidate lists), {name}_r
+    (their union's fused top k) and {name}_c (its bound, k-th score and certificate)."""
+    return f"""
+{name}_d AS MATERIALIZED (
+    SELECT product_id, dense, sparse, -(e.dense <#> %(qd)s::vector) AS side FROM {{t}} e
+    WHERE {{filters}} AND %(use_dense)s AND NOT %(route_exact)s AND {gate}
     ORDER BY e.dense <#> %(qd)s::vector
-    LIMIT %(n)s
-), sparse_candidates AS MATERIALIZED (
-    SELECT product_id, dense, sparse FROM {t} e
-    WHERE {filters} AND %(use_sparse)s
+    LIMIT {limit}
+), {name}_s AS MATERIALIZED (
+    SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side FROM {{t}} e
+    WHERE {{filters}} AND %(use_sparse)s AND NOT %(route_exact)s AND {gate}
     ORDER BY e.sparse <#> %(qs)s::sparsevec
-    LIMIT %(n)s
-), candidates AS (
-    SELECT DISTINCT ON (product_id) product_id, dense, sparse
-    FROM (SELECT * FROM dense_candidates UNION ALL SELECT * FROM sparse_candidates) u
-), ranked AS (
-    SELECT product_id, """
-    + _SCORES
-    + """
-    FROM candidates
+    LIMIT {limit}
+), {name}_r AS MATERIALIZED (
+    SELECT product_id, sparse, {_SCORES}
+    FROM (SELECT DISTINCT ON (product_id) product_id, dense, sparse
+          FROM (SELECT * FROM {name}_d UNION ALL SELECT * FROM {name}_s) u) c
     ORDER BY score DESC, product_id
     LIMIT %(k)s
+), {name}_c AS MATERIALIZED (
+    SELECT b.bound, r.kth, r.found = %(k)s AND r.kth >= b.bound AS ok
+    FROM (SELECT
+            %(alpha)s * CASE WHEN NOT %(use_dense)s THEN 0
+                             WHEN (SELECT count(*) FROM {name}_d) < {limit} THEN 1
+                             ELSE (SELECT min(side) FROM {name}_d) END
+          + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
+                             WHEN (SELECT count(*) FROM {name}_s) < {limit} THEN 1
+                             ELSE (SELECT min(side) FROM {name}_s) END AS bound) b,
+         (SELECT count(*) AS found, min(score) AS kth FROM {name}_r) r
 )"""
-    + _WITH_PRODUCTS
+
+
+SEARCH_SQL = (
+    "WITH"
+    + _stage("fast", "%(n)s", "TRUE")
+    + ","
+    + _stage("deep", "%(budget)s", "%(deepen)s AND NOT (SELECT ok FROM fast_c)")
+    + f""", exact_r AS MATERIALIZED (
+    SELECT product_id, sparse, {_SCORES}
+    FROM {{t}} e
+    WHERE {{filters}}
+      AND (%(route_exact)s OR (%(fallback_exact)s AND NOT (SELECT ok FROM fast_c)
+                                                  AND NOT (SELECT ok FROM deep_c)))
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+), cert AS MATERIALIZED (
+    SELECT CASE WHEN %(route_exact)s THEN 'exact'
+                WHEN f.ok THEN 'fast'
+                WHEN d.ok THEN 'deepened'
+                WHEN %(fallback_exact)s THEN 'exact'
+                WHEN %(deepen)s THEN 'deepened'
+                ELSE 'fast' END AS path,
+           %(route_exact)s OR f.ok OR d.ok OR %(fallback_exact)s AS certified,
+           CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.bound
+                ELSE d.bound END AS bound,
+           CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.kth
+                ELSE d.kth END AS kth
+    FROM fast_c f, deep_c d
+), hits AS (
+    SELECT * FROM fast_r WHERE (SELECT path FROM cert) = 'fast'
+    UNION ALL SELECT * FROM deep_r WHERE (SELECT path FROM cert) = 'deepened'
+    UNION ALL SELECT * FROM exact_r WHERE (SELECT path FROM cert) = 'exact'
+)
+SELECT c.path, c.certified, c.bound, c.kth,
+       h.product_id, h.score, h.dense_score, h.sparse_score, h.sparse,
+       p.product_display_name, {{metadata}}
+FROM cert c
+LEFT JOIN (hits h JOIN products p ON p.id = h.product_id) ON TRUE
+ORDER BY h.score DESC, h.product_id
+"""
 )
 
 
@@ -272,6 +367,8 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
     if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:
         raise SearchValidationError(f"candidates must be in 1..{MAX_CANDIDATES}")
+    if query.budget is not None and not 1 <= query.budget <= MAX_CANDIDATES:
+        raise SearchValidationError(f"budget must be in 1..{MAX_CANDIDATES}")
     dense = None
     if query.dense is not None:
         dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)
@@ -319,12 +416,90 @@ def fused_search(
     conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
 ) -> list[SearchHit]:
     """Rank products for ``query`` against ``version`` (default: the live one)."""
+    return certified_search(conn, query, version).hits
+
+
+def certified_search(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
+) -> Ranking:
+    """Rank products for ``query`` against ``version`` (default: the live one), with the
+    certificate of the ranking; one statement, one round trip."""
     with (
         _prepared(conn, query, version) as (statement, params),
         conn.cursor(row_factory=dict_row) as cur,
     ):
         rows = cur.execute(statement, params).fetchall()
-    return [_hit(row) for row in rows]
+    first = rows[0]
+    n, budget = params["n"], params["budget"]
+    hnsw = first["path"] != "exact"
+    certificate = Certificate(
+        path=first["path"],
+        certified=bool(first["certified"]),
+        candidates={"fast": n, "deepened": budget}.get(first["path"]),
+        budget=budget,
+        bound=first["bound"] if hnsw else None,
+        kth_score=first["kth"] if hnsw else None,
+        estimated_rows=params["estimated_rows"],
+        routed=params["route_exact"],
+    )
+    return Ranking([_hit(row) for row in rows if row["product_id"] is not None], certificate)
+
+
+# Per-value row counts of the filter columns, per (server, database, version, column): the
+# selectivity estimate's input. Counted once per process and version (a GROUP BY over the
+# column's B-tree); a version's rows do not change once it is built.
+_VALUE_COUNTS: dict[tuple, dict[Any, int]] = {}
+_VALUE_COUNTS_MAX = 512
+
+
+def _value_counts(conn: psycopg.Connection, version: IndexVersion, column: str) -> dict[Any, int]:
+    info = conn.info
+    key = (info.host, info.port, info.dbname, version.id, version.created_at, column)
+    counts = _VALUE_COUNTS.get(key)
+    if counts is None:
+        rows = conn.execute(
+            sql.SQL("SELECT {c}, count(*) FROM {t} GROUP BY {c}").format(
+                c=sql.Identifier(column), t=sql.Identifier(version.table)
+            )
+        ).fetchall()
+        counts = {value: int(count) for value, count in rows}
+        if len(_VALUE_COUNTS) >= _VALUE_COUNTS_MAX:
+            _VALUE_COUNTS.clear()
+        _VALUE_COUNTS[key] = counts
+    return counts
+
+
+def _total_rows(conn: psycopg.Connection, version: IndexVersion) -> int:
+    if version.row_count is not None:
+        return int(version.row_count)
+    return sum(_value_counts(conn, version, FILTER_FIELDS[0].column).values())
+
+
+def estimated_rows(conn: psycopg.Connection, version: IndexVersion, filters: Filters) -> int:
+    """How many rows of ``version`` pass ``filters``, estimated as the table's rows times
+    each filtered column's share (columns taken as independent; exact for one column)."""
+    total = _total_rows(conn, version)
+    if total == 0:
+        return 0
+    estimate = float(total)
+    for column, values in filters.values:
+        counts = _value_counts(conn, version, column)
+        estimate *= sum(counts.get(v, 0) for v in set(values)) / total
+    for column, low, high in filters.ranges:
+        counts = _value_counts(conn, version, column)
+        passing = sum(
+            c
+            for v, c in counts.items()
+            if v is not None and (low is None or v >= low) and (high is None or v <= high)
+        )
+        estimate *= passing / total
+    return math.ceil(estimate)
+
+
+def route_exact(rows: int, total: int, n: int) -> bool:
+    """Whether a filter passing ``rows`` of ``total`` is cheaper to answer by the exact
+    scan than by filtered HNSW scans of ``n`` candidates (see ROUTE_FACTOR)."""
+    return rows * rows <= ROUTE_FACTOR * n * total
 
 
 @contextmanager
@@ -333,30 +508,40 @@ def _prepared(
 ) -> Iterator[tuple[sql.Composed, dict[str, Any]]]:
     """The statement of ``query`` against ``version`` (default: the live one) and its
     parameters, yielded inside a transaction that carries the query's session settings
-    (``SET LOCAL hnsw.*`` in fast mode). Shared by ``fused_search`` and ``explain_search``."""
+    (``SET LOCAL hnsw.*``). Shared by ``certified_search`` and ``explain_search``."""
     version = version or live_version(conn)
     if version is None:
         raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
     alpha, dense = _validate(query, version)
     where, params = query.filters.where("e")
     n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+    budget = query.budget or max(n, DEFAULT_BUDGET)
+    rows = estimated_rows(conn, version, query.filters)
+    total = _total_rows(conn, version)
+    filtered = bool(query.filters.values or query.filters.ranges)
     params.update(
         alpha=alpha,
         qd=dense,
         qs=query.sparse,
         k=query.k,
         n=n,
+        budget=budget,
+        deepen=budget > n,
         use_dense=dense is not None and alpha > 0.0,
         use_sparse=query.sparse is not None and alpha < 1.0,
+        route_exact=query.exact
+        or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
+        fallback_exact=rows <= query.exact_max_rows,
+        estimated_rows=rows,
     )
-    template = EXACT_SQL if query.exact else FAST_SQL
-    statement = sql.SQL(template).format(
+    statement = sql.SQL(SEARCH_SQL).format(
         t=sql.Identifier(version.table), filters=where, metadata=_HIT_METADATA
     )
     with conn.transaction():
-        if not query.exact:
-            # ef_search caps what one HNSW scan returns; iterative scans keep filtered
-            # scans going until enough rows pass (pgvector >= 0.8).
+        if not params["route_exact"]:
+            # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
+            # past it, until its LIMIT is met (filtered scans, the deepened stage;
+            # pgvector >= 0.8).
             conn.execute(
                 sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, min(n, 1000))))
             )
@@ -379,6 +564,7 @@ def _hit(row: dict) -> SearchHit:
         sparse_score=row["sparse_score"],
         product_display_name=row["product_display_name"],
         metadata={f.column: row["m_" + f.column] for f in METADATA_FIELDS},
+        sparse_vector=row["sparse"],
     )
 
 

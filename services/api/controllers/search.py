@@ -42,7 +42,7 @@ from services.catalog.schema import filters_doc
 from services.store.search import MAX_FILTER_VALUES, RANGE_FILTER_KEYS, VALUE_FILTER_KEYS
 
 FILTERS_DOC = filters_doc()
-# Parts of one multipart search (the app's multipart_form_part_limit): the form has 7 fields.
+# Parts of one multipart search (the app's multipart_form_part_limit): the form has 9 fields.
 MAX_FORM_PARTS = 64
 # Litestar's ClientException when the multipart parser hits a limit (parts, header size).
 _PARSER_LIMIT = "Request Entity Too Large"
