@@ -52,6 +52,7 @@ search.route_exact sends each: where the crossover really is, against ROUTE_FACT
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import sys
@@ -456,11 +457,19 @@ def quality(got: list[search.Ranking], exact: list[search.Ranking]) -> str:
     )
 
 
-def policies(candidates: int, budget: int) -> tuple[tuple[str, dict], ...]:
-    """(name, SearchQuery fields) of the two fast policies at ``candidates`` per index."""
+def policies(
+    candidates: int, budget: int, ef_search: int | None = None
+) -> tuple[tuple[str, dict], ...]:
+    """(name, SearchQuery fields) of the two fast policies at ``candidates`` per index (and
+    ``ef_search``, None: the service's default)."""
+    ef = {"ef_search": ef_search} if ef_search else {}
+    tag = f" (ef {ef_search})" if ef_search else ""
     return (
-        ("plain", {"candidates": candidates, "budget": candidates, "exact_max_rows": 0}),
-        ("certified", {"candidates": candidates, "budget": budget}),
+        (
+            "plain" + tag,
+            {"candidates": candidates, "budget": candidates, "exact_max_rows": 0, **ef},
+        ),
+        ("certified" + tag, {"candidates": candidates, "budget": budget, **ef}),
     )
 
 
@@ -482,8 +491,8 @@ def compare(conn, version: iv.IndexVersion, qs: list[Query], alphas: list[float]
             lat, exact = timed(conn, version, qs, alpha=alpha, filters=f, exact=True)
             head = f"| {alpha} | {fname}"
             print(f"{head} | exact | all rows | - | {latency(lat)} | {quality(exact, exact)} |")
-            for cand in args.candidates:
-                for name, config in policies(cand, args.budget):
+            for cand, ef in itertools.product(args.candidates, args.ef_search):
+                for name, config in policies(cand, args.budget, ef):
                     lat, got = timed(conn, version, qs, alpha=alpha, filters=f, **config)
                     budget = config["budget"] if config["budget"] > cand else "-"
                     print(
@@ -608,6 +617,14 @@ def main() -> None:
         type=int,
         default=search.DEFAULT_BUDGET,
         help="candidates per index when the certified policy deepens",
+    )
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="hnsw.ef_search values to measure each policy at (0: the service's default, "
+        "max(40, min(candidates, 1000)))",
     )
     p.add_argument("--m", type=int, default=iv.HNSW_M)
     p.add_argument("--ef-construction", type=int, default=iv.HNSW_EF_CONSTRUCTION)

@@ -196,6 +196,10 @@ class SearchQuery:
     candidates: int | None = None  # per index in fast mode; default max(k, DEFAULT_CANDIDATES)
     # Per index when deepening; default max(candidates, DEFAULT_BUDGET); <= candidates: none.
     budget: int | None = None
+    # hnsw.ef_search of both scans; default max(40, min(candidates, 1000)) (pgvector's range
+    # is 1..1000). The certificate assumes each list is its side's true top n: a larger
+    # ef_search makes that likelier (bench_search.py --ef-search measures it).
+    ef_search: int | None = None
     # Fall back to the exact scan when uncertified and the filtered rows are at most this
     # many; 0 also turns off routing selective filters to it (see route_exact).
     exact_max_rows: int = EXACT_MAX_ROWS
@@ -369,6 +373,8 @@ def _validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndar
         raise SearchValidationError(f"candidates must be in 1..{MAX_CANDIDATES}")
     if query.budget is not None and not 1 <= query.budget <= MAX_CANDIDATES:
         raise SearchValidationError(f"budget must be in 1..{MAX_CANDIDATES}")
+    if query.ef_search is not None and not 1 <= query.ef_search <= 1000:
+        raise SearchValidationError("ef_search must be in 1..1000")
     dense = None
     if query.dense is not None:
         dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)
@@ -542,9 +548,8 @@ def _prepared(
             # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
             # past it, until its LIMIT is met (filtered scans, the deepened stage;
             # pgvector >= 0.8).
-            conn.execute(
-                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, min(n, 1000))))
-            )
+            ef = query.ef_search or max(40, min(n, 1000))
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
             if _has_iterative_scan(conn):
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         yield statement, params
