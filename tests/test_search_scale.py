@@ -306,7 +306,5 @@ def test_selective_filter_through_the_hnsw_iterative_scan(scale):
         print(f"\nfiltered recall@10 through HNSW ({matching} rows match): mean {mean:.3f}")
         assert mean >= 0.9, recalls
         # k above the matching count: the scans reach every matching row.
-        mean, recalls = _check_filtered(
-            conn, version, queries[:3], filters, k=search.MAX_K, **hnsw
-        )
+        mean, recalls = _check_filtered(conn, version, queries[:3], filters, k=search.MAX_K, **hnsw)
         assert matching < search.MAX_K and mean == 1.0, recalls
