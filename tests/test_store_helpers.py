@@ -106,16 +106,19 @@ def test_explain_search_plans_the_fused_statement(live, exact):
     before = _setting(conn, "hnsw.ef_search")
     conn.commit()  # outside any transaction, as fused_search is called
     filters = search.Filters.from_mapping({"baseColour": "Red"})
-    query = search.SearchQuery(dense[1], sparse[1], 0.5, 10, filters, exact=exact, candidates=80)
+    # exact_max_rows=0: this selective filter would otherwise be routed to the exact scan.
+    query = search.SearchQuery(
+        dense[1], sparse[1], 0.5, 10, filters, exact=exact, candidates=80, exact_max_rows=0
+    )
     lines = search.explain_search(conn, query, version)
     plan = "\n".join(lines)
     assert lines and all(isinstance(line, str) for line in lines)
     assert "Limit" in plan and version.table in plan
     assert "actual time" in plan and "Execution Time" in plan  # EXPLAIN ANALYZE
-    if exact:
-        assert "dense_candidates" not in plan
-    else:
-        assert "dense_candidates" in plan and "sparse_candidates" in plan
+    # Every stage is in the statement; the first candidates are read unless exact=True.
+    assert "CTE fast_d" in plan and "CTE fast_s" in plan and "CTE exact_r" in plan, plan
+    first = next(line for line in lines[lines.index("  CTE fast_d") :] if "actual" in line)
+    assert ("rows=0.00" in first) == exact, first
     # The session settings are LOCAL to the statement's transaction.
     assert _setting(conn, "hnsw.ef_search") == before
     # Without ANALYZE nothing runs: no actual times.

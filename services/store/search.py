@@ -515,35 +515,38 @@ def _prepared(
     """The statement of ``query`` against ``version`` (default: the live one) and its
     parameters, yielded inside a transaction that carries the query's session settings
     (``SET LOCAL hnsw.*``). Shared by ``certified_search`` and ``explain_search``."""
-    version = version or live_version(conn)
-    if version is None:
-        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
-    alpha, dense = _validate(query, version)
-    where, params = query.filters.where("e")
-    n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
-    budget = query.budget or max(n, DEFAULT_BUDGET)
-    rows = estimated_rows(conn, version, query.filters)
-    total = _total_rows(conn, version)
-    filtered = bool(query.filters.values or query.filters.ranges)
-    params.update(
-        alpha=alpha,
-        qd=dense,
-        qs=query.sparse,
-        k=query.k,
-        n=n,
-        budget=budget,
-        deepen=budget > n,
-        use_dense=dense is not None and alpha > 0.0,
-        use_sparse=query.sparse is not None and alpha < 1.0,
-        route_exact=query.exact
-        or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
-        fallback_exact=rows <= query.exact_max_rows,
-        estimated_rows=rows,
-    )
-    statement = sql.SQL(SEARCH_SQL).format(
-        t=sql.Identifier(version.table), filters=where, metadata=_HIT_METADATA
-    )
+    # Every query of a search (live version, per-value counts, SET LOCALs, the statement)
+    # runs in this one transaction: on a connection outside autocommit, a query before it
+    # would open an outer transaction and the SET LOCALs would outlive the search.
     with conn.transaction():
+        version = version or live_version(conn)
+        if version is None:
+            raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+        alpha, dense = _validate(query, version)
+        where, params = query.filters.where("e")
+        n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+        budget = query.budget or max(n, DEFAULT_BUDGET)
+        rows = estimated_rows(conn, version, query.filters)
+        total = _total_rows(conn, version)
+        filtered = bool(query.filters.values or query.filters.ranges)
+        params.update(
+            alpha=alpha,
+            qd=dense,
+            qs=query.sparse,
+            k=query.k,
+            n=n,
+            budget=budget,
+            deepen=budget > n,
+            use_dense=dense is not None and alpha > 0.0,
+            use_sparse=query.sparse is not None and alpha < 1.0,
+            route_exact=query.exact
+            or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
+            fallback_exact=rows <= query.exact_max_rows,
+            estimated_rows=rows,
+        )
+        statement = sql.SQL(SEARCH_SQL).format(
+            t=sql.Identifier(version.table), filters=where, metadata=_HIT_METADATA
+        )
         if not params["route_exact"]:
             # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
             # past it, until its LIMIT is met (filtered scans, the deepened stage;
