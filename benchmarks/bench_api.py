@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import io
 import itertools
+import json
 import os
 import random
 import statistics
@@ -204,7 +205,9 @@ def load(n: int, reload: bool, distinct_names: int) -> None:
         print(f"bench index v{vid} live")
 
 
-def start_server(port: int, torch_threads: int, log_path: Path) -> subprocess.Popen:
+def start_server(
+    port: int, torch_threads: int, log_path: Path, root: Path | None = None
+) -> subprocess.Popen:
 
     env = dict(os.environ)  # DATABASE_URL / FASHION_DENSE_MODEL set by bench_settings()
     log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
@@ -222,7 +225,7 @@ def start_server(port: int, torch_threads: int, log_path: Path) -> subprocess.Po
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=root or Path(__file__).resolve().parent.parent,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -283,6 +286,7 @@ def make_requests(kind: str, cache: str, count: int, seed: int):
 async def run_load(url: str, requests: list[dict], concurrency: int) -> dict:
 
     latencies: list[float] = []
+    phases: dict[str, float] = {}
     errors = 0
     it = iter(requests)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -295,6 +299,10 @@ async def run_load(url: str, requests: list[dict], concurrency: int) -> dict:
                 try:
                     r = await client.post("/v1/search", **kwargs)
                     ok = r.status_code == 200
+                    for part in r.headers.get("server-timing", "").split(","):
+                        name, _, dur = part.strip().partition(";dur=")
+                        if dur:
+                            phases[name] = phases.get(name, 0.0) + float(dur)
                 except httpx.HTTPError:
                     ok = False
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -303,6 +311,59 @@ async def run_load(url: str, requests: list[dict], concurrency: int) -> dict:
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+    return summarise(latencies, wall, errors) | {
+        "phases": {k: v / max(1, len(latencies)) for k, v in phases.items()}
+    }
+
+
+async def run_lean(port: int, bodies: list[bytes], concurrency: int) -> dict:
+    """Closed-loop JSON POSTs to /v1/search over ``concurrency`` keep-alive connections,
+    with a minimal HTTP/1.1 client (pre-encoded requests, Content-Length framing). The load
+    generator shares the cores with the API and PostgreSQL: httpx spends ~3.7 ms of CPU a
+    request here (measured with --ceiling), more than the API's own work, so the ceiling
+    run uses this one, ~10x leaner, to measure the API rather than its client."""
+    latencies: list[float] = []
+    phases: dict[str, float] = {}
+    errors = 0
+    it = iter(bodies)
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for body in it:
+                head = (
+                    f"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                t = time.perf_counter()
+                writer.write(head + body)
+                status_line, *header_lines = (
+                    (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                )
+                headers = {}
+                for line in header_lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                await reader.readexactly(int(headers.get("content-length", 0)))
+                latencies.append((time.perf_counter() - t) * 1000)
+                errors += status_line.split(" ")[1] != "200"
+                for part in headers.get("server-timing", "").split(","):
+                    name, _, dur = part.strip().partition(";dur=")
+                    if dur:
+                        phases[name] = phases.get(name, 0.0) + float(dur)
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    return summarise(latencies, wall, errors) | {
+        "phases": {k: v / max(1, len(latencies)) for k, v in phases.items()}
+    }
+
+
+def summarise(latencies: list[float], wall: float, errors: int) -> dict:
     lat = sorted(latencies)
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return {
@@ -312,6 +373,230 @@ async def run_load(url: str, requests: list[dict], concurrency: int) -> dict:
         "p95": q[94],
         "p99": q[98],
         "errors": errors,
+    }
+
+
+# --- --ceiling: the API against its own database, the same queries, one run ------------
+def ceiling_texts(count: int, seed: int = 77) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"{rng.choice(COLOURS)} {rng.choice(STYLES)} {rng.choice(ARTICLES)[2]} for "
+        f"{rng.choice(GENDERS)} {rng.choice(BRANDS)} {i}"
+        for i in range(count)
+    ]
+
+
+def ceiling_queries(texts: list[str]) -> tuple[list, object]:
+    """The SearchQuery the API runs for each text (same encoders, alpha, k, candidates)
+    and the live version; encoded here, one text at a time as the API does."""
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.store.search import SearchQuery  # noqa: PLC0415 - only this mode
+
+    settings = get_settings()
+    clip, splade = load_clip(settings.dense_model), load_splade(settings.sparse_model)
+    with connect(settings.database_url) as conn:
+        version = iv.live_version(conn)
+    queries = [
+        SearchQuery(
+            dense=clip.encode_texts([t])[0],
+            sparse=splade.encode([t])[0],
+            alpha=settings.default_alpha,
+            k=10,
+        )
+        for t in texts
+    ]
+    return queries, version
+
+
+def run_threads(count: int, conns: list, call) -> dict:
+    """``count`` calls of ``call(conn, i)`` from one thread per connection in ``conns``."""
+    import threading  # noqa: PLC0415 - only this mode
+
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    it = iter(range(count))
+
+    def worker(conn) -> None:
+        nonlocal errors
+        while True:
+            with lock:
+                i = next(it, None)
+            if i is None:
+                return
+            t = time.perf_counter()
+            try:
+                call(conn, i)
+                ok = True
+            except Exception:  # noqa: BLE001 - counted as an error, like a non-200
+                ok = False
+            ms = (time.perf_counter() - t) * 1000
+            with lock:
+                latencies.append(ms)
+                errors += not ok
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return summarise(latencies, wall, errors)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes (postmaster and backends) on this machine."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def with_cpu(fn, server_pid: int) -> dict:
+    """``fn()``'s result plus the CPU ms a request of the API process, PostgreSQL and this
+    client (load generator) took: where the machine's cores went."""
+    import resource  # noqa: PLC0415 - only this mode
+
+    def snap():
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            cpu_seconds([server_pid]),
+            cpu_seconds(postgres_pids()),  # backends come and go: read both ends
+            me.ru_utime + me.ru_stime,
+        )
+
+    before = snap()
+    res = fn()
+    after = snap()
+    n = max(1, res["n"])
+    res["cpu"] = {
+        name: (b - a) * 1000 / n for name, a, b in zip(("api", "postgres", "client"), before, after)
+    }
+    return res
+
+
+def ceiling(args, url: str, server_pid: int) -> list[tuple[str, int, dict]]:
+    """Interleaved rounds of the three ways to run the same warm text queries."""
+    from psycopg.rows import dict_row  # noqa: PLC0415 - only this mode
+
+    from services.store import search  # noqa: PLC0415 - only this mode
+
+    texts = ceiling_texts(args.ceiling_queries)
+    queries, version = ceiling_queries(texts)
+    db_url = get_settings().database_url
+
+    def session_conn():
+        conn = connect(db_url, autocommit=True)
+        search.use_session_settings(conn)
+        return conn
+
+    # The statements, composed once by the store: the database's ceiling runs only these.
+    with session_conn() as conn:
+        statements = []
+        for q in queries:
+            with search._prepared(conn, q, version) as (statement, params):
+                statements.append((statement, params))
+
+    def psycopg_call(conn, i: int) -> None:
+        statement, params = statements[i % len(statements)]
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(statement, params, binary=True).fetchall()
+
+    def store_call(conn, i: int) -> None:
+        search.certified_search(conn, queries[i % len(queries)], version)
+
+    http = [{"json": {"text": t, "k": 10}} for t in texts]
+    bodies = [json.dumps(h["json"]).encode() for h in http]
+    asyncio.run(run_load(url, http, 1))  # fill the API's embedding cache
+    n = args.requests
+    out = []
+    # Connections open for the whole run (as the API's pool's are): a backend's CPU time
+    # is read from its process, which must still exist when the counters are read.
+    conns = [session_conn() for _ in range(args.concurrency)]
+    for r in range(1, args.rounds + 1):
+        for way, fn in (
+            ("psycopg", lambda: run_threads(n, conns, psycopg_call)),
+            ("store", lambda: run_threads(n, conns, store_call)),
+            (
+                "api",
+                lambda: asyncio.run(
+                    run_lean(
+                        args.port, [bodies[i % len(bodies)] for i in range(n)], args.concurrency
+                    )
+                ),
+            ),
+        ):
+            out.append((way, r, with_cpu(fn, server_pid)))
+        print(f"  round {r} done", flush=True)
+    for c in conns:
+        c.close()
+    return out
+
+
+def print_ceiling(args, rows: list[tuple[str, int, dict]]) -> None:
+    print(
+        f"\nAPI vs its database: {args.ceiling_queries} warm text queries (embeddings cached), "
+        f"{args.concurrency} concurrent clients, {args.requests} requests a way a round, "
+        f"{args.rounds} interleaved rounds, {os.cpu_count()} CPUs shared by all"
+    )
+    print(
+        "| way | round | QPS | p50 ms | p95 ms | p99 ms | errors "
+        "| CPU ms/request: API process | PostgreSQL | load generator |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for way, r, res in rows:
+        cpu = res["cpu"]
+        print(
+            f"| {way} | {r} | {res['qps']:.0f} | {res['p50']:.1f} | {res['p95']:.1f} "
+            f"| {res['p99']:.1f} | {res['errors']} | {cpu['api']:.2f} | {cpu['postgres']:.2f} "
+            f"| {cpu['client']:.2f} |"
+        )
+    qps = {
+        w: statistics.median(res["qps"] for way, _, res in rows if way == w)
+        for w in ("psycopg", "store", "api")
+    }
+    print(
+        f"\nmedian QPS: psycopg {qps['psycopg']:.0f}, store {qps['store']:.0f}, "
+        f"API {qps['api']:.0f}; API / psycopg = {qps['api'] / qps['psycopg']:.2f}"
+    )
+    phases: dict[str, list[float]] = {}
+    for way, _, res in rows:
+        for name, ms in res.get("phases", {}).items():
+            phases.setdefault(name, []).append(ms)
+    if phases:
+        print(
+            "API Server-Timing, mean ms a request (median over rounds): "
+            + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in phases.items())
+        )
+
+
+def one_client(url: str, texts: list[str], unseen_seed: int) -> dict[str, dict]:
+    """One client, one request at a time: repeated (cached) and unseen texts."""
+    warm = [{"json": {"text": t, "k": 10}} for t in texts]
+    cold = [{"json": {"text": f"{t} {unseen_seed}-{i}", "k": 10}} for i, t in enumerate(texts)]
+    return {
+        "repeated": asyncio.run(run_load(url, warm * 3, 1)),
+        "unseen": asyncio.run(run_load(url, cold, 1)),
     }
 
 
@@ -331,6 +616,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--kinds", default="text,image,multimodal")
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="the API against the same queries sent straight to PostgreSQL (psycopg, and "
+        "the store's certified_search), interleaved; plus one client's p50",
+    )
+    p.add_argument("--ceiling-queries", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--api-root",
+        type=Path,
+        help="serve the API from this checkout instead (e.g. a git worktree of an older "
+        "commit, to compare API versions against the same database)",
+    )
     args = p.parse_args(argv)
 
     if not args.skip_load:
@@ -339,9 +638,25 @@ def main(argv: list[str] | None = None) -> int:
         migrate.upgrade("head", bench_settings().database_url)
     log_path = get_settings().reports_dir / "bench_api_server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = start_server(args.port, args.torch_threads, log_path)
+    proc = start_server(args.port, args.torch_threads, log_path, args.api_root)
     url = f"http://127.0.0.1:{args.port}"
     rows = []
+    if args.ceiling:
+        try:
+            results = ceiling(args, url, proc.pid)
+            single = one_client(url, ceiling_texts(args.ceiling_queries), 991)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print_ceiling(args, results)
+        print("\none client, one request at a time:")
+        for name, res in single.items():
+            print(
+                f"  {name:<8} {res['n']} requests: p50 {res['p50']:.1f} ms, p95 {res['p95']:.1f}, "
+                f"p99 {res['p99']:.1f}, errors {res['errors']}; Server-Timing "
+                + ", ".join(f"{k} {v:.2f}" for k, v in res["phases"].items())
+            )
+        return 0
     try:
         seeds = itertools.count(1)
         for kind in args.kinds.split(","):

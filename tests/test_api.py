@@ -487,6 +487,106 @@ def test_recovers_when_the_database_comes_back(app_settings, live):
         proxy.cut()
 
 
+def test_a_dead_pooled_connection_is_retried_not_a_503(
+    app_settings, live, conn, monkeypatch, caplog
+):
+    """Busy pooled connections are not checked before use (one round trip saved per
+    request): a search that finds its connection dead runs again on another."""
+    import services.api.runtime as runtime_module
+    from services.api.app import create_app
+
+    monkeypatch.setattr(runtime_module, "POOL_CHECK_IDLE_S", 3600.0)  # never checked here
+    app = create_app(app_settings)
+    srv = ServerThread(app).start()
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.post("/v1/search", json={"text": "watch"}).status_code == 200
+            with app.state.runtime.pool.connection() as pooled:
+                pid = pooled.info.backend_pid
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            conn.commit()
+            with caplog.at_level(logging.INFO, logger="services.api.runtime"):
+                resp = c.post("/v1/search", json={"text": "watch"})
+            assert resp.status_code == 200, resp.text
+            assert "pooled connection was dead" in caplog.text
+    finally:
+        srv.stop()
+
+
+def _copy_version(conn, version_id: int) -> int:
+    """A ready copy of a version (same models, rows and vectors), with its own indexes."""
+    from psycopg import sql
+
+    from services.store import index_versions as iv
+
+    old = iv.get_version(conn, version_id)
+    vid = iv.create_version(
+        conn,
+        dense_model=old.dense_model,
+        dense_dim=old.dense_dim,
+        sparse_model=old.sparse_model,
+        sparse_dim=old.sparse_dim,
+        params={"test": "copy"},
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+            sql.Identifier(iv.table_name(vid)), sql.Identifier(old.table)
+        )
+    )
+    conn.commit()
+    iv.build_indexes(conn, vid)
+    iv.mark_ready(conn, vid, {"test": "copy"})
+    return vid
+
+
+def test_searches_follow_swaps_and_dropped_versions_at_once(api, live, conn):
+    """The API caches the live version; each search checks it in its own statement, so a
+    swap (or the old version's table dropped) is seen by the very next search."""
+    from psycopg import sql
+
+    from services.store import index_versions as iv
+
+    def served() -> int:
+        resp = api.post("/v1/search", json={"text": "watch"})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["index_version"]
+
+    assert served() == live.version_id
+    first = _copy_version(conn, live.version_id)
+    second = _copy_version(conn, live.version_id)
+    try:
+        iv.swap_live(conn, first)
+        assert served() == first  # the cached version is no longer live
+        iv.swap_live(conn, second)
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(iv.table_name(first))))
+        conn.execute("UPDATE index_versions SET status = 'retired' WHERE id = %s", (first,))
+        conn.commit()
+        assert served() == second  # the cached version's table is gone
+    finally:
+        iv.swap_live(conn, live.version_id)
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(iv.table_name(second)))
+        )
+        conn.execute(
+            "UPDATE index_versions SET status = 'retired' WHERE id IN (%s, %s)", (first, second)
+        )
+        conn.commit()
+    assert served() == live.version_id
+
+
+def test_search_reports_where_its_time_went(api, live):
+    resp = api.post("/v1/search", json={"text": "blue shirt"})
+    assert resp.status_code == 200
+    phases = {
+        part.split(";dur=")[0].strip(): float(part.split(";dur=")[1])
+        for part in resp.headers["server-timing"].split(",")
+    }
+    assert set(phases) == {"encode", "wait", "db", "build", "thread"}
+    assert all(ms >= 0 for ms in phases.values())
+    assert phases["encode"] + phases["wait"] + phases["db"] <= resp.json()["took_ms"] + 0.01
+
+
 def test_no_live_index_is_503(empty_db):
     """An app on a database of its own with no index version (the module's index is untouched)."""
     from services.api.app import create_app

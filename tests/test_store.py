@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import psycopg
 import pytest
@@ -396,6 +398,35 @@ def test_no_hit_still_returns_a_certificate(live):
     assert ranking.hits == []
     c = ranking.certificate
     assert c.estimated_rows == 0 and c.path == "exact" and c.routed and c.certified
+
+
+def test_session_settings_are_set_when_they_change_and_hold_each_querys(live):
+    """A connection given to use_session_settings (the API's pool) keeps the HNSW settings in
+    its session, set only when a query needs others; any other connection keeps none."""
+    from services.config import get_settings
+
+    conn0, vid, dense, sparse = live
+    version = iv.get_version(conn0, vid)
+    q = search.SearchQuery(dense[3], sparse[3], 0.5, 10)
+    exact = [h.product_id for h in search.fused_search(conn0, replace(q, exact=True), version)]
+    url = get_settings().database_url
+    with connect(url, autocommit=True) as conn:
+        search.use_session_settings(conn)
+        for candidates, ef in ((None, "150"), (300, "300"), (None, "150")):
+            ranking = search.certified_search(conn, replace(q, candidates=candidates), version)
+            assert [h.product_id for h in ranking.hits] == exact
+            assert ranking.certificate.certified and ranking.version_status == "live"
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == ef
+            assert conn.execute("SHOW hnsw.iterative_scan").fetchone()[0] == "relaxed_order"
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with connect(url, autocommit=True) as other:
+        search.certified_search(other, replace(q, candidates=300), version)
+        assert other.execute(
+            "SELECT setting = boot_val FROM pg_settings WHERE name = 'hnsw.ef_search'"
+        ).fetchone()[0]
+    second = _build_version(conn0, seed=1, swap=False)  # ready, not live
+    ranking = search.certified_search(conn0, q, iv.get_version(conn0, second))
+    assert ranking.version_status == "ready"
 
 
 def test_image_only_and_text_only_queries(live):

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -29,8 +29,20 @@ from services.encoders.images import (
     set_decode_concurrency,
 )
 from services.store.db import make_pool
+from services.store.index_versions import IndexVersion, live_version
+from services.store.search import NoLiveIndex, use_session_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# A pooled connection idle longer than this is checked (one round trip) before use; a busy
+# one is not, and a read that finds it dead is retried (Runtime.read).
+POOL_CHECK_IDLE_S = 1.0
+
+
+def _search_connection(conn: psycopg.Connection) -> None:
+    """Set-up of each new pooled connection: autocommit, search settings in the session."""
+    conn.autocommit = True
+    use_session_settings(conn)
 
 
 class ModelsNotReady(RuntimeError):
@@ -92,12 +104,19 @@ class Runtime:
         settings: Settings,
         *,
         pool_timeout: float = 3.0,
-        pool_max_size: int = 8,
+        pool_max_size: int | None = None,
         cache_size: int = 2048,
         load_models: bool = True,
     ):
         self.settings = settings
-        self.pool = make_pool(settings, min_size=1, max_size=pool_max_size, timeout=pool_timeout)
+        self.pool = make_pool(
+            settings,
+            min_size=1,
+            max_size=pool_max_size or settings.api_pool_size,
+            timeout=pool_timeout,
+            check_idle_s=POOL_CHECK_IDLE_S,
+            on_connect=_search_connection,
+        )
         self.text_cache = LRUCache(cache_size)
         self.image_cache = LRUCache(max(64, cache_size // 8))
         self._load_models = load_models
@@ -105,6 +124,7 @@ class Runtime:
         self._model_error: str | None = None
         self._loader: threading.Thread | None = None
         self.facets_cache: dict[int, dict[str, list[str]]] = {}
+        self._live_version: IndexVersion | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -119,12 +139,41 @@ class Runtime:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection in autocommit mode: reads need no transaction of their own
-        (fused_search opens one for its SET LOCALs), which saves round trips per request."""
+        """A pooled connection in autocommit mode: reads need no transaction of their own,
+        and searches keep their HNSW settings in the session (``use_session_settings``),
+        which saves round trips per request."""
         with self.pool.connection() as conn:
             if not conn.autocommit:
                 conn.autocommit = True
             yield conn
+
+    def read(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        """``fn(conn)`` on a pooled connection, once more on another when the first was
+        dead (the database restarted since the pool last checked it: busy connections
+        are not checked, see POOL_CHECK_IDLE_S). For reads only: they are safe to repeat."""
+        used: psycopg.Connection | None = None
+        try:
+            with self.connection() as used:
+                return fn(used)
+        except psycopg.OperationalError:
+            if used is None or not used.broken:  # no connection at all, or a live one
+                raise
+            log.info("a pooled connection was dead; the read is retried on another")
+        with self.connection() as conn:
+            return fn(conn)
+
+    def live_version(self, conn: psycopg.Connection, *, refresh: bool = False) -> IndexVersion:
+        """The live index version, cached: a search checks in its own statement that the
+        version is still live (``Ranking.version_status``) and refreshes it when not, so
+        the common search costs no lookup of its own."""
+        version = None if refresh else self._live_version
+        if version is None:
+            version = live_version(conn)
+            if version is None:
+                self._live_version = None
+                raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+            self._live_version = version
+        return version
 
     def _load(self) -> None:
         start = time.perf_counter()

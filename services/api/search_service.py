@@ -1,8 +1,9 @@
 """The API's search, "more like this", facets and index lookups: blocking code, run in threads.
 
-A search encodes the query first (cached), then takes ONE pooled connection for the
-live version lookup and the fused SQL statement (``services.store.search``), which also
-returns the ranking's certificate and the hits' sparse vectors; those explain each hit:
+A search encodes the query first (cached), then sends ONE statement on a pooled
+connection: the fused SQL (``services.store.search``), which also returns the ranking's
+certificate, whether the (cached) live version is still live, and the hits' sparse
+vectors; those explain each hit:
 the vocabulary terms with the largest ``q_i * d_i`` contributions to the sparse inner
 product.
 """
@@ -99,19 +100,21 @@ def normalise_text(text: str | None) -> str | None:
     return text
 
 
-def _live(conn: psycopg.Connection, runtime: Runtime | None = None) -> IndexVersion:
+def _live(conn: psycopg.Connection) -> IndexVersion:
     version = live_version(conn)
     if version is None:
         raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
-    if runtime is not None:
-        enc = runtime.encoders
-        if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
-            raise IndexModelMismatch(
-                f"the live index v{version.id} was built with {version.dense_model} + "
-                f"{version.sparse_model} but this API serves {enc.clip.name} + "
-                f"{enc.splade.name}; restart the API with the index's models"
-            )
     return version
+
+
+def _check_models(version: IndexVersion, runtime: Runtime) -> None:
+    enc = runtime.encoders
+    if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
+        raise IndexModelMismatch(
+            f"the live index v{version.id} was built with {version.dense_model} + "
+            f"{version.sparse_model} but this API serves {enc.clip.name} + "
+            f"{enc.splade.name}; restart the API with the index's models"
+        )
 
 
 def _metadata(record: dict) -> ProductMetadata:
@@ -185,7 +188,43 @@ def resolve_alpha(
     return default_alpha
 
 
-def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchResponse:
+def _ranked(runtime: Runtime, query: SearchQuery) -> tuple[IndexVersion, Ranking, float]:
+    """(the live version, its ranking of ``query``, ms waited for a connection): one
+    round trip in the common case, the live version being cached (Runtime.live_version)
+    and checked by the statement itself. A version swapped out since it was cached
+    (no longer "live", or its table dropped) is looked up again and the query rerun."""
+    wait = 0.0
+
+    def run(conn: psycopg.Connection) -> tuple[IndexVersion, Ranking]:
+        nonlocal wait
+        wait = time.perf_counter() - asked
+        for refresh in (False, True):
+            version = runtime.live_version(conn, refresh=refresh)
+            _check_models(version, runtime)
+            try:
+                ranking = certified_search(conn, query, version)
+            except psycopg.errors.UndefinedTable:
+                if refresh:
+                    raise
+                continue  # retired and dropped since it was cached
+            if ranking.version_status == "live" or refresh:
+                return version, ranking
+        raise AssertionError("unreachable")
+
+    asked = time.perf_counter()
+    version, ranking = runtime.read(run)
+    return version, ranking, wait * 1000
+
+
+def search(
+    runtime: Runtime,
+    req: SearchRequest,
+    image: bytes | None,
+    timings: dict[str, float] | None = None,
+) -> SearchResponse:
+    """Run one search. ``timings``, when given, gets the phases in ms (encode, wait for a
+    connection, the database round trip, building the response): the API sends them as
+    ``Server-Timing``."""
     start = time.perf_counter()
     text = normalise_text(req.text)
     if text is None and image is None:
@@ -213,10 +252,10 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
         candidates=req.candidates,
         budget=req.budget,
     )
-    with runtime.connection() as conn:
-        version = _live(conn, runtime)
-        ranking = certified_search(conn, query, version)
-    return SearchResponse(
+    encoded = time.perf_counter()
+    version, ranking, wait_ms = _ranked(runtime, query)
+    ranked = time.perf_counter()
+    response = SearchResponse(
         query=QueryEcho(
             text=text,
             image=image is not None,
@@ -227,11 +266,19 @@ def search(runtime: Runtime, req: SearchRequest, image: bytes | None) -> SearchR
             filters=dict(req.filters or {}),
         ),
         index_version=version.id,
-        took_ms=round((time.perf_counter() - start) * 1000, 2),
+        took_ms=round((ranked - start) * 1000, 2),
         cached_embedding=vectors.cached,
         certificate=_certificate(ranking),
         results=_results(ranking.hits, vectors.sparse, splade),
     )
+    if timings is not None:
+        timings.update(
+            encode=(encoded - start) * 1000,
+            wait=wait_ms,
+            db=(ranked - encoded) * 1000 - wait_ms,
+            build=(time.perf_counter() - ranked) * 1000,
+        )
+    return response
 
 
 def product(runtime: Runtime, product_id: int) -> Product:

@@ -7,7 +7,9 @@ On connect we check that pgvector is installed and recent enough (>= 0.7, for
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -118,17 +120,36 @@ def make_pool(
     max_size: int = 8,
     timeout: float = 5.0,
     open: bool = False,
+    check_idle_s: float | None = None,
+    on_connect: Callable[[psycopg.Connection], None] | None = None,
 ) -> ConnectionPool:
     """A connection pool whose connections have pgvector registered.
 
     Not opened by default (``pool.open(wait=False)``), so a service can start while
     the database is down and recover when it comes back.
+
+    ``check_idle_s``: None checks every connection handed out (one round trip each);
+    a number checks only those not handed out for longer than that, a busy service's
+    connections then cost no round trip of their own (its caller retries a read that
+    found its connection dead: ``services.api.runtime.Runtime.read``). ``on_connect``:
+    more set-up of each new connection, after pgvector's.
     """
     settings = settings or get_settings()
+    # When each connection was last handed out. (Not a ``reset`` hook stamping returns:
+    # with one, the pool hands every returned connection to a worker thread.)
+    handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def configure(conn: psycopg.Connection) -> None:
         register_vector(conn)
         conn.commit()
+        if on_connect is not None:
+            on_connect(conn)
+
+    def check(conn: psycopg.Connection) -> None:
+        now, last = time.monotonic(), handed_out.get(conn)
+        if check_idle_s is None or last is None or now - last > check_idle_s:
+            ConnectionPool.check_connection(conn)
+        handed_out[conn] = now
 
     return ConnectionPool(
         settings.database_url,
@@ -138,6 +159,6 @@ def make_pool(
         configure=configure,
         kwargs={"connect_timeout": 5},
         open=open,
-        check=ConnectionPool.check_connection,
+        check=check,
         reconnect_timeout=0,
     )

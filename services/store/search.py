@@ -245,6 +245,9 @@ class Certificate:
 class Ranking:
     hits: list[SearchHit]
     certificate: Certificate
+    # The version's status when the statement ran ("live", "retired", ...): a caller that
+    # cached the live version checks it in the same round trip (services.api.runtime).
+    version_status: str | None = None
 
 
 # --- the statement -------------------------------------------------------------------
@@ -270,8 +273,9 @@ class Ranking:
 # (weight 0) adds nothing to the bound.
 #
 # {t}: the version's table (alias e); {filters}: Filters.where("e"); every row returned
-# carries the certificate (path, certified, candidates, bound, kth), and a query with no
-# hit returns one row with a NULL product_id, so the certificate always comes back.
+# carries the certificate (path, certified, candidates, bound, kth) and the version's
+# status, and a query with no hit returns one row with a NULL product_id, so the
+# certificate always comes back.
 
 _SCORES = """
        %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
@@ -346,6 +350,7 @@ SEARCH_SQL = (
     UNION ALL SELECT * FROM exact_r WHERE (SELECT path FROM cert) = 'exact'
 )
 SELECT c.path, c.certified, c.bound, c.kth,
+       (SELECT status FROM index_versions WHERE id = %(version_id)s) AS version_status,
        h.product_id, h.score, h.dense_score, h.sparse_score, h.sparse,
        p.product_display_name, {{metadata}}
 FROM cert c
@@ -434,7 +439,8 @@ def certified_search(
         _prepared(conn, query, version) as (statement, params),
         conn.cursor(row_factory=dict_row) as cur,
     ):
-        rows = cur.execute(statement, params).fetchall()
+        # Binary results: the hits' sparse vectors parse several times faster than as text.
+        rows = cur.execute(statement, params, binary=True).fetchall()
     first = rows[0]
     n, budget = params["n"], params["budget"]
     hnsw = first["path"] != "exact"
@@ -448,7 +454,11 @@ def certified_search(
         estimated_rows=params["estimated_rows"],
         routed=params["route_exact"],
     )
-    return Ranking([_hit(row) for row in rows if row["product_id"] is not None], certificate)
+    return Ranking(
+        [_hit(row) for row in rows if row["product_id"] is not None],
+        certificate,
+        version_status=first["version_status"],
+    )
 
 
 # Per-value row counts of the filter columns, per (server, database, version, column): the
@@ -508,54 +518,122 @@ def route_exact(rows: int, total: int, n: int) -> bool:
     return rows * rows <= ROUTE_FACTOR * n * total
 
 
+# Connections whose searches keep their HNSW settings in the session (see
+# ``use_session_settings``): connection -> {setting: value} as last SET on it.
+_SESSION_SETTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def use_session_settings(conn: psycopg.Connection) -> None:
+    """Let searches on ``conn`` (autocommit) keep their HNSW settings in its session: a
+    ``SET`` when a setting changes (one round trip, then none while it stays), instead of
+    a transaction of ``SET LOCAL``s around every search (BEGIN, two SETs, the statement,
+    COMMIT: five round trips). The settings then outlive a search on that connection, so
+    this is for connections that only searches use the HNSW indexes on (the API's pool)."""
+    _SESSION_SETTINGS.setdefault(conn, {})
+
+
+def _apply_session_settings(conn: psycopg.Connection, wanted: dict[str, str]) -> None:
+    current = _SESSION_SETTINGS[conn]
+    changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if not changed:
+        return
+    known = dict(current)
+    current.clear()  # unknown until the SET below has succeeded
+    conn.execute(
+        sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
+                for k, v in changed.items()
+            )
+        )
+    )
+    current.update(known | changed)
+
+
 @contextmanager
 def _prepared(
     conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None
-) -> Iterator[tuple[sql.Composed, dict[str, Any]]]:
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """The statement of ``query`` against ``version`` (default: the live one) and its
-    parameters, yielded inside a transaction that carries the query's session settings
-    (``SET LOCAL hnsw.*``). Shared by ``certified_search`` and ``explain_search``."""
+    parameters, yielded where the query's HNSW settings hold: inside a transaction of
+    ``SET LOCAL``s, or in the session of a connection given to ``use_session_settings``.
+    Shared by ``certified_search`` and ``explain_search``."""
+    if conn.autocommit and conn in _SESSION_SETTINGS:
+        statement, params, settings = _plan(conn, query, version)
+        _apply_session_settings(conn, settings)
+        yield statement, params
+        return
     # Every query of a search (live version, per-value counts, SET LOCALs, the statement)
     # runs in this one transaction: on a connection outside autocommit, a query before it
     # would open an outer transaction and the SET LOCALs would outlive the search.
     with conn.transaction():
-        version = version or live_version(conn)
-        if version is None:
-            raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
-        alpha, dense = _validate(query, version)
-        where, params = query.filters.where("e")
-        n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
-        budget = query.budget or max(n, DEFAULT_BUDGET)
-        rows = estimated_rows(conn, version, query.filters)
-        total = _total_rows(conn, version)
-        filtered = bool(query.filters.values or query.filters.ranges)
-        params.update(
-            alpha=alpha,
-            qd=dense,
-            qs=query.sparse,
-            k=query.k,
-            n=n,
-            budget=budget,
-            deepen=budget > n,
-            use_dense=dense is not None and alpha > 0.0,
-            use_sparse=query.sparse is not None and alpha < 1.0,
-            route_exact=query.exact
-            or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
-            fallback_exact=rows <= query.exact_max_rows,
-            estimated_rows=rows,
-        )
-        statement = sql.SQL(SEARCH_SQL).format(
-            t=sql.Identifier(version.table), filters=where, metadata=_HIT_METADATA
-        )
-        if not params["route_exact"]:
-            # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
-            # past it, until its LIMIT is met (filtered scans, the deepened stage;
-            # pgvector >= 0.8).
-            ef = query.ef_search or max(40, min(n, 1000))
-            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-            if _has_iterative_scan(conn):
-                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        statement, params, settings = _plan(conn, query, version)
+        for name, value in settings.items():
+            conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)))
         yield statement, params
+
+
+# SEARCH_SQL composed for a table and a filter clause, as text: psycopg caches how it
+# converts a text query (a composed one it parses again on every execution).
+_STATEMENTS: dict[tuple[str, str], str] = {}
+_STATEMENTS_MAX = 256
+
+
+def _statement(conn: psycopg.Connection, table: str, where: sql.Composable) -> str:
+    key = (table, where.as_string(conn))
+    text = _STATEMENTS.get(key)
+    if text is None:
+        if len(_STATEMENTS) >= _STATEMENTS_MAX:
+            _STATEMENTS.clear()
+        text = (
+            sql.SQL(SEARCH_SQL)
+            .format(t=sql.Identifier(table), filters=where, metadata=_HIT_METADATA)
+            .as_string(conn)
+        )
+        _STATEMENTS[key] = text
+    return text
+
+
+def _plan(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(statement, parameters, the HNSW settings it needs) of ``query`` against ``version``."""
+    version = version or live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    alpha, dense = _validate(query, version)
+    where, params = query.filters.where("e")
+    n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+    budget = query.budget or max(n, DEFAULT_BUDGET)
+    rows = estimated_rows(conn, version, query.filters)
+    total = _total_rows(conn, version)
+    filtered = bool(query.filters.values or query.filters.ranges)
+    params.update(
+        alpha=alpha,
+        qd=dense,
+        qs=query.sparse,
+        k=query.k,
+        n=n,
+        budget=budget,
+        deepen=budget > n,
+        use_dense=dense is not None and alpha > 0.0,
+        use_sparse=query.sparse is not None and alpha < 1.0,
+        route_exact=query.exact
+        or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
+        fallback_exact=rows <= query.exact_max_rows,
+        estimated_rows=rows,
+        version_id=version.id,
+    )
+    statement = _statement(conn, version.table, where)
+    settings: dict[str, str] = {}
+    if not params["route_exact"]:
+        # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
+        # past it, until its LIMIT is met (filtered scans, the deepened stage;
+        # pgvector >= 0.8).
+        settings["hnsw.ef_search"] = str(query.ef_search or max(40, min(n, 1000)))
+        if _has_iterative_scan(conn):
+            settings["hnsw.iterative_scan"] = "relaxed_order"
+    return statement, params, settings
 
 
 _HIT_METADATA = sql.SQL(", ").join(
@@ -667,5 +745,5 @@ def explain_search(
     statement (``EXPLAIN (ANALYZE, BUFFERS)``) for actual times and buffer counts."""
     explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN ")
     with _prepared(conn, query, version) as (statement, params):
-        rows = conn.execute(explain + statement, params).fetchall()
+        rows = conn.execute(explain + sql.SQL(statement), params).fetchall()
     return [line for (line,) in rows]
