@@ -62,6 +62,7 @@ class Settings:
     max_upload_bytes: int  # FASHION_MAX_UPLOAD_BYTES
     image_decode_slots: int  # FASHION_IMAGE_DECODE_SLOTS: concurrent image decodes in the API
     api_pool_size: int  # FASHION_API_POOL_SIZE: database connections of one API process
+    query_batch: int  # FASHION_QUERY_BATCH: most query texts encoded in one call (1: no batching)
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
@@ -100,6 +101,7 @@ class Settings:
             max_upload_bytes=_number(env, "FASHION_MAX_UPLOAD_BYTES", str(8 * 1024 * 1024), int, 1),
             image_decode_slots=_number(env, "FASHION_IMAGE_DECODE_SLOTS", "4", int, 1),
             api_pool_size=_number(env, "FASHION_API_POOL_SIZE", "16", int, 1),
+            query_batch=_number(env, "FASHION_QUERY_BATCH", "16", int, 1),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
             encoder_workers=max(0, int(workers)) if workers else None,
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),

@@ -110,6 +110,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         '            "SELECT status FROM index_versions WHERE id = %s FOR UPDATE"',
         ("tests/test_stage_failures.py",),
     ),
+    Mutation(
+        "cached-version-trusted",
+        "the API serves its cached live version without the statement's check",
+        "services/api/search_service.py",
+        '            if ranking.version_status == "live" or refresh:',
+        "            if True:  # MUTATION",
+        ("tests/test_api.py",),
+    ),
+    Mutation(
+        "session-settings-skipped",
+        "a pooled connection's searches never SET their ef_search",
+        "services/store/search.py",
+        "        _apply_session_settings(conn, settings)\n",
+        "        pass  # MUTATION\n",
+        ("tests/test_store.py",),
+    ),
 )
 
 

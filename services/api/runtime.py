@@ -83,6 +83,70 @@ class LRUCache:
         return len(self._data)
 
 
+class Batcher:
+    """Runs ``encode`` once for the texts of concurrent callers (micro-batching).
+
+    A caller's text waits in a queue; whichever waiting caller finds the encoder free takes
+    everything queued (up to ``max_batch``), encodes it in one call and hands each caller
+    its result; the others keep waiting for theirs or for the encoder. One caller alone is
+    encoded at once (no timer, no added latency); under load, texts that arrive while a
+    batch runs form the next one. On CPU a batch of short texts costs little more than one
+    (bench_api.py: unseen text queries at 16 clients). A batch that fails is encoded again
+    one text at a time, so one caller's error stays its own."""
+
+    def __init__(self, encode: Callable[[list[str]], list[Any]], max_batch: int = 16):
+        self._encode = encode
+        self.max_batch = max(1, max_batch)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[str, dict]] = []
+        self._busy = False
+        self.batches = 0  # encoder calls, and the texts they encoded (for the logs/tests)
+        self.texts = 0
+
+    def __call__(self, text: str) -> Any:
+        slot: dict = {}
+        with self._cond:
+            self._queue.append((text, slot))
+        while True:
+            with self._cond:
+                while not slot and self._busy:
+                    self._cond.wait()
+                if slot:
+                    return self._result(slot)
+                self._busy = True  # this caller encodes the next batch (its text is queued)
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _run(self, batch: list[tuple[str, dict]]) -> None:
+        texts = [t for t, _ in batch]
+        try:
+            results = self._encode(texts)
+            if len(results) != len(texts):
+                raise RuntimeError(f"{len(results)} results for {len(texts)} texts")
+        except Exception:  # noqa: BLE001 - each text again on its own: errors stay their caller's
+            for text, slot in batch:
+                try:
+                    slot["value"] = self._encode([text])[0]
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    slot["error"] = exc
+        else:
+            for (_, slot), value in zip(batch, results):
+                slot["value"] = value
+        self.batches += 1
+        self.texts += len(batch)
+
+    @staticmethod
+    def _result(slot: dict) -> Any:
+        if "error" in slot:
+            raise slot["error"]
+        return slot["value"]
+
+
 @dataclass(frozen=True)
 class Encoders:
     clip: Any  # services.encoders.clip.ClipEncoder
@@ -125,6 +189,7 @@ class Runtime:
         self._loader: threading.Thread | None = None
         self.facets_cache: dict[int, dict[str, list[str]]] = {}
         self._live_version: IndexVersion | None = None
+        self._text_batcher: Batcher | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -184,6 +249,10 @@ class Runtime:
             clip = load_clip(self.settings.dense_model)
             splade = load_splade(self.settings.sparse_model)
             self._encoders = Encoders(clip=clip, splade=splade)
+            self._text_batcher = Batcher(
+                lambda texts: list(zip(clip.encode_texts(texts), splade.encode(texts))),
+                self.settings.query_batch,
+            )
             log.info(
                 "encoders loaded in %.1fs: dense=%s sparse=%s",
                 time.perf_counter() - start,
@@ -217,13 +286,12 @@ class Runtime:
 
     # --- query embeddings (cached) ---------------------------------------------------
     def text_vectors(self, text: str) -> tuple[np.ndarray, SparseVector, bool]:
-        """(clip text vector, splade vector, cached?) for ``text``."""
+        """(clip text vector, splade vector, cached?) for ``text``; texts missing from the
+        cache are encoded together with those of concurrent searches (``Batcher``)."""
         enc = self.encoders
 
         def compute():
-            dense = enc.clip.encode_texts([text])[0]
-            sparse = enc.splade.encode([text])[0]
-            return dense, sparse
+            return self._text_batcher(text)
 
         (dense, sparse), cached = self.text_cache.get_or_compute(
             (enc.clip.name, enc.splade.name, text), compute
