@@ -288,7 +288,12 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
     print(f"# bench_search ({source.mode}): {source.description}, PostgreSQL {pg}, pgvector {vec}")
 
     live = iv.live_version(conn) if args.reuse else None
-    if live is not None and live.row_count == args.rows and live.report.get("mode") == source.key:
+    if (
+        live is not None
+        and live.row_count == args.rows
+        and live.report.get("mode") == source.key
+        and search.dense_index(live) == args.dense_index
+    ):
         iv.build_indexes(conn, live.id, maintenance_work_mem=args.maintenance_work_mem)
         return conn, iv.get_version(conn, live.id), []
     iv.drop_all_versions_and_products(conn, truncate=True)  # fashion_bench only
@@ -317,10 +322,11 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         m=args.m,
         ef_construction=args.ef_construction,
         maintenance_work_mem=args.maintenance_work_mem,
+        dense_index=args.dense_index,
     )
     iv.mark_ready(conn, vid, {"benchmark": True, "mode": source.key})
     iv.swap_live(conn, vid)
-    hnsw = f"(m={args.m}, ef_c={args.ef_construction})"
+    hnsw = f"(m={args.m}, ef_c={args.ef_construction}, dense {args.dense_index})"
     load_rows = [
         (f"generate rows ({source.mode})", f"{args.rows / gen_s:,.0f} rows/s", f"{gen_s:.1f} s"),
         (
@@ -632,6 +638,12 @@ def main() -> None:
         "--maintenance-work-mem",
         default="1GB",
         help="for the HNSW builds (use e.g. 8GB at 1M rows)",
+    )
+    p.add_argument(
+        "--dense-index",
+        choices=sorted(iv.DENSE_INDEXES),
+        default="vector",
+        help="the dense HNSW index: float32 vector, or the column's halfvec copy",
     )
     p.add_argument(
         "--reuse", action="store_true", help="reuse a live bench index of the same size and mode"

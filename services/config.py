@@ -42,6 +42,13 @@ def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _get(env, name, default)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration (environment variable in brackets). Build with
@@ -63,6 +70,7 @@ class Settings:
     image_decode_slots: int  # FASHION_IMAGE_DECODE_SLOTS: concurrent image decodes in the API
     api_pool_size: int  # FASHION_API_POOL_SIZE: database connections of one API process
     query_batch: int  # FASHION_QUERY_BATCH: most query texts encoded in one call (1: no batching)
+    dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
@@ -102,6 +110,7 @@ class Settings:
             image_decode_slots=_number(env, "FASHION_IMAGE_DECODE_SLOTS", "4", int, 1),
             api_pool_size=_number(env, "FASHION_API_POOL_SIZE", "16", int, 1),
             query_batch=_number(env, "FASHION_QUERY_BATCH", "16", int, 1),
+            dense_index=_choice(env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec")),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
             encoder_workers=max(0, int(workers)) if workers else None,
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),

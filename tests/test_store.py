@@ -50,14 +50,16 @@ def _vectors(n: int = N, seed: int = 0):
     return dense, sparse
 
 
-def _build_version(conn, n: int = N, seed: int = 0, swap: bool = True) -> int:
+def _build_version(
+    conn, n: int = N, seed: int = 0, swap: bool = True, dense_index: str = "vector"
+) -> int:
     products.upsert_products(conn, _rows(n), source="test")
     dense, sparse = _vectors(n, seed)
     vid = iv.create_version(
         conn, dense_model="test-dense", dense_dim=DIM, sparse_model="test-sparse", sparse_dim=VOCAB
     )
     iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
-    iv.build_indexes(conn, vid)
+    iv.build_indexes(conn, vid, dense_index=dense_index)
     iv.mark_ready(conn, vid, {"test": True})
     if swap:
         iv.swap_live(conn, vid)
@@ -326,6 +328,42 @@ def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
         else:
             assert c.kth_score < c.bound
     assert outcomes[True] and outcomes[False], outcomes
+
+
+@pytest.mark.parametrize("alpha, candidates", [(0.5, 30), (0.7, 20)])
+def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, candidates):
+    """A version whose dense HNSW index is half precision: its scan orders by the indexed
+    expression (the plan uses the index) and the bound carries the rounding slack, so every
+    certified answer still equals the exact full-precision ranking."""
+    conn = empty_db
+    vid = _build_version(conn, dense_index="halfvec")
+    version = iv.get_version(conn, vid)
+    assert search.dense_index(version) == "halfvec"
+    dense, sparse = _vectors()
+    conn.execute("SET enable_seqscan = off")  # 600 rows: the planner would sort them instead
+    conn.commit()
+    plan = "\n".join(
+        search.explain_search(conn, search.SearchQuery(dense[1], sparse[1], alpha, 10), version)
+    )
+    assert f"Index Scan using {version.table}_dense_hnsw" in plan, plan
+    outcomes = {True: 0, False: 0}
+    for qd, qs in _queries(dense, sparse):
+        ranking = search.certified_search(
+            conn,
+            search.SearchQuery(
+                qd, qs, alpha, 10, candidates=candidates, budget=candidates, exact_max_rows=0
+            ),
+            version,
+        )
+        c = ranking.certificate
+        outcomes[c.certified] += 1
+        if c.certified:
+            assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
+        # the bound holds the slack: the lowest half-precision dense candidate + 1e-3
+        assert c.bound is not None
+    assert outcomes[True], outcomes
+    with pytest.raises(ValueError, match="dense_index"):
+        iv.build_indexes(conn, vid, dense_index="float16")
 
 
 def test_deepening_certifies_what_the_first_candidates_could_not(live):

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 MAX_SPARSE_NNZ = 1000  # pgvector's HNSW limit for sparsevec
+# The dense HNSW index's kinds (build_indexes) and their operator classes.
+DENSE_INDEXES = {"vector": "vector_ip_ops", "halfvec": "halfvec_ip_ops"}
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def build_indexes(
     ef_construction: int = HNSW_EF_CONSTRUCTION,
     maintenance_work_mem: str = "1GB",
     parallel_workers: int | None = None,
+    dense_index: str = "vector",
 ) -> dict[str, float]:
     """Create both HNSW indexes and the filter columns' B-trees (idempotent); returns seconds
     per index (``dense``, ``sparse``, ``filters``).
@@ -250,8 +253,15 @@ def build_indexes(
     HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
     indexes more (a 1M x 512-d graph needs several GB). ``parallel_workers``: processes
     helping the leader build each index (default: one per other CPU core, at most 7;
-    bench_build.py: 1 worker builds 2.1x faster than none on 2 cores, 2 no faster than 1)."""
+    bench_build.py: 1 worker builds 2.1x faster than none on 2 cores, 2 no faster than 1).
+    ``dense_index``: "vector" (float32 graph) or "halfvec" (the dense column's half-precision
+    copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
+    rounding error to its bound). What was built is recorded in the version's params
+    (``dense_index``), which the search reads."""
+    if dense_index not in DENSE_INDEXES:
+        raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
     t = table_name(version_id)
+    dim = get_version(conn, version_id).dense_dim
     timings = {}
     if parallel_workers is None:
         parallel_workers = min(7, max(0, (os.cpu_count() or 1) - 1))
@@ -261,16 +271,24 @@ def build_indexes(
             sql.Literal(int(parallel_workers))
         )
     )
-    for col, opclass in (("dense", "vector_ip_ops"), ("sparse", "sparsevec_ip_ops")):
+    dense_target = (
+        sql.SQL("(dense::halfvec({}))").format(sql.Literal(int(dim)))
+        if dense_index == "halfvec"
+        else sql.Identifier("dense")
+    )
+    for col, target, opclass in (
+        ("dense", dense_target, DENSE_INDEXES[dense_index]),
+        ("sparse", sql.Identifier("sparse"), "sparsevec_ip_ops"),
+    ):
         start = time.perf_counter()
         conn.execute(
             sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({col} {opclass}) "
+                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({target} {opclass}) "
                 "WITH (m = {m}, ef_construction = {ef})"
             ).format(
                 name=sql.Identifier(f"{t}_{col}_hnsw"),
                 t=sql.Identifier(t),
-                col=sql.Identifier(col),
+                target=target,
                 opclass=sql.SQL(opclass),
                 m=sql.Literal(int(m)),
                 ef=sql.Literal(int(ef_construction)),
@@ -278,6 +296,16 @@ def build_indexes(
         )
         conn.commit()
         timings[col] = time.perf_counter() - start
+    # What the dense index is (an existing one is kept as it is), for the search.
+    built = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{t}_dense_hnsw",)
+    ).fetchone()[0]
+    conn.execute(
+        "UPDATE index_versions SET params = params || jsonb_build_object('dense_index', %s::text) "
+        "WHERE id = %s",
+        ("halfvec" if "halfvec_ip_ops" in built else "vector", version_id),
+    )
+    conn.commit()
     # B-tree indexes on the filter columns: with a selective filter the planner can take the
     # few matching rows by bitmap scan and score them exactly, instead of walking the HNSW
     # graph past thousands of non-matching rows.

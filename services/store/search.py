@@ -65,6 +65,11 @@ ROUTE_FACTOR = 2.0
 # An answer still uncertified after deepening falls back to the exact scan when the
 # filtered rows are at most this many (at ~2.5-8 us a row: 50-160 ms); 0: never.
 EXACT_MAX_ROWS = 20_000
+# A halfvec dense index orders candidates by half-precision scores: a row outside the list
+# may beat the list's lowest by the rounding, at most 2 * 2^-11 * |q| * |d| for an inner
+# product of unit vectors (each component rounded to 11 significant bits), so the bound
+# adds this much to that side (see SEARCH_SQL).
+HALFVEC_SLACK = 1e-3
 # An alpha in (0, MIN_ALPHA) runs as 0: a weight that small cannot move a ranking (scores are
 # cosines in [-1, 1]), and a subnormal one (5e-324) times a score underflows, which
 # PostgreSQL refuses ("value out of range: underflow") instead of rounding to 0.
@@ -270,7 +275,9 @@ class Ranking:
 # top n of its side; a row tying the bound may swap with the k-th). A side that returned
 # fewer than n rows gives no such bound (its scan may have stopped early), so its bound is
 # its score's maximum, 1 (both sides are unit vectors). A side the query does not use
-# (weight 0) adds nothing to the bound.
+# (weight 0) adds nothing to the bound. On a halfvec dense index ({dense_key}: the indexed
+# expression) d_N is a half-precision score, so HALFVEC_SLACK is added to it; candidates
+# are still re-ranked with the full-precision vectors.
 #
 # {t}: the version's table (alias e); {filters}: Filters.where("e"); every row returned
 # carries the certificate (path, certified, candidates, bound, kth) and the version's
@@ -290,9 +297,9 @@ def _stage(name: str, limit: str, gate: str) -> str:
     (their union's fused top k) and {name}_c (its bound, k-th score and certificate)."""
     return f"""
 {name}_d AS MATERIALIZED (
-    SELECT product_id, dense, sparse, -(e.dense <#> %(qd)s::vector) AS side FROM {{t}} e
+    SELECT product_id, dense, sparse, -({{dense_key}} <#> {{dense_query}}) AS side FROM {{t}} e
     WHERE {{filters}} AND %(use_dense)s AND NOT %(route_exact)s AND {gate}
-    ORDER BY e.dense <#> %(qd)s::vector
+    ORDER BY {{dense_key}} <#> {{dense_query}}
     LIMIT {limit}
 ), {name}_s AS MATERIALIZED (
     SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side FROM {{t}} e
@@ -310,7 +317,7 @@ def _stage(name: str, limit: str, gate: str) -> str:
     FROM (SELECT
             %(alpha)s * CASE WHEN NOT %(use_dense)s THEN 0
                              WHEN (SELECT count(*) FROM {name}_d) < {limit} THEN 1
-                             ELSE (SELECT min(side) FROM {name}_d) END
+                             ELSE (SELECT min(side) FROM {name}_d) + %(dense_slack)s END
           + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
                              WHEN (SELECT count(*) FROM {name}_s) < {limit} THEN 1
                              ELSE (SELECT min(side) FROM {name}_s) END AS bound) b,
@@ -579,19 +586,37 @@ _STATEMENTS: dict[tuple[str, str], str] = {}
 _STATEMENTS_MAX = 256
 
 
-def _statement(conn: psycopg.Connection, table: str, where: sql.Composable) -> str:
-    key = (table, where.as_string(conn))
+def _statement(conn: psycopg.Connection, version: IndexVersion, where: sql.Composable) -> str:
+    halfvec = dense_index(version) == "halfvec"
+    key = (version.table, halfvec, where.as_string(conn))
     text = _STATEMENTS.get(key)
     if text is None:
         if len(_STATEMENTS) >= _STATEMENTS_MAX:
             _STATEMENTS.clear()
+        dim = sql.Literal(int(version.dense_dim))
         text = (
             sql.SQL(SEARCH_SQL)
-            .format(t=sql.Identifier(table), filters=where, metadata=_HIT_METADATA)
+            .format(
+                t=sql.Identifier(version.table),
+                filters=where,
+                metadata=_HIT_METADATA,
+                # The dense scan orders by the indexed expression (the planner matches it).
+                dense_key=sql.SQL("e.dense::halfvec({})").format(dim)
+                if halfvec
+                else sql.SQL("e.dense"),
+                dense_query=sql.SQL("%(qd)s::vector::halfvec({})").format(dim)
+                if halfvec
+                else sql.SQL("%(qd)s::vector"),
+            )
             .as_string(conn)
         )
         _STATEMENTS[key] = text
     return text
+
+
+def dense_index(version: IndexVersion) -> str:
+    """The kind of the version's dense HNSW index: "vector" or "halfvec" (build_indexes)."""
+    return (version.params or {}).get("dense_index", "vector")
 
 
 def _plan(
@@ -622,9 +647,10 @@ def _plan(
         or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
         fallback_exact=rows <= query.exact_max_rows,
         estimated_rows=rows,
+        dense_slack=HALFVEC_SLACK if dense_index(version) == "halfvec" else 0.0,
         version_id=version.id,
     )
-    statement = _statement(conn, version.table, where)
+    statement = _statement(conn, version, where)
     settings: dict[str, str] = {}
     if not params["route_exact"]:
         # ef_search caps what one HNSW scan returns; iterative scans keep a scan going
