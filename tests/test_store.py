@@ -415,8 +415,8 @@ def test_selective_filters_are_routed_to_the_exact_scan_by_their_estimated_rows(
     assert not search.route_exact(300_000, 1_000_000, 150)  # 30 %: the HNSW scans
     routes = []
     for f in (red, red_men):
-        q = search.SearchQuery(dense[2], sparse[2], 0.5, 10, filters=f, candidates=10)
-        expect = search.route_exact(search.estimated_rows(conn, version, f), N, 10)
+        q = search.SearchQuery(dense[2], sparse[2], 0.5, 10, filters=f, candidates=5)
+        expect = search.route_exact(search.estimated_rows(conn, version, f), N, 5)
         routes.append(expect)
         ranking = search.certified_search(conn, q)
         assert ranking.certificate.routed == expect
@@ -424,7 +424,7 @@ def test_selective_filters_are_routed_to_the_exact_scan_by_their_estimated_rows(
             assert ranking.certificate.path == "exact"
         assert ranking.certificate.certified
         assert _ids(ranking.hits) == _exact(conn, dense[2], sparse[2], 0.5, filters=f)
-    assert routes == [False, True]  # 150 rows: 150^2 > 2 * 10 * 600; 75: below
+    assert routes == [False, True]  # 150 rows: 150^2 > 6 * 5 * 600; 75: below
 
 
 def test_no_hit_still_returns_a_certificate(live):

@@ -60,8 +60,11 @@ DEFAULT_BUDGET = 1000
 # r, a filtered HNSW scan ~ the rows it visits to collect n that pass, n * total / r. On the
 # 1M benchmark one filtered row scanned exactly cost ~8 us (10,000 rows: 79 ms) and one row
 # visited by the filtered HNSW scans ~15 us (150 candidates at 1 %: 233 ms), so exact wins
-# while r * 8 < (n * total / r) * 15, i.e. r^2 < ROUTE_FACTOR * n * total.
-ROUTE_FACTOR = 2.0
+# while r * 8 < (n * total / r) * 15, i.e. r^2 < ROUTE_FACTOR * n * total. The model's 2 was
+# too low: ``bench_search.py --selectivity-sweep`` at 1M (150 candidates) put the crossover
+# between 2 % (exact 327 ms, HNSW 1,296 ms) and 5 % (exact 1,900 ms, HNSW 329 ms), so ~3 %:
+# (30,000)^2 = 6 * 150 * 1,000,000.
+ROUTE_FACTOR = 6.0
 # An answer still uncertified after deepening falls back to the exact scan when the
 # filtered rows are at most this many (at ~2.5-8 us a row: 50-160 ms); 0: never.
 EXACT_MAX_ROWS = 20_000
