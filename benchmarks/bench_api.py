@@ -254,15 +254,21 @@ def jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+def query_texts(count: int, seed: int, tag: str = "") -> list[str]:
+    """``count`` distinct shopper-like texts (colour, style, article, gender, brand and a
+    serial number, so none repeats), seeded."""
+    rng = random.Random(seed)
+    return [
+        f"{rng.choice(COLOURS)} {rng.choice(STYLES)} {rng.choice(ARTICLES)[2]} for "
+        f"{rng.choice(GENDERS)} {rng.choice(BRANDS)} {tag}{i}"
+        for i in range(count)
+    ]
+
+
 def make_requests(kind: str, cache: str, count: int, seed: int):
     """Request kwargs for httpx: distinct queries (cold) or 8 repeated ones (warm)."""
-    rng = random.Random(seed)
     distinct = count if cache == "cold" else 8
-    texts = [
-        f"{rng.choice(COLOURS)} {rng.choice(STYLES)} {rng.choice(ARTICLES)[2]} for "
-        f"{rng.choice(GENDERS)} {rng.choice(BRANDS)} {seed}-{i}"
-        for i in range(distinct)
-    ]
+    texts = query_texts(distinct, seed, tag=f"{seed}-")
     images = [jpeg(seed * 100_000 + i) for i in range(distinct)] if kind != "text" else []
     out = []
     for i in range(count):
@@ -378,12 +384,7 @@ def summarise(latencies: list[float], wall: float, errors: int) -> dict:
 
 # --- --ceiling: the API against its own database, the same queries, one run ------------
 def ceiling_texts(count: int, seed: int = 77) -> list[str]:
-    rng = random.Random(seed)
-    return [
-        f"{rng.choice(COLOURS)} {rng.choice(STYLES)} {rng.choice(ARTICLES)[2]} for "
-        f"{rng.choice(GENDERS)} {rng.choice(BRANDS)} {i}"
-        for i in range(count)
-    ]
+    return query_texts(count, seed)
 
 
 def ceiling_queries(texts: list[str]) -> tuple[list, object]:

@@ -302,15 +302,10 @@ def _exact(conn, qd, qs, alpha, k=10, filters=None):
     return _ids(search.fused_search(conn, search.SearchQuery(qd, qs, alpha, k, f, exact=True)))
 
 
-# (alpha, candidates) where 40 queries split between certified and not (probed).
-@pytest.mark.parametrize("alpha, candidates", [(0.3, 30), (0.5, 30), (0.7, 20)])
-def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
-    live, alpha, candidates
-):
-    """First stage only (no deepening, no fallback), few candidates: both outcomes occur.
-    Every certified answer equals the exact ranking; every uncertified one is flagged with
-    a bound above its k-th score (the reason it could not be certified)."""
-    conn, _, dense, sparse = live
+def _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version=None) -> dict:
+    """{certified?: count} over _queries, first stage only (no deepening, no fallback).
+    Every certified answer must equal the exact ranking (kth >= bound); every uncertified
+    one is flagged with a bound above its k-th score (the reason it could not be)."""
     outcomes = {True: 0, False: 0}
     for qd, qs in _queries(dense, sparse):
         ranking = search.certified_search(
@@ -318,6 +313,7 @@ def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
             search.SearchQuery(
                 qd, qs, alpha, 10, candidates=candidates, budget=candidates, exact_max_rows=0
             ),
+            version,
         )
         c = ranking.certificate
         assert c.path == "fast" and c.candidates == candidates and c.estimated_rows == N
@@ -327,6 +323,19 @@ def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
             assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
         else:
             assert c.kth_score < c.bound
+    return outcomes
+
+
+# (alpha, candidates) where 40 queries split between certified and not (probed).
+@pytest.mark.parametrize("alpha, candidates", [(0.3, 30), (0.5, 30), (0.7, 20)])
+def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
+    live, alpha, candidates
+):
+    """First stage only (no deepening, no fallback), few candidates: both outcomes occur.
+    Every certified answer equals the exact ranking; every uncertified one is flagged with
+    a bound above its k-th score (the reason it could not be certified)."""
+    conn, _, dense, sparse = live
+    outcomes = _first_stage_outcomes(conn, dense, sparse, alpha, candidates)
     assert outcomes[True] and outcomes[False], outcomes
 
 
@@ -346,21 +355,7 @@ def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, ca
         search.explain_search(conn, search.SearchQuery(dense[1], sparse[1], alpha, 10), version)
     )
     assert f"Index Scan using {version.table}_dense_hnsw" in plan, plan
-    outcomes = {True: 0, False: 0}
-    for qd, qs in _queries(dense, sparse):
-        ranking = search.certified_search(
-            conn,
-            search.SearchQuery(
-                qd, qs, alpha, 10, candidates=candidates, budget=candidates, exact_max_rows=0
-            ),
-            version,
-        )
-        c = ranking.certificate
-        outcomes[c.certified] += 1
-        if c.certified:
-            assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
-        # the bound holds the slack: the lowest half-precision dense candidate + 1e-3
-        assert c.bound is not None
+    outcomes = _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version)
     assert outcomes[True], outcomes
     with pytest.raises(ValueError, match="dense_index"):
         iv.build_indexes(conn, vid, dense_index="float16")

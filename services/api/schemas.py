@@ -23,13 +23,23 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, Operation, Schema
 
 from services.catalog.schema import METADATA_FIELDS
-from services.store.search import MAX_CANDIDATES, MAX_K, MIN_ALPHA
+from services.store.search import (
+    DEFAULT_BUDGET,
+    DEFAULT_CANDIDATES,
+    MAX_CANDIDATES,
+    MAX_K,
+    MIN_ALPHA,
+)
 
 MAX_TEXT_CHARS = 1000
 DEFAULT_K = 12
 
 Mode = Literal["hybrid", "dense", "sparse"]
 FilterValue = str | list[str] | int
+
+
+# A per-index candidate count of a request (first stage or deepening budget).
+CandidateCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)]
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,17 +59,17 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     mode: Mode = "hybrid"
     exact: bool = False
     candidates: Annotated[
-        Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None,
+        CandidateCount | None,
         msgspec.Meta(
-            description="Candidates per HNSW index in the first stage (default 150, or k "
-            "if larger)."
+            description="Candidates per HNSW index in the first stage (default "
+            f"{DEFAULT_CANDIDATES}, or k if larger)."
         ),
     ] = None
     budget: Annotated[
-        Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None,
+        CandidateCount | None,
         msgspec.Meta(
             description="Candidates per HNSW index when the first stage cannot certify its "
-            "answer (default 1000; at most `candidates`: no deepening)."
+            f"answer (default {DEFAULT_BUDGET}; at most `candidates`: no deepening)."
         ),
     ] = None
 
