@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pgvector import SparseVector
 
 from services.catalog.errors import CatalogError
+from services.pipeline.encode import product_dense_vectors  # noqa: F401 (re-exported)
 
 
 def slug(text: str) -> str:
@@ -120,14 +121,6 @@ def dense_rows(path: Path) -> int | None:
             return n if z["name"].shape[0] == n else None
     except (ValueError, OSError, KeyError):
         return None
-
-
-def product_dense_vectors(image: np.ndarray, name: np.ndarray, image_weight: float) -> np.ndarray:
-    """Rows of ``normalise(w * image + (1 - w) * name)``: a product's dense vector from its
-    photo and its name in the shared CLIP space (w = 1: photo only, w = 0: name only)."""
-    mixed = image_weight * image + (1.0 - image_weight) * name
-    norms = np.linalg.norm(mixed, axis=1, keepdims=True)
-    return np.ascontiguousarray(mixed / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 # --- sparse --------------------------------------------------------------------------------
