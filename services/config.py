@@ -58,6 +58,9 @@ class Settings:
     model_cache: Path  # FASHION_MODEL_CACHE (default FASHION_HOME/models)
     pg_port: int  # FASHION_PG_PORT: the embedded server's port
     database_url_override: str | None  # DATABASE_URL: an external server instead
+    pg_replica: bool  # FASHION_PG_REPLICA: the API reads from the embedded streaming replica
+    pg_replica_port: int  # FASHION_PG_REPLICA_PORT: its port (default FASHION_PG_PORT + 1)
+    database_read_url_override: str | None  # DATABASE_READ_URL: an external read replica
     dense_model: str  # FASHION_DENSE_MODEL
     sparse_model: str  # FASHION_SPARSE_MODEL
     api_host: str  # FASHION_API_HOST
@@ -80,6 +83,7 @@ class Settings:
     hf_endpoint: str | None  # HF_ENDPOINT
     airflow_port: int  # FASHION_AIRFLOW_PORT
     airflow_log_port: int  # FASHION_AIRFLOW_LOG_PORT
+    redis_port: int  # FASHION_REDIS_PORT: the Celery broker of `airflow start --executor celery`
     airflow_password: str | None  # FASHION_AIRFLOW_PASSWORD (unset: generated, see ops/airflow)
 
     @classmethod
@@ -87,11 +91,15 @@ class Settings:
         env = os.environ if env is None else env
         home = Path(_get(env, "FASHION_HOME", str(REPO_ROOT / ".fashion"))).resolve()
         workers = env.get("FASHION_ENCODER_WORKERS", "").strip()
+        pg_port = _number(env, "FASHION_PG_PORT", "54329", int, 1)
         return cls(
             home=home,
             model_cache=Path(_get(env, "FASHION_MODEL_CACHE", str(home / "models"))).resolve(),
-            pg_port=_number(env, "FASHION_PG_PORT", "54329", int, 1),
+            pg_port=pg_port,
             database_url_override=env.get("DATABASE_URL") or None,
+            pg_replica=_flag(env, "FASHION_PG_REPLICA"),
+            pg_replica_port=_number(env, "FASHION_PG_REPLICA_PORT", str(pg_port + 1), int, 1),
+            database_read_url_override=env.get("DATABASE_READ_URL") or None,
             dense_model=_get(env, "FASHION_DENSE_MODEL", "fashion-lit-minilm"),
             sparse_model=_get(env, "FASHION_SPARSE_MODEL", "splade-tiny-offline"),
             api_host=_get(env, "FASHION_API_HOST", "127.0.0.1"),
@@ -122,6 +130,7 @@ class Settings:
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             airflow_port=_number(env, "FASHION_AIRFLOW_PORT", "8080", int, 1),
             airflow_log_port=_number(env, "FASHION_AIRFLOW_LOG_PORT", "8793", int, 1),
+            redis_port=_number(env, "FASHION_REDIS_PORT", "6390", int, 1),
             airflow_password=env.get("FASHION_AIRFLOW_PASSWORD", "").strip() or None,
         )
 
@@ -129,6 +138,11 @@ class Settings:
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+    @property
+    def pgdata_replica(self) -> Path:
+        """The embedded streaming replica's data directory (``db replica start``)."""
+        return self.home / "pgdata-replica"
 
     @property
     def catalog_dir(self) -> Path:
@@ -154,9 +168,10 @@ class Settings:
         """The embedded server's passwords (libpq password file, 0600; see store/embedded)."""
         return self.home / "secrets" / "pgpass"
 
-    def _embedded_url(self, role: str, dbname: str) -> str:
+    def _embedded_url(self, role: str, dbname: str, port: int | None = None) -> str:
         # The password comes from the 0600 password file, never from the URL itself.
-        return f"postgresql://{role}@127.0.0.1:{self.pg_port}/{dbname}?passfile={self.pg_passfile}"
+        port = self.pg_port if port is None else port
+        return f"postgresql://{role}@127.0.0.1:{port}/{dbname}?passfile={self.pg_passfile}"
 
     @property
     def database_url(self) -> str:
@@ -165,6 +180,26 @@ class Settings:
         if self.database_url_override:
             return self.database_url_override
         return self._embedded_url("fashion", "fashion")
+
+    @property
+    def replica_url(self) -> str:
+        """The embedded replica (hot standby on ``pg_replica_port``) as the application role."""
+        return self._embedded_url("fashion", "fashion", self.pg_replica_port)
+
+    def replica_admin_url_for(self, dbname: str) -> str:
+        """The embedded replica's superuser: for ``db replica status`` only."""
+        return self._embedded_url("postgres", dbname, self.pg_replica_port)
+
+    @property
+    def database_read_url(self) -> str | None:
+        """Where the API's searches and lookups read: DATABASE_READ_URL; else the embedded
+        replica when FASHION_PG_REPLICA is on (and the primary is the embedded server);
+        else None: reads go to the primary (``database_url``). Writes always go there."""
+        if self.database_read_url_override:
+            return self.database_read_url_override
+        if self.pg_replica and self.embedded:
+            return self.replica_url
+        return None
 
     def admin_url_for(self, dbname: str) -> str:
         """The embedded server's superuser (``postgres``), for setting the server up only;

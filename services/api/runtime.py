@@ -1,6 +1,11 @@
 """What one API process holds for its lifetime: the connection pool, the loaded encoders,
 and an LRU cache of query embeddings. Injected into handlers with ``Provide``.
 
+With a read replica (``Settings.database_read_url``), a second pool: searches and lookups
+(:meth:`Runtime.read`) go to the replica first and to the primary when the replica fails
+them, and the other way round while one side is marked down (:data:`SIDE_RETRY_S`), so
+searches go on with either server down. Writes (none in the API) stay on the primary.
+
 Startup never blocks on the database or the models: the pool opens with ``wait=False``
 (the app serves /healthz while PostgreSQL is down and recovers when it returns), and the
 encoders load once in a background thread (/readyz says "loading" until they are in).
@@ -21,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 import psycopg
 from pgvector import SparseVector
+from psycopg_pool import ConnectionPool
 
 from services.config import Settings
 from services.encoders.images import (
@@ -37,6 +43,11 @@ T = TypeVar("T")
 # A pooled connection idle longer than this is checked (one round trip) before use; a busy
 # one is not, and a read that finds it dead is retried (Runtime.read).
 POOL_CHECK_IDLE_S = 1.0
+# A side (primary or replica) that failed a read is tried after the other for this long;
+# then a read tries it first again, waiting at most PROBE_TIMEOUT_S for a connection.
+SIDE_RETRY_S = 5.0
+PROBE_TIMEOUT_S = 0.5
+PRIMARY, REPLICA = "primary", "replica"
 
 
 def _search_connection(conn: psycopg.Connection) -> None:
@@ -181,6 +192,21 @@ class Runtime:
             check_idle_s=POOL_CHECK_IDLE_S,
             on_connect=_search_connection,
         )
+        read_url = settings.database_read_url
+        self.read_pool: ConnectionPool | None = None
+        if read_url:
+            self.read_pool = make_pool(
+                settings,
+                url=read_url,
+                min_size=1,
+                max_size=pool_max_size or settings.api_pool_size,
+                timeout=pool_timeout,
+                check_idle_s=POOL_CHECK_IDLE_S,
+                on_connect=_search_connection,
+            )
+        # Reads served by each side, and until when a side that failed comes second.
+        self.reads = {PRIMARY: 0, REPLICA: 0}
+        self._down_until: dict[str, float] = {}
         self.text_cache = LRUCache(cache_size)
         self.image_cache = LRUCache(max(64, cache_size // 8))
         self._load_models = load_models
@@ -195,36 +221,90 @@ class Runtime:
     def start(self) -> None:
         set_decode_concurrency(self.settings.image_decode_slots)  # bounds decode memory
         self.pool.open(wait=False)
+        if self.read_pool is not None:
+            self.read_pool.open(wait=False)
         if self._load_models and self._loader is None:
             self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
             self._loader.start()
 
     def stop(self) -> None:
         self.pool.close(timeout=5.0)
+        if self.read_pool is not None:
+            self.read_pool.close(timeout=5.0)
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection in autocommit mode: reads need no transaction of their own,
-        and searches keep their HNSW settings in the session (``use_session_settings``),
-        which saves round trips per request."""
-        with self.pool.connection() as conn:
+    def connection(
+        self, side: str = PRIMARY, timeout: float | None = None
+    ) -> Iterator[psycopg.Connection]:
+        """A pooled connection (of the primary, or of the read replica: ``side``) in
+        autocommit mode: reads need no transaction of their own, and searches keep their
+        HNSW settings in the session (``use_session_settings``), which saves round trips
+        per request. ``timeout``: seconds to wait for it (default: the pool's)."""
+        pool = self.read_pool if side == REPLICA else self.pool
+        if pool is None:
+            raise ValueError("no read replica is configured")
+        with pool.connection(timeout=timeout) as conn:
             if not conn.autocommit:
                 conn.autocommit = True
             yield conn
 
+    def read_sides(self) -> list[str]:
+        """The sides a read tries, in order: the replica first (when there is one), a side
+        that failed a read in the last SIDE_RETRY_S seconds last."""
+        if self.read_pool is None:
+            return [PRIMARY]
+        now = time.monotonic()
+        return sorted((REPLICA, PRIMARY), key=lambda side: self._down_until.get(side, 0) > now)
+
+    def side_down(self, side: str) -> bool:
+        """Whether ``side`` failed a read (or a readiness check) in the last SIDE_RETRY_S s."""
+        return self._down_until.get(side, 0) > time.monotonic()
+
+    def mark(self, side: str, up: bool) -> None:
+        if up:
+            self._down_until.pop(side, None)
+        else:
+            self._down_until[side] = time.monotonic() + SIDE_RETRY_S
+
     def read(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        """``fn(conn)`` on a pooled connection, once more on another when the first was
-        dead (the database restarted since the pool last checked it: busy connections
-        are not checked, see POOL_CHECK_IDLE_S). For reads only: they are safe to repeat."""
+        """``fn(conn)`` on a pooled connection of the read replica, else of the primary
+        (:meth:`read_sides`); on each side once more on another connection when the first
+        was dead (the database restarted since the pool last checked it: busy connections
+        are not checked, see POOL_CHECK_IDLE_S). A side that fails (down, or a query
+        cancelled by a recovery conflict on the replica) hands the read to the other.
+        For reads only: they are safe to repeat."""
+        sides = self.read_sides()
+        for i, side in enumerate(sides):
+            last = i == len(sides) - 1
+            # A side that was down gets a short wait for a connection: it is likely still down.
+            timeout = PROBE_TIMEOUT_S if len(sides) > 1 and self.side_down(side) else None
+            try:
+                result = self._read_on(side, fn, timeout)
+            except psycopg.OperationalError as exc:
+                if len(sides) > 1:
+                    self.mark(side, up=False)
+                if last:
+                    raise
+                log.warning("a read failed on the %s, retried on the %s: %s", side, sides[-1], exc)
+                continue
+            if len(sides) > 1:
+                self.mark(side, up=True)
+            self.reads[side] += 1
+            return result
+        raise AssertionError("unreachable")
+
+    def _read_on(
+        self, side: str, fn: Callable[[psycopg.Connection], T], timeout: float | None
+    ) -> T:
         used: psycopg.Connection | None = None
         try:
-            with self.connection() as used:
+            with self.connection(side, timeout) as used:
                 return fn(used)
         except psycopg.OperationalError:
             if used is None or not used.broken:  # no connection at all, or a live one
                 raise
             log.info("a pooled connection was dead; the read is retried on another")
-        with self.connection() as conn:
+        with self.connection(side, timeout) as conn:
             return fn(conn)
 
     def live_version(self, conn: psycopg.Connection, *, refresh: bool = False) -> IndexVersion:

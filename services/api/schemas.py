@@ -188,9 +188,25 @@ class Health(msgspec.Struct):
     status: str
 
 
+class DatabaseSides(msgspec.Struct):
+    """The primary and the read replica (``DATABASE_READ_URL`` / the embedded replica)."""
+
+    primary: Annotated[str, msgspec.Meta(description='"ok" or "down: <reason>"')]
+    replica: Annotated[str, msgspec.Meta(description='"ok", "down: <reason>" or "not configured"')]
+    replica_lag_s: Annotated[
+        float | None,
+        msgspec.Meta(description="Seconds the replica is behind (0: caught up); null: unknown"),
+    ] = None
+    replica_lag_bytes: Annotated[
+        int | None,
+        msgspec.Meta(description="WAL bytes the replica has not replayed; null: unknown"),
+    ] = None
+
+
 class Readiness(msgspec.Struct):
     status: str  # "ready" | "not ready"
     checks: dict[str, str]
+    database: DatabaseSides | None = None
 
 
 class ErrorBody(msgspec.Struct):

@@ -10,13 +10,14 @@ product.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import psycopg
 from pgvector import SparseVector
 
-from services.api.runtime import ModelsNotReady, Runtime
+from services.api.runtime import PRIMARY, PROBE_TIMEOUT_S, REPLICA, ModelsNotReady, Runtime
 from services.api.schemas import (
     MAX_TEXT_CHARS,
     Certificate,
@@ -33,7 +34,7 @@ from services.api.schemas import (
 )
 from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
-from services.store.db import ping
+from services.store.db import ping, replication_lag
 from services.store.index_versions import IndexVersion, live_version
 from services.store.migrate import head_revision, schema_revision
 from services.store.products import get_product
@@ -282,8 +283,7 @@ def search(
 
 
 def product(runtime: Runtime, product_id: int) -> Product:
-    with runtime.connection() as conn:
-        row = get_product(conn, product_id)
+    row = runtime.read(lambda conn: get_product(conn, product_id))
     if row is None:
         raise ProductNotFound(f"product {product_id} not found")
     return Product(
@@ -298,7 +298,8 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
     """Products nearest to a product's own stored vectors (itself excluded)."""
     start = time.perf_counter()
     alpha = runtime.settings.default_alpha if alpha is None else effective_alpha(alpha)
-    with runtime.connection() as conn:
+
+    def run(conn: psycopg.Connection):
         row = get_product(conn, product_id)
         if row is None:
             raise ProductNotFound(f"product {product_id} not found")
@@ -310,7 +311,10 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
         ranking = certified_search(
             conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1), version
         )
-        hits = [h for h in ranking.hits if h.product_id != product_id][:k]
+        return row, version, sparse, ranking
+
+    row, version, sparse, ranking = runtime.read(run)
+    hits = [h for h in ranking.hits if h.product_id != product_id][:k]
     try:
         splade = runtime.encoders.splade
     except ModelsNotReady:  # explanations are optional here: similar needs no query encoding
@@ -331,8 +335,7 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
 
 
 def index_info(runtime: Runtime) -> IndexInfo:
-    with runtime.connection() as conn:
-        v = _live(conn)
+    v = runtime.read(_live)
     try:
         enc = runtime.encoders
     except ModelsNotReady:
@@ -354,24 +357,78 @@ def index_info(runtime: Runtime) -> IndexInfo:
 
 def facets(runtime: Runtime) -> Facets:
     """Distinct filter values among the live index's products (cached per version)."""
-    with runtime.connection() as conn:
+
+    def run(conn: psycopg.Connection) -> tuple[IndexVersion, dict[str, list]]:
         version = _live(conn)
         cached = runtime.facets_cache.get(version.id)
         if cached is None:
             cached = facet_values(conn, version)
             runtime.facets_cache[version.id] = cached
+        return version, cached
+
+    version, cached = runtime.read(run)
     return Facets(
         index_version=version.id, values=cached, labels={f.name: f.label for f in FACET_FIELDS}
     )
 
 
-def readiness(runtime: Runtime) -> dict[str, str]:
-    """Named checks -> "ok" or what is wrong."""
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def readiness_report(runtime: Runtime) -> tuple[dict[str, str], dict[str, Any]]:
+    """(named checks -> "ok" or what is wrong, the database's sides).
+
+    ``checks["database"]`` is "ok" when searches can be served: the primary answers, or
+    (with a read replica) the replica does ("ok: ..." says the primary is down); schema
+    and index are checked where searches read (the replica first). The sides:
+    ``{"primary": "ok" | "down: ...", "replica": "ok" | "down: ..." | "not configured",
+    "replica_lag_s": float | None, "replica_lag_bytes": int | None}``."""
     checks = {"models": runtime.models_state}
-    try:
-        with runtime.connection() as conn:
-            ping(conn)
-            checks["database"] = "ok"
+    sides: dict[str, Any] = {
+        "primary": "ok",
+        "replica": "not configured",
+        "replica_lag_s": None,
+        "replica_lag_bytes": None,
+    }
+    two = runtime.read_pool is not None
+    errors: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        conns: dict[str, psycopg.Connection] = {}
+        for side in runtime.read_sides():
+            # A side seen down recently gets a short wait for a connection (likely down).
+            timeout = PROBE_TIMEOUT_S if two and runtime.side_down(side) else None
+            try:
+                conn = stack.enter_context(runtime.connection(side, timeout))
+                ping(conn)
+                conns[side] = conn
+            except Exception as exc:  # noqa: BLE001 - any failure means "down"
+                errors[side] = _reason(exc)
+            if two:
+                runtime.mark(side, up=side in conns)
+        if PRIMARY not in conns:
+            sides["primary"] = f"down: {errors[PRIMARY]}"
+        if two:
+            if REPLICA in conns:
+                sides["replica"] = "ok"
+                try:
+                    lag = replication_lag(conns[REPLICA], conns.get(PRIMARY))
+                    sides["replica_lag_s"], sides["replica_lag_bytes"] = lag.seconds, lag.bytes
+                except Exception as exc:  # noqa: BLE001 - the lag is informative only
+                    sides["replica"] = f"ok (lag unknown: {_reason(exc)})"
+            else:
+                sides["replica"] = f"down: {errors[REPLICA]}"
+        serving = next((side for side in runtime.read_sides() if side in conns), None)
+        if serving is None:
+            checks["database"] = f"unavailable: {errors[PRIMARY]}"
+            checks["index"] = "unknown (database unavailable)"
+            return checks, sides
+        checks["database"] = (
+            "ok" if PRIMARY in conns else "ok: searches served by the replica (primary down)"
+        )
+        try:
+            conn = conns[serving]
             at, head = schema_revision(conn), head_revision()
             checks["schema"] = (
                 f"ok: {at}"
@@ -380,11 +437,10 @@ def readiness(runtime: Runtime) -> dict[str, str]:
                 "run `fashion-search db migrate`"
             )
             version = live_version(conn)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        checks["database"] = f"unavailable: {reason}"
-        checks["index"] = "unknown (database unavailable)"
-        return checks
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            checks["database"] = f"unavailable: {_reason(exc)}"
+            checks["index"] = "unknown (database unavailable)"
+            return checks, sides
     if version is None:
         checks["index"] = "no live index version"
     else:
@@ -397,13 +453,18 @@ def readiness(runtime: Runtime) -> dict[str, str]:
                     f"{version.sparse_model}, API serves {enc.clip.name} + "
                     f"{enc.splade.name}"
                 )
-    return checks
+    return checks, sides
+
+
+def readiness(runtime: Runtime) -> dict[str, str]:
+    """Named checks -> "ok" or what is wrong (:func:`readiness_report`'s checks)."""
+    return readiness_report(runtime)[0]
 
 
 def is_ready(checks: dict[str, str]) -> bool:
     return (
         checks.get("models") == "loaded"
-        and checks.get("database") == "ok"
+        and checks.get("database", "").startswith("ok")
         and checks.get("schema", "").startswith("ok")
         and checks.get("index", "").startswith("ok")
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from services.config import get_settings
-from services.store import embedded, migrate
+from services.store import embedded, migrate, replica
 from services.store.db import connect, redact
 from services.store.index_versions import live_version
 
@@ -49,6 +49,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replica(args: argparse.Namespace) -> int:
+
+    s = get_settings()
+    if args.replica_command == "start":
+        st = replica.start_replica(s)
+        print(st.describe())
+        print(f"DATABASE_READ_URL={s.replica_url}")
+        if s.database_read_url != s.replica_url:
+            print("the API reads from it with FASHION_PG_REPLICA=1 (or DATABASE_READ_URL above)")
+    elif args.replica_command == "stop":
+        print(replica.stop_replica(s).describe())
+    else:
+        print(replica.replica_status(s).describe())
+        print(
+            f"API reads from: {redact(s.database_read_url) if s.database_read_url else 'the primary'}"
+        )
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
 
     if args.downgrade:
@@ -71,6 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     dbsub.add_parser("status", help="server, pgvector, schema and live index").set_defaults(
         func=_status
     )
+    rep = dbsub.add_parser("replica", help="the embedded read replica (streaming hot standby)")
+    rep.add_argument(
+        "replica_command",
+        choices=("start", "stop", "status"),
+        metavar="start|stop|status",
+        help="start (first time: base backup of the running primary), stop, or status and lag",
+    )
+    rep.set_defaults(func=_replica)
     m = dbsub.add_parser("migrate", help="upgrade (default: head) or downgrade the schema")
     m.add_argument("revision", nargs="?", default="head")
     m.add_argument("--downgrade", metavar="REV", help="downgrade to REV (e.g. base, 0001)")

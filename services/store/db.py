@@ -11,6 +11,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 from pgvector.psycopg import register_vector
@@ -78,6 +79,46 @@ def ping(conn: psycopg.Connection) -> None:
     conn.execute("SELECT 1")
 
 
+@dataclass(frozen=True)
+class ReplicationLag:
+    """How far a streaming replica is behind its primary.
+
+    ``bytes``: WAL the primary has written (``pg_current_wal_lsn``: with
+    ``synchronous_commit = off`` a commit is written within ``wal_writer_delay``, 200 ms)
+    that the replica has not replayed yet (None when the primary is not at hand). ``seconds``: 0 when the replica has replayed all
+    of it (with no primary at hand: all it has received), else the age of the newest
+    transaction it has replayed (None before it has replayed one). Both None when the
+    server is not a replica at all (``in_recovery`` False)."""
+
+    in_recovery: bool
+    bytes: int | None
+    seconds: float | None
+
+
+def replication_lag(
+    replica: psycopg.Connection, primary: psycopg.Connection | None = None
+) -> ReplicationLag:
+    """The lag of ``replica`` (a hot standby) behind ``primary``, from functions any role
+    may call (pg_stat_replication would need pg_read_all_stats)."""
+    primary_lsn = None
+    if primary is not None:
+        primary_lsn = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    in_recovery, behind, received_all, age = replica.execute(
+        "SELECT pg_is_in_recovery(), "
+        "pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()), "
+        "coalesce(pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn(), true), "
+        "extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())",
+        (primary_lsn,),
+    ).fetchone()
+    if not in_recovery:
+        return ReplicationLag(False, None, None)
+    # The primary was asked first: the replica may have replayed a little more since.
+    lag_bytes = None if behind is None else max(0, int(behind))
+    caught_up = lag_bytes == 0 if lag_bytes is not None else bool(received_all)
+    seconds = 0.0 if caught_up else (None if age is None else max(0.0, float(age)))
+    return ReplicationLag(True, lag_bytes, seconds)
+
+
 def server_versions(conn: psycopg.Connection) -> tuple[str, str]:
     """``(PostgreSQL server version, pgvector extension version)``."""
     pg = conn.execute("SHOW server_version").fetchone()[0]
@@ -116,6 +157,7 @@ def connection(url: str | None = None, *, autocommit: bool = False) -> Iterator[
 def make_pool(
     settings: Settings | None = None,
     *,
+    url: str | None = None,
     min_size: int = 1,
     max_size: int = 8,
     timeout: float = 5.0,
@@ -132,7 +174,8 @@ def make_pool(
     a number checks only those not handed out for longer than that, a busy service's
     connections then cost no round trip of their own (its caller retries a read that
     found its connection dead: ``services.api.runtime.Runtime.read``). ``on_connect``:
-    more set-up of each new connection, after pgvector's.
+    more set-up of each new connection, after pgvector's. ``url``: another server than
+    ``settings.database_url`` (the API's read replica, ``settings.database_read_url``).
     """
     settings = settings or get_settings()
     # When each connection was last handed out. (Not a ``reset`` hook stamping returns:
@@ -152,7 +195,7 @@ def make_pool(
         handed_out[conn] = now
 
     return ConnectionPool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,

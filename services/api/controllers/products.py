@@ -73,8 +73,7 @@ class ProductController(Controller):
         self, product_id: FromPath[int], runtime: NamedDependency[Runtime]
     ) -> Response[bytes]:
         _check_id(product_id)
-        with runtime.connection() as conn:
-            found = get_image(conn, product_id)
+        found = runtime.read(lambda conn: get_image(conn, product_id))
         if found is None:
             raise ApiError(404, f"product {product_id} not found or has no image")
         data, mime = found

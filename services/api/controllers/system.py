@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from services.api import search_service
 from services.api.runtime import Runtime
 from services.api.schemas import (
+    DatabaseSides,
     DocumentedOperation,
     Facets,
     Health,
@@ -30,7 +31,7 @@ class SystemController(Controller):
     @get(
         "/readyz",
         sync_to_thread=True,
-        summary="Database reachable, live index, models loaded",
+        summary="Database reachable (primary or read replica), live index, models loaded",
         responses={
             503: ResponseSpec(
                 data_container=Readiness,
@@ -40,10 +41,14 @@ class SystemController(Controller):
         },
     )
     def readyz(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
-        checks = search_service.readiness(runtime)
+        checks, sides = search_service.readiness_report(runtime)
         ready = search_service.is_ready(checks)
         return Response(
-            Readiness(status="ready" if ready else "not ready", checks=checks),
+            Readiness(
+                status="ready" if ready else "not ready",
+                checks=checks,
+                database=DatabaseSides(**sides),
+            ),
             status_code=200 if ready else 503,
         )
 
