@@ -1,15 +1,19 @@
 """fashion_reindex: build a new hybrid index version and swap it live.
 
-fetch -> validate_and_shard -> create_version -> encode_images[shard] (CLIP, pool "gpu")
-      -> encode_texts[shard] (SPLADE, pool "gpu") -> load[shard] (COPY) -> build_indexes
+ingest (fetch + validate + store products and shards) -> create_version
+      -> encode_images[shard] (CLIP) and encode_texts[shard] (SPLADE), both on queue and
+         pool "gpu" -> load[shard] (COPY) -> build_indexes
       -> check (row count, smoke query, fast-vs-exact recall) -> swap (one transaction;
       emits the Asset fashion://index/live) -> retire (keeps the previous version).
 
 Thin by design: every task calls a function of ``services.pipeline.stages`` (the same
-functions ``fashion-search index`` runs without Airflow). XCom carries file paths and
-counts only; encoded shards are files under ``settings.work_dir``. A task that fails for
-good marks the run's index version failed; the live version keeps serving. Triggering a
-new run finishes the job and reuses encoded shard files already written.
+functions ``fashion-search index`` runs without Airflow). XCom carries shard refs and
+counts only; whatever a task hands the next is in the database (products, shards, encoded
+vectors), never on a worker's disk, so with the CeleryExecutor the encode tasks run on the
+workers consuming the ``gpu`` queue and the rest anywhere. The queue is ignored by the
+LocalExecutor; the ``gpu`` pool bounds concurrent encoders with either. A task that fails for
+good marks the run's index version failed; the live version keeps serving. Triggering a new
+run finishes the job and reuses the shards already encoded.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from services.pipeline.assets import LIVE_INDEX_ASSET
+
+GPU_QUEUE = (
+    "gpu"  # the Celery queue of the GPU workers (fashion-search airflow start --executor celery)
+)
 
 
 def _run_key() -> str:
@@ -92,20 +100,12 @@ def _mark_version_failed(context) -> None:
 )
 def fashion_reindex():
     @task
-    def fetch() -> list[str]:
+    def ingest() -> list[str]:
         from services.pipeline import stages
 
         p = _params()
-        return stages.fetch_catalog(p["source"], p["size"], p["limit"])
-
-    @task
-    def validate_and_shard(paths: list[str]) -> list[str]:
-        from services.pipeline import stages
-
-        p = _params()
-        source = p["source"] if p["source"] in ("offline", "hub") else "local"
-        out = stages.validate_store_and_shard(
-            paths, p["shard_size"], stages.run_dir_for(_run_key()), limit=p["limit"], source=source
+        out = stages.ingest_catalog(
+            p["source"], p["size"], p["limit"], p["shard_size"], run_key=_run_key()
         )
         print(f"validation report: {out['report']}")
         get_current_context()["ti"].xcom_push(key="validation_report", value=out["report"])
@@ -125,24 +125,24 @@ def fashion_reindex():
             dense_image_weight=p.get("dense_image_weight"),
         )
 
-    @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
-    def encode_images(shard: str) -> str:
+    @task(queue=GPU_QUEUE, pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
+    def encode_images(shard: str) -> dict:
         from services.pipeline import stages
 
-        return stages.encode_dense_file(shard, _params()["dense_model"])
+        return stages.encode_dense_shard(shard, _params()["dense_model"])
 
-    @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
-    def encode_texts(shard: str) -> str:
+    @task(queue=GPU_QUEUE, pool="gpu", retries=2, retry_delay=timedelta(seconds=5))
+    def encode_texts(shard: str) -> dict:
         from services.pipeline import stages
 
-        return stages.encode_sparse_file(shard, _params()["sparse_model"])
+        return stages.encode_sparse_shard(shard, _params()["sparse_model"])
 
     @task(retries=2, retry_delay=timedelta(seconds=5))
-    def load(version_id: int, files: list) -> int:
+    def load(version_id: int, encoded: list) -> int:
         from services.pipeline import stages
 
-        shard, dense, sparse = files
-        return stages.load_shard_into_version(version_id, shard, dense, sparse)
+        shard, _dense, _sparse = encoded  # the encode tasks' counts: both finished
+        return stages.load_shard_into_version(version_id, shard)
 
     @task
     def build_indexes(version_id: int, loaded: list[int]) -> dict:
@@ -154,9 +154,7 @@ def fashion_reindex():
     def check(version_id: int, built: dict) -> dict:
         from services.pipeline import checks
 
-        report = get_current_context()["ti"].xcom_pull(
-            task_ids="validate_and_shard", key="validation_report"
-        )
+        report = get_current_context()["ti"].xcom_pull(task_ids="ingest", key="validation_report")
         result = checks.check_and_mark_ready(
             version_id,
             report["valid"],
@@ -186,12 +184,12 @@ def fashion_reindex():
 
         return stages.retire_old_versions(keep_previous=1)
 
-    shards = validate_and_shard(fetch())
+    shards = ingest()
     version = create_version(shards)
     dense = encode_images.expand(shard=shards)
     sparse = encode_texts.expand(shard=shards)
     version >> [dense, sparse]  # a version exists before any encoding can fail
-    loaded = load.partial(version_id=version).expand(files=shards.zip(dense, sparse))
+    loaded = load.partial(version_id=version).expand(encoded=shards.zip(dense, sparse))
     built = build_indexes(version, loaded)
     checks = check(version, built)
     retire(swap(version, checks))

@@ -237,7 +237,7 @@ def test_unlocked_top_layer_trains_and_is_kept_in_the_checkpoint(tmp_path, heldo
 
 # --- product vectors ---------------------------------------------------------------------
 def test_product_dense_vectors_blend_photo_and_name():
-    from services.pipeline.vector_files import product_dense_vectors
+    from services.pipeline.encode import product_dense_vectors
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(5, 8)).astype(np.float32)
@@ -254,28 +254,24 @@ def test_product_dense_vectors_blend_photo_and_name():
 
 def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path):
     from services.encoders.clip import load_clip
-    from services.pipeline import stages, vector_files
-    from services.pipeline.vector_files import product_dense_vectors
+    from services.pipeline import shard_store, stages
+    from services.pipeline.encode import product_dense_vectors
     from services.store.index_versions import get_version
     from services.store.search import stored_vectors
 
     paths = stages.fetch_catalog("offline", 200, 30)
-    shard = stages.validate_store_and_shard(paths, 30, tmp_path, limit=30)["shards"][0]
+    shard = stages.validate_store_and_shard(paths, 30, "test-weight", limit=30)["shards"][0]
     vid = stages.create_building_version(
         "fashion-lit-minilm", None, run_key="test-weight", dense_image_weight=0.4
     )
     version = get_version(empty_db, vid)
     assert version.dense_image_weight == pytest.approx(0.4)
-    dense_path = stages.encode_dense_file(shard, "fashion-lit-minilm")
-    assert (
-        stages.load_shard_into_version(
-            vid, shard, dense_path, stages.encode_sparse_file(shard, None)
-        )
-        == 30
-    )
-    with np.load(dense_path) as z:
-        image, name = z["image"], z["name"]
-    ids = [int(i) for i in vector_files.read_shard(shard, ["id"])["id"]]
+    stages.encode_dense_shard(shard, "fashion-lit-minilm")
+    stages.encode_sparse_shard(shard, None)
+    assert stages.load_shard_into_version(vid, shard) == 30
+    stored = shard_store.get_shard(empty_db, shard)
+    image, name = shard_store.get_dense(empty_db, stored.fingerprint, "fashion-lit-minilm")
+    ids = stored.product_ids
     dense, _ = stored_vectors(empty_db, ids[0], get_version(empty_db, vid))
     assert np.allclose(dense, product_dense_vectors(image, name, 0.4)[0], atol=1e-5)
     # the text half is the CLIP text embedding of the product's name

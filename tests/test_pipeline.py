@@ -9,8 +9,10 @@ the build lock refusing a second concurrent run.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import psycopg
 import pytest
 
 SIZE = 200
@@ -71,24 +73,60 @@ def test_run_reindex_end_to_end_then_search(fresh, dense_model):
     assert any(h.product_display_name == name[0] for h in hits)
 
 
-def test_load_shard_twice_is_idempotent(fresh, dense_model, tmp_path):
+def test_load_shard_twice_is_idempotent(fresh, dense_model):
     from services.pipeline import stages
     from services.store.index_versions import row_count
 
     paths = stages.fetch_catalog("offline", SIZE, 60)
-    out = stages.validate_store_and_shard(paths, 30, tmp_path, limit=60)
+    out = stages.validate_store_and_shard(paths, 30, "test-idempotent", limit=60)
     vid = stages.create_building_version(dense_model, None, run_key="test-idempotent")
     shard = out["shards"][0]
-    d = stages.encode_dense_file(shard, dense_model)
-    s = stages.encode_sparse_file(shard, None)
-    assert stages.load_shard_into_version(vid, shard, d, s) == 30
-    assert stages.load_shard_into_version(vid, shard, d, s) == 30
+    assert stages.encode_dense_shard(shard, dense_model) == {
+        "shard": shard,
+        "rows": 30,
+        "reused": False,
+    }
+    assert stages.encode_sparse_shard(shard, None)["reused"] is False
+    assert stages.load_shard_into_version(vid, shard) == 30
+    assert stages.load_shard_into_version(vid, shard) == 30
     assert row_count(fresh, vid) == 30
-    # a retried encode reuses the finished file
-    mtime = Path(d).stat().st_mtime_ns
-    assert stages.encode_dense_file(shard, dense_model) == d
-    assert Path(d).stat().st_mtime_ns == mtime
+    # a retried encode reuses the stored vectors: the payload row is not rewritten
+    stamp = "SELECT created_at FROM encoded_shards WHERE kind = 'dense' AND model = %s"
+    before = fresh.execute(stamp, (dense_model,)).fetchall()
+    fresh.commit()
+    assert stages.encode_dense_shard(shard, dense_model)["reused"] is True
+    assert fresh.execute(stamp, (dense_model,)).fetchall() == before
     stages.mark_version_failed(vid, "test done")
+
+
+def test_hand_offs_live_in_the_database_and_old_runs_are_pruned(fresh, dense_model):
+    """Shards and encoded vectors are rows (no worker's disk); retiring prunes those of runs
+    older than the newest three, and only the payloads no kept shard references."""
+    from services.pipeline import shard_store, stages
+
+    paths = stages.fetch_catalog("offline", SIZE, 40)
+    refs = {}
+    for run in range(5):
+        limit = 20 if run == 0 else 40  # run 0's shard has other content than the rest
+        refs[run] = stages.validate_store_and_shard(paths, 20, f"run-{run}", limit=limit)
+    assert [r["report"]["shards"] for r in refs.values()] == [1, 2, 2, 2, 2]
+    first = refs[0]["shards"][0]
+    assert stages.encode_dense_shard(first, dense_model)["reused"] is False
+    # the same products in a later run's shard: same fingerprint, so encoded once
+    assert stages.encode_dense_shard(refs[1]["shards"][0], dense_model)["reused"] is True
+    second = refs[4]["shards"][1]
+    assert stages.encode_dense_shard(second, dense_model)["reused"] is False
+    assert fresh.execute("SELECT count(*) FROM encoded_shards").fetchone()[0] == 2
+    fresh.commit()
+    assert stages.retire_old_versions() == []
+    kept = fresh.execute("SELECT DISTINCT run_key FROM pipeline_shards ORDER BY 1").fetchall()
+    assert [k[0] for k in kept] == ["run-2", "run-3", "run-4"]
+    # run-0/run-1's first shard = run-2's first shard (same rows): its payload is kept
+    assert fresh.execute("SELECT count(*) FROM encoded_shards").fetchone()[0] == 2
+    with pytest.raises(LookupError, match="ingest"):
+        stages.encode_dense_shard(refs[1]["shards"][1], dense_model)
+    with pytest.raises(ValueError, match="shard ref"):
+        shard_store.parse_ref("no-number")
 
 
 def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monkeypatch):
@@ -106,14 +144,19 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     real_load = stages.load_shard_into_version
     calls = {"n": 0}
 
-    def flaky_load(version_id, shard, dense_path, sparse_path):
+    def flaky_load(version_id, shard):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second shard's encoded file vanished
-            Path(dense_path).unlink()
-        return real_load(version_id, shard, dense_path, sparse_path)
+        if calls["n"] == 2:  # the second shard's encoded vectors vanished
+            with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+                conn.execute(
+                    "DELETE FROM encoded_shards WHERE kind = 'dense' AND fingerprint = "
+                    "(SELECT fingerprint FROM pipeline_shards WHERE run_key || '#' || shard = %s)",
+                    (shard,),
+                )
+        return real_load(version_id, shard)
 
     monkeypatch.setattr(stages, "load_shard_into_version", flaky_load)
-    with pytest.raises(FileNotFoundError, match="encoded file"):
+    with pytest.raises(LookupError, match="re-run its encode task"):
         run_reindex(source="offline", size=SIZE, shard_size=SHARD, dense_model=dense_model)
     monkeypatch.setattr(stages, "load_shard_into_version", real_load)
 
@@ -157,7 +200,7 @@ def test_validation_rejects_are_counted(fresh, tmp_path):
     rows[5]["id"] = rows[4]["id"]
     rows[7]["image"] = b"not an image"
     src = write_parquet(rows, tmp_path / "bad.parquet")
-    out = stages.validate_store_and_shard([str(src)], 10, tmp_path / "run", source="local")
+    out = stages.validate_store_and_shard([str(src)], 10, "test-rejects", source="local")
     rep = out["report"]
     assert rep["read"] == 20 and rep["valid"] == 17 and rep["rejected"] == 3
     assert rep["rejected_by_reason"] == {"empty name": 1, "duplicate id": 1, "undecodable image": 1}
@@ -171,7 +214,7 @@ def test_corrupt_parquet_is_reported_with_its_name(fresh, tmp_path):
     bad = tmp_path / "corrupt.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(CatalogError, match="corrupt.parquet"):
-        stages.validate_store_and_shard([str(bad)], 10, tmp_path / "run")
+        stages.validate_store_and_shard([str(bad)], 10, "test-corrupt")
 
 
 def test_second_run_refuses_while_the_build_lock_is_held(fresh, dense_model):

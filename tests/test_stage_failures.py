@@ -40,12 +40,12 @@ def _built_version(tmp_path, run_key: str, *, indexes: bool = True) -> tuple[int
     from services.pipeline import stages
 
     paths = stages.fetch_catalog("offline", SIZE)
-    out = stages.validate_store_and_shard(paths, SIZE, tmp_path / run_key)
+    out = stages.validate_store_and_shard(paths, SIZE, run_key)
     vid = stages.create_building_version(run_key=run_key)
     for shard in out["shards"]:
-        dense = stages.encode_dense_file(shard)
-        sparse = stages.encode_sparse_file(shard)
-        stages.load_shard_into_version(vid, shard, dense, sparse)
+        stages.encode_dense_shard(shard)
+        stages.encode_sparse_shard(shard)
+        stages.load_shard_into_version(vid, shard)
     if indexes:
         stages.build_version_indexes(vid)
     return vid, out["report"]["valid"]

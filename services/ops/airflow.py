@@ -72,6 +72,13 @@ DAG_ID = "fashion_reindex"
 ENV_FILE = REPO_ROOT / "infra" / "airflow.env"
 SUPERVISORD_CONF = REPO_ROOT / "infra" / "supervisord.conf"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")  # the programs of SUPERVISORD_CONF
+# --executor celery: the programs of CELERY_CONF, added to SUPERVISORD_CONF's
+CELERY_CONF = REPO_ROOT / "infra" / "supervisord-celery.conf"
+CELERY_COMPONENTS = ("redis", "worker-cpu", "worker-gpu")
+# Celery workers: name -> (queues, concurrency). The encode tasks of the reindex DAG are
+# routed to queue "gpu" (dags/fashion_reindex.py); every other task to "default".
+CELERY_WORKERS = {"cpu": ("default", 2), "gpu": ("gpu", 1)}
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 ADMIN_PASSWORD_FILE = "admin-password"  # in AIRFLOW_HOME, when FASHION_AIRFLOW_PASSWORD is unset
 PLUGINS_DIR = REPO_ROOT / "infra" / "airflow_plugins"  # AIRFLOW__CORE__PLUGINS_FOLDER
 HOST_CHECK_PLUGIN = "fashion_host_check.py"  # the Host header check, in PLUGINS_DIR
@@ -299,6 +306,137 @@ def setup(
 
 
 # --------------------------------------------------------------------------------------
+# CeleryExecutor: a Redis broker, PostgreSQL result backend, two workers of their own
+# --------------------------------------------------------------------------------------
+def redis_url(settings: Settings | None = None, *, home: Path | None = None) -> str:
+    """The broker's URL: the local redis-server on 127.0.0.1, with its generated password."""
+    settings = settings or get_settings()
+    password = _secret(Path(home or airflow_home(settings)), "redis_password")
+    return f"redis://:{password}@127.0.0.1:{settings.redis_port}/0"
+
+
+def celery_env(settings: Settings | None = None, *, home: Path | None = None) -> dict[str, str]:
+    """What the CeleryExecutor adds to :func:`airflow_env`: executor, broker, result backend
+    (Airflow's metadata database, through SQLAlchemy: ``db+postgresql+psycopg://...``)."""
+    settings = settings or get_settings()
+    return {
+        "AIRFLOW__CORE__EXECUTOR": EXECUTORS["celery"],
+        "AIRFLOW__CELERY__BROKER_URL": redis_url(settings, home=home),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url(settings),
+    }
+
+
+def write_redis_conf(settings: Settings | None = None, *, home: Path | None = None) -> Path:
+    """``AIRFLOW_HOME/run/redis.conf`` (0600: it holds the password): loopback only, a
+    password, no snapshots (a lost queue is re-queued by the scheduler)."""
+    settings = settings or get_settings()
+    home = Path(home or airflow_home(settings))
+    data = home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    password = _secret(home, "redis_password")
+    path = home / "run" / "redis.conf"
+    _write_private(
+        path,
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"port {settings.redis_port}",
+                f"requirepass {password}",
+                f"dir {data}",
+                'save ""',
+                "appendonly no",
+                "daemonize no",
+                "",
+            ]
+        ),
+    )
+    return path
+
+
+def worker_home(settings: Settings, name: str) -> Path:
+    """A Celery worker's own FASHION_HOME: it shares nothing with the other worker or the
+    scheduler but the database and the broker (and the installed models)."""
+    return settings.home / "workers" / name
+
+
+def worker_env(env: dict[str, str], name: str, settings: Settings | None = None) -> dict[str, str]:
+    """The environment of Celery worker ``name``, from the one supervisord hands its programs.
+
+    Its own FASHION_HOME and AIRFLOW_HOME (``FASHION_HOME/workers/<name>``), with its own
+    copy of the database password file (as a container gets its secret); its task logs go
+    to the shared logs folder, so the api-server shows them (one machine; beyond it, remote
+    logging); Airflow records the worker's name as the task's hostname (``<name>@<host>``)."""
+    if name not in CELERY_WORKERS:
+        raise ValueError(f"unknown worker {name!r}; one of {', '.join(CELERY_WORKERS)}")
+    settings = settings or get_settings()
+    home = worker_home(settings, name)
+    (home / "airflow").mkdir(parents=True, exist_ok=True)
+    out = dict(env)
+    passfile = settings.pg_passfile
+    if passfile.exists():
+        own = home / passfile.name
+        _write_private(own, passfile.read_text())
+        out = {k: v.replace(str(passfile), str(own)) for k, v in out.items()}
+    out.update(
+        {
+            "FASHION_HOME": str(home),
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(Path(env["AIRFLOW_HOME"]) / "logs"),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "services.ops.airflow.worker_hostname",
+            "FASHION_WORKER_NAME": name,
+        }
+    )
+    return out
+
+
+def worker_hostname() -> str:
+    """Airflow's ``hostname_callable`` in the Celery workers: ``<worker>@<host>``, so that the
+    UI and the REST API say which worker ran a task (both run on one host here)."""
+    name = os.environ.get("FASHION_WORKER_NAME")
+    host = socket.getfqdn()
+    return f"{name}@{host}" if name else host
+
+
+def worker_command(name: str) -> list[str]:
+    queues, concurrency = CELERY_WORKERS[name]
+    return [
+        *_airflow_bin(),
+        "celery",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--celery-hostname",
+        f"{name}@%h",
+        "--skip-serve-logs",  # the log server would bind every interface; logs are shared
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+def supervisord_conf(executor: str, settings: Settings | None = None) -> Path:
+    """The configuration supervisord starts with: SUPERVISORD_CONF, plus CELERY_CONF's
+    programs with the CeleryExecutor (written to ``AIRFLOW_HOME/run/supervisord.conf``;
+    supervisorctl needs only the shared socket section of SUPERVISORD_CONF)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; one of {', '.join(EXECUTORS)}")
+    text = SUPERVISORD_CONF.read_text()
+    if executor == "celery":
+        text += "\n" + CELERY_CONF.read_text()
+    path = airflow_home(settings) / "run" / "supervisord.conf"
+    _write_private(path, text)
+    return path
+
+
+def running_executor(settings: Settings | None = None) -> str | None:
+    """The executor the running supervisord was started with (None when not recorded)."""
+    path = airflow_home(settings) / "run" / "executor"
+    return path.read_text().strip() if path.exists() else None
+
+
+# --------------------------------------------------------------------------------------
 # the components, under supervisord
 # --------------------------------------------------------------------------------------
 @dataclass
@@ -347,13 +485,14 @@ def status(settings: Settings | None = None) -> list[ComponentStatus]:
     res = _supervisorctl(["status"], settings, timeout=30)
     for line in res.stdout.splitlines():  # "api-server   RUNNING   pid 123, uptime 0:01:02"
         parts = line.split()
-        if len(parts) >= 2 and parts[0] in COMPONENTS:
+        if len(parts) >= 2 and parts[0] in COMPONENTS + CELERY_COMPONENTS:
             pid = None
             if len(parts) >= 4 and parts[2] == "pid":
                 pid = int(parts[3].rstrip(","))
             found[parts[0]] = (parts[1], pid)
     out = []
-    for name in COMPONENTS:
+    names = COMPONENTS + (CELERY_COMPONENTS if set(CELERY_COMPONENTS) & set(found) else ())
+    for name in names:
         state, pid = found.get(name, ("STOPPED", None))
         out.append(ComponentStatus(name, pid, state == "RUNNING", logs / f"{name}.log", state))
     return out
@@ -365,27 +504,47 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
+def start(
+    settings: Settings | None = None, *, executor: str = "local", timeout: float = 180
+) -> dict:
     """Set up (idempotent), start supervisord with the components, wait for the API, check
     that it refuses foreign Host headers.
+
+    ``executor``: "local" (LocalExecutor: tasks run under the scheduler) or "celery"
+    (CeleryExecutor: also a redis-server broker and two Celery workers, ``cpu`` on queue
+    ``default`` and ``gpu`` on queue ``gpu``, each with its own FASHION_HOME; waits until both
+    answer a ping through the broker). A running Airflow started with the other executor is
+    stopped first.
 
     Returns the UI address, the login (``password_created``: generated just now, the only
     time a caller should show it) and the paths."""
     settings = settings or get_settings()
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; one of {', '.join(EXECUTORS)}")
     home = airflow_home(settings)
     port = settings.airflow_port
     login = admin_login(settings)  # before setup(): only this call sees ``created``
     env = setup(settings)
+    if executor == "celery":
+        env.update(celery_env(settings, home=home))
+        write_redis_conf(settings, home=home)
+    if _supervisord_running(settings) and (running_executor(settings) or "local") != executor:
+        stop(settings)
     if _supervisord_running(settings):
         _supervisorctl(["start", "all"], settings)  # whatever was stopped; no-op otherwise
     else:
-        if _port_open(port):
-            raise RuntimeError(
-                f"port 127.0.0.1:{port} is taken by another process; "
-                "set FASHION_AIRFLOW_PORT to a free port"
-            )
+        taken = [("FASHION_AIRFLOW_PORT", port)]
+        if executor == "celery":
+            taken.append(("FASHION_REDIS_PORT", settings.redis_port))
+        for name, p in taken:
+            if _port_open(p):
+                raise RuntimeError(
+                    f"port 127.0.0.1:{p} is taken by another process; set {name} to a free port"
+                )
+        conf = supervisord_conf(executor, settings)
+        _write_private(home / "run" / "executor", executor)
         res = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(SUPERVISORD_CONF)],
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
             env=env,
             cwd=str(home),
             stdin=subprocess.DEVNULL,
@@ -405,7 +564,10 @@ def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
     except RuntimeError:
         stop(settings)  # fail closed: never leave an api-server that any Host reaches
         raise
+    workers = wait_for_workers(timeout=timeout, settings=settings) if executor == "celery" else []
     return {
+        "executor": EXECUTORS[executor],
+        "workers": workers,
         "url": base_url(port),
         "user": login.user,
         "password": login.password,
@@ -414,6 +576,34 @@ def start(settings: Settings | None = None, *, timeout: float = 180) -> dict:
         "home": str(home),
         "logs": str(home / "logs"),
     }
+
+
+def wait_for_workers(timeout: float = 180, settings: Settings | None = None) -> list[str]:
+    """Wait until every Celery worker of CELERY_WORKERS answers a ping through the broker;
+    returns their names (``cpu@host``, ...)."""
+    from celery import Celery  # noqa: PLC0415 (only with the CeleryExecutor)
+    from kombu.exceptions import OperationalError  # noqa: PLC0415
+
+    app = Celery(broker=redis_url(settings))
+    want = {f"{name}@" for name in CELERY_WORKERS}
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    try:
+        while time.monotonic() < deadline:
+            try:
+                replies = app.control.ping(timeout=2.0) or []
+            except (OSError, OperationalError):  # the broker is not up yet
+                replies = []
+            seen = {name for reply in replies for name in reply}
+            if all(any(n.startswith(w) for n in seen) for w in want):
+                return sorted(seen)
+            time.sleep(1.0)
+    finally:
+        app.close()
+    raise RuntimeError(
+        f"Celery workers did not answer within {timeout:.0f}s (answered: {sorted(seen)}); "
+        f"see {airflow_home(settings) / 'logs'}/worker-*.log"
+    )
 
 
 def stop(settings: Settings | None = None, *, timeout: float = 60) -> list[str]:
@@ -550,6 +740,13 @@ class AirflowClient:
     def run(self, dag_id: str, run_id: str) -> dict:
         return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        """The value a task of a run pushed (its return value by default)."""
+        return self._call(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+        )["value"]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         out = self._call(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
@@ -627,8 +824,18 @@ def main(argv: list[str] | None = None) -> int:
     (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, the environment supervisord passes to its
     programs), then replace this process with COMMAND."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "celery-worker" and args[1] in CELERY_WORKERS:
+        # supervisord's worker-<name> program: the worker's own homes, then wait-db + worker
+        env = worker_env(dict(os.environ), args[1])
+        os.environ.clear()
+        os.environ.update(env)
+        args = ["wait-db", *worker_command(args[1])]
     if len(args) < 2 or args[0] != "wait-db":
-        print("usage: python -m services.ops.airflow wait-db COMMAND [ARG...]", file=sys.stderr)
+        print(
+            "usage: python -m services.ops.airflow wait-db COMMAND [ARG...]\n"
+            f"       python -m services.ops.airflow celery-worker {{{','.join(CELERY_WORKERS)}}}",
+            file=sys.stderr,
+        )
         return 2
     conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     if not conn:

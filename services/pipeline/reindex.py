@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from services.config import get_settings
-from services.pipeline import checks, run_lock, stages, vector_files
+from services.pipeline import checks, run_lock, shard_store, stages
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,12 @@ def run_reindex(
 
     Returns the run report (timings, validation rejects by reason, checks, live version).
     On failure after the version exists, the version is marked failed and the live version
-    is untouched; re-running reuses the encoded shard files already finished.
+    is untouched; re-running reuses the shards already encoded.
     """
     settings = get_settings()
     dims = stages.model_dims(dense_model, sparse_model)  # unknown model -> LookupError now
     dense_model, sparse_model = dims["dense_model"], dims["sparse_model"]
     run_id = run_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    run_dir = stages.run_dir_for(run_id)
     report: dict = {
         "run_id": run_id,
         "source": source,
@@ -75,7 +74,7 @@ def run_reindex(
                 stages.validate_store_and_shard,
                 paths,
                 shard_size,
-                run_dir,
+                run_id,
                 limit=limit,
                 source=source if source in ("offline", "hub") else "local",
             )
@@ -101,18 +100,17 @@ def run_reindex(
             _stage(report, "create_version", None, sec)
 
             t = time.perf_counter()
-            dense_paths = [stages.encode_dense_file(s, dense_model) for s in shards]
+            for s in shards:
+                stages.encode_dense_shard(s, dense_model)
             _stage(report, "encode photos + names (CLIP)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
-            sparse_paths = [stages.encode_sparse_file(s, sparse_model) for s in shards]
+            for s in shards:
+                stages.encode_sparse_shard(s, sparse_model)
             _stage(report, "encode texts (SPLADE)", valid, time.perf_counter() - t)
 
             t = time.perf_counter()
-            loaded = sum(
-                stages.load_shard_into_version(version_id, s, d, p)
-                for s, d, p in zip(shards, dense_paths, sparse_paths)
-            )
+            loaded = sum(stages.load_shard_into_version(version_id, s) for s in shards)
             _stage(report, "load (COPY)", loaded, time.perf_counter() - t)
 
             report["index_seconds"], sec = stages.timed(stages.build_version_indexes, version_id)
@@ -151,7 +149,7 @@ def _write_report(settings, report: dict) -> None:
     try:
         folder = settings.reports_dir / "reindex"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{vector_files.slug(report['run_id'])}.json"
+        path = folder / f"{shard_store.slug(report['run_id'])}.json"
         path.write_text(json.dumps(report, indent=2, default=str))
         report["report_path"] = str(path)
     except OSError:

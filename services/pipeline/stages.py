@@ -1,19 +1,23 @@
 """The indexing pipeline's stages: plain functions called by the Airflow DAG and by ``fashion-search index``.
 
-Every stage takes and returns small JSON-able values (paths, ids, counts), so a task's XCom
-never carries embeddings: encoded shards are files (:mod:`services.pipeline.vector_files`).
-Each name says what the stage changes. The order is
+Every stage takes and returns small JSON-able values (shard refs, ids, counts), so a task's
+XCom never carries embeddings, and nothing a stage hands the next is on a worker's disk: the
+products and their photos are in ``products``, shards and encoded vectors in the database
+(:mod:`services.pipeline.shard_store`). So the tasks of one run may run on different Celery
+workers that share only the database and the broker. Each name says what the stage changes.
+The order is
 
-    fetch_catalog -> validate_store_and_shard -> create_building_version
-    -> encode_dense_file / encode_sparse_file (per shard) -> load_shard_into_version (per shard)
-    -> build_version_indexes -> checks.check_and_mark_ready -> swap_live -> retire_old_versions
+    ingest_catalog (= fetch_catalog + validate_store_and_shard) -> create_building_version
+    -> encode_dense_shard / encode_sparse_shard (per shard) -> load_shard_into_version (per
+    shard) -> build_version_indexes -> checks.check_and_mark_ready -> swap_live
+    -> retire_old_versions
 
 Safety and resumption:
 - A new index version is built in its own table beside the live one; only :func:`swap_live`
   changes what is served, in one transaction. A failure anywhere before it leaves the live
   version untouched by construction; :func:`mark_version_failed` records the failure.
 - Encoded shards are content-addressed, so a retried task, or a new run over the same
-  catalogue and models, reuses finished files.
+  catalogue and models, reuses finished ones.
 - ``load_shard_into_version`` is idempotent per product id (the store upserts).
 - The build lock (:mod:`services.pipeline.run_lock`) serialises builds.
 """
@@ -21,23 +25,20 @@ Safety and resumption:
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 from services.catalog.reader import iter_rows
-from services.catalog.shards import write_parquet
 from services.catalog.sources import resolve_source
-from services.catalog.text import DOCUMENT_COLUMNS, dense_name_text, document_text
 from services.catalog.validate import iter_valid
 from services.config import get_settings
 from services.encoders.registry import get_spec
-from services.pipeline import vector_files as vf
+from services.pipeline import encode
+from services.pipeline import shard_store as ss
 from services.pipeline.checks import require_building
 from services.pipeline.run_lock import build_lock
 from services.store import index_versions as iv
@@ -47,20 +48,10 @@ from services.store.products import upsert_products
 log = logging.getLogger(__name__)
 
 RETIRE_LOCK_TIMEOUT = "20s"
-KEEP_RUN_DIRS = 3
 
 
 def _connect() -> psycopg.Connection:
     return connect(get_settings().database_url)
-
-
-def run_dir_for(run_id: str) -> Path:
-    """The folder of one run's intermediate files: ``settings.work_dir/<run id>``."""
-    return get_settings().work_dir / vf.slug(run_id)
-
-
-def _encoded_dir() -> Path:
-    return get_settings().work_dir / "encoded"
 
 
 # --------------------------------------------------------------------------------------
@@ -80,36 +71,31 @@ def fetch_catalog(
 def validate_store_and_shard(
     paths: Sequence[str],
     shard_size: int,
-    run_dir: str | Path,
+    run_key: str,
     *,
     limit: int | None = None,
     source: str = "catalog",
 ) -> dict:
-    """Validate rows, upsert the valid products into ``products``, and write them as Parquet
-    shards under ``run_dir/shards``.
+    """Validate rows, upsert the valid products (with their photos) into ``products``, and
+    record them as shards of ``run_key`` in the database (:mod:`shard_store`).
 
-    Streams: rows are read, checked and written one shard at a time. Returns
-    ``{"shards": [path, ...], "report": {read, valid, rejected, rejected_by_reason, examples}}``.
-    Re-running rewrites the same shards (same content -> same fingerprints, so encoded
-    files are reused).
+    Streams: rows are read, checked and stored one shard at a time. Returns
+    ``{"shards": [shard ref, ...], "report": {read, valid, rejected, rejected_by_reason,
+    examples}}``. Re-running records the same shards (same content -> same fingerprints, so
+    encoded shards are reused).
     """
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    out = Path(run_dir) / "shards"
-    out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("shard-*.parquet")) + list(out.glob("shard-*.json")):
-        old.unlink()
     rejected: list = []
     valid_iter = iter_valid(iter_rows([Path(p) for p in paths], limit=limit), rejected)
     shards: list[str] = []
     n_valid = 0
     with _connect() as conn:
+        ss.clear_run(conn, run_key)
         while chunk := list(islice(valid_iter, shard_size)):
-            upsert_products(conn, chunk, source=source)
-            path = out / f"shard-{len(shards):05d}.parquet"
-            write_parquet(chunk, path)
-            vf.write_shard_meta(path, chunk)
-            shards.append(str(path))
+            upsert_products(conn, chunk, source=source, commit=False)
+            shards.append(ss.add_shard(conn, run_key, len(shards), chunk).ref)
+            conn.commit()
             n_valid += len(chunk)
     counts: dict[str, int] = {}
     for r in rejected:
@@ -132,6 +118,20 @@ def validate_store_and_shard(
         counts,
     )
     return {"shards": shards, "report": report}
+
+
+def ingest_catalog(
+    source: str,
+    size: int,
+    limit: int | None,
+    shard_size: int,
+    run_key: str,
+) -> dict:
+    """:func:`fetch_catalog` then :func:`validate_store_and_shard`, in one task: the fetched
+    files stay on the machine that fetched them; what later tasks need is in the database."""
+    paths = fetch_catalog(source, size, limit)
+    kind = source if source in ("offline", "hub") else "local"
+    return validate_store_and_shard(paths, shard_size, run_key, limit=limit, source=kind)
 
 
 def model_dims(dense_model: str | None, sparse_model: str | None) -> dict:
@@ -207,91 +207,67 @@ def create_building_version(
     return vid
 
 
-def encode_dense_file(
-    shard_path: str, dense_model: str | None = None, *, batch_size: int = 64
-) -> str:
-    """CLIP-encode a shard's photos and names into its dense file (arrays ``image`` and
-    ``name``, unit rows); reuses a finished file. Returns the file's path.
+def _encode_shard(shard_ref: str, kind: str, model: str, encode_rows) -> dict:
+    """Encode a shard's products with ``encode_rows(rows) -> store(conn, fingerprint)`` unless
+    its vectors of ``kind`` by ``model`` are stored already. The database connection is not
+    held while encoding (minutes on a CPU)."""
+    with _connect() as conn:
+        shard = ss.get_shard(conn, shard_ref)
+        if ss.encoded_rows(conn, shard.fingerprint, kind, model) == shard.rows:
+            log.info("reusing the %s vectors of shard %s (%s)", kind, shard_ref, model)
+            return {"shard": shard_ref, "rows": shard.rows, "reused": True}
+        rows = ss.shard_products(conn, shard)
+    store = encode_rows(rows)
+    with _connect() as conn:
+        store(conn, shard.fingerprint)
+    log.info("encoded %d %s vectors of shard %s (%s)", shard.rows, kind, shard_ref, model)
+    return {"shard": shard_ref, "rows": shard.rows, "reused": False}
 
-    The text half is the display name alone: on the tuning split it beat the name plus
-    attributes (``document_text``) on photo + text queries by more than it lost on text
-    queries (README, "How the defaults were chosen"). Both arrays are kept so that the version's
-    ``dense_image_weight`` is applied at load time and a new weight needs no re-encoding.
-    """
-    # Deferred: CLIP imports torch and open_clip (seconds); other stages never need them.
-    from services.encoders.clip import load_clip  # noqa: PLC0415
 
+def encode_dense_shard(
+    shard_ref: str, dense_model: str | None = None, *, batch_size: int = 64
+) -> dict:
+    """CLIP-encode a shard's photos and names (:func:`encode.encode_dense`) into the
+    database; reuses stored vectors. Returns ``{shard, rows, reused}``."""
     dense_model = dense_model or model_dims(None, None)["dense_model"]
-    out, meta = vf.encoded_path(_encoded_dir(), shard_path, "dense", dense_model)
-    if out.exists():
-        if vf.dense_rows(out) == meta["rows"]:
-            log.info("reusing %s", out.name)
-            return str(out)
-        log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    data = vf.read_shard(shard_path, ["image", "productDisplayName"])
-    images = [img["bytes"] if isinstance(img, dict) else img for img in data["image"]]
-    encoder = load_clip(dense_model)
-    image_vecs = np.ascontiguousarray(
-        encoder.encode_images(images, batch_size=batch_size), dtype=np.float32
-    )
-    name_vecs = np.ascontiguousarray(
-        encoder.encode_texts([dense_name_text(n) for n in data["productDisplayName"]]),
-        dtype=np.float32,
-    )
-    if image_vecs.shape[0] != len(images) or name_vecs.shape[0] != len(images):
-        raise RuntimeError(
-            f"CLIP returned {image_vecs.shape[0]} image and {name_vecs.shape[0]} "
-            f"text vectors for {len(images)} products"
-        )
-    vf.save_dense(out, image_vecs, name_vecs)
-    return str(out)
+
+    def encode_rows(rows):
+        image, name = encode.encode_dense(rows, dense_model, batch_size=batch_size)
+        return lambda conn, fp: ss.put_dense(conn, fp, dense_model, image, name)
+
+    return _encode_shard(shard_ref, "dense", dense_model, encode_rows)
 
 
-def encode_sparse_file(
-    shard_path: str, sparse_model: str | None = None, *, batch_size: int = 64
-) -> str:
-    """SPLADE-encode a shard's product texts into its sparse file; reuses a finished file.
-    Returns the file's path."""
-    # Deferred: SPLADE imports torch and transformers (seconds).
-    from services.encoders.splade import load_splade  # noqa: PLC0415
-
+def encode_sparse_shard(
+    shard_ref: str, sparse_model: str | None = None, *, batch_size: int = 64
+) -> dict:
+    """SPLADE-encode a shard's product texts (:func:`encode.encode_sparse`) into the
+    database; reuses stored vectors. Returns ``{shard, rows, reused}``."""
     sparse_model = sparse_model or get_settings().sparse_model
-    out, meta = vf.encoded_path(_encoded_dir(), shard_path, "sparse", sparse_model)
-    if out.exists():
-        if vf.sparse_rows(out) == meta["rows"]:
-            log.info("reusing %s", out.name)
-            return str(out)
-        log.warning("re-encoding: %s is unreadable or has the wrong row count", out)
-    data = vf.read_shard(shard_path, list(DOCUMENT_COLUMNS))
-    texts = [
-        document_text(dict(zip(DOCUMENT_COLUMNS, values)))
-        for values in zip(*(data[c] for c in DOCUMENT_COLUMNS))
-    ]
-    vectors = load_splade(sparse_model).encode(texts, batch_size=batch_size)
-    if len(vectors) != len(texts):
-        raise RuntimeError(f"SPLADE returned {len(vectors)} vectors for {len(texts)} texts")
-    vf.save_sparse(out, vectors)
-    return str(out)
+
+    def encode_rows(rows):
+        vectors = encode.encode_sparse(rows, sparse_model, batch_size=batch_size)
+        return lambda conn, fp: ss.put_sparse(conn, fp, sparse_model, vectors)
+
+    return _encode_shard(shard_ref, "sparse", sparse_model, encode_rows)
 
 
-def load_shard_into_version(version_id: int, shard: str, dense_path: str, sparse_path: str) -> int:
-    """COPY one shard's embeddings into the version's table (idempotent per product id)."""
-    ids = [int(i) for i in vf.read_shard(shard, ["id"])["id"]]
-    for p in (dense_path, sparse_path):
-        if not Path(p).exists():
-            raise FileNotFoundError(f"encoded file {p} is missing; re-run its encode task")
-    image, name = vf.load_dense(dense_path)
-    sparse = vf.read_sparse(sparse_path)
-    if image.shape[0] != len(ids) or name.shape[0] != len(ids) or len(sparse) != len(ids):
-        raise ValueError(
-            f"{Path(shard).name}: {len(ids)} rows but {image.shape[0]} dense and "
-            f"{len(sparse)} sparse vectors; delete the stale encoded files"
-        )
+def load_shard_into_version(version_id: int, shard_ref: str) -> int:
+    """COPY one shard's stored vectors (by the version's models) into the version's table
+    (idempotent per product id)."""
     with _connect() as conn, build_lock(wait=True):
         version = require_building(conn, version_id)
-        dense = vf.product_dense_vectors(image, name, version.dense_image_weight)
-        n = iv.load_embeddings(conn, version_id, ids, dense, sparse)
-    log.info("loaded %d rows of %s into version %d", n, Path(shard).name, version_id)
+        shard = ss.get_shard(conn, shard_ref)
+        image, name = ss.get_dense(conn, shard.fingerprint, version.dense_model)
+        sparse = ss.get_sparse(conn, shard.fingerprint, version.sparse_model)
+        if image.shape[0] != shard.rows or name.shape[0] != shard.rows or len(sparse) != shard.rows:
+            raise ValueError(
+                f"shard {shard_ref}: {shard.rows} products but {image.shape[0]} dense and "
+                f"{len(sparse)} sparse vectors; re-run its encode tasks"
+            )
+        dense = encode.product_dense_vectors(image, name, version.dense_image_weight)
+        n = iv.load_embeddings(conn, version_id, shard.product_ids, dense, sparse)
+    log.info("loaded %d rows of shard %s into version %d", n, shard_ref, version_id)
     return n
 
 
@@ -312,31 +288,14 @@ def swap_live(version_id: int) -> dict:
     return {"live": after.id, "previous": before.id if before else None, "rows": after.row_count}
 
 
-def prune_work_dirs(keep_runs: int = KEEP_RUN_DIRS) -> list[str]:
-    """Delete the shard folders of all but the newest ``keep_runs`` runs under work_dir.
-
-    Encoded shards (``work_dir/encoded``) are a content-addressed cache and stay.
-    """
-    work = get_settings().work_dir
-    if not work.is_dir():
-        return []
-    runs = sorted(
-        (d for d in work.iterdir() if d.is_dir() and d.name != "encoded"),
-        key=lambda d: d.stat().st_mtime,
-        reverse=True,
-    )
-    removed = []
-    for d in runs[keep_runs:]:
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d.name)
-    return removed
-
-
 def retire_old_versions(keep_previous: int = 1) -> list[int]:
     """Drop the tables of versions older than the live one and its ``keep_previous``
-    predecessors, and delete the shard folders of old runs. Returns the retired ids."""
-    prune_work_dirs()
+    predecessors, and the shards and encoded vectors of old runs (:func:`shard_store.prune`).
+    Returns the retired ids."""
     with _connect() as conn:
+        pruned = ss.prune(conn)
+        conn.commit()
+        log.info("pruned the hand-offs of old runs: %s", pruned)
         # DROP TABLE waits for readers of the old table; never hang a finished run on them.
         try:
             return iv.retire_old(
