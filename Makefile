@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test test-order mutation-check bench-search bench-build bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads stop lint
+.PHONY: setup run test test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -33,6 +33,9 @@ bench-search: setup
 
 bench-build: setup
 	.venv/bin/python benchmarks/bench_build.py
+
+bench-sync: setup
+	.venv/bin/python benchmarks/bench_sync.py
 
 bench-encoders: setup
 	.venv/bin/python benchmarks/bench_encoders.py

@@ -126,6 +126,23 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        pass  # MUTATION\n",
         ("tests/test_store.py",),
     ),
+    Mutation(
+        "encode-off-gpu-queue",
+        "the reindex DAG's photo encoder is not routed to the Celery gpu queue",
+        "dags/fashion_reindex.py",
+        '    @task(queue=GPU_QUEUE, pool="gpu", retries=2, retry_delay=timedelta(seconds=5))\n'
+        "    def encode_images",
+        '    @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=5))\n    def encode_images',
+        ("tests/test_celery.py",),
+    ),
+    Mutation(
+        "replica-never-read",
+        "the API reads from the primary only, even with a read replica configured",
+        "services/api/runtime.py",
+        "        if self.read_pool is None:\n            return [PRIMARY]\n        now",
+        "        if True:  # MUTATION\n            return [PRIMARY]\n        now",
+        ("tests/test_replica.py",),
+    ),
 )
 
 

@@ -23,10 +23,15 @@ name, never by position.
 
 Adding a field = one entry below + one migration (its column in ``products`` and in existing
 version tables) + a test.
+
+``content_hash`` (a column, kept by the database only) is the fingerprint of a product's
+dataset fields (:func:`content_hash`): the incremental catalogue sync compares it with the
+source's rows to find what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -200,6 +205,17 @@ FIELDS: tuple[Field, ...] = (
         derive=lambda row: sniff_mime(image_bytes(row.get("image"))),
     ),
     Field("source", "source", "text", "text", None, str),
+    # Kept by the database only: the fingerprint of the dataset fields above (content_hash).
+    Field(
+        "content_hash",
+        "content_hash",
+        "text",
+        "text",
+        None,
+        str,
+        derive=lambda row: content_hash(row),
+        description="sha256 of the product's dataset fields (name, metadata, photo bytes).",
+    ),
 )
 
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
@@ -224,6 +240,32 @@ CATALOG_ARROW_SCHEMA = pa.schema(
         )
     },
 )
+
+
+# Bumped when content_hash's encoding changes (every stored hash then differs: a full re-sync).
+_HASH_SCHEME = b"fashion-product-content/1"
+
+
+def content_hash(row: dict) -> str:
+    """The fingerprint of a product: sha256 (hex) over every dataset field of the schema (id,
+    name, metadata, the photo's bytes), as :meth:`Field.value` reads them from a row in dataset
+    spelling. The same product read from a catalogue file or from ``products``
+    (``iter_products(with_image=True)``) gives the same hash; any change to one of those
+    fields gives another. Fields are framed (name, type tag, length), so no two different
+    rows share an encoding."""
+    digest = hashlib.sha256(_HASH_SCHEME)
+    for f in DATASET_FIELDS:
+        value = f.value(row)
+        if value is None:
+            data = b"n"
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = b"b" + bytes(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            data = b"i" + str(value).encode()
+        else:
+            data = b"s" + str(value).encode("utf-8")
+        digest.update(f.name.encode() + b"\x1f" + len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
 
 
 def range_keys(f: Field) -> tuple[str, str]:

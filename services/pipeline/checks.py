@@ -55,6 +55,53 @@ def _self_retrieval(conn, version: iv.IndexVersion, picks: list[tuple[int, str]]
     return found
 
 
+def search_checks(
+    conn, version: iv.IndexVersion, picks: list[tuple[int, str]], *, min_recall: float
+) -> tuple[dict, list[str]]:
+    """The search checks of ``version`` on ``picks`` (``(product id, name)``): self-retrieval
+    of the first ``SMOKE_QUERIES`` from their stored vectors, then each name as a text query
+    through the version's encoders (hits with finite, descending scores) and the fast path's
+    recall@10 against the exact scan. Returns ``(report, problems)``; shared by the full
+    build's gate and the incremental sync (which runs it inside its transaction)."""
+    # Deferred: the encoders import torch (seconds); the rest of the pipeline does not need it.
+    from services.encoders.clip import load_clip  # noqa: PLC0415
+    from services.encoders.splade import load_splade  # noqa: PLC0415
+
+    report: dict = {}
+    problems: list[str] = []
+    smoke = picks[:SMOKE_QUERIES]
+    self_found = _self_retrieval(conn, version, smoke)
+    report["smoke_self_retrieval"] = f"{self_found}/{len(smoke)}"
+    if self_found < len(smoke):
+        problems.append(f"self-retrieval found only {report['smoke_self_retrieval']}")
+    names = [name for _, name in picks]
+    qd = load_clip(version.dense_model).encode_texts(names) if names else []
+    qs = load_splade(version.sparse_model).encode(names) if names else []
+    recalls, name_found = [], 0
+    for (pid, _), d, s in zip(picks, qd, qs):
+        fast = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10), version)
+        exact = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10, exact=True), version)
+        scores = [h.score for h in fast]
+        if (
+            not fast
+            or not all(math.isfinite(x) for x in scores)
+            or scores != sorted(scores, reverse=True)
+        ):
+            problems.append(f"name query for {pid} returned no or unsorted hits")
+            break
+        exact_ids = {h.product_id for h in exact}
+        name_found += int(pid in exact_ids)
+        recalls.append(len(exact_ids & {h.product_id for h in fast}) / max(1, len(exact_ids)))
+    recall = float(np.mean(recalls)) if recalls else 0.0
+    report["recall_at_10_fast_vs_exact"] = round(recall, 4)
+    report["recall_queries"] = len(recalls)
+    report["name_query_hits_own_product_top10"] = f"{name_found}/{len(picks)}"
+    report["min_recall"] = min_recall
+    if recall < min_recall:
+        problems.append(f"fast-vs-exact recall@10 {recall:.3f} < {min_recall}")
+    return report, problems
+
+
 def check_and_mark_ready(
     version_id: int,
     expected_rows: int,
@@ -65,10 +112,6 @@ def check_and_mark_ready(
 ) -> dict:
     """Check a built version (see the module docstring), then mark it 'ready'; returns the
     checks' report. Raises :class:`CheckFailed` when a check fails."""
-    # Deferred: the encoders import torch (seconds); the rest of the pipeline does not need it.
-    from services.encoders.clip import load_clip  # noqa: PLC0415
-    from services.encoders.splade import load_splade  # noqa: PLC0415
-
     report: dict = {"expected_rows": expected_rows}
     with connect(get_settings().database_url) as conn:
         version = require_building(conn, version_id)
@@ -82,37 +125,9 @@ def check_and_mark_ready(
         sample = iv.product_names(conn, version_id)
         conn.commit()
         picks = random.Random(seed).sample(sample, min(RECALL_QUERIES, len(sample)))
-        smoke = picks[:SMOKE_QUERIES]
-        self_found = _self_retrieval(conn, version, smoke)
-        report["smoke_self_retrieval"] = f"{self_found}/{len(smoke)}"
-        if self_found < len(smoke):
-            problems.append(f"self-retrieval found only {report['smoke_self_retrieval']}")
-        # name queries through the real encoders: smoke + fast-vs-exact recall
-        names = [name for _, name in picks]
-        qd = load_clip(version.dense_model).encode_texts(names)
-        qs = load_splade(version.sparse_model).encode(names)
-        recalls, name_found = [], 0
-        for (pid, _), d, s in zip(picks, qd, qs):
-            fast = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10), version)
-            exact = fused_search(conn, SearchQuery(dense=d, sparse=s, k=10, exact=True), version)
-            scores = [h.score for h in fast]
-            if (
-                not fast
-                or not all(math.isfinite(x) for x in scores)
-                or scores != sorted(scores, reverse=True)
-            ):
-                problems.append(f"name query for {pid} returned no or unsorted hits")
-                break
-            exact_ids = {h.product_id for h in exact}
-            name_found += int(pid in exact_ids)
-            recalls.append(len(exact_ids & {h.product_id for h in fast}) / max(1, len(exact_ids)))
-        recall = float(np.mean(recalls)) if recalls else 0.0
-        report["recall_at_10_fast_vs_exact"] = round(recall, 4)
-        report["recall_queries"] = len(recalls)
-        report["name_query_hits_own_product_top10"] = f"{name_found}/{len(picks)}"
-        report["min_recall"] = min_recall
-        if recall < min_recall:
-            problems.append(f"fast-vs-exact recall@10 {recall:.3f} < {min_recall}")
+        found, search_problems = search_checks(conn, version, picks, min_recall=min_recall)
+        report.update(found)
+        problems += search_problems
         report["problems"] = problems
         if problems:
             raise CheckFailed(

@@ -1,5 +1,6 @@
-"""``fashion-search index`` (the pipeline without Airflow) and ``fashion-search airflow ...``
-(a real Airflow 3 on loopback that runs the ``fashion_reindex`` DAG)."""
+"""``fashion-search index`` (the pipeline without Airflow), ``fashion-search sync`` (the
+incremental catalogue sync) and ``fashion-search airflow ...`` (a real Airflow 3 on loopback
+that runs the ``fashion_reindex`` DAG)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,32 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    # Deferred: the sync imports the encoders' modules only when it runs.
+    from services.pipeline.checks import CheckFailed  # noqa: PLC0415
+    from services.pipeline.sync import SyncRefused, format_report, sync_catalog  # noqa: PLC0415
+
+    try:
+        report = sync_catalog(
+            source=args.source,
+            size=args.size,
+            limit=args.limit,
+            wait_for_lock=args.wait,
+            max_removed_fraction=args.max_removed_fraction,
+        )
+    except BuildLockBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return os.EX_TEMPFAIL
+    except (SyncRefused, CheckFailed) as exc:
+        print(f"sync refused: {exc}" if isinstance(exc, SyncRefused) else f"error: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(format_report(report))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
 def _conf(args: argparse.Namespace) -> dict:
     conf = {"source": args.source, "size": args.size, "shard_size": args.shard_size}
     for key in ("limit", "dense_model", "sparse_model", "min_recall", "dense_image_weight"):
@@ -65,8 +92,10 @@ def _login_hint(login: airflow.AdminLogin) -> str:
 
 
 def _airflow_start(args: argparse.Namespace) -> int:
-    info = airflow.start()
-    print(f"Airflow is up: {info['url']}")
+    info = airflow.start(executor=args.executor)
+    print(f"Airflow is up: {info['url']} ({info['executor']})")
+    for worker in info["workers"]:
+        print(f"  Celery worker {worker} answers")
     if info["password_created"]:
         print(
             f"Airflow login (shown this once): user {info['user']}, password "
@@ -163,13 +192,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     idx.set_defaults(func=_index)
 
+    syn = sub.add_parser(
+        "sync",
+        help="incremental catalogue sync: encode only new and changed products into the live "
+        "version in place, delete removed ones (recorded in catalog_syncs)",
+    )
+    syn.add_argument(
+        "--source",
+        default="offline",
+        help='catalogue: "offline" (default), "hub", or a local Parquet file/folder',
+    )
+    syn.add_argument("--size", type=int, default=10_000, help="offline catalogue size (10000)")
+    syn.add_argument("--limit", type=int, default=None, help="read at most N rows")
+    syn.add_argument(
+        "--max-removed-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="refuse a sync that would remove more than this share of the live products (0.5)",
+    )
+    syn.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a running reindex's build lock (default: refuse at once)",
+    )
+    syn.add_argument("--json", action="store_true", help="also print the whole report as JSON")
+    syn.set_defaults(func=_sync)
+
     af = sub.add_parser("airflow", help="a local Airflow 3 (127.0.0.1) running the reindex DAG")
     afsub = af.add_subparsers(dest="airflow_command", metavar="ACTION", required=True)
-    afsub.add_parser(
+    start = afsub.add_parser(
         "start",
         help="set up (metadata DB, gpu pool) and start api-server, "
         "scheduler, dag-processor under supervisord",
-    ).set_defaults(func=_airflow_start)
+    )
+    start.add_argument(
+        "--executor",
+        choices=tuple(airflow.EXECUTORS),
+        default="local",
+        help="local (default): LocalExecutor; celery: CeleryExecutor with a redis-server "
+        "broker and two Celery workers of their own FASHION_HOME (queues default and gpu)",
+    )
+    start.set_defaults(func=_airflow_start)
     afsub.add_parser("stop", help="stop every component and supervisord").set_defaults(
         func=_airflow_stop
     )

@@ -3,6 +3,7 @@
 Each version owns one table ``index_v<N>`` whose dimensions come from its models:
 
     product_id bigint PK, <filter columns copied from products>,
+    content_hash text (of the content the vectors were encoded from),
     dense vector(d), sparse sparsevec(V)
 
 with HNSW indexes using the inner-product opclasses. The product metadata used by
@@ -28,7 +29,7 @@ from pgvector import SparseVector
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from services.catalog.schema import METADATA_FIELDS
+from services.catalog.schema import BY_COLUMN, METADATA_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,12 @@ _METADATA = [f.column for f in METADATA_FIELDS]
 _METADATA_DDL = sql.SQL(",\n").join(
     sql.SQL("{} {}").format(sql.Identifier(f.column), sql.SQL(f.pg_type)) for f in METADATA_FIELDS
 )
+# The products' content hash as it was when the row's vectors were loaded (the incremental
+# sync compares the source with it; ``products`` alone may hold newer content than a version).
+_HASH = BY_COLUMN["content_hash"]
+# Columns of a version's row copied from ``products`` when it is loaded (and re-copied when
+# a product's embeddings are loaded again: a sync changes them in place).
+_COPIED = [*_METADATA, _HASH.column]
 
 _VERSION_COLS = sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(IndexVersion))
 
@@ -150,6 +157,7 @@ def create_version(
                 CREATE TABLE {t} (
                     product_id bigint PRIMARY KEY REFERENCES products (id) ON DELETE CASCADE,
                     {metadata},
+                    {hash} {hash_type},
                     dense      vector({d}) NOT NULL,
                     sparse     sparsevec({v}) NOT NULL
                 )
@@ -157,6 +165,8 @@ def create_version(
             ).format(
                 t=sql.Identifier(table_name(vid)),
                 metadata=_METADATA_DDL,
+                hash=sql.Identifier(_HASH.column),
+                hash_type=sql.SQL(_HASH.pg_type),
                 d=sql.Literal(int(dense_dim)),
                 v=sql.Literal(int(sparse_dim)),
             )
@@ -174,7 +184,12 @@ def load_embeddings(
     """Binary-COPY one batch into the version's table; re-loading the same ids replaces them.
 
     Rows are staged then upserted in one statement joined to ``products`` (which must
-    hold every id), so a retried task never duplicates rows.
+    hold every id), so a retried task never duplicates rows. The metadata (filter) columns
+    and the content hash are copied from ``products`` on insert and on conflict alike: a
+    reload after ``products`` changed (the incremental sync) updates them with the vectors.
+
+    Inside the caller's ``conn.transaction()`` on an autocommit connection it joins that
+    transaction (a savepoint), so a caller can make several writes one unit.
     """
     n = len(product_ids)
     if dense.shape[0] != n or len(sparse) != n:
@@ -220,12 +235,15 @@ def load_embeddings(
                 FROM emb_staging s JOIN products p ON p.id = s.product_id
                 ORDER BY s.product_id
                 ON CONFLICT (product_id) DO UPDATE
-                    SET dense = EXCLUDED.dense, sparse = EXCLUDED.sparse
+                    SET {updates}, dense = EXCLUDED.dense, sparse = EXCLUDED.sparse
                 """
             ).format(
                 t=table,
-                meta=sql.SQL(", ").join(sql.Identifier(c) for c in _METADATA),
-                pmeta=sql.SQL(", ").join(sql.Identifier("p", c) for c in _METADATA),
+                meta=sql.SQL(", ").join(sql.Identifier(c) for c in _COPIED),
+                pmeta=sql.SQL(", ").join(sql.Identifier("p", c) for c in _COPIED),
+                updates=sql.SQL(", ").join(
+                    sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in _COPIED
+                ),
             )
         )
         inserted = cur.rowcount
