@@ -386,9 +386,11 @@ def test_a_sync_that_fails_its_checks_changes_nothing(settings, live, conn, tmp_
     conn.commit()
 
 
-def test_no_search_fails_while_a_sync_runs(settings, live, conn, tmp_path):
+def test_no_search_fails_while_a_sync_runs(settings, live, conn, tmp_path, monkeypatch):
     """A real HTTP API serves searches from another thread during the whole sync: every
-    request answers 200, and afterwards the API finds a renamed product by its new name."""
+    request answers 200, and afterwards the API finds a renamed product by its new name and
+    (once its facet cache expires) lists the new colour among the facets."""
+    from services.api import search_service
     from services.api.app import create_app
     from services.pipeline.sync import sync_catalog
 
@@ -418,6 +420,8 @@ def test_no_search_fails_while_a_sync_runs(settings, live, conn, tmp_path):
 
     try:
         srv.wait_ready()
+        colours = httpx.get(srv.url + "/v1/facets", timeout=60).json()["values"]["baseColour"]
+        assert NEW_COLOUR not in colours  # and now cached for this version
         thread = threading.Thread(target=load, daemon=True)
         thread.start()
         assert first.wait(120), "no search answered before the sync"
@@ -433,6 +437,9 @@ def test_no_search_fails_while_a_sync_runs(settings, live, conn, tmp_path):
         r = httpx.post(srv.url + "/v1/search", json={"text": name, "k": 10}, timeout=60)
         assert r.status_code == 200
         assert any(h["id"] == pid and h["name"] == name for h in r.json()["results"])
+        monkeypatch.setattr(search_service, "FACETS_TTL_S", 0.0)  # the cache has expired
+        colours = httpx.get(srv.url + "/v1/facets", timeout=60).json()["values"]["baseColour"]
+        assert NEW_COLOUR in colours
     finally:
         done.set()
         srv.stop()

@@ -213,7 +213,8 @@ class Runtime:
         self._encoders: Encoders | None = None
         self._model_error: str | None = None
         self._loader: threading.Thread | None = None
-        self.facets_cache: dict[int, dict[str, list[str]]] = {}
+        # version id -> (when computed, facet values): see search_service.FACETS_TTL_S
+        self.facets_cache: dict[int, tuple[float, dict[str, list[str]]]] = {}
         self._live_version: IndexVersion | None = None
         self._text_batcher: Batcher | None = None
 

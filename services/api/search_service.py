@@ -52,6 +52,8 @@ from services.store.search import (
 )
 
 EXPLAIN_TERMS = 5
+# Facet values are recomputed after this long: a catalogue sync changes the live version in place.
+FACETS_TTL_S = 60.0
 # File signatures of the image formats the encoders read; anything else is a 415.
 _IMAGE_MAGIC = (
     b"\xff\xd8\xff",
@@ -356,14 +358,16 @@ def index_info(runtime: Runtime) -> IndexInfo:
 
 
 def facets(runtime: Runtime) -> Facets:
-    """Distinct filter values among the live index's products (cached per version)."""
+    """Distinct filter values among the live index's products, cached per version for
+    FACETS_TTL_S seconds (a catalogue sync changes the live version's values in place)."""
 
     def run(conn: psycopg.Connection) -> tuple[IndexVersion, dict[str, list]]:
         version = _live(conn)
-        cached = runtime.facets_cache.get(version.id)
-        if cached is None:
+        now = time.monotonic()
+        stamp, cached = runtime.facets_cache.get(version.id, (None, None))
+        if cached is None or now - stamp > FACETS_TTL_S:
             cached = facet_values(conn, version)
-            runtime.facets_cache[version.id] = cached
+            runtime.facets_cache[version.id] = (now, cached)
         return version, cached
 
     version, cached = runtime.read(run)
