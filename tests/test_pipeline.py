@@ -129,6 +129,31 @@ def test_hand_offs_live_in_the_database_and_old_runs_are_pruned(fresh, dense_mod
         shard_store.parse_ref("no-number")
 
 
+def test_a_product_changed_since_ingest_fails_its_shard(fresh, dense_model):
+    """A catalogue sync between a run's ingest and its encode or load (it rewrites products)
+    must not leave vectors of one content under the hash of another: the shard fails."""
+    from services.catalog.reader import iter_rows
+    from services.pipeline import stages
+    from services.pipeline.shard_store import CatalogChanged
+    from services.store.products import upsert_products
+
+    paths = stages.fetch_catalog("offline", SIZE, 20)
+    shard = stages.validate_store_and_shard(paths, 20, "test-changed", limit=20)["shards"][0]
+    vid = stages.create_building_version(dense_model, None, run_key="test-changed")
+    stages.encode_dense_shard(shard, dense_model)
+    stages.encode_sparse_shard(shard, None)
+    row = next(iter_rows([Path(p) for p in paths], limit=1))
+    upsert_products(fresh, [{**row, "productDisplayName": "Renamed By A Sync"}], source="sync")
+    with pytest.raises(CatalogChanged, match=f"id {row['id']}"):
+        stages.load_shard_into_version(vid, shard)
+    # a shard not encoded yet (other rows: another fingerprint) reads its products to encode
+    other = stages.validate_store_and_shard(paths, 10, "test-changed-2", limit=10)["shards"][0]
+    upsert_products(fresh, [{**row, "productDisplayName": "Renamed Again"}], source="sync")
+    with pytest.raises(CatalogChanged, match="sync"):
+        stages.encode_dense_shard(other, dense_model)
+    stages.mark_version_failed(vid, "test done")
+
+
 def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monkeypatch):
     from services.pipeline import stages
     from services.pipeline.reindex import run_reindex

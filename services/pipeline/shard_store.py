@@ -4,8 +4,12 @@ A full build's tasks may run on different machines (Celery workers that share no
 the database and the broker), so every hand-off is a row:
 
 - ``pipeline_shards``: one row per shard of a run: ``(run_key, shard)`` -> the products' ids
-  in shard order and the shard's content fingerprint. Tasks pass *shard refs*, strings
+  and content hashes (:func:`services.catalog.schema.content_hash`) in shard order, and the
+  shard's fingerprint (a digest of those hashes). Tasks pass *shard refs*, strings
   ``"<run_key>#<shard>"``; the products themselves (with their photos) are in ``products``.
+  A product that changed since the ingest (a catalogue sync ran in between) fails the encode
+  or load of its shard (:class:`CatalogChanged`), so a version never holds vectors of one
+  content under the hash of another.
 - ``encoded_shards``: a shard's encoded vectors, content-addressed by ``(fingerprint, kind,
   model)``: kind ``dense`` holds the arrays ``image`` and ``name`` (unit rows, one per
   product; blended at load time by the version's image weight), kind ``sparse`` the CSR
@@ -28,6 +32,7 @@ import numpy as np
 import psycopg
 from pgvector import SparseVector
 
+from services.catalog.schema import content_hash
 from services.store.products import iter_products
 
 KEEP_RUNS = 3
@@ -38,11 +43,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
+class CatalogChanged(RuntimeError):
+    """Products of a shard changed since the run's ingest (a catalogue sync ran in between)."""
+
+
 @dataclass(frozen=True)
 class Shard:
     run_key: str
     number: int
     product_ids: list[int]
+    content_hashes: list[str]
     fingerprint: str
 
     @property
@@ -65,16 +75,9 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return run_key, int(number)
 
 
-def shard_fingerprint(rows: Sequence[dict]) -> str:
-    """A digest of a shard's rows (fields and image bytes)."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(repr(sorted((k, v) for k, v in row.items() if k != "image")).encode())
-        image = row.get("image")
-        if isinstance(image, dict):
-            image = image.get("bytes")
-        digest.update(hashlib.sha256(bytes(image or b"")).digest())
-    return digest.hexdigest()
+def shard_fingerprint(content_hashes: Sequence[str]) -> str:
+    """A digest of a shard's products, in order: of their content hashes."""
+    return hashlib.sha256("\n".join(content_hashes).encode()).hexdigest()
 
 
 # --- shards ----------------------------------------------------------------------------------
@@ -84,17 +87,19 @@ def clear_run(conn: psycopg.Connection, run_key: str) -> None:
 
 
 def add_shard(conn: psycopg.Connection, run_key: str, number: int, rows: Sequence[dict]) -> Shard:
-    """Record shard ``number`` of ``run_key``: its rows' ids in order and its fingerprint."""
-    shard = Shard(run_key, number, [int(r["id"]) for r in rows], shard_fingerprint(rows))
+    """Record shard ``number`` of ``run_key``: its rows' ids and content hashes in order, and
+    its fingerprint."""
+    hashes = [content_hash(r) for r in rows]
+    shard = Shard(run_key, number, [int(r["id"]) for r in rows], hashes, shard_fingerprint(hashes))
     conn.execute(
         """
-        INSERT INTO pipeline_shards (run_key, shard, product_ids, fingerprint)
-        VALUES (%s, %s, %s, %s)
+        INSERT INTO pipeline_shards (run_key, shard, product_ids, content_hashes, fingerprint)
+        VALUES (%s, %s, %s, %s, %s)
         ON CONFLICT (run_key, shard) DO UPDATE
-            SET product_ids = EXCLUDED.product_ids, fingerprint = EXCLUDED.fingerprint,
-                created_at = now()
+            SET product_ids = EXCLUDED.product_ids, content_hashes = EXCLUDED.content_hashes,
+                fingerprint = EXCLUDED.fingerprint, created_at = now()
         """,
-        (run_key, number, shard.product_ids, shard.fingerprint),
+        (run_key, number, shard.product_ids, hashes, shard.fingerprint),
     )
     return shard
 
@@ -102,24 +107,42 @@ def add_shard(conn: psycopg.Connection, run_key: str, number: int, rows: Sequenc
 def get_shard(conn: psycopg.Connection, ref: str) -> Shard:
     run_key, number = parse_ref(ref)
     row = conn.execute(
-        "SELECT product_ids, fingerprint FROM pipeline_shards WHERE run_key = %s AND shard = %s",
+        "SELECT product_ids, content_hashes, fingerprint FROM pipeline_shards "
+        "WHERE run_key = %s AND shard = %s",
         (run_key, number),
     ).fetchone()
     if row is None:
         raise LookupError(f"shard {ref} is not recorded; re-run the run's ingest stage")
-    return Shard(run_key, number, [int(i) for i in row[0]], row[1])
+    return Shard(run_key, number, [int(i) for i in row[0]], list(row[1]), row[2])
+
+
+def _changed(shard: Shard, now: dict[int, str | None]) -> None:
+    """Raise :class:`CatalogChanged` unless every product of ``shard`` still has the content
+    hash it had at ingest (``now``: id -> current hash, absent when deleted)."""
+    changed = [i for i, h in zip(shard.product_ids, shard.content_hashes) if now.get(i) != h]
+    if changed:
+        raise CatalogChanged(
+            f"shard {shard.ref}: {len(changed)} products changed or were removed since this "
+            f"run's ingest (e.g. id {changed[0]}; a catalogue sync ran in between): trigger a "
+            "new run"
+        )
 
 
 def shard_products(conn: psycopg.Connection, shard: Shard) -> list[dict]:
-    """The shard's products from ``products`` (dataset field names, with photos), in order."""
+    """The shard's products from ``products`` (dataset field names, with photos), in order,
+    exactly as they were at ingest (else :class:`CatalogChanged`)."""
     by_id = {int(r["id"]): r for r in iter_products(conn, shard.product_ids, with_image=True)}
-    missing = [i for i in shard.product_ids if i not in by_id]
-    if missing:
-        raise LookupError(
-            f"shard {shard.ref}: {len(missing)} products are gone from the catalogue "
-            f"(e.g. id {missing[0]}); re-run the run's ingest stage"
-        )
+    _changed(shard, {i: content_hash(r) for i, r in by_id.items()})
     return [by_id[i] for i in shard.product_ids]
+
+
+def require_unchanged(conn: psycopg.Connection, shard: Shard) -> None:
+    """:class:`CatalogChanged` unless the shard's products are as they were at ingest
+    (``products.content_hash``)."""
+    rows = conn.execute(
+        "SELECT id, content_hash FROM products WHERE id = ANY(%s)", (shard.product_ids,)
+    ).fetchall()
+    _changed(shard, {int(i): h for i, h in rows})
 
 
 # --- encoded payloads ------------------------------------------------------------------------

@@ -258,6 +258,7 @@ def load_shard_into_version(version_id: int, shard_ref: str) -> int:
     with _connect() as conn, build_lock(wait=True):
         version = require_building(conn, version_id)
         shard = ss.get_shard(conn, shard_ref)
+        ss.require_unchanged(conn, shard)  # under the build lock: no sync writes meanwhile
         image, name = ss.get_dense(conn, shard.fingerprint, version.dense_model)
         sparse = ss.get_sparse(conn, shard.fingerprint, version.sparse_model)
         if image.shape[0] != shard.rows or name.shape[0] != shard.rows or len(sparse) != shard.rows:

@@ -1,7 +1,7 @@
 """What indexing tasks hand each other travels through the database, not a worker's disk.
 
-- ``pipeline_shards``: one row per shard of an indexing run (its products' ids in order and
-  the shard's content fingerprint), written by the ingest stage;
+- ``pipeline_shards``: one row per shard of an indexing run (its products' ids and content
+  hashes in order, and the shard's fingerprint), written by the ingest stage;
 - ``encoded_shards``: a shard's encoded vectors (CLIP photo + name arrays, SPLADE vectors),
   content-addressed by (fingerprint, kind, model), written by the encode stages and read by
   the load stage. A retried task, or a new run over the same catalogue and models, reuses
@@ -29,6 +29,7 @@ def upgrade() -> None:
             run_key     text NOT NULL,
             shard       integer NOT NULL CHECK (shard >= 0),
             product_ids bigint[] NOT NULL,
+            content_hashes text[] NOT NULL,  -- products.content_hash at ingest, in order
             fingerprint text NOT NULL,
             created_at  timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (run_key, shard)
