@@ -136,6 +136,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_celery.py",),
     ),
     Mutation(
+        "sync-hash-ignored",
+        "the catalogue sync re-encodes every product, changed or not",
+        "services/pipeline/sync.py",
+        "        elif live[pid] != content_hash(row):\n",
+        "        elif True:  # MUTATION\n",
+        ("tests/test_sync.py",),
+    ),
+    Mutation(
         "replica-never-read",
         "the API reads from the primary only, even with a read replica configured",
         "services/api/runtime.py",
