@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,14 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _memory(env: Mapping[str, str], name: str, default: str) -> str:
+    """A PostgreSQL memory setting: a whole number and a unit (kB, MB, GB, TB)."""
+    value = _get(env, name, default).replace(" ", "")
+    if not re.fullmatch(r"[1-9][0-9]*(kB|MB|GB|TB)", value):
+        raise ValueError(f"{name} must be a size such as 512MB or 8GB, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration (environment variable in brackets). Build with
@@ -74,6 +83,7 @@ class Settings:
     api_pool_size: int  # FASHION_API_POOL_SIZE: database connections of one API process
     query_batch: int  # FASHION_QUERY_BATCH: most query texts encoded in one call (1: no batching)
     dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
+    build_memory: str  # FASHION_BUILD_MEMORY: maintenance_work_mem of HNSW builds (e.g. 8GB)
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
@@ -119,6 +129,7 @@ class Settings:
             api_pool_size=_number(env, "FASHION_API_POOL_SIZE", "16", int, 1),
             query_batch=_number(env, "FASHION_QUERY_BATCH", "16", int, 1),
             dense_index=_choice(env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec")),
+            build_memory=_memory(env, "FASHION_BUILD_MEMORY", "1GB"),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
             encoder_workers=max(0, int(workers)) if workers else None,
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),

@@ -199,6 +199,33 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     assert get_version(fresh, live_before.id).status == "previous"
 
 
+def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkeypatch):
+    """FASHION_BUILD_MEMORY is the maintenance_work_mem the HNSW builds ran with (recorded in
+    the version's params from the build session itself); a malformed size is refused."""
+    from services.config import Settings, get_settings
+    from services.pipeline import stages
+    from services.store.index_versions import get_version
+
+    with pytest.raises(ValueError, match="FASHION_BUILD_MEMORY"):
+        Settings.from_env({"FASHION_BUILD_MEMORY": "lots"})
+    assert Settings.from_env({}).build_memory == "1GB"
+    monkeypatch.setenv("FASHION_BUILD_MEMORY", "96MB")
+    get_settings.cache_clear()
+    try:
+        paths = stages.fetch_catalog("offline", SIZE, 20)
+        shard = stages.validate_store_and_shard(paths, 20, "test-memory", limit=20)["shards"][0]
+        vid = stages.create_building_version(dense_model, None, run_key="test-memory")
+        stages.encode_dense_shard(shard, dense_model)
+        stages.encode_sparse_shard(shard, None)
+        stages.load_shard_into_version(vid, shard)
+        stages.build_version_indexes(vid)
+        assert get_version(fresh, vid).params["maintenance_work_mem"] == "96MB"
+        stages.mark_version_failed(vid, "test done")
+    finally:
+        monkeypatch.delenv("FASHION_BUILD_MEMORY")
+        get_settings.cache_clear()
+
+
 def test_bad_model_name_fails_before_touching_anything(fresh):
     from services.pipeline.reindex import run_reindex
     from services.store.index_versions import list_versions

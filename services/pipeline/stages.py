@@ -276,7 +276,13 @@ def build_version_indexes(version_id: int) -> dict:
     """Build both HNSW indexes of the version (idempotent); returns seconds per index."""
     with _connect() as conn:
         require_building(conn, version_id)
-        timings = iv.build_indexes(conn, version_id, dense_index=get_settings().dense_index)
+        settings = get_settings()
+        timings = iv.build_indexes(
+            conn,
+            version_id,
+            dense_index=settings.dense_index,
+            maintenance_work_mem=settings.build_memory,
+        )
     return {k: round(v, 3) for k, v in timings.items()}
 
 

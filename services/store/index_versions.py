@@ -275,7 +275,7 @@ def build_indexes(
     ``dense_index``: "vector" (float32 graph) or "halfvec" (the dense column's half-precision
     copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
     rounding error to its bound). What was built is recorded in the version's params
-    (``dense_index``), which the search reads."""
+    (``dense_index``, which the search reads, and the ``maintenance_work_mem`` it had)."""
     if dense_index not in DENSE_INDEXES:
         raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
     t = table_name(version_id)
@@ -318,10 +318,11 @@ def build_indexes(
     built = conn.execute(
         "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{t}_dense_hnsw",)
     ).fetchone()[0]
+    memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
     conn.execute(
-        "UPDATE index_versions SET params = params || jsonb_build_object('dense_index', %s::text) "
-        "WHERE id = %s",
-        ("halfvec" if "halfvec_ip_ops" in built else "vector", version_id),
+        "UPDATE index_versions SET params = params || jsonb_build_object("
+        "'dense_index', %s::text, 'maintenance_work_mem', %s::text) WHERE id = %s",
+        ("halfvec" if "halfvec_ip_ops" in built else "vector", memory, version_id),
     )
     conn.commit()
     # B-tree indexes on the filter columns: with a selective filter the planner can take the
