@@ -112,7 +112,11 @@ def test_image_upload_searches_by_photo(page, live):
             "#image", files=[{"name": "query.png", "mimeType": "image/png", "buffer": row["image"]}]
         )
     assert resp.value.ok
-    page.wait_for_function("document.querySelector('#results-title').textContent.includes('photo')")
+    # A function, not a bare expression: Playwright polls a bare expression through eval(),
+    # which the page's CSP (no 'unsafe-eval') refuses whenever the first check is false.
+    page.wait_for_function(
+        "() => document.querySelector('#results-title').textContent.includes('photo')"
+    )
     assert page.locator("#preview").is_visible()
     first_id = page.locator("#results .card").first.get_attribute("data-id")
     assert first_id == str(row["id"])
