@@ -251,31 +251,48 @@ def start(settings: Settings, timeout: float = 60) -> ServerStatus:
                 f"port 127.0.0.1:{settings.pg_port} is taken by another process; "
                 "set FASHION_PG_PORT to a free port"
             )
-        log = pgdata / "server.log"
-        res = _run(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "-l",
-                str(log),
-                "-o",
-                f"-p {settings.pg_port} -h 127.0.0.1",
-                "start",
-            ],
-            user,
-            timeout=timeout + 10,
-        )
-        if res.returncode != 0:
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"pg_ctl start failed: {res.stderr or res.stdout}\n{tail}")
+        pg_ctl_start(pgdata, settings.pg_port, user, timeout)
     if _trusts_anyone(pgdata):
         _secure_old_cluster(settings, passwords)
     _bootstrap(settings, passwords)
     return status(settings)
+
+
+def pg_ctl_start(
+    pgdata: Path, port: int, user: str | None, timeout: float, what: str = "server"
+) -> None:
+    """``pg_ctl start`` of the cluster in ``pgdata`` on 127.0.0.1:``port`` (as ``user``),
+    waiting up to ``timeout`` s; its log is ``pgdata/server.log`` (quoted on failure)."""
+    log = pgdata / "server.log"
+    res = _run(
+        [
+            str(_bin_dir() / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-l",
+            str(log),
+            "-o",
+            f"-p {port} -h 127.0.0.1",
+            "start",
+        ],
+        user,
+        timeout=timeout + 10,
+    )
+    if res.returncode != 0:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise RuntimeError(f"pg_ctl start ({what}) failed: {res.stderr or res.stdout}\n{tail}")
+
+
+def pg_ctl_stop(pgdata: Path, what: str = "server") -> None:
+    """``pg_ctl stop -m fast`` of the cluster in ``pgdata``."""
+    res = _run(
+        [str(_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], _os_user()
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"pg_ctl stop ({what}) failed: {res.stderr or res.stdout}")
 
 
 def _write_hba(pgdata: Path, user: str | None) -> None:
@@ -404,10 +421,5 @@ def ensure_database(settings: Settings, dbname: str) -> None:
 def stop(settings: Settings) -> ServerStatus:
     current = status(settings)
     if current.running:
-        res = _run(
-            [str(_bin_dir() / "pg_ctl"), "-D", str(settings.pgdata), "-w", "-m", "fast", "stop"],
-            _os_user(),
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"pg_ctl stop failed: {res.stderr or res.stdout}")
+        pg_ctl_stop(settings.pgdata)
     return status(settings)

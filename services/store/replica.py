@@ -292,45 +292,12 @@ def start_replica(settings: Settings, timeout: float = 60) -> ReplicaStatus:
                 f"port 127.0.0.1:{settings.pg_replica_port} is taken by another process; "
                 "set FASHION_PG_REPLICA_PORT to a free port"
             )
-        log = pgdata / "server.log"
-        res = embedded._run(
-            [
-                str(embedded._bin_dir() / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "-l",
-                str(log),
-                "-o",
-                f"-p {settings.pg_replica_port} -h 127.0.0.1",
-                "start",
-            ],
-            user,
-            timeout=timeout + 10,
-        )
-        if res.returncode != 0:
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"pg_ctl start (replica) failed: {res.stderr or res.stdout}\n{tail}")
+        embedded.pg_ctl_start(pgdata, settings.pg_replica_port, user, timeout, "replica")
     return replica_status(settings)
 
 
 def stop_replica(settings: Settings) -> ReplicaStatus:
     """Stop the replica (its data stays; the primary keeps its WAL through the slot)."""
     if _pid(settings.pgdata_replica) is not None:
-        res = embedded._run(
-            [
-                str(embedded._bin_dir() / "pg_ctl"),
-                "-D",
-                str(settings.pgdata_replica),
-                "-w",
-                "-m",
-                "fast",
-                "stop",
-            ],
-            embedded._os_user(),
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"pg_ctl stop (replica) failed: {res.stderr or res.stdout}")
+        embedded.pg_ctl_stop(settings.pgdata_replica, "replica")
     return replica_status(settings, lag=False)
