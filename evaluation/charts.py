@@ -26,6 +26,7 @@ MODE_STYLE = {
     "hybrid": {"color": "#2ca02c", "marker": "D", "label": "hybrid (best alpha)"},
     "hybrid_default": {"color": "#98df8a", "marker": "d", "label": "hybrid (default alpha)"},
     "multi": {"color": "#9467bd", "marker": "^", "label": "image + text (best alpha)"},
+    "literal": {"color": "#7f7f7f", "marker": "x", "label": "literal (understanding off)"},
 }
 
 
@@ -219,7 +220,7 @@ def family_chart(
     """Grouped bars: MAP@10 per query family and mode."""
     if not families:
         return _empty("no per-family numbers yet")
-    fig = Figure(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(max(7.5, 0.6 * len(families)), 3.8))
     ax = fig.add_subplot()
     modes = [m for m, vals in series.items() if any(v is not None for v in vals)]
     width = 0.8 / max(1, len(modes))
@@ -229,7 +230,7 @@ def family_chart(
         style = MODE_STYLE.get(mode, {"label": mode})
         ax.bar(xs, vals, width=width, color=style.get("color"), label=style.get("label", mode))
     ax.set_xticks(range(len(families)))
-    ax.set_xticklabels([f.replace("_", "\n") for f in families], fontsize=7)
+    ax.set_xticklabels([f.replace("_", "\n") for f in families], fontsize=6)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("MAP@10")
     ax.set_title(f"MAP@10 per query family, {run_label}")

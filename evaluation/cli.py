@@ -65,6 +65,14 @@ def register(subparsers) -> None:
         help="which half of every family to ask: test (default; what is reported), "
         "tune (what weights are chosen on), or all",
     )
+    p.add_argument(
+        "--understanding",
+        choices=["split", "shipped", "off"],
+        default="split",
+        help="query understanding: split (default; its lexicon reads only the reader half of "
+        "each word source, so the held-out families measure generalisation), shipped (every "
+        "source, as the API), off (literal)",
+    )
     p.add_argument("--notes", default=None, help="free text stored with the run")
     p.add_argument(
         "--check-regression",
@@ -122,6 +130,7 @@ def _eval(args) -> int:
             split=None if args.split == "all" else args.split,
             notes=args.notes,
             progress=lambda m: print(m, flush=True),
+            understanding=args.understanding,
         )
         print()
         print(text_report(conn, outcome.run_id))

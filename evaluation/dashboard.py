@@ -40,8 +40,8 @@ from psycopg_pool import PoolTimeout
 
 from evaluation import charts
 from evaluation.metrics import PRIMARY
-from evaluation.queries import FAMILIES
-from evaluation.report import TARGETS, family_table, overall_table, target_lines
+from evaluation.queries import FAMILIES, FAMILY_KIND
+from evaluation.report import TARGETS, family_table, held_out_mean, overall_table, target_lines
 from evaluation.summary import (
     DEFAULT_MARGIN,
     Comparison,
@@ -205,27 +205,29 @@ def alpha_png(data: DashboardData) -> bytes:
 
 
 def families_png(data: DashboardData) -> bytes:
+    """Per family: dense, sparse, hybrid at the default alpha, the same queries searched
+    literally (understanding off), and image + text; each label says where its words come
+    from (catalogue, in-lexicon, held-out)."""
     if data.run is None or data.head is None:
         return charts.family_chart([], {}, "no run")
     fams = [f for f in FAMILIES if any(r.family == f for r in data.rows)]
     h = data.head
+
+    def at(mode: str, alpha: float | None) -> list[float | None]:
+        return [value(data.rows, mode, alpha, family=f) for f in fams]
+
     series = {
-        "dense": [value(data.rows, "dense", family=f) for f in fams],
-        "sparse": [value(data.rows, "sparse", family=f) for f in fams],
-        "hybrid": [
-            value(data.rows, "hybrid", h.hybrid_alpha, family=f)
-            if h.hybrid_alpha is not None
-            else None
+        "dense": at("dense", None),
+        "sparse": at("sparse", None),
+        "hybrid_default": at("hybrid", h.default_alpha) if h.default_alpha is not None else [],
+        "literal": [
+            value(data.rows, "literal", family=f) or value(data.rows, "multi_literal", family=f)
             for f in fams
         ],
-        "multi": [
-            value(data.rows, "multi", h.multi_alpha, family=f)
-            if h.multi_alpha is not None
-            else None
-            for f in fams
-        ],
+        "multi": at("multi", h.multi_alpha) if h.multi_alpha is not None else [],
     }
-    return charts.family_chart(fams, series, f"run #{data.run.id}")
+    labels = [f"{f} ({FAMILY_KIND[f]})" for f in fams]
+    return charts.family_chart(labels, series, f"run #{data.run.id}")
 
 
 # --- the page ----------------------------------------------------------------------------
@@ -265,10 +267,17 @@ def render_page(data: DashboardData, base: str) -> str:
                 (f"hybrid MAP@10 (best alpha {_f(h.hybrid_alpha, 1)})", h.hybrid, None),
                 ("image + text MAP@10 (default alpha)", h.multi_default, TARGETS["multi"]),
                 (f"image + text (best alpha {_f(h.multi_alpha, 1)})", h.multi, None),
+                (
+                    "held-out families, hybrid at default alpha",
+                    held_out_mean(data.rows, h),
+                    None,
+                ),
+                ("literal text (understanding off)", value(data.rows, "literal"), None),
                 ("fast recall@10 vs exact", h.fast_recall, None),
                 ("certified top 10, first candidates", h.certified_fast, None),
             ],
             "target_notes": target_lines(h, data.rows),
+            "understanding": run.details.get("understanding", {}),
             "current_default_alpha": data.current_default_alpha,
             "previous": data.previous,
             "comparison": data.comparison,

@@ -4,11 +4,17 @@ Steps (``run_evaluation``):
 1. read the metadata of the products in the live index version and generate the query
    set from it (``evaluation.queries``); judge relevance from metadata; queries with no
    relevant product are recorded in the run's details and skipped;
-2. encode every query ONCE with the live version's own models: CLIP text (or image +
-   text, a re-normalised weighted sum) and SPLADE text;
+2. understand every query (``evaluation.understanding``: by default the held-out ``split``
+   configuration, the lexicon reading only the reader half of each word source) and
+   encode it ONCE with the live version's own models: CLIP text (or image + text, a
+   re-normalised weighted sum) and SPLADE text, each of the query as sent (literal) and as
+   understood;
 3. for each alpha of the sweep run ``services.store.search.fused_search`` (fast mode: the
-   first candidates only, ``PLAIN_FAST``; k=100 so that Recall@100 is measurable): alpha 1 is "dense", alpha 0 "sparse", every
-   alpha is "hybrid"; image + text queries are "multi" at every alpha;
+   first candidates only, ``PLAIN_FAST``; k=100 so that Recall@100 is measurable) with the
+   understood vectors: alpha 1 is "dense", alpha 0 "sparse", every alpha is "hybrid";
+   image + text queries are "multi" at every alpha; at the default alphas the literal
+   vectors too ("literal", "multi_literal"), and each misspelt query's correct spelling
+   (family ``misspelling_reference``, outside "all");
 4. fast-mode recall@10 against the exact ranking on a fixed subset of text queries, for
    dense, sparse and hybrid at the service's default alpha, and the certificate of the
    service's own top 10 (default candidates): ``certified_fast@10``, the share certified
@@ -32,6 +38,7 @@ import psycopg
 from evaluation.metrics import METRICS, PRIMARY, mean, overlap_at_k, query_metrics
 from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
 from evaluation.report import write_report as _write
+from evaluation.understanding import CachedEncoder, run_understanding, understand_all
 from services.config import get_settings
 from services.store import evaluations as storage
 from services.store.db import connect
@@ -43,6 +50,8 @@ from services.store.search import NoLiveIndex, SearchQuery, certified_search, fu
 log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
+# Families scored beside the others but never in "all" (a reference, not a question).
+REFERENCE_FAMILIES = ("misspelling_reference",)
 DEFAULT_K = 100
 FAST_RECALL_QUERIES = 60
 # The sweep's rankings: the first HNSW candidates re-ranked, nothing more (no deepening, no
@@ -83,7 +92,8 @@ def _aggregate(
     groups: dict[tuple[str, float, str], list[dict[str, float]]] = defaultdict(list)
     for (mode, qid, alpha), m in per_query.items():
         groups[(mode, alpha, families[qid])].append(m)
-        groups[(mode, alpha, ALL)].append(m)
+        if families[qid] not in REFERENCE_FAMILIES:
+            groups[(mode, alpha, ALL)].append(m)
     rows = []
     for (mode, alpha, family), ms in sorted(groups.items()):
         for metric in METRICS:
@@ -108,6 +118,7 @@ def run_evaluation(
     write_report: bool = True,
     settings=None,
     progress: Callable[[str], None] | None = None,
+    understanding: str = "split",
 ) -> int:
     """Evaluate the live index, store the run, return its id (see :func:`evaluate`)."""
     return evaluate(
@@ -124,6 +135,7 @@ def run_evaluation(
         write_report=write_report,
         settings=settings,
         progress=progress,
+        understanding=understanding,
     ).run_id
 
 
@@ -142,8 +154,10 @@ def evaluate(
     write_report=True,
     settings=None,
     progress=None,
+    understanding="split",
 ) -> EvalOutcome:
-
+    """Evaluate the live index (module docstring); ``understanding``: the configuration of
+    query understanding, "split" (held-out: the default), "shipped" or "off"."""
     settings = settings or get_settings()
     own = conn is None
     if own:
@@ -163,6 +177,7 @@ def evaluate(
             notes=notes,
             write_report=write_report,
             progress=progress or log.info,
+            understanding=understanding,
         )
     finally:
         if own:
@@ -184,6 +199,7 @@ def _evaluate(
     notes,
     write_report,
     progress,
+    understanding,
 ) -> EvalOutcome:
 
     if families:
@@ -204,6 +220,11 @@ def _evaluate(
     products = product_metadata(conn, version.id)
     qs = generate_queries(products, seed=seed, families=families, sizes=sizes, split=split)
     conn.commit()
+    from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+
+    encode = CachedEncoder(load_clip(version.dense_model), load_splade(version.sparse_model))
+    run_u = run_understanding(conn, version, understanding, encode, products)
     details = {
         "default_alpha": default_alpha,
         "default_alpha_multi": default_alpha_multi,
@@ -216,6 +237,7 @@ def _evaluate(
         "dense_image_weight": version.dense_image_weight,
         "n_products": len(products),
         "n_queries_generated": len(qs.queries),
+        "understanding": run_u.details(),
     }
     run_id = storage.start_run(
         conn,
@@ -240,8 +262,11 @@ def _evaluate(
             k=k,
             text_weight=text_weight,
             default_alpha=default_alpha,
+            default_alpha_multi=default_alpha_multi,
             fast_recall_queries=fast_recall_queries,
             progress=progress,
+            encode=encode,
+            run_understanding=run_u,
         )
         outcome.run_id = run_id
         outcome.timings["total_s"] = round(time.perf_counter() - t0, 2)
@@ -269,35 +294,67 @@ def _evaluate(
     return outcome
 
 
+@dataclass
+class QueryVectorSet:
+    """Every scored query's vectors: understood (what the modes search) and literal."""
+
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    sparse: dict[str, object] = field(default_factory=dict)
+    literal_dense: dict[str, np.ndarray] = field(default_factory=dict)
+    literal_sparse: dict[str, object] = field(default_factory=dict)
+    image_only: dict[str, np.ndarray] = field(default_factory=dict)
+    reference: dict[str, tuple[np.ndarray, object]] = field(default_factory=dict)
+    understood: dict[str, dict] = field(default_factory=dict)
+
+
 def _encode(
-    version,
+    encode: CachedEncoder,
+    run_u,
     text_qs: list[EvalQuery],
     multi_qs: list[EvalQuery],
     images: dict[int, bytes],
     text_weight: float,
-):
-    from services.encoders.clip import combine_query_vectors, load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
-    from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+) -> QueryVectorSet:
+    from services.encoders.clip import combine_query_vectors  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    clip = load_clip(version.dense_model)
-    splade = load_splade(version.sparse_model)
-    texts = [q.text for q in text_qs] + [q.text for q in multi_qs]
-    dense_text = clip.encode_texts(texts) if texts else np.zeros((0, clip.dim), np.float32)
-    sparse = splade.encode(texts) if texts else []
-    dense: dict[str, np.ndarray] = {}
-    sparse_by: dict[str, object] = {}
-    image_only: dict[str, np.ndarray] = {}
-    for i, q in enumerate(text_qs):
-        dense[q.qid] = dense_text[i]
-        sparse_by[q.qid] = sparse[i]
+    texts = [q.text for q in text_qs + multi_qs]
+    refs = [q.reference for q in text_qs if q.reference]
+    literal = dict(zip(texts + refs, encode(texts + refs)))
+    qu = run_u.understanding
+    understood = understand_all(qu, texts + refs, encode) if qu is not None else {}
+    out = QueryVectorSet()
+
+    def vectors(text: str):
+        u = understood.get(text)
+        return (u.dense, u.sparse) if u is not None else (literal[text].dense, literal[text].sparse)
+
+    for q in text_qs:
+        out.dense[q.qid], out.sparse[q.qid] = vectors(q.text)
+        out.literal_dense[q.qid], out.literal_sparse[q.qid] = (
+            literal[q.text].dense,
+            literal[q.text].sparse,
+        )
+        if q.reference:
+            out.reference[q.qid] = vectors(q.reference)
+        u = understood.get(q.text)
+        if u is not None and u.understood.changed:
+            out.understood[q.qid] = {
+                "encoded": u.understood.text,
+                "rewrite": u.understood.rewrite,
+                "attributes": [a.key for a in u.understood.attributes if a.source != "catalogue"],
+            }
     if multi_qs:
-        img_vecs = clip.encode_images([images[q.image_product_id] for q in multi_qs])
+        img_vecs = encode.clip.encode_images([images[q.image_product_id] for q in multi_qs])
         for j, q in enumerate(multi_qs):
-            i = len(text_qs) + j
-            dense[q.qid] = combine_query_vectors(dense_text[i], img_vecs[j], text_weight)
-            sparse_by[q.qid] = sparse[i]
-            image_only[q.qid] = img_vecs[j]
-    return dense, sparse_by, image_only
+            dense_text, sparse = vectors(q.text)
+            out.dense[q.qid] = combine_query_vectors(dense_text, img_vecs[j], text_weight)
+            out.sparse[q.qid] = sparse
+            out.literal_dense[q.qid] = combine_query_vectors(
+                literal[q.text].dense, img_vecs[j], text_weight
+            )
+            out.literal_sparse[q.qid] = literal[q.text].sparse
+            out.image_only[q.qid] = img_vecs[j]
+    return out
 
 
 def _measure(
@@ -310,8 +367,11 @@ def _measure(
     k: int,
     text_weight: float,
     default_alpha: float,
+    default_alpha_multi: float,
     fast_recall_queries: int,
     progress,
+    encode: CachedEncoder,
+    run_understanding,
 ) -> EvalOutcome:
 
     timings: dict[str, float] = {}
@@ -352,24 +412,25 @@ def _measure(
         progress(f"skipped {s['qid']} {s['text']!r}: {s['reason']}")
 
     t = time.perf_counter()
-    dense, sparse, image_only = _encode(version, text_qs, multi_qs, images, text_weight)
+    vecs = _encode(encode, run_understanding, text_qs, multi_qs, images, text_weight)
+    dense, sparse, image_only = vecs.dense, vecs.sparse, vecs.image_only
     timings["encode_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
     per_query: dict[tuple[str, str, float], dict[str, float]] = {}
     rankings: dict[tuple[str, float], list[int]] = {}
     n_search = 0
+
+    def search(qd, qs_, alpha: float) -> list[int]:
+        nonlocal n_search
+        n_search += 1
+        query = SearchQuery(dense=qd, sparse=qs_, alpha=alpha, k=k, **PLAIN_FAST)
+        return [h.product_id for h in fused_search(conn, query, version)]
+
+    families = {q.qid: q.family for q in scored}
     for i, q in enumerate(scored):
         for alpha in sweep:
-            hits = fused_search(
-                conn,
-                SearchQuery(
-                    dense=dense[q.qid], sparse=sparse[q.qid], alpha=alpha, k=k, **PLAIN_FAST
-                ),
-                version,
-            )
-            n_search += 1
-            ranking = [h.product_id for h in hits]
+            ranking = search(dense[q.qid], sparse[q.qid], alpha)
             rankings[(q.qid, alpha)] = ranking
             m = query_metrics(ranking, relevant[q.qid])
             if q.is_multimodal:
@@ -380,13 +441,22 @@ def _measure(
                     per_query[("dense", q.qid, alpha)] = m
                 if alpha == 0.0:
                     per_query[("sparse", q.qid, alpha)] = m
-        if (i + 1) % 50 == 0:
+        # the same query as sent, at its default alpha; a misspelt one also spelt correctly
+        literal_alpha = default_alpha_multi if q.is_multimodal else default_alpha
+        mode = "multi_literal" if q.is_multimodal else "literal"
+        ranking = search(vecs.literal_dense[q.qid], vecs.literal_sparse[q.qid], literal_alpha)
+        per_query[(mode, q.qid, literal_alpha)] = query_metrics(ranking, relevant[q.qid])
+        if q.qid in vecs.reference:
+            ref_qid = f"{q.qid}~reference"
+            families[ref_qid] = "misspelling_reference"
+            ranking = search(*vecs.reference[q.qid], default_alpha)
+            per_query[("hybrid", ref_qid, default_alpha)] = query_metrics(ranking, relevant[q.qid])
+        if (i + 1) % 100 == 0:
             progress(f"  searched {i + 1}/{len(scored)} queries")
     timings["search_s"] = round(time.perf_counter() - t, 2)
     timings["searches"] = n_search
     timings["ms_per_search"] = round(1000 * timings["search_s"] / max(1, n_search), 2)
 
-    families = {q.qid: q.family for q in scored}
     rows = _aggregate(per_query, families)
 
     # Fast (two HNSW candidate lists + exact re-rank) vs exact scan, top 10.
@@ -438,8 +508,15 @@ def _measure(
         }
         if q.image_product_id is not None:
             entry["image_product_id"] = q.image_product_id
+        if q.qid in vecs.understood:
+            entry["understood"] = vecs.understood[q.qid]
         mode = "multi" if q.is_multimodal else "hybrid"
         entry["ap"] = {str(a): round(per_query[(mode, q.qid, a)][PRIMARY], 4) for a in sweep}
+        literal_alpha = default_alpha_multi if q.is_multimodal else default_alpha
+        literal = per_query[
+            (f"{mode}_literal" if q.is_multimodal else "literal", q.qid, literal_alpha)
+        ]
+        entry["literal_ap"] = round(literal[PRIMARY], 4)
         pq[q.qid] = entry
     return EvalOutcome(
         run_id=0,

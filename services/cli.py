@@ -20,6 +20,7 @@ AREAS = [
     "services.catalog.cli",
     "services.pipeline.cli",
     "services.training.cli",
+    "services.understanding.cli",
     "services.api.cli",
     "evaluation.cli",
 ]

@@ -25,13 +25,39 @@ def test_concurrent_callers_share_calls_and_get_their_own_results():
     batcher = Batcher(encode, max_batch=4)
     texts = [f"text {i}" for i in range(9)]
     with ThreadPoolExecutor(len(texts)) as pool:
-        futures = [pool.submit(batcher, t) for t in texts]
+        futures = [pool.submit(batcher, [t]) for t in texts]
         time.sleep(0.3)  # all nine are queued behind the first call
         gate.set()
-        assert [f.result(10) for f in futures] == [t.upper() for t in texts]
+        assert [f.result(10) for f in futures] == [[t.upper()] for t in texts]
     assert sorted(t for call in calls for t in call) == sorted(texts)  # each encoded once
     assert max(len(c) for c in calls) == 4  # batches formed, none over max_batch
     assert len(calls) < len(texts) and batcher.batches == len(calls)
+
+
+def test_a_callers_several_texts_stay_together_and_in_order():
+    """A search hands the batcher its query, rewrite and left-over words together: they are
+    encoded in one batch (never split across two) and come back in the caller's order."""
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def encode(texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        gate.wait(5)
+        return [t.upper() for t in texts]
+
+    batcher = Batcher(encode, max_batch=4)
+    groups = [["a"], ["b1", "b2", "b3"], ["c1", "c2"], ["d1", "d2", "d3", "d4", "d5"]]
+    with ThreadPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(batcher, g) for g in groups]
+        time.sleep(0.3)
+        gate.set()
+        assert [f.result(10) for f in futures] == [[t.upper() for t in g] for g in groups]
+    for g in groups:  # each caller's texts in exactly one call, contiguous
+        (call,) = [c for c in calls if g[0] in c]
+        at = call.index(g[0])
+        assert call[at : at + len(g)] == g
+    # a caller over max_batch is encoded alone rather than refused
+    assert ["d1", "d2", "d3", "d4", "d5"] in calls
 
 
 def test_one_callers_error_stays_its_own():
@@ -43,13 +69,13 @@ def test_one_callers_error_stays_its_own():
 
     batcher = Batcher(encode, max_batch=8)
     with ThreadPoolExecutor(6) as pool:
-        futures = {t: pool.submit(batcher, t) for t in ["a", "b", "bad", "c", "d", "e"]}
+        futures = {t: pool.submit(batcher, [t]) for t in ["a", "b", "bad", "c", "d", "e"]}
     for text, future in futures.items():
         if text == "bad":
             with pytest.raises(ValueError, match="bad text"):
                 future.result()
         else:
-            assert future.result() == text * 2
+            assert future.result() == [text * 2]
 
 
 def test_batched_real_encodes_equal_one_at_a_time(settings):

@@ -105,7 +105,7 @@ def test_query_generator_is_deterministic():
     random.Random(7).shuffle(shuffled)
     b = generate_queries(shuffled, seed=0)
     assert [q.to_json() for q in a.queries] == [q.to_json() for q in b.queries]
-    assert a.version == b.version and a.version.startswith("qs2-")
+    assert a.version == b.version and a.version.startswith("qs3-")
     c = generate_queries(products, seed=1)
     assert c.version != a.version
     assert {q.family for q in a.queries} == set(FAMILIES)
@@ -325,11 +325,13 @@ def tiny_index(settings):
 
 
 SMALL = {
+    **dict.fromkeys(FAMILIES, 3),
     "category": 5,
     "colour_category": 5,
     "gender_colour_category": 4,
     "usage_season_category": 4,
     "paraphrase": 6,
+    "misspelling": 5,
     "multimodal": 5,
 }
 
@@ -360,9 +362,17 @@ def _one_sided_maps(conn, version, outcome) -> tuple[float, float]:
         q for q in outcome.query_set.queries if q.qid in outcome.per_query and not q.is_multimodal
     ]
     assert queries
-    texts = [q.text for q in queries]
-    dense_q = load_clip(version.dense_model).encode_texts(texts)
-    sparse_q = load_splade(version.sparse_model).encode(texts)
+    # the vectors the run searched: understood as the run understood them (config "split")
+    from evaluation.understanding import CachedEncoder, run_understanding, understand_all
+
+    encode = CachedEncoder(load_clip(version.dense_model), load_splade(version.sparse_model))
+    understood = understand_all(
+        run_understanding(conn, version, "split", encode).understanding,
+        [q.text for q in queries],
+        encode,
+    )
+    dense_q = [understood[q.text].dense for q in queries]
+    sparse_q = [understood[q.text].sparse for q in queries]
     dense_aps, sparse_aps = [], []
     for i, q in enumerate(queries):
         relevant = q.relevant(products)
@@ -391,7 +401,13 @@ def test_end_to_end_run_is_stored_and_rendered(settings, conn, tiny_index, tmp_p
     rows = storage.metrics_for(conn, run.id)
     conn.commit()
     modes = {r.mode for r in rows}
-    assert modes == {"dense", "sparse", "hybrid", "multi"}
+    assert modes == {"dense", "sparse", "hybrid", "multi", "literal", "multi_literal"}
+    # understanding: the held-out configuration by default, its rule set recorded
+    understanding = run.details["understanding"]
+    assert understanding["config"] == "split" and understanding["sources"] == "reader-half"
+    assert understanding["rules"] > 50 and len(understanding["rules_fingerprint"]) == 12
+    families = {r.family for r in rows}
+    assert "misspelling_reference" in families and "misspelling" in families
     assert {r.alpha for r in rows if r.mode == "hybrid"} >= {0.0, 0.5, 1.0}
     assert all(0.0 <= r.value <= 1.0 for r in rows)
     overall = [r for r in rows if r.family == "all" and r.metric == "map@10"]

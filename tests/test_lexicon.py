@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import lexicon as L
 from evaluation.queries import (
     DEFAULT_SIZES,
     FAMILIES,
@@ -19,6 +18,8 @@ from evaluation.queries import (
 )
 from services.catalog import vocabulary as v
 from services.config import get_settings
+from services.understanding import wordnet as L
+from services.understanding.lexicon import HELD_OUT, READER, side_of
 
 OFFLINE_TYPES = (
     "Tshirts",
@@ -304,45 +305,64 @@ def test_wordnet_families_deterministic_and_judged_by_the_mapping():
     assert generate_queries(products, seed=4, families=list(WORDNET_FAMILIES)).version != qs.version
 
     fams = qs.by_family()
-    assert len(fams["wordnet_category"]) == DEFAULT_SIZES["wordnet_category"]
-    assert len(fams["wordnet_hypernym"]) == DEFAULT_SIZES["wordnet_hypernym"]
-    assert 60 <= len(fams["wordnet_colour_category"]) <= DEFAULT_SIZES["wordnet_colour_category"]
     for q in qs.queries:
         assert q.relevant(products), q
     articles, colours = L.article_words(), L.colour_words()
     word_type = {dw.word: t for t, found in articles.items() for dw in found}
     word_colour = {dw.word: c for c, found in colours.items() for dw in found}
 
+    # each family asks with the words of one half of WordNet: the in-lexicon family with the
+    # half query understanding reads, the held-out one with the other half
     cat = {q.text: dict(q.criteria) for q in fams["wordnet_category"]}
+    held = {q.text: dict(q.criteria) for q in fams["wordnet_category_heldout"]}
+    assert {side_of(w) for w in cat} == {READER} and {side_of(w) for w in held} == {HELD_OUT}
     assert cat["cardigan"] == {"articleType": ("Sweaters",)}  # Sweaters' only word
-    for text, crit in cat.items():
+    for text, crit in {**cat, **held}.items():
         assert crit == {"articleType": (word_type[text],)}
-    assert {word_type[t] for t in cat} == set(OFFLINE_TYPES) - {"Casual Shoes"}  # round-robin
+    both = {word_type[t] for t in {**cat, **held}}
+    assert both == set(OFFLINE_TYPES) - {"Casual Shoes"}  # round-robin over every type
+    reader_words = [dw.word for found in articles.values() for dw in found]
+    reader_words = [w for w in reader_words if side_of(w) == READER]
+    assert len(cat) == min(DEFAULT_SIZES["wordnet_category"], len(reader_words))
 
     seen_wordnet_article = seen_display = False
-    for q in fams["wordnet_colour_category"]:
-        crit = dict(q.criteria)
-        (at,), (colour,) = crit["articleType"], crit["baseColour"]
-        cw = next(
-            w
-            for w in sorted(word_colour, key=len, reverse=True)
-            if q.text.startswith(w + " ") and word_colour[w] == colour
-        )
-        article = q.text[len(cw) + 1 :]
-        if article == v.ARTICLE_TYPES[at].display.lower():
-            seen_display = True
-        else:
-            assert word_type[article] == at, q
-            seen_wordnet_article = True
+    for family, side in (
+        ("wordnet_colour_category", READER),
+        ("wordnet_colour_category_heldout", HELD_OUT),
+    ):
+        assert 20 <= len(fams[family]) <= DEFAULT_SIZES[family]
+        for q in fams[family]:
+            crit = dict(q.criteria)
+            (at,), (colour,) = crit["articleType"], crit["baseColour"]
+            cw = next(
+                w
+                for w in sorted(word_colour, key=len, reverse=True)
+                if q.text.startswith(w + " ") and word_colour[w] == colour
+            )
+            assert side_of(cw) == side, q
+            article = q.text[len(cw) + 1 :]
+            if article == v.ARTICLE_TYPES[at].display.lower():
+                seen_display = True
+            else:
+                assert word_type[article] == at and side_of(article) == side, q
+                seen_wordnet_article = True
     assert seen_display and seen_wordnet_article
 
     hyper = {q.text: dict(q.criteria) for q in fams["wordnet_hypernym"]}
+    assert side_of("footwear") == side_of("clothing") == READER
     assert hyper["footwear"] == {"articleType": FOOTWEAR}
     assert hyper["clothing"] == {"articleType": CLOTHING_OFFLINE}
-    coloured = [c for c in hyper.values() if "baseColour" in c]
-    assert len(coloured) == DEFAULT_SIZES["wordnet_hypernym"] - 9 and all(
-        len(c["baseColour"]) == 1 for c in coloured
-    )
+    held_hyper = {q.text: dict(q.criteria) for q in fams["wordnet_hypernym_heldout"]}
+    assert side_of("shoe") == HELD_OUT and held_hyper["shoe"] == {
+        "articleType": ("Sandals", "Sports Shoes", "Casual Shoes")
+    }
+    for family, table in (("wordnet_hypernym", hyper), ("wordnet_hypernym_heldout", held_hyper)):
+        plain = [t for t, c in table.items() if "baseColour" not in c]
+        coloured = [c for c in table.values() if "baseColour" in c]
+        assert len(plain) >= 3, family
+        # every hypernym alone, then as many coloured ones as fill the family (6 colours)
+        assert len(coloured) == min(DEFAULT_SIZES[family] - len(plain), 6 * len(plain))
+        assert all(len(c["baseColour"]) == 1 for c in coloured)
 
 
 def test_wordnet_families_only_emit_supported_queries():
@@ -351,7 +371,8 @@ def test_wordnet_families_only_emit_supported_queries():
     qs = generate_queries(products, seed=0, families=list(WORDNET_FAMILIES))
     fams = qs.by_family()
     assert min(q.text for q in fams["wordnet_category"]) == "buskin"
-    assert len(fams["wordnet_category"]) == 1 + len(L.article_words()["Boots"])
+    reader = [dw.word for at in ("Sweaters", "Boots") for dw in L.article_words()[at]]
+    assert len(fams["wordnet_category"]) == len([w for w in reader if side_of(w) == READER])
     colour_queries = fams["wordnet_colour_category"]
     assert len(colour_queries) == 2  # (Sweaters, Red) and (Boots, Red): no Khaki words
     assert all(dict(q.criteria)["baseColour"] == ("Red",) for q in colour_queries)

@@ -37,6 +37,10 @@ from services.encoders.images import (
 from services.store.db import make_pool
 from services.store.index_versions import IndexVersion, live_version
 from services.store.search import NoLiveIndex, use_session_settings
+from services.understanding.live import LiveUnderstanding
+from services.understanding.query import Encoded, Understanding, encoder_of
+from services.understanding.understand import Understood
+from services.understanding.understand import literal as literal_understanding
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +90,23 @@ class LRUCache:
                 self._data.popitem(last=False)
         return value, False
 
+    def get(self, key: Hashable) -> Any | None:
+        """The cached value (counted as a hit), or None (a miss)."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
@@ -97,35 +118,42 @@ class LRUCache:
 class Batcher:
     """Runs ``encode`` once for the texts of concurrent callers (micro-batching).
 
-    A caller's text waits in a queue; whichever waiting caller finds the encoder free takes
-    everything queued (up to ``max_batch``), encodes it in one call and hands each caller
-    its result; the others keep waiting for theirs or for the encoder. One caller alone is
+    A caller's texts (a query, its rewrite, its left-over words) wait in a queue; whichever
+    waiting caller finds the encoder free takes what is queued (whole callers, up to
+    ``max_batch`` texts, at least one caller), encodes it in one call and hands each caller
+    its results; the others keep waiting for theirs or for the encoder. One caller alone is
     encoded at once (no timer, no added latency); under load, texts that arrive while a
     batch runs form the next one. On CPU a batch of short texts costs little more than one
     (bench_api.py: unseen text queries at 16 clients). A batch that fails is encoded again
-    one text at a time, so one caller's error stays its own."""
+    one caller at a time, so one caller's error stays its own."""
 
     def __init__(self, encode: Callable[[list[str]], list[Any]], max_batch: int = 16):
         self._encode = encode
         self.max_batch = max(1, max_batch)
         self._cond = threading.Condition()
-        self._queue: list[tuple[str, dict]] = []
+        self._queue: list[tuple[list[str], dict]] = []
         self._busy = False
         self.batches = 0  # encoder calls, and the texts they encoded (for the logs/tests)
         self.texts = 0
 
-    def __call__(self, text: str) -> Any:
+    def __call__(self, texts: list[str]) -> list[Any]:
         slot: dict = {}
         with self._cond:
-            self._queue.append((text, slot))
+            self._queue.append((list(texts), slot))
         while True:
             with self._cond:
                 while not slot and self._busy:
                     self._cond.wait()
                 if slot:
                     return self._result(slot)
-                self._busy = True  # this caller encodes the next batch (its text is queued)
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self._busy = True  # this caller encodes the next batch (its texts are queued)
+                batch, size = [], 0
+                while self._queue and (
+                    not batch or size + len(self._queue[0][0]) <= self.max_batch
+                ):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item[0])
             try:
                 self._run(batch)
             finally:
@@ -133,23 +161,25 @@ class Batcher:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _run(self, batch: list[tuple[str, dict]]) -> None:
-        texts = [t for t, _ in batch]
+    def _run(self, batch: list[tuple[list[str], dict]]) -> None:
+        texts = [t for item, _ in batch for t in item]
         try:
             results = self._encode(texts)
             if len(results) != len(texts):
                 raise RuntimeError(f"{len(results)} results for {len(texts)} texts")
-        except Exception:  # noqa: BLE001 - each text again on its own: errors stay their caller's
-            for text, slot in batch:
+        except Exception:  # noqa: BLE001 - each caller again on its own: errors stay their caller's
+            for item, slot in batch:
                 try:
-                    slot["value"] = self._encode([text])[0]
+                    slot["value"] = self._encode(item)
                 except Exception as exc:  # noqa: BLE001 - handed to its caller
                     slot["error"] = exc
         else:
-            for (_, slot), value in zip(batch, results):
-                slot["value"] = value
+            at = 0
+            for item, slot in batch:
+                slot["value"] = results[at : at + len(item)]
+                at += len(item)
         self.batches += 1
-        self.texts += len(batch)
+        self.texts += len(texts)
 
     @staticmethod
     def _result(slot: dict) -> Any:
@@ -169,6 +199,8 @@ class QueryVectors:
     dense: np.ndarray | None
     sparse: SparseVector | None
     cached: bool
+    understood: Understood | None = None  # None: no text; .literal: understanding was off
+    status: str = "literal"  # "understood" | "literal" | "unavailable" (not built yet)
 
 
 class Runtime:
@@ -217,6 +249,8 @@ class Runtime:
         self.facets_cache: dict[int, tuple[float, dict[str, list[str]]]] = {}
         self._live_version: IndexVersion | None = None
         self._text_batcher: Batcher | None = None
+        self.understanding: LiveUnderstanding | None = None
+        self.understood_cache = LRUCache(cache_size)
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -229,6 +263,8 @@ class Runtime:
             self._loader.start()
 
     def stop(self) -> None:
+        if self.understanding is not None:
+            self.understanding.stop()
         self.pool.close(timeout=5.0)
         if self.read_pool is not None:
             self.read_pool.close(timeout=5.0)
@@ -329,11 +365,9 @@ class Runtime:
 
             clip = load_clip(self.settings.dense_model)
             splade = load_splade(self.settings.sparse_model)
+            encode = encoder_of(clip, splade)
+            self._text_batcher = Batcher(encode, self.settings.query_batch)
             self._encoders = Encoders(clip=clip, splade=splade)
-            self._text_batcher = Batcher(
-                lambda texts: list(zip(clip.encode_texts(texts), splade.encode(texts))),
-                self.settings.query_batch,
-            )
             log.info(
                 "encoders loaded in %.1fs: dense=%s sparse=%s",
                 time.perf_counter() - start,
@@ -343,6 +377,16 @@ class Runtime:
         except Exception as exc:  # reported by /readyz and on every search
             self._model_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading encoders failed")
+            return
+        if self.settings.understanding:
+            self.understanding = LiveUnderstanding(
+                self.read,
+                encode,
+                check_every_s=self.settings.rules_check_s,
+                wordnet_dir=str(self.settings.wordnet_dir),
+            )
+            self.understanding.check()  # the first build, before searches need it
+            self.understanding.start()
 
     def wait_for_models(self, timeout: float | None = None) -> bool:
         if self._loader is not None:
@@ -358,6 +402,15 @@ class Runtime:
         return "loading"
 
     @property
+    def understanding_state(self) -> str:
+        """ "off", "waiting for the encoders", or the live understanding's state."""
+        if not self.settings.understanding:
+            return "off"
+        if self.understanding is None:
+            return "waiting for the encoders"
+        return self.understanding.state
+
+    @property
     def encoders(self) -> Encoders:
         if self._encoders is None:
             if self._model_error:
@@ -366,18 +419,45 @@ class Runtime:
         return self._encoders
 
     # --- query embeddings (cached) ---------------------------------------------------
-    def text_vectors(self, text: str) -> tuple[np.ndarray, SparseVector, bool]:
-        """(clip text vector, splade vector, cached?) for ``text``; texts missing from the
-        cache are encoded together with those of concurrent searches (``Batcher``)."""
+    def encoded_texts(self, texts: list[str]) -> tuple[list[Encoded], bool]:
+        """Both encoders' vectors of ``texts`` (and whether every one was cached); texts
+        missing from the cache are encoded together with those of concurrent searches
+        (``Batcher``)."""
         enc = self.encoders
+        keys = [(enc.clip.name, enc.splade.name, t) for t in texts]
+        found = {k: v for k in keys if (v := self.text_cache.get(k)) is not None}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            for k, value in zip(missing, self._text_batcher([k[2] for k in missing])):
+                self.text_cache.put(k, value)
+                found[k] = value
+        return [found[k] for k in keys], not missing
 
-        def compute():
-            return self._text_batcher(text)
+    def text_vectors(self, text: str) -> tuple[np.ndarray, SparseVector, bool]:
+        """(clip text vector, splade vector, cached?) of ``text`` exactly as sent."""
+        (e,), cached = self.encoded_texts([text])
+        return e.dense, e.sparse, cached
 
-        (dense, sparse), cached = self.text_cache.get_or_compute(
-            (enc.clip.name, enc.splade.name, text), compute
-        )
-        return dense, sparse, cached
+    def understood_vectors(
+        self, text: str, ignore: frozenset[str] = frozenset()
+    ) -> tuple[Understanding | None, bool]:
+        """``text`` understood (``services.understanding``) and its composed vectors, cached
+        by the understanding's fingerprint (rules, live version, settings); None while no
+        understanding is built."""
+        live = self.understanding
+        qu = live.current if live is not None else None
+        if qu is None:
+            return None, False
+        key = (qu.fingerprint, text, tuple(sorted(ignore)))
+        hit = self.understood_cache.get(key)
+        if hit is not None:
+            return hit, True
+        u = qu.understand(text, ignore)
+        texts = qu.texts(u)
+        encoded, cached = self.encoded_texts(texts)
+        result = qu.finish(u, dict(zip(texts, encoded)))
+        self.understood_cache.put(key, result)
+        return result, cached
 
     def image_vector(self, data: bytes) -> tuple[np.ndarray, bool]:
         """CLIP vector of uploaded image bytes, cached by their SHA-256.
@@ -394,18 +474,35 @@ class Runtime:
         )
 
     def query_vectors(
-        self, text: str | None, image: bytes | None, text_weight: float | None = None
+        self,
+        text: str | None,
+        image: bytes | None,
+        text_weight: float | None = None,
+        *,
+        literal: bool = False,
+        ignore: frozenset[str] = frozenset(),
     ) -> QueryVectors:
         """Dense = CLIP(text, image) (multimodal when both: the text's share is ``text_weight``,
-        default ``settings.query_text_weight``); sparse = SPLADE(text)."""
+        default ``settings.query_text_weight``); sparse = SPLADE(text). The text is
+        understood first (spelling, rules, shades, occasions: ``services.understanding``)
+        unless ``literal`` or understanding is off or not built yet."""
         from services.encoders.clip import combine_query_vectors  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
         if text_weight is None:
             text_weight = self.settings.query_text_weight
-        dense_text = sparse = dense_image = None
+        dense_text = sparse = dense_image = understood = None
+        status = "literal"
         cached = True
         if text is not None:
-            dense_text, sparse, hit = self.text_vectors(text)
+            result = None
+            if not literal and self.settings.understanding:
+                result, hit = self.understood_vectors(text, ignore)
+                status = "understood" if result is not None else "unavailable"
+            if result is not None:
+                dense_text, sparse, understood = result.dense, result.sparse, result.understood
+            else:
+                dense_text, sparse, hit = self.text_vectors(text)
+                understood = literal_understanding(text)
             cached = cached and hit
         if image is not None:
             dense_image, hit = self.image_vector(image)
@@ -414,7 +511,7 @@ class Runtime:
             dense = combine_query_vectors(dense_text, dense_image, text_weight)
         else:
             dense = dense_text if dense_text is not None else dense_image
-        return QueryVectors(dense=dense, sparse=sparse, cached=cached)
+        return QueryVectors(dense, sparse, cached, understood, status)
 
 
 def image_digest(data: bytes) -> str:

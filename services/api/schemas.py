@@ -40,6 +40,11 @@ FilterValue = str | list[str] | int
 
 # A per-index candidate count of a request (first stage or deepening budget).
 CandidateCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)]
+# A recognised attribute as a shopper removes it: "<field>:<value>".
+MAX_IGNORED = 20
+AttributeKey = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=80, pattern=r"^[A-Za-z]+:[^\x00]+$")
+]
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,6 +75,22 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
         msgspec.Meta(
             description="Candidates per HNSW index when the first stage cannot certify its "
             f"answer (default {DEFAULT_BUDGET}; at most `candidates`: no deepening)."
+        ),
+    ] = None
+    literal: Annotated[
+        bool,
+        msgspec.Meta(
+            description="true: search the text exactly as sent (no spelling correction, "
+            "synonyms, shade names or occasions); the ranking is then the one the platform "
+            "gave before query understanding existed."
+        ),
+    ] = False
+    ignore: Annotated[
+        Annotated[list[AttributeKey], msgspec.Meta(max_length=MAX_IGNORED)] | None,
+        msgspec.Meta(
+            description="Recognised attributes to leave out of understanding, as their "
+            '`key` in `understood.attributes` (e.g. "baseColour:Green"): a shopper removing a '
+            "chip.",
         ),
     ] = None
 
@@ -112,6 +133,7 @@ class QueryEcho(msgspec.Struct):
     k: int
     exact: bool
     filters: dict[str, FilterValue]
+    literal: bool = False
 
 
 class Certificate(msgspec.Struct):
@@ -136,6 +158,60 @@ class Certificate(msgspec.Struct):
     routed: bool
 
 
+class CorrectionBody(msgspec.Struct):
+    original: str
+    corrected: str
+    confidence: float
+
+
+class AttributeBody(msgspec.Struct):
+    """A catalogue value the query was understood to ask for. Never a filter: it changes
+    what the encoders see. ``key`` removes it (the request's ``ignore``)."""
+
+    key: str
+    field: str
+    value: str
+    words: Annotated[str, msgspec.Meta(description="The query's words it was recognised from")]
+    confidence: float
+    source: Annotated[
+        str,
+        msgspec.Meta(
+            description="catalogue (the catalogue's own word), rule (a merchandiser rule), "
+            "wordnet, wordnet hypernym, colour table (a named colour's nearest catalogue "
+            "colour), semantic (a left-over word's nearest label)"
+        ),
+    ]
+    rewritten: Annotated[bool, msgspec.Meta(description="Whether it changed the query")]
+
+
+class RuleBody(msgspec.Struct):
+    id: int | None
+    rule: str
+    words: str
+
+
+class UnderstoodBody(msgspec.Struct):
+    """What query understanding made of the text (``services.understanding``)."""
+
+    status: Annotated[
+        Literal["understood", "literal", "unavailable"],
+        msgspec.Meta(
+            description="understood; literal (asked for, or understanding is off); "
+            "unavailable (not built yet: the text was searched literally)"
+        ),
+    ]
+    original: str
+    query: Annotated[str, msgspec.Meta(description="The text the encoders saw (corrected)")]
+    rewrite: Annotated[
+        str | None,
+        msgspec.Meta(description="The query in the catalogue's words, encoded beside it"),
+    ]
+    corrections: list[CorrectionBody]
+    attributes: list[AttributeBody]
+    rules: list[RuleBody]
+    ignored: list[str]
+
+
 class SearchResponse(msgspec.Struct):
     query: QueryEcho
     index_version: int
@@ -143,6 +219,7 @@ class SearchResponse(msgspec.Struct):
     cached_embedding: bool
     certificate: Certificate
     results: list[SearchResult]
+    understood: UnderstoodBody | None = None
 
 
 class Product(msgspec.Struct):

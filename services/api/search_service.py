@@ -17,20 +17,31 @@ from typing import Any
 import psycopg
 from pgvector import SparseVector
 
-from services.api.runtime import PRIMARY, PROBE_TIMEOUT_S, REPLICA, ModelsNotReady, Runtime
+from services.api.runtime import (
+    PRIMARY,
+    PROBE_TIMEOUT_S,
+    REPLICA,
+    ModelsNotReady,
+    QueryVectors,
+    Runtime,
+)
 from services.api.schemas import (
     MAX_TEXT_CHARS,
+    AttributeBody,
     Certificate,
+    CorrectionBody,
     Facets,
     IndexInfo,
     Product,
     ProductMetadata,
     QueryEcho,
+    RuleBody,
     SearchRequest,
     SearchResponse,
     SearchResult,
     SimilarResponse,
     Term,
+    UnderstoodBody,
 )
 from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
@@ -139,6 +150,25 @@ def _certificate(ranking: Ranking) -> Certificate:
     )
 
 
+def _understood(vectors: QueryVectors) -> UnderstoodBody | None:
+    u = vectors.understood
+    if u is None:
+        return None
+    return UnderstoodBody(
+        status=vectors.status,
+        original=u.original,
+        query=u.text,
+        rewrite=u.rewrite,
+        corrections=[CorrectionBody(c.original, c.corrected, c.confidence) for c in u.corrections],
+        attributes=[
+            AttributeBody(a.key, a.field, a.value, a.words, a.confidence, a.source, a.rewritten)
+            for a in u.attributes
+        ],
+        rules=[RuleBody(r.id, r.rule, r.words) for r in u.rules],
+        ignored=list(u.ignored),
+    )
+
+
 def _results(
     hits: list[SearchHit], query_sparse: SparseVector | None, splade: Any | None
 ) -> list[SearchResult]:
@@ -243,7 +273,9 @@ def search(
         runtime.settings.default_alpha,
         runtime.settings.default_alpha_multimodal,
     )
-    vectors = runtime.query_vectors(text, image)
+    vectors = runtime.query_vectors(
+        text, image, literal=req.literal, ignore=frozenset(req.ignore or ())
+    )
     splade = runtime.encoders.splade
     query = SearchQuery(
         dense=vectors.dense,
@@ -267,12 +299,14 @@ def search(
             k=req.k,
             exact=req.exact,
             filters=dict(req.filters or {}),
+            literal=req.literal,
         ),
         index_version=version.id,
         took_ms=round((ranked - start) * 1000, 2),
         cached_embedding=vectors.cached,
         certificate=_certificate(ranking),
         results=_results(ranking.hits, vectors.sparse, splade),
+        understood=_understood(vectors),
     )
     if timings is not None:
         timings.update(
@@ -389,7 +423,7 @@ def readiness_report(runtime: Runtime) -> tuple[dict[str, str], dict[str, Any]]:
     and index are checked where searches read (the replica first). The sides:
     ``{"primary": "ok" | "down: ...", "replica": "ok" | "down: ..." | "not configured",
     "replica_lag_s": float | None, "replica_lag_bytes": int | None}``."""
-    checks = {"models": runtime.models_state}
+    checks = {"models": runtime.models_state, "understanding": runtime.understanding_state}
     sides: dict[str, Any] = {
         "primary": "ok",
         "replica": "not configured",

@@ -165,7 +165,30 @@ class ClipEncoder:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"text #{i} is empty; give a non-empty description")
-        out = []
+        return self._encode_texts(texts, batch_size, sentences=False)[0]
+
+    @torch.inference_mode()
+    def encode_texts_and_sentences(
+        self, texts: Sequence[str], batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(CLIP text vectors, sentence vectors), both (n, ·) unit rows, from one forward pass.
+
+        The sentence vector is what query understanding compares words by: for a Hugging
+        Face text tower, its pooled output before the CLIP projection (the pretrained
+        sentence encoder's own space: all-MiniLM-L6-v2 for ``fashion-lit-minilm``); for
+        open_clip's own text transformer, the CLIP text vector itself."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text #{i} is empty; give a non-empty description")
+        if len(texts) == 0:
+            empty = np.zeros((0, self.dim), dtype=np.float32)
+            return empty, empty
+        return self._encode_texts(texts, batch_size, sentences=True)
+
+    def _encode_texts(
+        self, texts: Sequence[str], batch_size: int, sentences: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        projected, pooled = [], []
         pad_id = self._trim_pad_id()
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size]))
@@ -174,8 +197,22 @@ class ClipEncoder:
                 tokens = tokens[:, :used]
             tokens = tokens.to(self.device)
             with _autocast(self.device):
-                out.append(_normalise(self.model.encode_text(tokens)))
-        return np.concatenate(out)
+                if (
+                    sentences and pad_id is not None
+                ):  # HF tower: the forward of HFTextEncoder, split
+                    text = self.model.text
+                    mask = (tokens != pad_id).long()
+                    sentence = text.pooler(
+                        text.transformer(input_ids=tokens, attention_mask=mask), mask
+                    )
+                    projected.append(_normalise(text.proj(sentence)))
+                    pooled.append(_normalise(sentence))
+                else:
+                    projected.append(_normalise(self.model.encode_text(tokens)))
+        dense = np.concatenate(projected)
+        if not sentences:
+            return dense, None
+        return dense, (np.concatenate(pooled) if pooled else dense)
 
     def _trim_pad_id(self) -> int | None:
         """The pad token id when trailing padding may be cut: Hugging Face text towers mask

@@ -14,7 +14,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row, dict_row
 
-MODES = ("dense", "sparse", "hybrid", "multi")
+MODES = ("dense", "sparse", "hybrid", "multi", "literal", "multi_literal")
 ALL = "all"  # the family name of overall means
 
 

@@ -223,6 +223,9 @@ async def _parse_multipart(request: Request, max_upload: int) -> tuple[SearchReq
             if len(data) > max_upload:
                 raise ApiError(413, f"image is {len(data):,} bytes; the limit is {max_upload:,}")
             image = data
+        elif key == "ignore":  # repeated form fields: one attribute key each
+            if value != "":
+                fields.setdefault("ignore", []).append(value)
         elif value != "" or key == "text":
             fields[key] = value
     if isinstance(fields.get("filters"), str):

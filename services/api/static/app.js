@@ -22,6 +22,10 @@
   let imageFile = null;
   let inflight = null;
   let lastWasSimilar = null;
+  // Query understanding: attributes the shopper removed (chips), and "search instead for".
+  let ignored = [];
+  let literal = false;
+  let understoodFor = null;  // the text the current ignored/literal choices belong to
 
   // --- errors --------------------------------------------------------------------
   function showError(msg) {
@@ -166,12 +170,18 @@
     lastWasSimilar = null;
     const text = q.value.trim();
     if (!text && !imageFile) { showError("Type a description or add a photo first."); q.focus(); return; }
+    if (text !== understoodFor) { ignored = []; literal = false; understoodFor = text; }
     const fields = { alpha: Number(alpha.value), k: 24, mode: $("#mode").value, filters: filters() };
     if (text) fields.text = text;
+    if (literal) fields.literal = true;
+    if (ignored.length) fields.ignore = ignored.slice();
     let init;
     if (imageFile) {
       const fd = new FormData();
-      for (const [k, v] of Object.entries(fields)) fd.append(k, typeof v === "object" ? JSON.stringify(v) : String(v));
+      for (const [k, v] of Object.entries(fields)) {
+        if (k === "ignore") { for (const key of v) fd.append("ignore", key); continue; }
+        fd.append(k, typeof v === "object" ? JSON.stringify(v) : String(v));
+      }
       fd.append("image", imageFile, imageFile.name || "query.jpg");
       init = { method: "POST", body: fd };
     } else {
@@ -182,11 +192,55 @@
     const what = [text && `“${text}”`, imageFile && "your photo"].filter(Boolean).join(" + ");
     title.textContent = what ? `Results for ${what}` : "Results";
     statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.query.alpha.toFixed(2)} · index v${data.index_version}`;
+    renderUnderstood(data.understood);
     render(data.results, data.query.alpha);
+  }
+
+  // --- what the search understood -------------------------------------------------------
+  const FIELD_LABELS = { articleType: "Type", baseColour: "Colour", gender: "For", usage: "Occasion", season: "Season" };
+  function linkButton(label, onClick) {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "link-btn"; b.textContent = label;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+  function emphasised(text) { const em = document.createElement("em"); em.textContent = text; return em; }
+  function renderUnderstood(u) {
+    const box = $("#understood"), dym = $("#did-you-mean"), row = $("#chips-row"), chips = $("#chips");
+    dym.replaceChildren(); chips.replaceChildren();
+    dym.hidden = true; row.hidden = true; box.hidden = true;
+    if (!u) return;
+    if (u.status === "literal" && literal) {
+      dym.append("Showing results for exactly ", emphasised(u.original), " — ");
+      dym.append(linkButton("show results with corrections and synonyms", () => { literal = false; search(); }));
+      dym.hidden = false;
+    } else if (u.corrections.length) {
+      dym.append("Showing results for ", emphasised(u.query), " — search instead for ");
+      dym.append(linkButton(u.original, () => { literal = true; search(); }));
+      dym.hidden = false;
+    }
+    const shown = u.attributes.filter((a) => a.rewritten);
+    for (const a of shown) {
+      const li = document.createElement("li");
+      li.className = "chip"; li.dataset.key = a.key;
+      li.append(`${FIELD_LABELS[a.field] || a.field}: ${a.value} `);
+      const from = document.createElement("small");
+      from.textContent = `from “${a.words}”`;
+      li.appendChild(from);
+      const x = document.createElement("button");
+      x.type = "button"; x.textContent = "×";
+      x.setAttribute("aria-label", `Remove ${a.value} (understood from “${a.words}”)`);
+      x.addEventListener("click", () => { ignored.push(a.key); search(); });
+      li.appendChild(x);
+      chips.appendChild(li);
+    }
+    row.hidden = shown.length === 0;
+    box.hidden = dym.hidden && row.hidden;
   }
 
   async function similar(id, name) {
     lastWasSimilar = { id, name };
+    renderUnderstood(null);
     const data = await request(`/v1/products/${id}/similar?k=24&alpha=${alpha.value}`, {});
     if (!data) return;
     title.textContent = `More like “${name}”`;

@@ -1,0 +1,113 @@
+"""Query understanding in an evaluation: the lexicon a run reads, and its queries' vectors.
+
+A run names its understanding configuration (recorded in the run's details):
+
+- ``split`` (the default): the lexicon reads only the *reader* half of each word source
+  (rules, WordNet, colour names; ``services.understanding.lexicon.side_of``), so the
+  held-out families measure words it never read;
+- ``shipped``: the lexicon reads every source whole, as the API does (the held-out
+  families are then no longer held out: their figures say what shoppers get, not how
+  understanding generalises);
+- ``off``: no understanding (every mode then equals its literal twin).
+
+Every run also searches each text query *literally* (the query as sent), so the report
+shows what understanding changed, family by family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from services.store.index_versions import IndexVersion, product_metadata, product_names
+from services.store.synonyms import list_rules
+from services.understanding.lexicon import build_lexicon
+from services.understanding.query import (
+    Encoded,
+    QueryUnderstanding,
+    Understanding,
+    UnderstandingSettings,
+    build_understanding,
+)
+from services.understanding.rules import fingerprint
+
+CONFIGS = ("split", "shipped", "off")
+SOURCES_OF = {"split": "reader-half", "shipped": "all"}
+
+
+class CachedEncoder:
+    """Both encoders over lists of texts, each distinct text encoded once (in batches)."""
+
+    def __init__(self, clip, splade):
+        self.clip, self.splade = clip, splade
+        self.cache: dict[str, Encoded] = {}
+
+    def __call__(self, texts: Sequence[str]) -> list[Encoded]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            dense, sentences = self.clip.encode_texts_and_sentences(missing)
+            sparse = self.splade.encode(missing)
+            for t, d, s, e in zip(missing, dense, sparse, sentences):
+                self.cache[t] = Encoded(d, s, e)
+        return [self.cache[t] for t in texts]
+
+
+@dataclass
+class RunUnderstanding:
+    """What a run understood with: the configuration, its rules, and the understanding."""
+
+    config: str
+    understanding: QueryUnderstanding | None
+    rules_fingerprint: str
+    n_rules: int
+
+    def details(self) -> dict:
+        out = {
+            "config": self.config,
+            "rules_fingerprint": self.rules_fingerprint,
+            "rules": self.n_rules,
+        }
+        if self.understanding is not None:
+            lex = self.understanding.lexicon
+            out |= {
+                "sources": lex.sources,
+                "phrases": lex.counts,
+                "settings": self.understanding.settings.digest,
+            }
+        return out
+
+
+def run_understanding(
+    conn,
+    version: IndexVersion,
+    config: str,
+    encode: Callable[[list[str]], list[Encoded]],
+    products: list[dict] | None = None,
+    settings: UnderstandingSettings | None = None,
+) -> RunUnderstanding:
+    """The understanding of a run on ``version`` in ``config`` (rules from the database)."""
+    if config not in CONFIGS:
+        raise ValueError(f"understanding must be one of {CONFIGS}, got {config!r}")
+    rules = list_rules(conn)
+    conn.commit()
+    if config == "off":
+        return RunUnderstanding(config, None, fingerprint(rules), len(rules))
+    products = products if products is not None else product_metadata(conn, version.id)
+    names = [n for _, n in product_names(conn, version.id)]
+    conn.commit()
+    lexicon = build_lexicon(
+        products, names, rules, sources=SOURCES_OF[config], version_id=version.id
+    )
+    qu = build_understanding(lexicon, encode, settings)
+    return RunUnderstanding(config, qu, fingerprint(rules), len(rules))
+
+
+def understand_all(
+    qu: QueryUnderstanding, texts: Iterable[str], encode: CachedEncoder
+) -> dict[str, Understanding]:
+    """Every distinct text understood and composed, the encoders run in a few batches."""
+    texts = list(dict.fromkeys(texts))
+    lexical = {t: qu.understand(t) for t in texts}
+    needed = [x for u in lexical.values() for x in qu.texts(u)]
+    encode(needed)
+    return {t: qu.finish(u, encode.cache) for t, u in lexical.items()}
