@@ -19,6 +19,8 @@ Revises: 0006
 from alembic import op
 from sqlalchemy import text
 
+from services.understanding.rules import starting_rules  # the set shipped with this revision
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -28,8 +30,6 @@ MODES = "'dense', 'sparse', 'hybrid', 'multi'"
 
 
 def upgrade() -> None:
-    from services.understanding.rules import starting_rules  # the set shipped with the code
-
     op.execute(
         """
         CREATE TABLE synonym_rules (
