@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads stop lint
+.PHONY: setup run test test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads bench-understanding stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -51,6 +51,9 @@ bench-fuzz: setup
 
 bench-hostile-uploads: setup
 	.venv/bin/python benchmarks/bench_hostile_uploads.py
+
+bench-understanding: setup
+	.venv/bin/python benchmarks/bench_understanding.py
 
 # ruff comes with the test extras (scripts/setup.sh installs them); `make test` runs this first.
 lint:

@@ -111,6 +111,18 @@ def register(subparsers) -> None:
     )
     w.set_defaults(func=_sweep)
 
+    u = subparsers.add_parser(
+        "eval-sweep-understanding",
+        help="choose query understanding's weights and thresholds on the tuning split",
+        description="Exact in-memory ranking of the live index's stored vectors for a grid of "
+        "query-understanding settings (rewrite weights, semantic labels' weights and "
+        "thresholds, the photo's weight), scored on the TUNING half (evaluation/"
+        "understanding_sweep.py). Prints the best settings and their figures per family.",
+    )
+    u.add_argument("--config", choices=["split", "shipped"], default="split")
+    u.add_argument("--seed", type=int, default=0, help="query-set seed (default 0)")
+    u.set_defaults(func=_sweep_understanding)
+
     r = subparsers.add_parser("eval-report", help="print a stored evaluation run")
     r.add_argument("run", type=int, nargs="?", default=None, help="run id (default: latest)")
     r.set_defaults(func=_report)
@@ -157,6 +169,20 @@ def _sweep(args) -> int:
     )
     print()
     print(format_sweep(result))
+    return 0
+
+
+def _sweep_understanding(args) -> int:
+    from evaluation.understanding_sweep import (  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+        format_understanding_sweep,
+        run_understanding_sweep,
+    )
+
+    result = run_understanding_sweep(
+        config=args.config, seed=args.seed, progress=lambda m: print(m, flush=True)
+    )
+    print()
+    print(format_understanding_sweep(result))
     return 0
 
 

@@ -347,6 +347,8 @@ def _encode(
         img_vecs = encode.clip.encode_images([images[q.image_product_id] for q in multi_qs])
         for j, q in enumerate(multi_qs):
             dense_text, sparse = vectors(q.text)
+            if q.text in understood:  # what the photo shows, for the text side
+                sparse = qu.with_photo(understood[q.text], img_vecs[j]).sparse
             out.dense[q.qid] = combine_query_vectors(dense_text, img_vecs[j], text_weight)
             out.sparse[q.qid] = sparse
             out.literal_dense[q.qid] = combine_query_vectors(

@@ -1,6 +1,7 @@
 """Choose how strongly understanding moves a query, on the TUNING half (never the test half).
 
     fashion-search eval-sweep-understanding [--config split] [--seed 0]
+    (or: python -m evaluation.understanding_sweep)
 
 On the live index's stored vectors, every text query of the tuning half is understood once
 (lexical step), its texts encoded once, and then composed and ranked exactly in memory
@@ -49,6 +50,7 @@ class UnderstandingSweep:
         default_factory=list
     )
     chosen: UnderstandingSettings | None = None
+    photo: dict[tuple[float, float], float] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -75,6 +77,10 @@ PARAMETERS: dict[str, tuple[float, ...]] = {
     "occasion_margin": (0.0, 0.02, 0.05, 0.1),
     "top_k": (1, 2, 3),
 }
+
+
+PHOTO_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0)
+PHOTO_TEMPERATURES = (0.02, 0.05)
 
 
 def with_parameter(s: UnderstandingSettings, name: str, value: float) -> UnderstandingSettings:
@@ -130,9 +136,9 @@ def run_understanding_sweep(
             columns.setdefault(i, len(columns))
     P_dense = np.stack([dense[int(i)] for i in ids])
     P_sparse = sparse_matrix([sparse[int(i)] for i in ids], columns)
-    queries = [
-        q for q in generate_queries(products, seed=seed, split=split).queries if not q.is_multimodal
-    ]
+    generated = generate_queries(products, seed=seed, split=split).queries
+    multi = [q for q in generated if q.is_multimodal and q.relevant(products)]
+    queries = [q for q in generated if not q.is_multimodal]
     relevant = [q.relevant(products) for q in queries]
     keep = [i for i, r in enumerate(relevant) if r]
     queries, relevant = [queries[i] for i in keep], [relevant[i] for i in keep]
@@ -178,6 +184,42 @@ def run_understanding_sweep(
                 if acceptable(fam) and fam["all"] > best_fam["all"] + 1e-4:
                     best, best_fam = s, fam
         progress(f"  round {round_}: best all {best_fam['all']:.4f}")
+    # photo + text: the weight (and softmax temperature) of what the photo shows
+    if multi:
+        from services.encoders.clip import combine_query_vectors  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+        from services.store.products import get_image  # noqa: PLC0415 - only the photo sweep reads images
+
+        with connect() as conn:
+            photos = encode.clip.encode_images(
+                [get_image(conn, q.image_product_id)[0] for q in multi]
+            )
+        multi_rel = [q.relevant(products) for q in multi]
+        alpha_m, tw = float(settings.default_alpha_multimodal), float(settings.query_text_weight)
+
+        def photo_map(s: UnderstandingSettings) -> float:
+            qu.settings = s
+            und = understand_all(qu, [q.text for q in multi], encode)
+            dq = np.stack(
+                [
+                    combine_query_vectors(und[q.text].dense, photos[j], tw)
+                    for j, q in enumerate(multi)
+                ]
+            )
+            sq = [qu.with_photo(und[q.text], photos[j]).sparse for j, q in enumerate(multi)]
+            S = sparse_matrix(sq, columns) @ P_sparse.T
+            return float(
+                np.mean(_map_at_10(alpha_m * (dq @ P_dense.T) + (1 - alpha_m) * S, ids, multi_rel))
+            )
+
+        photo = {
+            (w, t): photo_map(replace(best, photo_sparse=w, photo_temperature=t))
+            for w in PHOTO_WEIGHTS
+            for t in PHOTO_TEMPERATURES
+        }
+        result.photo = photo
+        w, t = max(photo, key=lambda k: (photo[k], -k[0]))
+        best = replace(best, photo_sparse=w, photo_temperature=t)
+        progress(f"  photo + text: best {photo[(w, t)]:.4f} at weight {w}, temperature {t}")
     result.chosen = best
     qu.settings = best
     result.seconds = round(time.perf_counter() - started, 1)
@@ -191,16 +233,41 @@ def format_understanding_sweep(r: UnderstandingSweep) -> str:
             f"{r.n_products:,} products, alpha {r.alpha}, {r.seconds:.0f} s"
         ),
         "",
-        "| rewrite dense | rewrite sparse | label dense | label sparse | threshold | MAP@10 all |",
-        "|---:|---:|---:|---:|---:|---:|",
+        (
+            f"{len(r.results)} settings tried (coordinate descent over {', '.join(PARAMETERS)}); "
+            "the best 12:"
+        ),
+        "",
+        (
+            "| rewrite dense | rewrite sparse | label dense | label sparse | occasion sparse "
+            "| threshold | margin | occasion threshold | occasion margin | top k | MAP@10 all |"
+        ),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, m, _ in sorted(r.results, key=lambda x: -x[1])[:12]:
-        ld = dict(s.label_dense).get("articleType")
-        ls = dict(s.label_sparse).get("articleType")
-        th = s.semantic.of("articleType").threshold
-        out.append(f"| {s.rewrite_dense} | {s.rewrite_sparse} | {ld} | {ls} | {th} | {m:.4f} |")
+        ld, ls = dict(s.label_dense), dict(s.label_sparse)
+        tc, oc = s.semantic.of("articleType"), s.semantic.of("usage")
+        out.append(
+            f"| {s.rewrite_dense} | {s.rewrite_sparse} | {ld['articleType']} | "
+            f"{ls['articleType']} | {ls['usage']} | {tc.threshold} | {tc.margin} | "
+            f"{oc.threshold} | {oc.margin} | {s.semantic.top_k} | {m:.4f} |"
+        )
+    if r.photo:
+        out += [
+            "",
+            "Photo + text (default alpha), MAP@10 by photo weight and temperature:",
+            "",
+            "| photo weight | temperature | MAP@10 |",
+            "|---:|---:|---:|",
+        ]
+        out += [f"| {w} | {t} | {m:.4f} |" for (w, t), m in sorted(r.photo.items())]
     if r.chosen is not None:
-        chosen = next(fam for s, _, fam in r.results if s == r.chosen)
+        chosen = next(
+            fam
+            for s, _, fam in r.results
+            if replace(s, photo_sparse=0, photo_temperature=0)
+            == replace(r.chosen, photo_sparse=0, photo_temperature=0)
+        )
         out += [
             "",
             f"Chosen: {r.chosen}",

@@ -151,6 +151,32 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        if True:  # MUTATION\n            return [PRIMARY]\n        now",
         ("tests/test_replica.py",),
     ),
+    Mutation(
+        "understanding-skips-rewrite",
+        "query understanding recognises words but the vectors ignore what it understood",
+        "services/understanding/query.py",
+        "        if u.text == u.original and u.rewrite is None and not recognitions:\n",
+        "        if u.text == u.text:  # MUTATION: the rewrite and labels never reach the vectors\n",
+        ("tests/test_understanding_api.py",),
+    ),
+    Mutation(
+        "rules-table-ignored",
+        "the merchandiser rules (synonym_rules) never reach the lexicon",
+        "services/understanding/lexicon.py",
+        '    counts["rule"] = _rule_meanings(phrases, rules, catalogue, reads)\n',
+        '    counts["rule"] = 0  # MUTATION: rules dropped\n',
+        ("tests/test_understanding.py", "tests/test_understanding_api.py"),
+    ),
+    Mutation(
+        "spelling-corrects-brands",
+        "the speller's known-word gate forgets the catalogue's own words: brands get corrected",
+        "services/understanding/lexicon.py",
+        "            c in self.catalogue_words\n"
+        "            or key(word) in self.phrase_words\n"
+        "            or word in FUNCTION_WORDS\n",
+        "            word in FUNCTION_WORDS  # MUTATION\n",
+        ("tests/test_understanding.py",),
+    ),
 )
 
 

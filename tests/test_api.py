@@ -496,7 +496,8 @@ def test_a_dead_pooled_connection_is_retried_not_a_503(
     from services.api.app import create_app
 
     monkeypatch.setattr(runtime_module, "POOL_CHECK_IDLE_S", 3600.0)  # never checked here
-    app = create_app(app_settings)
+    # one pooled connection, the searches': query understanding's checks would hold another
+    app = create_app(dataclasses.replace(app_settings, understanding=False))
     srv = ServerThread(app).start()
     try:
         srv.wait_ready()

@@ -170,3 +170,59 @@ def test_brand_filter_from_facets_narrows_the_page(page, live):
     page.wait_for_selector("#results .card")
     metas = page.eval_on_selector_all("#results .card .meta", "els => els.map(e => e.textContent)")
     assert metas and all(m.startswith(brand + " · ") for m in metas)
+
+
+def _wait_understanding(server):
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while (
+        not httpx.get(server.url + "/readyz").json()["checks"]["understanding"].startswith("ready")
+    ):
+        assert time.monotonic() < deadline, "query understanding never became ready"
+        time.sleep(0.5)
+
+
+def test_the_page_says_what_it_corrected_and_searches_instead(page, server):
+    """ "Showing results for jacket — search instead for jakcet": the second link searches
+    the words exactly as typed (``literal``), and the page then says so."""
+    _wait_understanding(server)
+    _search(page, "jakcet")
+    dym = page.locator("#did-you-mean")
+    dym.wait_for(state="visible")
+    assert "Showing results for jacket" in dym.inner_text()
+    with page.expect_response("**/v1/search") as resp:
+        dym.get_by_role("button", name="jakcet").click()
+    assert resp.value.ok and resp.value.request.post_data_json["literal"] is True
+    page.wait_for_function(
+        "() => document.querySelector('#did-you-mean').textContent.includes('exactly')"
+    )
+    page.screenshot(path=str(ARTIFACTS / "storefront-did-you-mean.png"))
+    with page.expect_response("**/v1/search") as resp:
+        dym.get_by_role("button", name="show results with corrections").click()
+    assert "literal" not in resp.value.request.post_data_json
+
+
+def test_understood_attributes_are_chips_a_shopper_can_remove(page, server):
+    _wait_understanding(server)
+    _search(page, "navy jumper for men")
+    chips = page.locator("#chips .chip")
+    chips.first.wait_for(state="visible")
+    keys = page.eval_on_selector_all("#chips .chip", "els => els.map(e => e.dataset.key)")
+    assert set(keys) == {"baseColour:Navy Blue", "articleType:Sweaters"}
+    assert (
+        "from “jumper”"
+        in page.locator("#chips .chip[data-key='articleType:Sweaters']").inner_text()
+    )
+    page.screenshot(path=str(ARTIFACTS / "storefront-chips.png"))
+    with page.expect_response("**/v1/search") as resp:
+        page.get_by_role("button", name="Remove Sweaters (understood from “jumper”)").click()
+    assert resp.value.request.post_data_json["ignore"] == ["articleType:Sweaters"]
+    page.wait_for_function("() => document.querySelectorAll('#chips .chip').length === 1")
+    # a new query starts with no chip removed
+    with page.expect_response("**/v1/search") as resp:
+        page.fill("#q", "navy jumper")
+        page.press("#q", "Enter")
+    assert "ignore" not in resp.value.request.post_data_json

@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--torch-threads",
         type=int,
-        default=0,
-        help="torch intra-op threads (default: torch's choice)",
+        default=1,
+        help="torch intra-op threads (default 1: the two query encoders run side by side, one "
+        "core each; 0: torch's choice)",
     )
     p.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON lines")
     limits = p.add_argument_group("client limits (README: Limits)")

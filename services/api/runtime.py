@@ -490,11 +490,10 @@ class Runtime:
 
         if text_weight is None:
             text_weight = self.settings.query_text_weight
-        dense_text = sparse = dense_image = understood = None
+        dense_text = sparse = dense_image = understood = result = None
         status = "literal"
         cached = True
         if text is not None:
-            result = None
             if not literal and self.settings.understanding:
                 result, hit = self.understood_vectors(text, ignore)
                 status = "understood" if result is not None else "unavailable"
@@ -507,6 +506,9 @@ class Runtime:
         if image is not None:
             dense_image, hit = self.image_vector(image)
             cached = cached and hit
+            if result is not None and text is not None:  # what the photo shows, for the text side
+                result = self.understanding.current.with_photo(result, dense_image)
+                sparse, understood = result.sparse, result.understood
         if dense_text is not None and dense_image is not None:
             dense = combine_query_vectors(dense_text, dense_image, text_weight)
         else:

@@ -500,9 +500,13 @@ def readiness(runtime: Runtime) -> dict[str, str]:
 
 
 def is_ready(checks: dict[str, str]) -> bool:
+    """Ready to serve searches. Query understanding counts once its first build is done,
+    whatever its outcome: a failed build ("unavailable: ...") serves literal searches
+    rather than taking the API down."""
     return (
         checks.get("models") == "loaded"
         and checks.get("database", "").startswith("ok")
         and checks.get("schema", "").startswith("ok")
         and checks.get("index", "").startswith("ok")
+        and not checks.get("understanding", "").startswith(("building", "waiting"))
     )

@@ -105,6 +105,7 @@ class Lexicon:
 
     def __post_init__(self) -> None:
         self.max_words = max((len(k.split()) for k in self.phrases), default=1)
+        self.phrase_words = frozenset(w for k in self.phrases for w in k.split())
 
     @property
     def fingerprint(self) -> str:
@@ -114,12 +115,12 @@ class Lexicon:
         return self.phrases.get(phrase_key, [])
 
     def is_known(self, word: str) -> bool:
-        """A word that is never corrected and never left for the semantic step as unknown:
-        a catalogue word, a lexicon word, a function word, or English."""
+        """A word that is never corrected: a catalogue word (brands included), a word of a
+        lexicon phrase, a function word, or English."""
         c = compact(word)
         return (
             c in self.catalogue_words
-            or key(word) in self.phrases
+            or key(word) in self.phrase_words
             or word in FUNCTION_WORDS
             or word in self.english
             or c in self.english
@@ -174,6 +175,8 @@ def _add(out: _Phrases, phrase: str, meaning: Meaning) -> bool:
         return False
     if any(m.field == meaning.field for m in out[k]):
         return False
+    if meaning.source not in ("catalogue", "rule") and any(m.source == "rule" for m in out[k]):
+        return False  # a merchandiser's rule for the phrase overrides the other sources
     out[k].append(meaning)
     out.spellings.update(compact(w) for w in phrase.split())
     return True
@@ -250,7 +253,10 @@ def shade_meaning(
     words = f" {name} "
     named = [c for c in catalogue_rgb if f" {c.lower()} " in words]
     if named:
-        vals = ((named[-1], 1.0),)  # the head of an English compound is its last word
+        # the head of an English compound is its last word; the longest name that ends
+        # there ("dark fluorescent green": Fluorescent Green, not Green)
+        head = max(named, key=lambda c: (words.rfind(f" {c.lower()} ") + len(c), len(c)))
+        vals = ((head, 1.0),)
         return Meaning("baseColour", vals, _canonical(vals, "baseColour"), 1.0, "colour table")
     matches = colour_table.nearest_colours(rgb, catalogue_rgb)
     if not matches:
@@ -341,8 +347,7 @@ def build_lexicon(
     for w in phrases.spellings:
         if len(w) >= MIN_SOURCE_CORRECTION_CHARS:
             vocabulary.setdefault(w, 1)
-    known = {k for k in phrases} | {w for k in phrases for w in k.split()}
-    corrector = SpellingCorrector(vocabulary, _Known(known, english))
+    corrector = SpellingCorrector(vocabulary)
     log.info(
         "lexicon (%s sources, v%s): %d phrases (%s), %d spelling words",
         sources,
@@ -362,17 +367,6 @@ def build_lexicon(
         version_id=version_id,
         counts=counts,
     )
-
-
-class _Known:
-    """Words the corrector leaves alone: lexicon words and keys, and English."""
-
-    def __init__(self, words: set[str], english: EnglishWords):
-        self._words = words
-        self._english = english
-
-    def __contains__(self, word: str) -> bool:
-        return word in self._words or key(word) in self._words or word in self._english
 
 
 def _default_wordnet_dir() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ from services.understanding.semantic import (
     build_prototypes,
     recognise,
 )
-from services.understanding.understand import Understood, understand
+from services.understanding.understand import Attribute, Understood, understand
 
 MAX_SPARSE_TERMS = 256  # as the SPLADE encoder prunes (services.encoders.splade)
 
@@ -70,6 +71,10 @@ class UnderstandingSettings:
         ("season", 0.5),
     )
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
+    # Photo + text: the article type the photo shows (zero-shot), added to the sparse side.
+    photo_sparse: float = 1.0
+    photo_temperature: float = 0.02
+    photo_min: float = 0.2
 
     @property
     def digest(self) -> str:
@@ -171,14 +176,57 @@ class QueryUnderstanding:
         final = u.with_attributes(tuple(r.attribute for r in recognitions))
         return Understanding(final, _unit(dense), sparse, tuple(recognitions))
 
+    def with_photo(self, result: Understanding, image: np.ndarray) -> Understanding:
+        """Photo + text: the article type the photo shows, recognised zero-shot (the photo's
+        CLIP vector against the type labels' CLIP text vectors, a softmax at
+        ``photo_temperature``), its catalogue words added to the sparse side (which sees
+        only the text) weighted ``photo_sparse`` times its probability. Not when the text
+        names a type itself, nor for a type the shopper removed."""
+        s = self.settings
+        u = result.understood
+        labels = self.prototypes.field_labels("articleType")
+        if (
+            s.photo_sparse <= 0
+            or not len(labels)
+            or any(a.field == "articleType" for a in u.attributes)
+        ):
+            return result
+        names = np.stack([self.label_vectors[i].dense for i in labels])
+        logits = (names @ np.asarray(image, np.float32)) / s.photo_temperature
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        parts = [(1.0, result.sparse)]
+        found = []
+        for j in np.argsort(-p)[:2]:
+            label = self.prototypes.labels[int(labels[j])]
+            if p[j] < s.photo_min or f"articleType:{label.value}" in u.ignored:
+                continue
+            parts.append((s.photo_sparse * float(p[j]), self.label_vectors[int(labels[j])].sparse))
+            found.append(
+                Attribute(
+                    "articleType", label.value, "your photo", round(float(p[j]), 3), "photo", True
+                )
+            )
+        if not found:
+            return result
+        sparse = _sparse_sum(parts, result.sparse.dimensions())
+        return Understanding(
+            u.with_attributes(tuple(found)), result.dense, sparse, result.recognitions
+        )
 
-def encoder_of(clip, splade) -> Encoder:
+
+def encoder_of(clip, splade, *, parallel: bool = True) -> Encoder:
     """The :data:`Encoder` of a CLIP and a SPLADE encoder: one CLIP forward (text and
-    sentence vectors) and one SPLADE forward for a list of texts."""
+    sentence vectors) and one SPLADE forward for a list of texts. ``parallel``: SPLADE runs
+    in a thread of its own beside CLIP (torch releases the GIL): with one torch thread per
+    encoder, a query costs the slower encoder's time instead of the sum of both
+    (``benchmarks/bench_understanding.py``); the vectors are the same either way."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="splade") if parallel else None
 
     def encode(texts: list[str]) -> list[Encoded]:
+        future = pool.submit(splade.encode, texts) if pool is not None else None
         dense, sentences = clip.encode_texts_and_sentences(texts)
-        sparse = splade.encode(texts)
+        sparse = future.result() if future is not None else splade.encode(texts)
         return [Encoded(d, s, e) for d, s, e in zip(dense, sparse, sentences)]
 
     return encode

@@ -1,10 +1,9 @@
 """Spelling correction of query words against the catalogue's vocabulary.
 
-A word is corrected only when it is unknown: not a catalogue word (product names, brands,
-attribute values), not a word of the lexicon's phrases (rules, colour names, WordNet words
-it reads), and not English (WordNet's word list with inflections, function words). Short
-words (under :data:`MIN_CHARS` letters) and words with digits are left alone: too many
-real words lie one edit from them. The correction is the vocabulary word at the smallest
+A word is corrected only when it is unknown (``Lexicon.is_known``, the one gate: not a
+catalogue word of product names, brands or attribute values, not a word of the lexicon's
+phrases, not English); this module only suggests. Short words (under :data:`MIN_CHARS`
+letters) and words with digits are left alone: too many real words lie one edit from them. The correction is the vocabulary word at the smallest
 optimal-string-alignment distance (a transposition counts one edit: "jakcet" -> "jacket"),
 at most :func:`max_edits`; ties go to the word the catalogue uses most.
 
@@ -15,7 +14,7 @@ Engine: ``rapidfuzz`` (C++ edit distances over the vocabulary; chosen by measure
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rapidfuzz import process
@@ -39,27 +38,30 @@ class Suggestion:
 class SpellingCorrector:
     """Corrections towards ``vocabulary`` (compact word -> how often the catalogue uses it)."""
 
-    def __init__(self, vocabulary: Mapping[str, int], known: Container[str]):
+    def __init__(self, vocabulary: Mapping[str, int]):
         self._counts = dict(vocabulary)
         self._words = [w for w in self._counts if len(w) >= MIN_CHARS - 1]
-        self._known = known
         self._max_count = max(self._counts.values(), default=1)
 
     def __len__(self) -> int:
         return len(self._words)
 
-    def is_known(self, word: str) -> bool:
-        return word in self._counts or word in self._known
+    @property
+    def counts(self) -> dict[str, int]:
+        """The vocabulary: word -> how often the catalogue uses it."""
+        return dict(self._counts)
 
     def suggest(self, word: str) -> Suggestion | None:
-        """The correction of ``word`` (compact lower case), or None when it is known, too
-        short, has digits, or has no vocabulary word within :func:`max_edits`."""
-        if len(word) < MIN_CHARS or not word.isalpha() or self.is_known(word):
+        """The nearest *other* vocabulary word to ``word`` (compact lower case), or None
+        when it is too short, has digits, or has none within :func:`max_edits`. Whether a
+        word needs correcting at all is the caller's to decide (``Lexicon.is_known``)."""
+        if len(word) < MIN_CHARS or not word.isalpha():
             return None
         limit = max_edits(word)
         found = process.extract(
             word, self._words, scorer=OSA.distance, score_cutoff=limit, limit=None
         )
+        found = [f for f in found if f[0] != word]
         if not found:
             return None
 

@@ -266,14 +266,18 @@ def understand(text: str, lexicon: Lexicon, *, ignore: frozenset[str] = frozense
     for start, end, meanings in matches:
         phrase = " ".join(words[start:end])
         chosen = []
+        removed = False
         for m in meanings:
             if not _in_context(m, end, words, matches_at):
                 continue
             kept = [(v, s) for v, s in m.values if f"{m.field}:{v}" not in ignore]
             if m.field is not None and m.values and not kept:
-                continue  # every value of this meaning was removed by the shopper
+                removed = True  # every value of this meaning was removed by the shopper
+                continue
             chosen.append((m, kept))
         if not chosen:
+            if removed:  # "not that": the words are not read as anything else either
+                covered[start:end] = [True] * (end - start)
             continue
         covered[start:end] = [True] * (end - start)
         replacement, confidence = _replacement(words[start:end], chosen, lexicon)
