@@ -28,6 +28,7 @@ from services.understanding.query import (
     Understanding,
     UnderstandingSettings,
     build_understanding,
+    encoder_of,
 )
 from services.understanding.rules import fingerprint
 
@@ -40,15 +41,13 @@ class CachedEncoder:
 
     def __init__(self, clip, splade):
         self.clip, self.splade = clip, splade
+        self._encode = encoder_of(clip, splade, parallel=False)  # big batches: torch's threads
         self.cache: dict[str, Encoded] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[Encoded]:
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
-            dense, sentences = self.clip.encode_texts_and_sentences(missing)
-            sparse = self.splade.encode(missing)
-            for t, d, s, e in zip(missing, dense, sparse, sentences):
-                self.cache[t] = Encoded(d, s, e)
+            self.cache.update(zip(missing, self._encode(missing)))
         return [self.cache[t] for t in texts]
 
 
@@ -60,12 +59,14 @@ class RunUnderstanding:
     understanding: QueryUnderstanding | None
     rules_fingerprint: str
     n_rules: int
+    rule_set: list[str]  # every rule as written, for the run's record
 
     def details(self) -> dict:
         out = {
             "config": self.config,
             "rules_fingerprint": self.rules_fingerprint,
             "rules": self.n_rules,
+            "rule_set": self.rule_set,
         }
         if self.understanding is not None:
             lex = self.understanding.lexicon
@@ -90,8 +91,9 @@ def run_understanding(
         raise ValueError(f"understanding must be one of {CONFIGS}, got {config!r}")
     rules = list_rules(conn)
     conn.commit()
+    rule_set = [str(r) for r in rules]
     if config == "off":
-        return RunUnderstanding(config, None, fingerprint(rules), len(rules))
+        return RunUnderstanding(config, None, fingerprint(rules), len(rules), rule_set)
     products = products if products is not None else product_metadata(conn, version.id)
     names = [n for _, n in product_names(conn, version.id)]
     conn.commit()
@@ -99,7 +101,7 @@ def run_understanding(
         products, names, rules, sources=SOURCES_OF[config], version_id=version.id
     )
     qu = build_understanding(lexicon, encode, settings)
-    return RunUnderstanding(config, qu, fingerprint(rules), len(rules))
+    return RunUnderstanding(config, qu, fingerprint(rules), len(rules), rule_set)
 
 
 def understand_all(

@@ -3,7 +3,7 @@
 Values follow the Hugging Face dataset ``ashraq/fashion-product-images-small`` (the Myntra
 "Fashion Product Images" catalogue). The offline catalogue draws from these tables, the
 validator checks closed fields against them, and evaluation reuses them to build queries
-and relevance judgements (e.g. "trainers" is relevant to Sports Shoes and Casual Shoes).
+and relevance judgements.
 """
 
 from __future__ import annotations
@@ -151,68 +151,8 @@ SOURCE_CLASS_ARTICLES: dict[int, tuple[tuple[str, float], ...]] = {
     9: (("Boots", 1.0),),
 }
 
-# --- query-side synonyms: a shopper's word -> the catalogue's values ------------------------
-ARTICLE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "trainers": ("Sports Shoes", "Casual Shoes"),
-    "trainer": ("Sports Shoes", "Casual Shoes"),
-    "sneakers": ("Sports Shoes", "Casual Shoes"),
-    "sneaker": ("Sports Shoes", "Casual Shoes"),
-    "kicks": ("Sports Shoes", "Casual Shoes"),
-    "running shoes": ("Sports Shoes",),
-    "jumper": ("Sweaters",),
-    "jumpers": ("Sweaters",),
-    "pullover": ("Sweaters", "Sweatshirts"),
-    "hoodie": ("Sweatshirts",),
-    "tee": ("Tshirts",),
-    "tees": ("Tshirts",),
-    "t-shirt": ("Tshirts",),
-    "tshirt": ("Tshirts",),
-    "blouse": ("Tops", "Shirts"),
-    "pants": ("Trousers", "Track Pants", "Jeans"),
-    "chinos": ("Trousers",),
-    "slacks": ("Trousers",),
-    "denims": ("Jeans",),
-    "joggers": ("Track Pants",),
-    "trackies": ("Track Pants",),
-    "frock": ("Dresses",),
-    "gown": ("Dresses",),
-    "coat": ("Jackets",),
-    "parka": ("Jackets",),
-    "purse": ("Handbags",),
-    "tote": ("Handbags",),
-    "flip flops": ("Sandals",),
-    "ankle boots": ("Boots",),
-}
-GENDER_SYNONYMS: dict[str, str] = {
-    "wmns": "Women",
-    "womens": "Women",
-    "women's": "Women",
-    "ladies": "Women",
-    "female": "Women",
-    "mens": "Men",
-    "men's": "Men",
-    "gents": "Men",
-    "male": "Men",
-    "boy": "Boys",
-    "kids boys": "Boys",
-    "girl": "Girls",
-    "kids girls": "Girls",
-    "unisex": "Unisex",
-}
-COLOUR_SYNONYMS: dict[str, str] = {
-    "navy": "Navy Blue",
-    "gray": "Grey",
-    "burgundy": "Maroon",
-    "wine": "Maroon",
-    "khaki": "Khaki",
-    "camel": "Tan",
-    "off white": "Cream",
-    "ivory": "Cream",
-    "violet": "Purple",
-    "lilac": "Lavender",
-    "rose": "Pink",
-    "aqua": "Turquoise Blue",
-}
+# Shoppers' words (synonyms) are merchandiser rules now: services/understanding/
+# starting_rules.csv, loaded into the synonym_rules table (migration 0007).
 
 
 def article(name: str) -> ArticleType:

@@ -68,8 +68,8 @@ class SemanticSettings:
     fields: tuple[tuple[str, FieldSettings], ...] = (
         ("articleType", FieldSettings(0.60, 0.04)),
         ("baseColour", FieldSettings(0.60, 0.04)),
-        ("usage", FieldSettings(0.45, 0.05)),
-        ("season", FieldSettings(0.50, 0.05)),
+        ("usage", FieldSettings(0.40, 0.0)),
+        ("season", FieldSettings(0.40, 0.0)),
     )
     top_k: int = 1
 

@@ -18,9 +18,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rapidfuzz import process
-from rapidfuzz.distance import OSA
+from rapidfuzz.distance import OSA, Levenshtein
 
 MIN_CHARS = 4
+# Keys next to each other on a QWERTY keyboard: a slip of the finger, a likely typo.
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEAR = {
+    a: {
+        _ROWS[r2][c2]
+        for r2 in range(max(0, r - 1), min(3, r + 2))
+        for c2 in range(max(0, c - 1), c + 2)
+        if c2 < len(_ROWS[r2])
+    }
+    - {a}
+    for r, row in enumerate(_ROWS)
+    for c, a in enumerate(row)
+}
+
+
+def unlikely_edits(typed: str, word: str) -> int:
+    """How many of the edits from ``typed`` to ``word`` are substitutions by a key that is
+    not next to the right one: ties between candidates at the same distance go to the one a
+    slip of the finger explains ("gren": green (a letter left out), not grey)."""
+    return sum(
+        1
+        for op in Levenshtein.editops(typed, word)
+        if op.tag == "replace" and word[op.dest_pos] not in _NEAR.get(typed[op.src_pos], ())
+    )
 
 
 def max_edits(word: str) -> int:
@@ -67,7 +91,7 @@ class SpellingCorrector:
 
         def rank(item):
             cand, dist, _ = item
-            return (dist, cand[0] != word[0], -self._counts[cand], cand)
+            return (dist, cand[0] != word[0], unlikely_edits(word, cand), -self._counts[cand], cand)
 
         cand, dist, _ = min(found, key=rank)
         # Confidence: one edit in a long word is near-certain; two edits, or a rare word,
