@@ -77,12 +77,10 @@ from services.config import get_settings
 from services.store.db import connect
 from services.store.index_versions import (
     live_version,
-    product_metadata,
-    product_names,
 )
-from services.store.synonyms import list_rules
 from services.understanding.english import load_english
 from services.understanding.lexicon import Lexicon, build_lexicon
+from services.understanding.live import read_lexicon_inputs
 from services.understanding.spelling import MIN_CHARS, SpellingCorrector, max_edits
 from services.understanding.text import compact, key, tokens
 from services.understanding.understand import understand
@@ -138,10 +136,8 @@ def read_catalogue() -> Catalogue:
         version = live_version(conn)
         if version is None:
             raise SystemExit("no live index version: build one first (fashion-search index)")
-        rules = list_rules(conn)
-        products = product_metadata(conn, version.id)
-        names = [n for _, n in product_names(conn, version.id)]
-    return Catalogue(version, products, names, rules)
+        inputs = read_lexicon_inputs(conn)
+    return Catalogue(version, inputs.products, inputs.names, inputs.rules)
 
 
 def lexicon_of(cat: Catalogue, sources: str) -> tuple[Lexicon, float]:

@@ -224,7 +224,7 @@ def _evaluate(
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     encode = CachedEncoder(load_clip(version.dense_model), load_splade(version.sparse_model))
-    run_u = run_understanding(conn, version, understanding, encode, products)
+    run_u = run_understanding(conn, version, understanding, encode)
     details = {
         "default_alpha": default_alpha,
         "default_alpha_multi": default_alpha_multi,

@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from services.store.index_versions import IndexVersion, product_metadata, product_names
-from services.store.synonyms import list_rules
-from services.understanding.lexicon import build_lexicon
+from services.store.index_versions import IndexVersion
+from services.understanding.live import lexicon_of, read_lexicon_inputs
 from services.understanding.query import (
     Encoded,
     QueryUnderstanding,
@@ -83,24 +82,22 @@ def run_understanding(
     version: IndexVersion,
     config: str,
     encode: Callable[[list[str]], list[Encoded]],
-    products: list[dict] | None = None,
     settings: UnderstandingSettings | None = None,
 ) -> RunUnderstanding:
     """The understanding of a run on ``version`` in ``config`` (rules from the database)."""
     if config not in CONFIGS:
         raise ValueError(f"understanding must be one of {CONFIGS}, got {config!r}")
-    rules = list_rules(conn)
+    inputs = read_lexicon_inputs(conn)
     conn.commit()
+    if inputs.version_id != version.id:
+        raise RuntimeError(
+            f"the live version changed under the run (v{version.id} -> v{inputs.version_id})"
+        )
+    rules = inputs.rules
     rule_set = [str(r) for r in rules]
     if config == "off":
         return RunUnderstanding(config, None, fingerprint(rules), len(rules), rule_set)
-    products = products if products is not None else product_metadata(conn, version.id)
-    names = [n for _, n in product_names(conn, version.id)]
-    conn.commit()
-    lexicon = build_lexicon(
-        products, names, rules, sources=SOURCES_OF[config], version_id=version.id
-    )
-    qu = build_understanding(lexicon, encode, settings)
+    qu = build_understanding(lexicon_of(inputs, SOURCES_OF[config]), encode, settings)
     return RunUnderstanding(config, qu, fingerprint(rules), len(rules), rule_set)
 
 

@@ -128,7 +128,7 @@ def run_understanding_sweep(
         dense = dense_vectors(conn, version)
         sparse = sparse_vectors(conn, version)
         encode = CachedEncoder(load_clip(version.dense_model), load_splade(version.sparse_model))
-        run = run_understanding(conn, version, config, encode, products)
+        run = run_understanding(conn, version, config, encode)
     ids = np.array([int(p["id"]) for p in products], dtype=np.int64)
     columns: dict[int, int] = {}
     for vec in sparse.values():

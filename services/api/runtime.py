@@ -38,7 +38,7 @@ from services.store.db import make_pool
 from services.store.index_versions import IndexVersion, live_version
 from services.store.search import NoLiveIndex, use_session_settings
 from services.understanding.live import LiveUnderstanding
-from services.understanding.query import Encoded, Understanding, encoder_of
+from services.understanding.query import Encoded, QueryUnderstanding, Understanding, encoder_of
 from services.understanding.understand import Understood
 from services.understanding.understand import literal as literal_understanding
 
@@ -381,7 +381,9 @@ class Runtime:
         if self.settings.understanding:
             self.understanding = LiveUnderstanding(
                 self.read,
-                encode,
+                # through the batcher: the encoders (their tokenizers) are never used by two
+                # threads at once, and a rebuild's new phrases wait their turn like a search
+                self._text_batcher,
                 check_every_s=self.settings.rules_check_s,
                 wordnet_dir=str(self.settings.wordnet_dir),
             )
@@ -440,24 +442,25 @@ class Runtime:
 
     def understood_vectors(
         self, text: str, ignore: frozenset[str] = frozenset()
-    ) -> tuple[Understanding | None, bool]:
+    ) -> tuple[Understanding | None, bool, QueryUnderstanding | None]:
         """``text`` understood (``services.understanding``) and its composed vectors, cached
-        by the understanding's fingerprint (rules, live version, settings); None while no
-        understanding is built."""
+        by the understanding's fingerprint (rules, live version, settings), and the
+        understanding snapshot that made them (a photo is read with the same one); None
+        while no understanding is built."""
         live = self.understanding
         qu = live.current if live is not None else None
         if qu is None:
-            return None, False
+            return None, False, None
         key = (qu.fingerprint, text, tuple(sorted(ignore)))
         hit = self.understood_cache.get(key)
         if hit is not None:
-            return hit, True
+            return hit, True, qu
         u = qu.understand(text, ignore)
         texts = qu.texts(u)
         encoded, cached = self.encoded_texts(texts)
         result = qu.finish(u, dict(zip(texts, encoded)))
         self.understood_cache.put(key, result)
-        return result, cached
+        return result, cached, qu
 
     def image_vector(self, data: bytes) -> tuple[np.ndarray, bool]:
         """CLIP vector of uploaded image bytes, cached by their SHA-256.
@@ -490,12 +493,12 @@ class Runtime:
 
         if text_weight is None:
             text_weight = self.settings.query_text_weight
-        dense_text = sparse = dense_image = understood = result = None
+        dense_text = sparse = dense_image = understood = result = qu = None
         status = "literal"
         cached = True
         if text is not None:
             if not literal and self.settings.understanding:
-                result, hit = self.understood_vectors(text, ignore)
+                result, hit, qu = self.understood_vectors(text, ignore)
                 status = "understood" if result is not None else "unavailable"
             if result is not None:
                 dense_text, sparse, understood = result.dense, result.sparse, result.understood
@@ -506,8 +509,8 @@ class Runtime:
         if image is not None:
             dense_image, hit = self.image_vector(image)
             cached = cached and hit
-            if result is not None and text is not None:  # what the photo shows, for the text side
-                result = self.understanding.current.with_photo(result, dense_image)
+            if result is not None:  # what the photo shows, for the text side
+                result = qu.with_photo(result, dense_image)
                 sparse, understood = result.sparse, result.understood
         if dense_text is not None and dense_image is not None:
             dense = combine_query_vectors(dense_text, dense_image, text_weight)

@@ -87,18 +87,16 @@ def _export(args) -> int:
 def _understand(args) -> int:
     from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
-    from services.store.index_versions import live_version, product_metadata, product_names  # noqa: PLC0415 - only this command reads the catalogue
-    from services.understanding.lexicon import build_lexicon  # noqa: PLC0415 - builds WordNet tables: only this command needs them
+    from services.store.index_versions import get_version  # noqa: PLC0415 - only this command reads the catalogue
+    from services.understanding.live import lexicon_of, read_lexicon_inputs  # noqa: PLC0415 - builds WordNet tables: only this command needs them
     from services.understanding.query import build_understanding, encoder_of  # noqa: PLC0415 - see above
 
     with connect() as conn:
-        version = live_version(conn)
-        if version is None:
+        inputs = read_lexicon_inputs(conn)
+        if inputs.version_id is None:
             raise LookupError("no live index version: build one first (fashion-search index)")
-        rules = list_rules(conn)
-        products = product_metadata(conn, version.id)
-        names = [n for _, n in product_names(conn, version.id)]
-    lexicon = build_lexicon(products, names, rules, sources=args.sources, version_id=version.id)
+        version = get_version(conn, inputs.version_id)
+    lexicon = lexicon_of(inputs, args.sources)
     encode = encoder_of(load_clip(version.dense_model), load_splade(version.sparse_model))
     qu = build_understanding(lexicon, encode)
     u = qu.understand(args.text)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -373,13 +372,3 @@ def _default_wordnet_dir() -> str:
     from services.config import get_settings  # noqa: PLC0415 - settings are read when a lexicon is built, not at import
 
     return str(get_settings().wordnet_dir)
-
-
-def weight_of(meaning: Meaning) -> float:
-    """The strength a meaning's rewrite gets: its confidence (1 for the catalogue's words)."""
-    return 0.0 if meaning.literal else float(meaning.confidence)
-
-
-def entropy(values: tuple[tuple[str, float], ...]) -> float:
-    """How spread a meaning's shares are (0: one value)."""
-    return -sum(s * math.log(s) for _, s in values if s > 0)

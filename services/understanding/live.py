@@ -17,11 +17,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from services.store.index_versions import live_version, product_metadata, product_names
 from services.store.synonyms import list_rules, rules_state
-from services.understanding.lexicon import build_lexicon
+from services.understanding.lexicon import Lexicon, build_lexicon
 from services.understanding.query import (
     Encoded,
     Encoder,
@@ -29,8 +30,43 @@ from services.understanding.query import (
     UnderstandingSettings,
     build_understanding,
 )
+from services.understanding.rules import Rule
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LexiconInputs:
+    """What a lexicon is built from, as the database holds it now."""
+
+    version_id: int | None  # the live index version (None: none is live yet)
+    rules: list[Rule]
+    products: list[dict]  # the live version's products' metadata (dataset field names)
+    names: list[str]  # their display names
+
+
+def read_lexicon_inputs(conn) -> LexiconInputs:
+    """The rules, and the live version's products and names (none while no version is live)."""
+    version = live_version(conn)
+    rules = list_rules(conn)
+    if version is None:
+        return LexiconInputs(None, rules, [], [])
+    products = product_metadata(conn, version.id)
+    names = [n for _, n in product_names(conn, version.id)]
+    return LexiconInputs(version.id, rules, products, names)
+
+
+def lexicon_of(
+    inputs: LexiconInputs, sources: str = "all", wordnet_dir: str | None = None
+) -> Lexicon:
+    return build_lexicon(
+        inputs.products,
+        inputs.names,
+        inputs.rules,
+        sources=sources,
+        wordnet_dir=wordnet_dir,
+        version_id=inputs.version_id,
+    )
 
 
 class LiveUnderstanding:
@@ -118,19 +154,5 @@ class LiveUnderstanding:
                 return False
 
     def _build(self) -> QueryUnderstanding:
-        def inputs(conn):
-            version = live_version(conn)
-            if version is None:
-                return list_rules(conn), [], [], None
-            return (
-                list_rules(conn),
-                product_metadata(conn, version.id),
-                [n for _, n in product_names(conn, version.id)],
-                version.id,
-            )
-
-        rules, products, names, version_id = self._read(inputs)
-        lexicon = build_lexicon(
-            products, names, rules, wordnet_dir=self.wordnet_dir, version_id=version_id
-        )
+        lexicon = lexicon_of(self._read(read_lexicon_inputs), wordnet_dir=self.wordnet_dir)
         return build_understanding(lexicon, self._encode_phrases, self.settings)

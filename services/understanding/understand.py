@@ -22,7 +22,7 @@ A recognised attribute never filters: it changes what the encoders see, nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.understanding.lexicon import REWRITE_FIELDS, Lexicon, Meaning
 from services.understanding.text import FUNCTION_WORDS, Token, compact, key, tokens
@@ -66,6 +66,9 @@ MODIFIERS = frozenset(
 # where it modifies a product word, another colour, or ends the query ("ice hockey" is no
 # colour, "emerald dress" is).
 CONTEXT_SOURCES = frozenset({"colour table", "wordnet"})
+# At most this many left-over words (and runs) go to the semantic step: each is one more text
+# for the encoders, and a shopper's query rarely has more (a 1,000-character text could).
+MAX_RESIDUAL = 8
 PRODUCT_FIELDS = frozenset({"articleType", "subCategory", "masterCategory", "baseColour", "gender"})
 
 
@@ -130,8 +133,6 @@ class Understood:
         return self.text != self.original or self.rewrite is not None
 
     def with_attributes(self, extra: tuple[Attribute, ...]) -> Understood:
-        from dataclasses import replace  # noqa: PLC0415 - tiny helper, keeps the dataclass import list short
-
         return replace(self, attributes=self.attributes + extra)
 
 
@@ -297,6 +298,7 @@ def understand(text: str, lexicon: Lexicon, *, ignore: frozenset[str] = frozense
     corrected = " ".join(words) if corrections else text
     rewrite = " ".join(w for w in rewritten if w) if replaced_conf else None
     residual, colour_context = _residual(words, covered, lexicon, matches_at)
+    residual, colour_context = residual[:MAX_RESIDUAL], colour_context[:MAX_RESIDUAL]
     return Understood(
         original=text,
         text=corrected,
