@@ -558,10 +558,13 @@ def bench_lexical(lexicons: dict[str, tuple[Lexicon, float]], texts: list[str]) 
     print("\nslowest: " + "; ".join(slow))
 
 
-def bench_full(cat: Catalogue, lexicon: Lexicon, texts: list[str], seed: int) -> None:
+def bench_full(
+    cat: Catalogue, lexicon: Lexicon, texts: list[str], seed: int, runtime: str = "onnx"
+) -> None:
     import torch  # noqa: PLC0415 - deferred: imports torch (seconds), only this part needs it
 
     from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+    from services.encoders.query_onnx import query_towers  # noqa: PLC0415 - deferred: imports torch/model stacks
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
     from services.understanding.query import (  # noqa: PLC0415 - deferred: imports the encoders' stack
         QueryUnderstanding,
@@ -570,7 +573,13 @@ def bench_full(cat: Catalogue, lexicon: Lexicon, texts: list[str], seed: int) ->
     )
 
     clip, splade = load_clip(cat.version.dense_model), load_splade(cat.version.sparse_model)
-    encode = encoder_of(clip, splade)
+    towers = (
+        query_towers(clip, splade, get_settings().model_cache / "onnx")
+        if runtime == "onnx"
+        else None
+    )
+    runtime = "onnx" if towers is not None else "torch"
+    encode = encoder_of(clip, splade, towers=towers)
     t = time.perf_counter()
     qu = build_understanding(lexicon, encode)
     build_s = time.perf_counter() - t
@@ -615,7 +624,8 @@ def bench_full(cat: Catalogue, lexicon: Lexicon, texts: list[str], seed: int) ->
     ]
     table(
         f"Full understanding, one query at a time ({len(texts)} evaluation text queries, test "
-        f"split, sources=all; {clip.name} + {splade.name}, torch threads "
+        f"split, sources=all; {clip.name} + {splade.name} on {runtime} (the two towers side by "
+        f"side, as the API), torch threads "
         f"{torch.get_num_threads()}, {os.cpu_count()} CPUs; build_understanding took "
         f"{build_s:.1f}s), ms:",
         ["step", "p50 ms", "p95 ms", "max ms"],
@@ -820,8 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     texts = list(dict.fromkeys(q.text for q in text_queries(cat.products)))
     bench_lexical(lexicons, texts)
     load()
-    bench_full(cat, lexicons["all"][0], texts, args.seed)
-    load()
+    for runtime in ("onnx", "torch"):
+        bench_full(cat, lexicons["all"][0], texts, args.seed, runtime)
+        load()
     if not args.skip_api:
         bench_api(cat, args)
         load()

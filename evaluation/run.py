@@ -238,6 +238,7 @@ def _evaluate(
         "n_products": len(products),
         "n_queries_generated": len(qs.queries),
         "understanding": run_u.details(),
+        "query_runtime": encode.runtime,
     }
     run_id = storage.start_run(
         conn,

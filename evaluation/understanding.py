@@ -36,11 +36,22 @@ SOURCES_OF = {"split": "reader-half", "shipped": "all"}
 
 
 class CachedEncoder:
-    """Both encoders over lists of texts, each distinct text encoded once (in batches)."""
+    """Both encoders over lists of texts, each distinct text encoded once (in batches), on
+    the runtime the API serves queries with (``FASHION_QUERY_RUNTIME``: ONNX Runtime by
+    default, torch where it cannot be used), so a run measures what shoppers get."""
 
-    def __init__(self, clip, splade):
+    def __init__(self, clip, splade, runtime: str | None = None):
+        from services.config import get_settings  # noqa: PLC0415 - settings are read when a run starts
+        from services.encoders.query_onnx import query_towers  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+
+        settings = get_settings()
+        runtime = runtime or settings.query_runtime
+        towers = (
+            query_towers(clip, splade, settings.model_cache / "onnx") if runtime == "onnx" else None
+        )
         self.clip, self.splade = clip, splade
-        self._encode = encoder_of(clip, splade, parallel=False)  # big batches: torch's threads
+        self.runtime = "onnx" if towers is not None else "torch"
+        self._encode = encoder_of(clip, splade, parallel=False, towers=towers)
         self.cache: dict[str, Encoded] = {}
 
     def __call__(self, texts: Sequence[str]) -> list[Encoded]:

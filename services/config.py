@@ -83,6 +83,7 @@ class Settings:
     api_pool_size: int  # FASHION_API_POOL_SIZE: database connections of one API process
     query_batch: int  # FASHION_QUERY_BATCH: most query texts encoded in one call (1: no batching)
     understanding: bool  # FASHION_UNDERSTANDING: query understanding in the API (off: literal)
+    query_runtime: str  # FASHION_QUERY_RUNTIME: "onnx" (ONNX Runtime query towers) or "torch"
     rules_check_s: float  # FASHION_RULES_CHECK_S: how often the API looks for changed rules
     dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
     build_memory: str  # FASHION_BUILD_MEMORY: maintenance_work_mem of HNSW builds (e.g. 8GB)
@@ -131,6 +132,7 @@ class Settings:
             api_pool_size=_number(env, "FASHION_API_POOL_SIZE", "16", int, 1),
             query_batch=_number(env, "FASHION_QUERY_BATCH", "16", int, 1),
             understanding=_choice(env, "FASHION_UNDERSTANDING", "on", ("on", "off")) == "on",
+            query_runtime=_choice(env, "FASHION_QUERY_RUNTIME", "onnx", ("onnx", "torch")),
             rules_check_s=_number(env, "FASHION_RULES_CHECK_S", "2", float, 0.1),
             dense_index=_choice(env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec")),
             build_memory=_memory(env, "FASHION_BUILD_MEMORY", "1GB"),

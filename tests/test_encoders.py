@@ -326,3 +326,40 @@ def test_decode_huge_images_bounded():
 
     wide = decode_image(_png(Image.new("RGB", (3000, 100), (1, 2, 3))))
     assert wide.size == (1024, 34)
+
+
+# --- the query towers on ONNX Runtime ----------------------------------------------------------
+QUERY_TEXTS = [
+    "red dress",
+    "navy blue slim fit formal shirt for men",
+    "watch",
+    "women's t-shirts!",
+    "something for a beach holiday " * 40,  # longer than SPLADE's window and CLIP's context
+    "émeraude ñ jupe",
+]
+
+
+def test_onnx_query_towers_give_the_torch_vectors(clip_models, splade, tmp_path):
+    """The API's query towers on ONNX Runtime (the default) are the torch models exported:
+    every vector of every text agrees with torch's, alone and in a padded batch; the
+    export is cached by the weights' digest, and a text tower that is no Hugging Face one
+    stays on torch."""
+    from services.encoders.query_onnx import query_towers
+
+    lit = clip_models["fashion-lit-minilm"]
+    towers = query_towers(lit, splade, tmp_path)
+    assert towers is not None
+    exported = sorted(p.name for p in tmp_path.glob("*.onnx"))
+    assert len(exported) == 2
+    assert towers.agreement(QUERY_TEXTS) > 0.9999  # one padded batch
+    for text in QUERY_TEXTS:
+        assert towers.agreement([text]) > 0.9999, text
+    dense, sentences = towers.encode_texts_and_sentences(QUERY_TEXTS)
+    assert np.allclose(np.linalg.norm(dense, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(sentences, axis=1), 1, atol=1e-5)
+    assert [v.indices() for v in towers.encode_sparse(QUERY_TEXTS)] == [
+        v.indices() for v in splade.encode(QUERY_TEXTS)
+    ]
+    again = query_towers(lit, splade, tmp_path)  # the cached files, not a second export
+    assert again is not None and sorted(p.name for p in tmp_path.glob("*.onnx")) == exported
+    assert query_towers(clip_models["fashion-clip-offline"], splade, tmp_path) is None

@@ -250,6 +250,7 @@ class Runtime:
         self._live_version: IndexVersion | None = None
         self._text_batcher: Batcher | None = None
         self.understanding: LiveUnderstanding | None = None
+        self.query_runtime: str | None = None  # "onnx" or "torch" once the encoders load
         self.understood_cache = LRUCache(cache_size)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -365,14 +366,21 @@ class Runtime:
 
             clip = load_clip(self.settings.dense_model)
             splade = load_splade(self.settings.sparse_model)
-            encode = encoder_of(clip, splade)
+            towers = None
+            if self.settings.query_runtime == "onnx":
+                from services.encoders.query_onnx import query_towers  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+
+                towers = query_towers(clip, splade, self.settings.model_cache / "onnx")
+            self.query_runtime = "onnx" if towers is not None else "torch"
+            encode = encoder_of(clip, splade, towers=towers)
             self._text_batcher = Batcher(encode, self.settings.query_batch)
             self._encoders = Encoders(clip=clip, splade=splade)
             log.info(
-                "encoders loaded in %.1fs: dense=%s sparse=%s",
+                "encoders loaded in %.1fs: dense=%s sparse=%s, query towers on %s",
                 time.perf_counter() - start,
                 clip.name,
                 splade.name,
+                self.query_runtime,
             )
         except Exception as exc:  # reported by /readyz and on every search
             self._model_error = f"{type(exc).__name__}: {exc}"

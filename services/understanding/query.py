@@ -218,18 +218,21 @@ class QueryUnderstanding:
         )
 
 
-def encoder_of(clip, splade, *, parallel: bool = True) -> Encoder:
+def encoder_of(clip, splade, *, parallel: bool = True, towers=None) -> Encoder:
     """The :data:`Encoder` of a CLIP and a SPLADE encoder: one CLIP forward (text and
-    sentence vectors) and one SPLADE forward for a list of texts. ``parallel``: SPLADE runs
-    in a thread of its own beside CLIP (torch releases the GIL): with one torch thread per
-    encoder, a query costs the slower encoder's time instead of the sum of both
-    (``benchmarks/bench_understanding.py``); the vectors are the same either way."""
+    sentence vectors) and one SPLADE forward for a list of texts, on torch or, with
+    ``towers`` (``services.encoders.query_onnx.QueryTowers``), on ONNX Runtime (the same
+    vectors, less overhead per call). ``parallel``: SPLADE runs in a thread of its own beside
+    CLIP (both runtimes release the GIL): with one intra-op thread per tower a query costs
+    the slower tower's time, not the sum (``benchmarks/bench_understanding.py``)."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="splade") if parallel else None
+    dense_of = towers.encode_texts_and_sentences if towers else clip.encode_texts_and_sentences
+    sparse_of = towers.encode_sparse if towers else splade.encode
 
     def encode(texts: list[str]) -> list[Encoded]:
-        future = pool.submit(splade.encode, texts) if pool is not None else None
-        dense, sentences = clip.encode_texts_and_sentences(texts)
-        sparse = future.result() if future is not None else splade.encode(texts)
+        future = pool.submit(sparse_of, texts) if pool is not None else None
+        dense, sentences = dense_of(texts)
+        sparse = future.result() if future is not None else sparse_of(texts)
         return [Encoded(d, s, e) for d, s, e in zip(dense, sparse, sentences)]
 
     return encode
