@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads bench-understanding stop lint
+.PHONY: setup run test docs test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads bench-understanding stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,7 @@ TEST_SEED ?= 20261127
 test:
 	WITH_BROWSER=1 bash scripts/setup.sh
 	$(MAKE) lint
+	$(MAKE) docs
 	.venv/bin/python -m pytest -q -p randomly --randomly-seed=$(TEST_SEED)
 
 test-order:
@@ -55,7 +56,13 @@ bench-hostile-uploads: setup
 bench-understanding: setup
 	.venv/bin/python benchmarks/bench_understanding.py
 
+# The docs site (docs/, mkdocs.yml; mkdocs + mkdocs-material come with the test extras), built into
+# .fashion/site (git-ignored). --strict: a broken link or anchor fails it, and so `make test`.
+docs:
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .fashion/site
+
 # ruff comes with the test extras (scripts/setup.sh installs them); `make test` runs this first.
 lint:
 	.venv/bin/ruff check services evaluation dags tests benchmarks db infra
 	.venv/bin/ruff format --check services evaluation dags tests benchmarks db infra
+	.venv/bin/lint-imports

@@ -42,7 +42,7 @@ from bench_search import COLOURS, GENDERS  # one synthetic vocabulary for both b
 from PIL import Image, ImageDraw
 
 from services.config import get_settings
-from services.store import embedded, migrate, products
+from services.store import embedded, hnsw, migrate, products
 from services.store import index_versions as iv
 from services.store.db import connect
 
@@ -194,7 +194,7 @@ def load(n: int, reload: bool, distinct_names: int) -> None:
             )
         print(f"embeddings: COPY {n:,} rows in {time.perf_counter() - t:.1f}s")
         t = time.perf_counter()
-        timings = iv.build_indexes(conn, vid)
+        timings = hnsw.build_indexes(conn, vid)
         print(
             f"HNSW: dense {timings['dense']:.1f}s, sparse {timings['sparse']:.1f}s "
             f"(total {time.perf_counter() - t:.1f}s)"
@@ -392,7 +392,7 @@ def ceiling_queries(texts: list[str]) -> tuple[list, object]:
     and the live version; encoded here, one text at a time as the API does."""
     from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
-    from services.store.search import SearchQuery  # noqa: PLC0415 - only this mode
+    from services.search import SearchQuery  # noqa: PLC0415 - only this mode
 
     settings = get_settings()
     clip, splade = load_clip(settings.dense_model), load_splade(settings.sparse_model)
@@ -500,7 +500,7 @@ def ceiling(args, url: str, server_pid: int) -> list[tuple[str, int, dict]]:
     """Interleaved rounds of the three ways to run the same warm text queries."""
     from psycopg.rows import dict_row  # noqa: PLC0415 - only this mode
 
-    from services.store import search  # noqa: PLC0415 - only this mode
+    from services import search  # noqa: PLC0415 - only this mode
 
     texts = ceiling_texts(args.ceiling_queries)
     queries, version = ceiling_queries(texts)
@@ -515,8 +515,10 @@ def ceiling(args, url: str, server_pid: int) -> list[tuple[str, int, dict]]:
     with session_conn() as conn:
         statements = []
         for q in queries:
-            with search._prepared(conn, q, version) as (statement, params):
-                statements.append((statement, params))
+            with search.search_session(conn) as apply_settings:
+                p = search.plan(conn, q, version)
+                apply_settings(p.settings)
+                statements.append((p.statement, p.params))
 
     def psycopg_call(conn, i: int) -> None:
         statement, params = statements[i % len(statements)]

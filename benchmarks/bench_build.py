@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from psycopg import sql
 
 from services.config import get_settings
-from services.store import embedded
+from services.search import DEFAULT_CANDIDATES
+from services.store import embedded, hnsw
 from services.store import index_versions as iv
 from services.store.db import connect
-from services.store.search import DEFAULT_CANDIDATES
 
 TABLE = "build_bench"
 
@@ -63,8 +63,8 @@ def build(conn, column: str, opclass: str, workers: int, args, expr: str | None 
             t=sql.Identifier(TABLE),
             target=target,
             opclass=sql.SQL(opclass),
-            m=sql.Literal(iv.HNSW_M),
-            ef=sql.Literal(iv.HNSW_EF_CONSTRUCTION),
+            m=sql.Literal(hnsw.HNSW_M),
+            ef=sql.Literal(hnsw.HNSW_EF_CONSTRUCTION),
         )
     )
     seconds = time.perf_counter() - start
@@ -166,7 +166,7 @@ def main() -> None:
     print(
         f"# bench_build: {args.rows:,} rows of {live.table} ({live.report.get('mode')}), "
         f"copied in {time.perf_counter() - start:.1f} s; table {heap / 2**20:,.0f} MiB; "
-        f"m={iv.HNSW_M}, ef_construction={iv.HNSW_EF_CONSTRUCTION}, "
+        f"m={hnsw.HNSW_M}, ef_construction={hnsw.HNSW_EF_CONSTRUCTION}, "
         f"maintenance_work_mem={args.maintenance_work_mem}; max_worker_processes={cores}; "
         f"machine CPUs: {os.cpu_count()}"
     )

@@ -70,9 +70,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import realistic
 from benchmarks.realistic import Batch
+from services import search
 from services.catalog.schema import BY_NAME, METADATA_FIELDS, VALUE_FILTER_FIELDS
 from services.config import get_settings
-from services.store import embedded, migrate, products, search
+from services.store import embedded, hnsw, migrate, products
 from services.store import index_versions as iv
 from services.store.db import connect, server_versions
 
@@ -294,7 +295,7 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         and live.report.get("mode") == source.key
         and search.dense_index(live) == args.dense_index
     ):
-        iv.build_indexes(conn, live.id, maintenance_work_mem=args.maintenance_work_mem)
+        hnsw.build_indexes(conn, live.id, maintenance_work_mem=args.maintenance_work_mem)
         return conn, iv.get_version(conn, live.id), []
     iv.drop_all_versions_and_products(conn, truncate=True)  # fashion_bench only
     vid = iv.create_version(
@@ -316,7 +317,7 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         copy_p += t2 - t1
         copy_e += t3 - t2
         t0 = time.perf_counter()
-    timings = iv.build_indexes(
+    timings = hnsw.build_indexes(
         conn,
         vid,
         m=args.m,
@@ -326,7 +327,7 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
     )
     iv.mark_ready(conn, vid, {"benchmark": True, "mode": source.key})
     iv.swap_live(conn, vid)
-    hnsw = f"(m={args.m}, ef_c={args.ef_construction}, dense {args.dense_index})"
+    graph = f"(m={args.m}, ef_c={args.ef_construction}, dense {args.dense_index})"
     load_rows = [
         (f"generate rows ({source.mode})", f"{args.rows / gen_s:,.0f} rows/s", f"{gen_s:.1f} s"),
         (
@@ -339,8 +340,8 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
             f"{args.rows / copy_e:,.0f} rows/s",
             f"{copy_e:.1f} s",
         ),
-        (f"HNSW dense build {hnsw}", "", f"{timings['dense']:.1f} s"),
-        (f"HNSW sparse build {hnsw}", "", f"{timings['sparse']:.1f} s"),
+        (f"HNSW dense build {graph}", "", f"{timings['dense']:.1f} s"),
+        (f"HNSW sparse build {graph}", "", f"{timings['sparse']:.1f} s"),
         (
             f"B-tree builds ({len(METADATA_FIELDS)} filter columns)",
             "",
@@ -632,8 +633,8 @@ def main() -> None:
         help="hnsw.ef_search values to measure each policy at (0: the service's default, "
         "max(40, min(candidates, 1000)))",
     )
-    p.add_argument("--m", type=int, default=iv.HNSW_M)
-    p.add_argument("--ef-construction", type=int, default=iv.HNSW_EF_CONSTRUCTION)
+    p.add_argument("--m", type=int, default=hnsw.HNSW_M)
+    p.add_argument("--ef-construction", type=int, default=hnsw.HNSW_EF_CONSTRUCTION)
     p.add_argument(
         "--maintenance-work-mem",
         default="1GB",
@@ -641,7 +642,7 @@ def main() -> None:
     )
     p.add_argument(
         "--dense-index",
-        choices=sorted(iv.DENSE_INDEXES),
+        choices=sorted(hnsw.DENSE_INDEXES),
         default="vector",
         help="the dense HNSW index: float32 vector, or the column's halfvec copy",
     )

@@ -29,9 +29,9 @@ from evaluation.queries import TEXT_FAMILIES, generate_queries
 from services.catalog.text import document_text
 from services.encoders.clip import load_clip
 from services.encoders.splade import load_splade
+from services.search import dense_vectors
 from services.store.db import connect
 from services.store.index_versions import live_version, product_metadata, product_names
-from services.store.search import dense_vectors
 
 
 def splade_matrix(

@@ -22,8 +22,8 @@ import psycopg
 from pgvector import SparseVector
 
 from evaluation.queries import TEXT_FAMILIES, generate_queries
+from services import search
 from services.store import index_versions as iv
-from services.store import search
 
 Batch = tuple[list[dict], np.ndarray, list[SparseVector]]  # product rows, dense, sparse
 

@@ -55,7 +55,7 @@ def fashion_eval_nightly():
     @task
     def evaluate() -> int:
         from evaluation.nightly import evaluate_live
-        from services.store.search import NoLiveIndex
+        from services.search import NoLiveIndex
 
         try:
             return evaluate_live(notes="fashion_eval_nightly")

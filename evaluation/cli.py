@@ -42,7 +42,7 @@ def register(subparsers) -> None:
         description="Generate the query set from the live index's catalogue metadata, encode "
         "each query once, sweep alpha with the fused search, store the run in PostgreSQL "
         "(eval_runs, eval_metrics), print the table and write a markdown report under "
-        "FASHION_HOME/reports. Protocol: evaluation/PROTOCOL.md.",
+        "FASHION_HOME/reports. Protocol: docs/evaluation/protocol.md.",
     )
     p.add_argument(
         "--alphas",

@@ -1,7 +1,7 @@
 """What the ``fashion_eval_nightly`` DAG's tasks and failure callback do (tested without Airflow).
 
 - :func:`evaluate_live` stores a run against the live index and returns its id, or raises
-  :class:`~services.store.search.NoLiveIndex` at once (before loading any model) when no
+  :class:`~services.search.NoLiveIndex` at once (before loading any model) when no
   index version is live yet (a fresh install before its first re-index): the DAG turns that
   into a skipped task, not a failure and not an alert;
 - :func:`check_run` fails loudly (:class:`evaluation.summary.MapRegression`) when hybrid
@@ -20,10 +20,10 @@ from typing import Any
 
 from evaluation.summary import DEFAULT_MARGIN, MapRegression, check_regression, margin_from_env
 from services.config import get_settings
+from services.search import NoLiveIndex
 from services.store import evaluations as storage
 from services.store.db import connection
 from services.store.index_versions import live_version
-from services.store.search import NoLiveIndex
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ A product is relevant when it satisfies every criterion (binary relevance). The 
 products and seed always give the same queries, in the same order, with the same
 ``query_set_version``.
 
-Families, by where their words come from (:data:`FAMILY_KIND`; evaluation/PROTOCOL.md says
+Families, by where their words come from (:data:`FAMILY_KIND`; docs/evaluation/protocol.md says
 why each judgement is what it is):
 
 - **catalogue words**: ``category`` ("jackets"), ``colour_category`` ("olive trousers"),

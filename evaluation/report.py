@@ -365,7 +365,7 @@ def markdown_report(conn: psycopg.Connection, run_id: int) -> str:
             f"{run.details.get('n_queries_scored')} queries scored, {len(skipped)} skipped"
         ),
         (
-            "- protocol: evaluation/PROTOCOL.md (binary relevance from catalogue metadata; "
+            "- protocol: docs/evaluation/protocol.md (binary relevance from catalogue metadata; "
             "AP@10 normalised by min(10, #relevant))"
         ),
         (

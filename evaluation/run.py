@@ -9,7 +9,7 @@ Steps (``run_evaluation``):
    encode it ONCE with the live version's own models: CLIP text (or image + text, a
    re-normalised weighted sum) and SPLADE text, each of the query as sent (literal) and as
    understood;
-3. for each alpha of the sweep run ``services.store.search.fused_search`` (fast mode: the
+3. for each alpha of the sweep run ``services.search.fused_search`` (fast mode: the
    first candidates only, ``PLAIN_FAST``; k=100 so that Recall@100 is measurable) with the
    understood vectors: alpha 1 is "dense", alpha 0 "sparse", every alpha is "hybrid";
    image + text queries are "multi" at every alpha; at the default alphas the literal
@@ -40,12 +40,12 @@ from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
 from evaluation.report import write_report as _write
 from evaluation.understanding import CachedEncoder, run_understanding, understand_all
 from services.config import get_settings
+from services.search import NoLiveIndex, SearchQuery, certified_search, fused_search
 from services.store import evaluations as storage
 from services.store.db import connect
 from services.store.evaluations import ALL, MetricRow
 from services.store.index_versions import live_version, product_metadata
 from services.store.products import get_image
-from services.store.search import NoLiveIndex, SearchQuery, certified_search, fused_search
 
 log = logging.getLogger(__name__)
 

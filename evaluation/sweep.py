@@ -31,10 +31,10 @@ import numpy as np
 from evaluation.metrics import average_precision_at_k
 from evaluation.queries import generate_queries
 from services.catalog.text import dense_name_text, document_text
+from services.search import sparse_vectors
 from services.store.db import connect
 from services.store.index_versions import live_version, product_metadata
 from services.store.products import names_and_images
-from services.store.search import sparse_vectors
 
 log = logging.getLogger(__name__)
 

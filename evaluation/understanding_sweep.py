@@ -28,9 +28,9 @@ from evaluation.queries import CATALOGUE, FAMILY_KIND, generate_queries
 from evaluation.sweep import _map_at_10, sparse_matrix
 from evaluation.understanding import CachedEncoder, run_understanding, understand_all
 from services.config import get_settings
+from services.search import dense_vectors, sparse_vectors
 from services.store.db import connect
 from services.store.index_versions import live_version, product_metadata
-from services.store.search import dense_vectors, sparse_vectors
 from services.understanding.query import UnderstandingSettings
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ AREAS = [
     "services.encoders.cli",
     "services.catalog.cli",
     "services.pipeline.cli",
+    "services.ops.cli",
     "services.training.cli",
     "services.understanding.cli",
     "services.api.cli",
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Hybrid fashion product search: CLIP dense + SPLADE sparse, fused in PostgreSQL/pgvector. "
             "Configuration comes from the environment (FASHION_HOME, DATABASE_URL, "
-            "FASHION_DENSE_MODEL, FASHION_SPARSE_MODEL, ...); see README.md."
+            "FASHION_DENSE_MODEL, FASHION_SPARSE_MODEL, ...); see docs/operations/configuration.md."
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

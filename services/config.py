@@ -119,7 +119,7 @@ class Settings:
             api_port=_number(env, "FASHION_API_PORT", "8000", int, 1),
             # The blend weights below were chosen together by `fashion-search eval-sweep` on
             # the TUNING half of the query set (fashion-lit-minilm + splade-tiny-offline,
-            # README "Evaluation"); the reported figures come from the test half.
+            # docs/evaluation/index.md); the reported figures come from the test half.
             default_alpha=_number(env, "FASHION_DEFAULT_ALPHA", "0.5"),
             default_alpha_multimodal=_number(env, "FASHION_DEFAULT_ALPHA_MULTI", "0.8"),
             # Product dense vector = normalise(w * CLIP(photo) + (1 - w) * CLIP_text(name)) for

@@ -6,6 +6,7 @@ shared PostgreSQL server).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -190,3 +191,27 @@ def assert_error(resp: httpx.Response, status: int) -> dict:
     assert body["status_code"] == status and body["detail"]
     assert "Traceback" not in resp.text
     return body
+
+
+@contextlib.contextmanager
+def dashboard_app(settings, *, pool_timeout: float = 3.0):
+    """The dashboard's controller alone in a Litestar app, with the API's real runtime (its
+    pool on ``settings``' database, no encoders) injected as the API injects it, and the
+    API's error handlers (a database that is down answers 503 as in the API)."""
+    from litestar import Litestar
+    from litestar.di import Provide
+
+    from services.api.controllers.dashboard import DashboardController
+    from services.api.errors import EXCEPTION_HANDLERS
+    from services.api.runtime import Runtime
+
+    runtime = Runtime(settings, load_models=False, pool_timeout=pool_timeout)
+    runtime.start()
+    try:
+        yield Litestar(
+            route_handlers=[DashboardController],
+            dependencies={"runtime": Provide(lambda: runtime, sync_to_thread=False)},
+            exception_handlers=EXCEPTION_HANDLERS,
+        )
+    finally:
+        runtime.stop()

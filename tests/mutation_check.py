@@ -37,6 +37,7 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    count: int = 1  # how many times ``old`` stands in the file (each is replaced)
 
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -51,15 +52,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "hnsw-dense-dropped",
         "the dense HNSW index is never built",
-        "services/store/index_versions.py",
-        'for col, opclass in (("dense", "vector_ip_ops"), ("sparse", "sparsevec_ip_ops")):',
-        'for col, opclass in (("sparse", "sparsevec_ip_ops"),):',
+        "services/store/hnsw.py",
+        '        ("dense", dense_target, DENSE_INDEXES[dense_index]),\n',
+        "",
         ("tests/test_search_scale.py", "tests/test_store.py"),
     ),
     Mutation(
         "fast-is-exact",
         "fast mode runs the exact scan (HNSW never used)",
-        "services/store/search.py",
+        "services/search/ranking.py",
         "        route_exact=query.exact\n",
         "        route_exact=True  # MUTATION\n",
         ("tests/test_search_scale.py",),
@@ -67,26 +68,28 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "certificate-ignores-bound",
         "every answer is certified, whatever the threshold bound says",
-        "services/store/search.py",
+        "services/store/sql/search.sql",
         "r.found = %(k)s AND r.kth >= b.bound AS ok",
         "TRUE AS ok",
         ("tests/test_store.py",),
+        count=2,  # the fast and the deep stage
     ),
     Mutation(
         "alpha-ignored",
         "alpha is ignored by the fused SQL (always 0.5 / 0.5)",
-        "services/store/search.py",
+        "services/store/sql/search.sql",
         "%(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)\n"
-        "         + (1 - %(alpha)s) * coalesce(",
-        "0.5 * coalesce(-(dense <#> %(qd)s::vector), 0)\n         + 0.5 * coalesce(",
+        "             + (1 - %(alpha)s) * coalesce(",
+        "0.5 * coalesce(-(dense <#> %(qd)s::vector), 0)\n             + 0.5 * coalesce(",
         ("tests/test_store.py",),
+        count=3,  # the fast, deep and exact stages' scores
     ),
     Mutation(
         "filter-ignored",
         "metadata filters are dropped from the WHERE clause",
-        "services/store/search.py",
-        '        if not parts:\n            return sql.SQL("TRUE"), params',
-        '        if True:  # MUTATION\n            return sql.SQL("TRUE"), params',
+        "services/store/search_sql.py",
+        '    if not parts:\n        return sql.SQL("TRUE"), params',
+        '    if True:  # MUTATION\n        return sql.SQL("TRUE"), params',
         ("tests/test_store.py",),
     ),
     Mutation(
@@ -121,9 +124,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "session-settings-skipped",
         "a pooled connection's searches never SET their ef_search",
-        "services/store/search.py",
-        "        _apply_session_settings(conn, settings)\n",
-        "        pass  # MUTATION\n",
+        "services/store/search_sql.py",
+        "        yield lambda settings: _apply_session_settings(conn, settings)\n",
+        "        yield lambda settings: None  # MUTATION\n",
         ("tests/test_store.py",),
     ),
     Mutation(
@@ -236,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
             target = tree / m.path
             text = target.read_text()
-            if text.count(m.old) != 1:
+            if text.count(m.old) != m.count:
                 print(
                     f"{m.name}: the edit no longer applies to {m.path} "
-                    f"({text.count(m.old)} matches); update this script"
+                    f"({text.count(m.old)} matches, {m.count} expected); update this script"
                 )
                 return 2
             target.write_text(text.replace(m.old, m.new))

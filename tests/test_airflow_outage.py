@@ -1,4 +1,4 @@
-"""The local Airflow for real (``services/ops/airflow.py``: supervisord running api-server,
+"""The local Airflow for real (``services/ops/airflow/``: supervisord running api-server,
 scheduler and dag-processor) on an embedded PostgreSQL of this module's own (its own
 FASHION_HOME and ports): the generated login, the Host header check, the nightly
 evaluation's skip on a fresh install, and recovery from a database outage with nobody

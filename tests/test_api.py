@@ -519,6 +519,7 @@ def _copy_version(conn, version_id: int) -> int:
     """A ready copy of a version (same models, rows and vectors), with its own indexes."""
     from psycopg import sql
 
+    from services.store import hnsw
     from services.store import index_versions as iv
 
     old = iv.get_version(conn, version_id)
@@ -536,7 +537,7 @@ def _copy_version(conn, version_id: int) -> int:
         )
     )
     conn.commit()
-    iv.build_indexes(conn, vid)
+    hnsw.build_indexes(conn, vid)
     iv.mark_ready(conn, vid, {"test": "copy"})
     return vid
 

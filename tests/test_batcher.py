@@ -1,4 +1,4 @@
-"""Micro-batching of query encodes (services.api.runtime.Batcher), alone and with the real
+"""Micro-batching of query encodes (services.api.encoding.Batcher), alone and with the real
 offline encoders: concurrent callers share encoder calls and each gets its own result."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from services.api.runtime import Batcher
+from services.api.encoding import Batcher
 
 
 def test_concurrent_callers_share_calls_and_get_their_own_results():

@@ -60,7 +60,7 @@ def celery_stack(request):
 
 def test_reindex_dag_runs_green_through_two_celery_workers(celery_stack):
     from services.ops import airflow
-    from services.pipeline import shard_store
+    from services.store import shard_store
     from services.store.db import connect
     from services.store.index_versions import live_version, row_count
 

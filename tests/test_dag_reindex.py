@@ -57,8 +57,8 @@ def first_run(settings, airflow_home):
 def test_dag_run_swaps_in_a_new_version(settings, first_run, conn):
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.search import SearchQuery, fused_search
     from services.store.index_versions import list_versions
-    from services.store.search import SearchQuery, fused_search
 
     empty_db = conn  # the module's database, empty before first_run
     result = first_run

@@ -7,6 +7,7 @@ Two SYNTHETIC runs are stored (numbers made up for the picture, marked
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -80,12 +81,11 @@ def _free_port() -> int:
 @pytest.fixture
 def dashboard_url(settings, conn):
     import uvicorn
-    from litestar import Litestar
-
-    from evaluation.dashboard import DashboardController
+    from api_harness import dashboard_app
 
     _store_synthetic_runs(conn)
-    app = Litestar(route_handlers=[DashboardController])
+    stack = contextlib.ExitStack()
+    app = stack.enter_context(dashboard_app(settings))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -98,6 +98,7 @@ def dashboard_url(settings, conn):
     yield f"http://127.0.0.1:{port}/dashboard"
     server.should_exit = True
     thread.join(timeout=10)
+    stack.close()
 
 
 def test_dashboard_in_headless_chromium(dashboard_url):

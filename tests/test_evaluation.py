@@ -351,8 +351,8 @@ def _one_sided_maps(conn, version, outcome) -> tuple[float, float]:
     numpy by the stored vectors of every product (ties by id, like the store's SQL)."""
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade, sparse_dot
+    from services.search import dense_vectors, sparse_vectors
     from services.store.index_versions import product_metadata
-    from services.store.search import dense_vectors, sparse_vectors
 
     products = product_metadata(conn, version.id)
     dense_docs = dense_vectors(conn, version)
@@ -385,10 +385,9 @@ def _one_sided_maps(conn, version, outcome) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_end_to_end_run_is_stored_and_rendered(settings, conn, tiny_index, tmp_path):
-    from litestar import Litestar
+    from api_harness import dashboard_app
     from litestar.testing import TestClient
 
-    from evaluation.dashboard import DashboardController
     from evaluation.report import text_report
     from evaluation.run import evaluate
     from services.store import evaluations as storage
@@ -435,8 +434,7 @@ def test_end_to_end_run_is_stored_and_rendered(settings, conn, tiny_index, tmp_p
     text = text_report(conn, run.id)
     assert "map@10" in text and "hybrid" in text
 
-    app = Litestar(route_handlers=[DashboardController])
-    with TestClient(app=app) as client:
+    with dashboard_app(settings) as app, TestClient(app=app) as client:
         page = client.get("/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert f"Run <b>#{run.id}</b>" in page.text

@@ -360,7 +360,7 @@ TINY_ALPHAS = [5e-324, 2.2250738585072014e-308, 1e-300, 9.9e-7]
 
 @pytest.mark.parametrize("alpha", TINY_ALPHAS)
 def test_tiny_alpha_runs_as_zero_on_every_path(api, live, alpha):
-    from services.store.search import MIN_ALPHA
+    from services.search import MIN_ALPHA
 
     assert alpha < MIN_ALPHA
     pid = live.rows[0]["id"]
@@ -390,7 +390,7 @@ def test_tiny_alpha_runs_as_zero_on_every_path(api, live, alpha):
 
 
 def test_alpha_at_the_threshold_is_kept(api):
-    from services.store.search import MIN_ALPHA
+    from services.search import MIN_ALPHA
 
     resp = api.post("/v1/search", json={"text": "red dress", "alpha": MIN_ALPHA})
     assert resp.status_code == 200, resp.text
@@ -502,15 +502,17 @@ def test_dashboard_503_says_database_unavailable_with_retry_after(app_settings, 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_bare_dashboard_503_has_retry_after(monkeypatch):
-    """Mounted without the API (its own connection per request), the same 503."""
-    from litestar import Litestar
+def test_dashboard_503_has_retry_after(settings):
+    """The dashboard with its database down: the API's 503, with Retry-After."""
+    import dataclasses
+
+    from api_harness import dashboard_app
     from litestar.testing import TestClient
 
-    from evaluation.dashboard import DashboardController
-
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
-    with TestClient(app=Litestar(route_handlers=[DashboardController])) as client:
+    down = dataclasses.replace(
+        settings, database_url_override=f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    )
+    with dashboard_app(down, pool_timeout=1.0) as app, TestClient(app=app) as client:
         resp = client.get("/dashboard/alpha.png")
     assert resp.status_code == 503, resp.text
     assert resp.json()["detail"] == "the database is unavailable; retry shortly"

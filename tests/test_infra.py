@@ -1,4 +1,4 @@
-"""infra/ is checked (infra/README.md, "What is checked where"): the files of the Docker Compose
+"""infra/ is checked (docs/operations/deployment.md, "What is checked where"): the files of the Docker Compose
 and Kubernetes shapes, which no development machine or CI run can deploy, are validated by real
 schema validators, offline:
 
@@ -329,9 +329,11 @@ def _commands() -> list[tuple[str, list[str]]]:
             add(f"{where} {c['name']}", c.get("command", []) + c.get("args", []))
     cmd = re.search(r"^CMD (\[.*\])$", (INFRA / "Dockerfile").read_text(), re.MULTILINE)
     add("Dockerfile CMD", json.loads(cmd.group(1)))
-    # the commands infra/README.md tells people to run
-    for line in re.findall(r"`(fashion-search [^`|]+)`", (INFRA / "README.md").read_text()):
-        add("infra/README.md", shlex.split(line))
+    # the commands docs/operations/deployment.md tells people to run
+    for line in re.findall(
+        r"`(fashion-search [^`|]+)`", (REPO / "docs" / "operations" / "deployment.md").read_text()
+    ):
+        add("docs/operations/deployment.md", shlex.split(line))
     return found
 
 

@@ -254,10 +254,11 @@ def test_product_dense_vectors_blend_photo_and_name():
 
 def test_version_records_its_image_weight_and_load_applies_it(empty_db, tmp_path):
     from services.encoders.clip import load_clip
-    from services.pipeline import shard_store, stages
+    from services.pipeline import stages
     from services.pipeline.encode import product_dense_vectors
+    from services.search import stored_vectors
+    from services.store import shard_store
     from services.store.index_versions import get_version
-    from services.store.search import stored_vectors
 
     paths = stages.fetch_catalog("offline", 200, 30)
     shard = stages.validate_store_and_shard(paths, 30, "test-weight", limit=30)["shards"][0]
@@ -331,8 +332,8 @@ def test_sweep_scores_what_the_exact_sql_ranks(live, conn):
     from evaluation.sweep import run_sweep
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.search import SearchQuery, fused_search
     from services.store.index_versions import live_version, product_metadata
-    from services.store.search import SearchQuery, fused_search
 
     version = live_version(conn)
     w = version.dense_image_weight

@@ -1,4 +1,4 @@
-"""The local Airflow's operations files (services/ops/airflow.py, infra/airflow.env,
+"""The local Airflow's operations files (services/ops/airflow/, infra/airflow.env,
 infra/supervisord.conf, infra/compose.yaml) agree with each other; the pieces around it (the
 admin login, the Host header check, the wait-for-database wrapper, the CLI's refusal of a
 second re-index, the nightly evaluation's skip) work. Fast: no Airflow is started here
@@ -215,8 +215,8 @@ def test_nightly_evaluation_skips_while_no_index_is_live(empty_db):
     from airflow.sdk.exceptions import AirflowSkipException
 
     from evaluation import nightly
+    from services.search import NoLiveIndex
     from services.store import evaluations as storage
-    from services.store.search import NoLiveIndex
 
     with pytest.raises(NoLiveIndex):
         nightly.evaluate_live()

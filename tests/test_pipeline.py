@@ -43,7 +43,7 @@ def fresh(empty_db):
 def _search_name(conn, name: str, dense_model: str):
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
-    from services.store.search import SearchQuery, fused_search
+    from services.search import SearchQuery, fused_search
 
     qd = load_clip(dense_model).encode_texts([name])[0]
     qs = load_splade().encode([name])[0]
@@ -102,7 +102,8 @@ def test_load_shard_twice_is_idempotent(fresh, dense_model):
 def test_hand_offs_live_in_the_database_and_old_runs_are_pruned(fresh, dense_model):
     """Shards and encoded vectors are rows (no worker's disk); retiring prunes those of runs
     older than the newest three, and only the payloads no kept shard references."""
-    from services.pipeline import shard_store, stages
+    from services.pipeline import stages
+    from services.store import shard_store
 
     paths = stages.fetch_catalog("offline", SIZE, 40)
     refs = {}
@@ -134,8 +135,8 @@ def test_a_product_changed_since_ingest_fails_its_shard(fresh, dense_model):
     must not leave vectors of one content under the hash of another: the shard fails."""
     from services.catalog.reader import iter_rows
     from services.pipeline import stages
-    from services.pipeline.shard_store import CatalogChanged
     from services.store.products import upsert_products
+    from services.store.shard_store import CatalogChanged
 
     paths = stages.fetch_catalog("offline", SIZE, 20)
     shard = stages.validate_store_and_shard(paths, 20, "test-changed", limit=20)["shards"][0]

@@ -26,7 +26,7 @@ from api_harness import ServerThread, free_port
 from pgvector import SparseVector
 
 from services.config import Settings
-from services.store import embedded, migrate, replica
+from services.store import embedded, hnsw, migrate, replica
 from services.store import index_versions as iv
 from services.store.db import DatabaseUnavailable, connect, replication_lag
 
@@ -135,7 +135,7 @@ def _build_and_swap(settings: Settings, encoders, seed: int) -> int:
             sparse_dim=splade.vocab_size,
         )
         iv.load_embeddings(conn, vid, list(range(N)), dense, sparse)
-        iv.build_indexes(conn, vid)
+        hnsw.build_indexes(conn, vid)
         iv.mark_ready(conn, vid, {"test": True})
         iv.swap_live(conn, vid)
     return vid

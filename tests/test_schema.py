@@ -25,8 +25,8 @@ from services.catalog.schema import (
     brand_from_name,
     filters_doc,
 )
+from services.search import Filters
 from services.store import migrate, products
-from services.store.search import Filters
 
 REAL_DATASET_COLUMNS = (
     "id",

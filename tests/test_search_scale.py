@@ -27,8 +27,9 @@ from conftest import _drop_database, _fresh_database
 from pgvector import SparseVector
 from psycopg import sql
 
+from services import search
+from services.store import hnsw, migrate, products
 from services.store import index_versions as iv
-from services.store import migrate, products, search
 from services.store.db import connect
 
 N_ROWS = 20_000
@@ -142,7 +143,7 @@ def scale(settings):
         for lo in range(0, N_ROWS, 5000):
             hi = min(N_ROWS, lo + 5000)
             iv.load_embeddings(conn, vid, list(range(lo, hi)), dense[lo:hi], sparse[lo:hi])
-        timings = iv.build_indexes(conn, vid, maintenance_work_mem="256MB")
+        timings = hnsw.build_indexes(conn, vid, maintenance_work_mem="256MB")
         iv.mark_ready(conn, vid, {"test": "scale"})
         version = iv.swap_live(conn, vid)
         conn.commit()

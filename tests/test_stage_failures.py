@@ -69,8 +69,8 @@ def _assert_serving(conn, version_id: int) -> None:
     """``version_id`` is the one live version and answers a fused search."""
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.search import SearchQuery, fused_search
     from services.store.index_versions import live_version
-    from services.store.search import SearchQuery, fused_search
 
     assert _live_ids(conn) == [version_id]
     live = live_version(conn)

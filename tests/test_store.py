@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from pgvector import SparseVector
 
+from services import search
+from services.store import hnsw, migrate, products
 from services.store import index_versions as iv
-from services.store import migrate, products, search
 from services.store.db import DatabaseUnavailable, connect, redact
 
 DIM, VOCAB, N = 32, 500, 600
@@ -59,7 +60,7 @@ def _build_version(
         conn, dense_model="test-dense", dense_dim=DIM, sparse_model="test-sparse", sparse_dim=VOCAB
     )
     iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
-    iv.build_indexes(conn, vid, dense_index=dense_index)
+    hnsw.build_indexes(conn, vid, dense_index=dense_index)
     iv.mark_ready(conn, vid, {"test": True})
     if swap:
         iv.swap_live(conn, vid)
@@ -284,7 +285,7 @@ def test_filters_hold_in_every_path(live, mode):
     assert len(hits) == min(10, expected)
 
 
-# --- certificates (the threshold bound; see services.store.search.SEARCH_SQL) -----------
+# --- certificates (the threshold bound; see services.search.SEARCH_SQL) -----------
 
 
 def _queries(dense, sparse, count: int = 40, seed: int = 5):
@@ -358,7 +359,7 @@ def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, ca
     outcomes = _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version)
     assert outcomes[True], outcomes
     with pytest.raises(ValueError, match="dense_index"):
-        iv.build_indexes(conn, vid, dense_index="float16")
+        hnsw.build_indexes(conn, vid, dense_index="float16")
 
 
 def test_deepening_certifies_what_the_first_candidates_could_not(live):

@@ -3,14 +3,13 @@ statement), against the real PostgreSQL + pgvector."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from test_store import COLOURS, DIM, N, _build_version, _vectors
 
+from services import search
 from services.store import index_versions as iv
-from services.store import products, search
+from services.store import products
 from services.store.db import connect, server_versions
 
 
@@ -127,21 +126,25 @@ def test_explain_search_plans_the_fused_statement(live, exact):
 
 
 def test_explain_search_uses_the_search_settings(live, monkeypatch):
-    """explain_search runs under the same SET LOCALs as fused_search (one shared builder)."""
+    """explain_search runs the statement fused_search runs, under the same HNSW settings
+    (one plan, one search session)."""
+    from services.search import ranking
+
     conn, version, dense, sparse = live
     seen = []
-    original = search._prepared
+    for name in ("run_search", "explain"):
+        original = getattr(ranking, name)
 
-    def spy(conn_, query, version_):
-        with original(conn_, query, version_) as prepared:
-            seen.append((_setting(conn_, "hnsw.ef_search"), query.exact))
-            yield prepared
+        def spy(conn_, statement, params, *args, _original=original, **kwargs):
+            seen.append((_setting(conn_, "hnsw.ef_search"), params["route_exact"], statement))
+            return _original(conn_, statement, params, *args, **kwargs)
 
-    monkeypatch.setattr(search, "_prepared", contextmanager(spy))
+        monkeypatch.setattr(ranking, name, spy)
     query = search.SearchQuery(dense[2], sparse[2], 0.5, 10, candidates=300)
     search.explain_search(conn, query, version, analyze=False)
     search.fused_search(conn, query, version)
-    assert seen == [("300", False), ("300", False)]
+    assert [s[:2] for s in seen] == [("300", False), ("300", False)]
+    assert seen[0][2] == seen[1][2]  # the same statement
 
 
 def test_explain_search_validates_like_fused_search(live):
@@ -156,3 +159,30 @@ def test_explain_search_without_live_index(empty_db):
     dense, sparse = _vectors(1)
     with pytest.raises(search.NoLiveIndex):
         search.explain_search(empty_db, search.SearchQuery(dense[0], sparse[0]))
+
+
+def test_the_statement_run_is_search_sql(live, monkeypatch):
+    """What ranks a query is services/store/sql/search.sql as a reader sees it: the
+    statement the code runs is the file's text, line for line, with only its identifier
+    slots ({t}, {filters}, {metadata}, {dense_key}, {dense_query}) filled."""
+    from services.search import ranking
+    from services.store.search_sql import SEARCH_SQL_PATH
+
+    conn, version, dense, sparse = live
+    ran = []
+    original = ranking.run_search
+    monkeypatch.setattr(
+        ranking,
+        "run_search",
+        lambda c, statement, params: ran.append(statement) or original(c, statement, params),
+    )
+    filters = search.Filters.from_mapping({"gender": ["Women", "Men"]})
+    search.fused_search(conn, search.SearchQuery(dense[0], sparse[0], 0.5, 5, filters), version)
+    (statement,) = ran
+    file_lines = SEARCH_SQL_PATH.read_text().splitlines()
+    run_lines = statement.splitlines()
+    assert len(run_lines) == len(file_lines)
+    for file_line, run_line in zip(file_lines, run_lines):
+        if "{" not in file_line:
+            assert run_line == file_line
+    assert f'"{version.table}" e' in statement and '"e"."gender" = ANY(' in statement

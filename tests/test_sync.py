@@ -127,8 +127,8 @@ def _edited_catalogue(
 
 
 def _dense(conn, version_id: int) -> dict[int, np.ndarray]:
+    from services.search import dense_vectors
     from services.store.index_versions import get_version
-    from services.store.search import dense_vectors
 
     out = dense_vectors(conn, get_version(conn, version_id))
     conn.commit()
@@ -138,8 +138,8 @@ def _dense(conn, version_id: int) -> dict[int, np.ndarray]:
 def _search(conn, text: str, version_id: int, filters=None):
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.search import Filters, SearchQuery, fused_search
     from services.store.index_versions import get_version
-    from services.store.search import Filters, SearchQuery, fused_search
 
     version = get_version(conn, version_id)
     qd = load_clip(version.dense_model).encode_texts([text])[0]

@@ -77,9 +77,9 @@ def test_literal_ranks_exactly_as_before_understanding(api, live, app_settings):
     without the API (encoders and the store called directly)."""
     from services.encoders.clip import load_clip
     from services.encoders.splade import load_splade
+    from services.search import SearchQuery, certified_search
     from services.store.db import connect
     from services.store.index_versions import live_version
-    from services.store.search import SearchQuery, certified_search
 
     text = "navy jumper for men"
     data = _search(api, text=text, k=12, literal=True)
@@ -165,8 +165,7 @@ def test_a_rule_change_reaches_the_running_api_without_a_reindex(api, app_settin
     """A merchandiser adds a rule (the store, as `fashion-search synonyms add` does): the
     running API applies it within seconds; removing it takes it back out."""
     from services.store.db import connect
-    from services.store.synonyms import add_rule, remove_rule
-    from services.understanding.rules import parse_rule
+    from services.understanding.rules import add_rule, parse_rule, remove_rule
 
     word = "zorblax"  # no catalogue word, no English word: nothing else explains it
     before = _search(api, text=word)["understood"]

@@ -5,7 +5,7 @@ Requests whose Host header names 127.0.0.1, localhost or a name in Airflow's set
 any other Host gets HTTP 400, so a web page cannot reach the loopback server by DNS rebinding.
 Airflow 3 has no allowed-hosts option of its own; ``fashion-search airflow start`` points
 ``AIRFLOW__CORE__PLUGINS_FOLDER`` at this folder and checks the refusal after starting
-(services/ops/airflow.py).
+(services/ops/airflow/).
 """
 
 from airflow.configuration import conf

@@ -16,6 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
+from services.api.controllers.dashboard import DashboardController
 from services.api.controllers.page import STATIC_DIR, PageController
 from services.api.controllers.products import ProductController
 from services.api.controllers.search import MAX_FORM_PARTS, SearchController
@@ -36,23 +37,6 @@ log = logging.getLogger(__name__)
 
 # Multipart overhead and the other form fields on top of the image itself.
 BODY_SLACK_BYTES = 256 * 1024
-
-
-def _dashboard_controllers() -> list:
-    """The evaluation dashboard (another area) when it is installed."""
-    try:
-        # Deferred and optional: the dashboard belongs to the evaluation area, which a
-        # deployment of the API alone may leave out.
-        from evaluation.dashboard import DashboardController  # noqa: PLC0415
-    except ModuleNotFoundError as exc:
-        if exc.name in ("evaluation", "evaluation.dashboard"):
-            return []
-        log.warning("evaluation dashboard not mounted: %s", exc)
-        return []
-    except ImportError as exc:
-        log.warning("evaluation dashboard not mounted: %s", exc)
-        return []
-    return [DashboardController]
 
 
 def _swagger_ui_assets() -> list:
@@ -98,7 +82,7 @@ def create_app(
                 path="/static", directories=[STATIC_DIR], include_in_schema=False
             ),
             *_swagger_ui_assets(),
-            *_dashboard_controllers(),
+            DashboardController,
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         on_startup=[start],

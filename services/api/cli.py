@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "core each; 0: torch's choice)",
     )
     p.add_argument("--plain-logs", action="store_true", help="text logs instead of JSON lines")
-    limits = p.add_argument_group("client limits (README: Limits)")
+    limits = p.add_argument_group("client limits (docs/operations/limits-and-security.md)")
     limits.add_argument(
         "--header-timeout",
         type=_positive(float),

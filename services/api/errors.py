@@ -32,8 +32,8 @@ from services.api.logs import current_request_id
 from services.api.runtime import ModelsNotReady
 from services.api.search_service import IndexModelMismatch, ProductNotFound
 from services.encoders.images import DecodersBusy, InvalidImageError, UnsupportedImageFormat
+from services.search import NoLiveIndex, SearchValidationError
 from services.store.db import DatabaseUnavailable
-from services.store.search import NoLiveIndex, SearchValidationError
 
 log = logging.getLogger("services.api.errors")
 

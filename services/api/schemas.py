@@ -5,7 +5,7 @@ Limits a client can rely on (documented here and in the OpenAPI description):
   rather than silently truncated (a shop's search box never needs more, and a silent
   cut would make results depend on an invisible boundary).
 - ``k``: 1..:data:`MAX_K` results; ``alpha`` in [0, 1], and an alpha below
-  :data:`~services.store.search.MIN_ALPHA` counts as 0 (echoed as 0).
+  :data:`~services.search.MIN_ALPHA` counts as 0 (echoed as 0).
 - text and filter values: no NUL character (U+0000; PostgreSQL text cannot hold one): 422.
 - uploads: at most ``settings.max_upload_bytes`` (413 above that).
 
@@ -23,7 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, Operation, Schema
 
 from services.catalog.schema import METADATA_FIELDS
-from services.store.search import (
+from services.search import (
     DEFAULT_BUDGET,
     DEFAULT_CANDIDATES,
     MAX_CANDIDATES,

@@ -1,7 +1,7 @@
 """The API's search, "more like this", facets and index lookups: blocking code, run in threads.
 
 A search encodes the query first (cached), then sends ONE statement on a pooled
-connection: the fused SQL (``services.store.search``), which also returns the ranking's
+connection: the fused SQL (``services.search``), which also returns the ranking's
 certificate, whether the (cached) live version is still live, and the hits' sparse
 vectors; those explain each hit:
 the vocabulary terms with the largest ``q_i * d_i`` contributions to the sparse inner
@@ -45,11 +45,7 @@ from services.api.schemas import (
 )
 from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
-from services.store.db import ping, replication_lag
-from services.store.index_versions import IndexVersion, live_version
-from services.store.migrate import head_revision, schema_revision
-from services.store.products import get_product
-from services.store.search import (
+from services.search import (
     Filters,
     NoLiveIndex,
     Ranking,
@@ -57,10 +53,14 @@ from services.store.search import (
     SearchQuery,
     SearchValidationError,
     certified_search,
-    effective_alpha,
     facet_values,
+    resolve_alpha,
     stored_vectors,
 )
+from services.store.db import ping, replication_lag
+from services.store.index_versions import IndexVersion, live_version
+from services.store.migrate import head_revision, schema_revision
+from services.store.products import get_product
 
 EXPLAIN_TERMS = 5
 # Facet values are recomputed after this long: a catalogue sync changes the live version in place.
@@ -198,29 +198,6 @@ def _results(
     return out
 
 
-def resolve_alpha(
-    mode: str,
-    alpha: float | None,
-    has_text: bool,
-    has_image: bool,
-    default_alpha: float,
-    default_alpha_multimodal: float | None = None,
-) -> float:
-    """The alpha a request runs with: forced by the mode or a missing side, else the
-    request's own, else the default for its kind (text, or image + text)."""
-    if mode == "sparse":
-        if not has_text:
-            raise SearchValidationError("sparse mode needs text (SPLADE encodes text only)")
-        return 0.0
-    if mode == "dense" or not has_text:
-        return 1.0
-    if alpha is not None:
-        return effective_alpha(alpha)
-    if has_image and default_alpha_multimodal is not None:
-        return default_alpha_multimodal
-    return default_alpha
-
-
 def _ranked(runtime: Runtime, query: SearchQuery) -> tuple[IndexVersion, Ranking, float]:
     """(the live version, its ranking of ``query``, ms waited for a connection): one
     round trip in the common case, the live version being cached (Runtime.live_version)
@@ -333,7 +310,8 @@ def product(runtime: Runtime, product_id: int) -> Product:
 def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> SimilarResponse:
     """Products nearest to a product's own stored vectors (itself excluded)."""
     start = time.perf_counter()
-    alpha = runtime.settings.default_alpha if alpha is None else effective_alpha(alpha)
+    # a product's own vectors: both sides, as a text query has (the contract's one rule)
+    alpha = resolve_alpha("hybrid", alpha, True, False, runtime.settings.default_alpha)
 
     def run(conn: psycopg.Connection):
         row = get_product(conn, product_id)

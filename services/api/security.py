@@ -35,6 +35,8 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 
+from evaluation import dashboard
+
 log = logging.getLogger(__name__)
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -181,11 +183,5 @@ class LocalSwaggerRenderPlugin(SwaggerRenderPlugin):
 
 
 def dashboard_style_hashes() -> list[str]:
-    """Hashes of the evaluation dashboard's static inline ``<style>`` (its CSS file), or none
-    where the dashboard is not installed."""
-    try:
-        # Optional area, as in services.api.app: a deployment of the API alone may leave it out.
-        from evaluation import dashboard  # noqa: PLC0415
-    except ImportError:
-        return []
-    return template_inline_hashes(dashboard._TEMPLATES, "dashboard.html.j2")[1]
+    """Hashes of the evaluation dashboard's static inline ``<style>`` (its CSS file)."""
+    return template_inline_hashes(dashboard.TEMPLATES, "dashboard.html.j2")[1]

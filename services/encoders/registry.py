@@ -337,9 +337,7 @@ def ensure_model_configs(model_cache: Path | None = None) -> None:
     if OFFLINE_CLIP_ARCH not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIGS_DIR)
     cache = model_cache or get_settings().model_cache
-    user_dir = (
-        cache / "model_configs"
-    )  # users' own architectures (README: bring your own text model)
+    user_dir = cache / "model_configs"  # users' own architectures (docs/models-and-data.md)
     if user_dir.is_dir() and any(
         p.stem not in open_clip.list_models() for p in user_dir.glob("*.json")
     ):

@@ -18,9 +18,9 @@ import random
 import numpy as np
 
 from services.config import get_settings
+from services.search import SearchQuery, fused_search, stored_vectors
 from services.store import index_versions as iv
 from services.store.db import connect
-from services.store.search import SearchQuery, fused_search, stored_vectors
 
 DEFAULT_MIN_RECALL = 0.9
 RECALL_QUERIES = 20

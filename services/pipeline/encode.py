@@ -29,7 +29,7 @@ def encode_dense(
 
     The text half is the display name alone: on the tuning split it beat the name plus
     attributes (``document_text``) on photo + text queries by more than it lost on text
-    queries (README, "How the defaults were chosen"). Both arrays are kept so that a version's
+    queries (docs/evaluation/index.md, "How the defaults were chosen"). Both arrays are kept so that a version's
     ``dense_image_weight`` is applied at load time and a new weight needs no re-encoding.
     """
     # Deferred: CLIP imports torch and open_clip (seconds); other stages never need them.

@@ -13,7 +13,8 @@ import time
 from datetime import UTC, datetime
 
 from services.config import get_settings
-from services.pipeline import checks, run_lock, shard_store, stages
+from services.pipeline import checks, run_lock, stages
+from services.store import shard_store
 
 log = logging.getLogger(__name__)
 

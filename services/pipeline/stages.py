@@ -3,7 +3,7 @@
 Every stage takes and returns small JSON-able values (shard refs, ids, counts), so a task's
 XCom never carries embeddings, and nothing a stage hands the next is on a worker's disk: the
 products and their photos are in ``products``, shards and encoded vectors in the database
-(:mod:`services.pipeline.shard_store`). So the tasks of one run may run on different Celery
+(:mod:`services.store.shard_store`). So the tasks of one run may run on different Celery
 workers that share only the database and the broker. Each name says what the stage changes.
 The order is
 
@@ -38,10 +38,11 @@ from services.catalog.validate import iter_valid
 from services.config import get_settings
 from services.encoders.registry import get_spec
 from services.pipeline import encode
-from services.pipeline import shard_store as ss
 from services.pipeline.checks import require_building
 from services.pipeline.run_lock import build_lock
+from services.store import hnsw
 from services.store import index_versions as iv
+from services.store import shard_store as ss
 from services.store.db import connect
 from services.store.products import upsert_products
 
@@ -277,7 +278,7 @@ def build_version_indexes(version_id: int) -> dict:
     with _connect() as conn:
         require_building(conn, version_id)
         settings = get_settings()
-        timings = iv.build_indexes(
+        timings = hnsw.build_indexes(
             conn,
             version_id,
             dense_index=settings.dense_index,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -33,11 +31,7 @@ from services.catalog.schema import BY_COLUMN, METADATA_FIELDS
 
 log = logging.getLogger(__name__)
 
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
 MAX_SPARSE_NNZ = 1000  # pgvector's HNSW limit for sparsevec
-# The dense HNSW index's kinds (build_indexes) and their operator classes.
-DENSE_INDEXES = {"vector": "vector_ip_ops", "halfvec": "halfvec_ip_ops"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ class IndexVersion:
 
 
 # A version's copy of each product's metadata (filters read it without a join).
-_METADATA = [f.column for f in METADATA_FIELDS]
+METADATA_COLUMNS = [f.column for f in METADATA_FIELDS]
 _METADATA_DDL = sql.SQL(",\n").join(
     sql.SQL("{} {}").format(sql.Identifier(f.column), sql.SQL(f.pg_type)) for f in METADATA_FIELDS
 )
@@ -80,7 +74,7 @@ _METADATA_DDL = sql.SQL(",\n").join(
 _HASH = BY_COLUMN["content_hash"]
 # Columns of a version's row copied from ``products`` when it is loaded (and re-copied when
 # a product's embeddings are loaded again: a sync changes them in place).
-_COPIED = [*_METADATA, _HASH.column]
+_COPIED = [*METADATA_COLUMNS, _HASH.column]
 
 _VERSION_COLS = sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(IndexVersion))
 
@@ -253,93 +247,6 @@ def load_embeddings(
                 "load products before their embeddings"
             )
     return inserted
-
-
-def build_indexes(
-    conn: psycopg.Connection,
-    version_id: int,
-    *,
-    m: int = HNSW_M,
-    ef_construction: int = HNSW_EF_CONSTRUCTION,
-    maintenance_work_mem: str = "1GB",
-    parallel_workers: int | None = None,
-    dense_index: str = "vector",
-) -> dict[str, float]:
-    """Create both HNSW indexes and the filter columns' B-trees (idempotent); returns seconds
-    per index (``dense``, ``sparse``, ``filters``).
-
-    HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
-    indexes more (a 1M x 512-d graph needs several GB). ``parallel_workers``: processes
-    helping the leader build each index (default: one per other CPU core, at most 7;
-    bench_build.py: 1 worker builds 2.1x faster than none on 2 cores, 2 no faster than 1).
-    ``dense_index``: "vector" (float32 graph) or "halfvec" (the dense column's half-precision
-    copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
-    rounding error to its bound). What was built is recorded in the version's params
-    (``dense_index``, which the search reads, and the ``maintenance_work_mem`` it had)."""
-    if dense_index not in DENSE_INDEXES:
-        raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
-    t = table_name(version_id)
-    dim = get_version(conn, version_id).dense_dim
-    timings = {}
-    if parallel_workers is None:
-        parallel_workers = min(7, max(0, (os.cpu_count() or 1) - 1))
-    conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
-    conn.execute(
-        sql.SQL("SET max_parallel_maintenance_workers = {}").format(
-            sql.Literal(int(parallel_workers))
-        )
-    )
-    dense_target = (
-        sql.SQL("(dense::halfvec({}))").format(sql.Literal(int(dim)))
-        if dense_index == "halfvec"
-        else sql.Identifier("dense")
-    )
-    for col, target, opclass in (
-        ("dense", dense_target, DENSE_INDEXES[dense_index]),
-        ("sparse", sql.Identifier("sparse"), "sparsevec_ip_ops"),
-    ):
-        start = time.perf_counter()
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({target} {opclass}) "
-                "WITH (m = {m}, ef_construction = {ef})"
-            ).format(
-                name=sql.Identifier(f"{t}_{col}_hnsw"),
-                t=sql.Identifier(t),
-                target=target,
-                opclass=sql.SQL(opclass),
-                m=sql.Literal(int(m)),
-                ef=sql.Literal(int(ef_construction)),
-            )
-        )
-        conn.commit()
-        timings[col] = time.perf_counter() - start
-    # What the dense index is (an existing one is kept as it is), for the search.
-    built = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{t}_dense_hnsw",)
-    ).fetchone()[0]
-    memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
-    conn.execute(
-        "UPDATE index_versions SET params = params || jsonb_build_object("
-        "'dense_index', %s::text, 'maintenance_work_mem', %s::text) WHERE id = %s",
-        ("halfvec" if "halfvec_ip_ops" in built else "vector", memory, version_id),
-    )
-    conn.commit()
-    # B-tree indexes on the filter columns: with a selective filter the planner can take the
-    # few matching rows by bitmap scan and score them exactly, instead of walking the HNSW
-    # graph past thousands of non-matching rows.
-    start = time.perf_counter()
-    for col in _METADATA:
-        conn.execute(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
-                name=sql.Identifier(f"{t}_{col}"), t=sql.Identifier(t), col=sql.Identifier(col)
-            )
-        )
-    conn.commit()
-    timings["filters"] = time.perf_counter() - start
-    conn.execute(sql.SQL("ANALYZE {t}").format(t=sql.Identifier(t)))
-    conn.commit()
-    return timings
 
 
 def row_count(conn: psycopg.Connection, version_id: int) -> int:

@@ -19,8 +19,15 @@ import sys
 from pathlib import Path
 
 from services.store.db import connect
-from services.store.synonyms import add_rule, import_rules, list_rules, remove_rule
-from services.understanding.rules import parse_rule, read_csv, write_csv
+from services.understanding.rules import (
+    add_rule,
+    import_rules,
+    list_rules,
+    parse_rule,
+    read_csv,
+    remove_rule,
+    write_csv,
+)
 
 
 def _list(args) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.store.index_versions import live_version, product_metadata, product_names
-from services.store.synonyms import list_rules, rules_state
+from services.store.synonyms import rules_state
 from services.understanding.lexicon import Lexicon, build_lexicon
 from services.understanding.query import (
     Encoded,
@@ -30,7 +30,7 @@ from services.understanding.query import (
     UnderstandingSettings,
     build_understanding,
 )
-from services.understanding.rules import Rule
+from services.understanding.rules import Rule, list_rules
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ vectors of a text ``t`` (CLIP text, SPLADE), for each side::
   literal query's vectors.
 
 The weights were chosen on the tuning half of the evaluation's query set
-(``evaluation/understanding_sweep.py``; README "Query understanding").
+(``evaluation/understanding_sweep.py``; docs/understanding.md).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ Encoder = Callable[[list[str]], list[Encoded]]
 class UnderstandingSettings:
     """How strongly understanding moves the query. The defaults were chosen by
     ``fashion-search eval-sweep-understanding`` on the TUNING half (held-out configuration,
-    offline catalogue; README "Query understanding"): text MAP@10 0.494 literal -> 0.759,
+    offline catalogue; docs/understanding.md): text MAP@10 0.494 literal -> 0.759,
     photo + text 0.663 -> 0.709."""
 
     rewrite_dense: float = 0.7

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.store import synonyms as store
 from services.understanding.text import key
 
 STARTING_RULES_CSV = Path(__file__).with_name("starting_rules.csv")
@@ -157,3 +158,37 @@ def fingerprint(rules: Iterable[Rule]) -> str:
     """A short hash of a rule set's content (ids and notes aside): what a run ran with."""
     blob = "\n".join(sorted(str(r) for r in rules))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# --- the rules in the database (services.store.synonyms) -------------------------------------
+def _from_row(row) -> Rule:
+    rid, terms, synonyms, two_way, note = row
+    return Rule(tuple(terms), tuple(synonyms), bool(two_way), note or "", int(rid))
+
+
+def list_rules(conn) -> list[Rule]:
+    """Every rule of the ``synonym_rules`` table, oldest first."""
+    return [_from_row(r) for r in store.rule_rows(conn)]
+
+
+def add_rule(conn, rule: Rule, source: str = "cli") -> Rule:
+    """Store ``rule``; RuleError when the same rule is already there."""
+    rid = store.insert_rule(
+        conn, list(rule.terms), list(rule.synonyms), rule.two_way, rule.note, source
+    )
+    if rid is None:
+        raise RuleError(f"the rule '{rule}' is already there")
+    return Rule(rule.terms, rule.synonyms, rule.two_way, rule.note, rid)
+
+
+def remove_rule(conn, rule_id: int) -> Rule | None:
+    """Delete the rule ``rule_id``; the rule removed, or None when there was none."""
+    row = store.delete_rule(conn, rule_id)
+    return None if row is None else _from_row(row)
+
+
+def import_rules(conn, rules: Iterable[Rule], *, replace: bool = False) -> tuple[int, int]:
+    """Store ``rules`` in one transaction (all or none); with ``replace`` the table holds
+    exactly these afterwards. (added, already there)."""
+    rows = [(list(r.terms), list(r.synonyms), r.two_way, r.note) for r in rules]
+    return store.insert_rules(conn, rows, replace=replace)

@@ -110,6 +110,4 @@ class ProductController(Controller):
         _check_id(product_id)
         if not 1 <= k <= MAX_K:
             raise ApiError(422, f"k must be in 1..{MAX_K}, got {k}")
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ApiError(422, f"alpha must be in [0, 1], got {alpha}")
-        return search_service.similar(runtime, product_id, alpha, k)
+        return search_service.similar(runtime, product_id, alpha, k)  # alpha: the contract's rule

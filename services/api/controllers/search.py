@@ -40,7 +40,7 @@ from services.api.schemas import (
 
 # The filter keys and their meaning, from the product schema (the one place that lists them).
 from services.catalog.schema import filters_doc
-from services.store.search import MAX_FILTER_VALUES, RANGE_FILTER_KEYS, VALUE_FILTER_KEYS
+from services.search import MAX_FILTER_VALUES, RANGE_FILTER_KEYS, VALUE_FILTER_KEYS
 
 FILTERS_DOC = filters_doc()
 # Parts of one multipart search (the app's multipart_form_part_limit): the form has 9 fields.

@@ -1,0 +1,277 @@
+"""The search contract: what a query may ask (limits, filters, alpha) and what it gets back.
+
+Every caller (the API, the evaluation, the benchmarks, the pipeline's checks) builds a
+:class:`SearchQuery` and gets a :class:`Ranking` from ``services.search.ranking``. The rules
+live here, once: the limits (the API's request types declare the same bounds from these
+constants), the filter grammar (:meth:`Filters.from_mapping`), and the alpha rule
+(:func:`resolve_alpha` decides a request's alpha; :func:`validate` checks a query and
+applies :func:`effective_alpha` and the missing side).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pgvector import SparseVector
+
+from services.catalog.schema import (
+    BY_COLUMN,
+    FILTER_FIELDS,
+    RANGE_FILTER_FIELDS,
+    VALUE_FILTER_FIELDS,
+    range_keys,
+)
+from services.store.index_versions import MAX_SPARSE_NNZ, IndexVersion
+
+# Limits of a query, for every caller (the API's request types declare the same ones).
+MAX_K = 100
+MAX_CANDIDATES = 10_000
+MAX_FILTER_VALUES = 100
+# Per index, in fast mode (docs/benchmarks.md: recall@10 >= 0.99 at 44k rows).
+DEFAULT_CANDIDATES = 150
+# Per index, when the first candidates cannot certify the answer (the deep stage).
+DEFAULT_BUDGET = 1000
+# An answer still uncertified after deepening falls back to the exact scan when the
+# filtered rows are at most this many; 0: never (docs/benchmarks.md: what a row costs).
+EXACT_MAX_ROWS = 20_000
+# An alpha in (0, MIN_ALPHA) runs as 0: a weight that small cannot move a ranking (scores are
+# cosines in [-1, 1]), and a subnormal one (5e-324) times a score underflows, which
+# PostgreSQL refuses ("value out of range: underflow") instead of rounding to 0.
+MIN_ALPHA = 1e-6
+MODES = ("hybrid", "dense", "sparse")
+
+
+class SearchValidationError(ValueError):
+    """A query the platform refuses before any SQL runs."""
+
+
+class NoLiveIndex(LookupError):
+    """No index version is live yet."""
+
+
+# --- the alpha rule ----------------------------------------------------------------------------
+def effective_alpha(alpha: float) -> float:
+    """The weight a query runs with: ``alpha``, or 0 below :data:`MIN_ALPHA`."""
+    return 0.0 if alpha < MIN_ALPHA else float(alpha)
+
+
+def resolve_alpha(
+    mode: str,
+    alpha: float | None,
+    has_text: bool,
+    has_image: bool,
+    default_alpha: float,
+    default_alpha_multimodal: float | None = None,
+) -> float:
+    """The alpha a request runs with: forced by the mode or a missing side, else the
+    request's own, else the default for its kind (text, or image + text)."""
+    if mode not in MODES:
+        raise SearchValidationError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "sparse":
+        if not has_text:
+            raise SearchValidationError("sparse mode needs text (SPLADE encodes text only)")
+        return 0.0
+    if mode == "dense" or not has_text:
+        return 1.0
+    if alpha is not None:
+        return effective_alpha(_checked_alpha(alpha))
+    if has_image and default_alpha_multimodal is not None:
+        return default_alpha_multimodal
+    return default_alpha
+
+
+def _checked_alpha(alpha: Any) -> float:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not math.isfinite(alpha)
+        or not 0.0 <= alpha <= 1.0
+    ):
+        raise SearchValidationError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
+
+
+# Request key -> schema field: a value filter answers to its dataset name and its column;
+# a range filter to <name>_min / <name>_max (and the camelCase <name>Min / <name>Max).
+_VALUE_KEYS = {k: f for f in VALUE_FILTER_FIELDS for k in (f.name, f.column)}
+_RANGE_KEYS = {
+    key: (f, end)
+    for f in RANGE_FILTER_FIELDS
+    for end, keys in zip(("min", "max"), zip(range_keys(f), (f"{f.name}Min", f"{f.name}Max")))
+    for key in keys
+}
+# Every key a filter object may carry (documented in the API's OpenAPI).
+VALUE_FILTER_KEYS = tuple(_VALUE_KEYS)
+RANGE_FILTER_KEYS = tuple(_RANGE_KEYS)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters of the product schema's filter fields; each value filter matches any
+    of its values (OR), fields are ANDed. ``values``: column -> values; ``ranges``: column ->
+    (min, max), either None."""
+
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ranges: tuple[tuple[str, int | None, int | None], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None) -> Filters:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise SearchValidationError("filters must be an object of field -> value(s)")
+        values: dict[str, tuple[str, ...]] = {}
+        bounds: dict[str, dict[str, int]] = {}
+        for key, value in data.items():
+            if value is None or value == "" or value == []:
+                continue
+            if key in _RANGE_KEYS:
+                f, end = _RANGE_KEYS[key]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise SearchValidationError(f"filter {key} must be an integer {f.name}")
+                bounds.setdefault(f.column, {})[end] = value
+                continue
+            f = _VALUE_KEYS.get(key)
+            if f is None:
+                allowed = [g.name for g in VALUE_FILTER_FIELDS]
+                allowed += [k for g in RANGE_FILTER_FIELDS for k in range_keys(g)]
+                raise SearchValidationError(
+                    f"unknown filter '{key}'; allowed: {', '.join(allowed)}"
+                )
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(
+                isinstance(v, str) and v.strip() for v in items
+            ):
+                raise SearchValidationError(
+                    f"filter {key} must be a non-empty string or a list of strings"
+                )
+            if any("\x00" in v for v in items):  # PostgreSQL text cannot hold one
+                raise SearchValidationError(f"filter {key} contains a NUL character (U+0000)")
+            if len(items) > MAX_FILTER_VALUES:
+                raise SearchValidationError(
+                    f"filter {key} has too many values (max {MAX_FILTER_VALUES})"
+                )
+            values[f.column] = tuple(v.strip() for v in items)
+        ranges = []
+        for column, b in bounds.items():
+            low, high = b.get("min"), b.get("max")
+            if low is not None and high is not None and low > high:
+                name = BY_COLUMN[column].name
+                raise SearchValidationError(f"{name}_min is greater than {name}_max")
+            ranges.append((column, low, high))
+        order = [f.column for f in FILTER_FIELDS]
+        return cls(
+            values=tuple(sorted(values.items(), key=lambda kv: order.index(kv[0]))),
+            ranges=tuple(sorted(ranges, key=lambda r: order.index(r[0]))),
+        )
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    dense: np.ndarray | None
+    sparse: SparseVector | None
+    alpha: float = 0.5
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+    exact: bool = False
+    candidates: int | None = None  # per index in fast mode; default max(k, DEFAULT_CANDIDATES)
+    # Per index when deepening; default max(candidates, DEFAULT_BUDGET); <= candidates: none.
+    budget: int | None = None
+    # hnsw.ef_search of both scans; default max(40, min(candidates, 1000)) (pgvector's range
+    # is 1..1000). The certificate assumes each list is its side's true top n: a larger
+    # ef_search makes that likelier (bench_search.py --ef-search measures it).
+    ef_search: int | None = None
+    # Fall back to the exact scan when uncertified and the filtered rows are at most this
+    # many; 0 also turns off routing selective filters to it (ranking.route_exact).
+    exact_max_rows: int = EXACT_MAX_ROWS
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked product: its scores, name and metadata (column -> value, the schema's
+    metadata fields)."""
+
+    product_id: int
+    score: float
+    dense_score: float | None
+    sparse_score: float | None
+    product_display_name: str
+    metadata: dict[str, Any]
+    sparse_vector: SparseVector | None = None  # the product's stored SPLADE vector
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """How a ranking was found and whether it is the exact fused top k.
+
+    ``path``: "fast" (the first candidates), "deepened" (``budget`` candidates per index)
+    or "exact" (every filtered row scored). ``certified``: the answer equals the exact
+    one, up to the HNSW order (services/store/sql/search.sql): always on the exact path. ``candidates``:
+    per index at the stage that answered (None on the exact path). ``bound``: no row
+    outside the candidate lists scores above it; ``kth_score``: the k-th fused score of
+    the candidates (both None on the exact path). ``estimated_rows``: the rows the
+    filters pass, estimated from per-value counts (the routing's input)."""
+
+    path: str
+    certified: bool
+    candidates: int | None
+    budget: int
+    bound: float | None
+    kth_score: float | None
+    estimated_rows: int
+    routed: bool = False
+
+
+@dataclass(frozen=True)
+class Ranking:
+    hits: list[SearchHit]
+    certificate: Certificate
+    # The version's status when the statement ran ("live", "retired", ...): a caller that
+    # cached the live version checks it in the same round trip (services.api.runtime).
+    version_status: str | None = None
+
+
+def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:
+    """(the alpha ``query`` runs with, its dense vector as float32) against ``version``;
+    SearchValidationError for anything out of the contract. A missing side forces alpha:
+    a query without a sparse vector is dense only (1), without a dense one sparse only (0)."""
+    if query.dense is None and query.sparse is None:
+        raise SearchValidationError("a query needs text, an image, or both")
+    alpha = effective_alpha(_checked_alpha(query.alpha))
+    if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
+        raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
+    if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:
+        raise SearchValidationError(f"candidates must be in 1..{MAX_CANDIDATES}")
+    if query.budget is not None and not 1 <= query.budget <= MAX_CANDIDATES:
+        raise SearchValidationError(f"budget must be in 1..{MAX_CANDIDATES}")
+    if query.ef_search is not None and not 1 <= query.ef_search <= 1000:
+        raise SearchValidationError("ef_search must be in 1..1000")
+    dense = None
+    if query.dense is not None:
+        dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)
+        if dense.shape[0] != version.dense_dim:
+            raise SearchValidationError(
+                f"dense vector has {dense.shape[0]} dimensions, the live index expects "
+                f"{version.dense_dim}"
+            )
+        if not np.all(np.isfinite(dense)):
+            raise SearchValidationError("dense vector has non-finite values")
+    if query.sparse is not None:
+        if query.sparse.dimensions() != version.sparse_dim:
+            raise SearchValidationError(
+                f"sparse vector has {query.sparse.dimensions()} dimensions, the live index "
+                f"expects {version.sparse_dim}"
+            )
+        if len(query.sparse.indices()) > MAX_SPARSE_NNZ:
+            raise SearchValidationError(
+                f"sparse vector has {len(query.sparse.indices())} non-zeros (max {MAX_SPARSE_NNZ})"
+            )
+    # A side without a query vector cannot carry weight.
+    if query.sparse is None:
+        alpha = 1.0
+    elif query.dense is None:
+        alpha = 0.0
+    return float(alpha), dense

@@ -1,0 +1,199 @@
+"""How a query is ranked: the plan of the ONE statement and the certificate of its answer.
+
+``score = alpha * dense_ip + (1 - alpha) * sparse_ip``, both sides unit vectors (CLIP is
+L2-normalised by its encoder, SPLADE after pruning), so each inner product is a cosine and
+``alpha`` means what it says. The statement is ``services/store/sql/search.sql``: up to three
+stages (fast: the first candidates of each HNSW index; deep: more candidates; exact: every
+filtered row), each certifying its answer by the threshold bound. This module decides the
+statement's parameters (:func:`plan`: candidates, budget, routing a selective filter to the
+exact scan, the fallback), runs it (:func:`certified_search`) and reads the certificate back.
+Recall against exact and the certified share are measured in the benchmarks, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from services.catalog.schema import FILTER_FIELDS, METADATA_FIELDS
+from services.search.contract import (
+    DEFAULT_BUDGET,
+    DEFAULT_CANDIDATES,
+    Certificate,
+    Filters,
+    NoLiveIndex,
+    Ranking,
+    SearchHit,
+    SearchQuery,
+    validate,
+)
+from services.store.index_versions import IndexVersion, live_version
+from services.store.search_sql import (
+    dense_index,
+    explain,
+    filters_where,
+    has_iterative_scan,
+    run_search,
+    search_session,
+    search_statement,
+    value_counts,
+)
+
+# Routing a filtered query (route_exact): the exact scan costs ~ its filtered rows r, a
+# filtered HNSW scan ~ the rows it visits to collect n that pass, n * total / r; exact wins
+# while r^2 < ROUTE_FACTOR * n * total. The factor is measured, not derived
+# (docs/benchmarks.md, "selectivity sweep": the crossover at 1M rows lies near 3 %).
+ROUTE_FACTOR = 6.0
+# A halfvec dense index orders candidates by half-precision scores: a row outside the list may
+# beat the list's lowest by the rounding, at most 2 * 2^-11 * |q| * |d| for unit vectors
+# (each component rounded to 11 significant bits): the bound adds this much to that side.
+HALFVEC_SLACK = 1e-3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The statement of a query against a version, its parameters, and the HNSW settings
+    its scans need."""
+
+    statement: str
+    params: dict[str, Any]
+    settings: dict[str, str]
+
+
+def _total_rows(conn: psycopg.Connection, version: IndexVersion) -> int:
+    if version.row_count is not None:
+        return int(version.row_count)
+    return sum(value_counts(conn, version, FILTER_FIELDS[0].column).values())
+
+
+def estimated_rows(conn: psycopg.Connection, version: IndexVersion, filters: Filters) -> int:
+    """How many rows of ``version`` pass ``filters``, estimated as the table's rows times
+    each filtered column's share (columns taken as independent; exact for one column)."""
+    total = _total_rows(conn, version)
+    if total == 0:
+        return 0
+    estimate = float(total)
+    for column, values in filters.values:
+        counts = value_counts(conn, version, column)
+        estimate *= sum(counts.get(v, 0) for v in set(values)) / total
+    for column, low, high in filters.ranges:
+        counts = value_counts(conn, version, column)
+        passing = sum(
+            c
+            for v, c in counts.items()
+            if v is not None and (low is None or v >= low) and (high is None or v <= high)
+        )
+        estimate *= passing / total
+    return math.ceil(estimate)
+
+
+def route_exact(rows: int, total: int, n: int) -> bool:
+    """Whether a filter passing ``rows`` of ``total`` is cheaper to answer by the exact
+    scan than by filtered HNSW scans of ``n`` candidates (see ROUTE_FACTOR)."""
+    return rows * rows <= ROUTE_FACTOR * n * total
+
+
+def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None) -> Plan:
+    """The plan of ``query`` against ``version`` (default: the live one)."""
+    version = version or live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    alpha, dense = validate(query, version)
+    where, params = filters_where(query.filters.values, query.filters.ranges, "e")
+    n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+    budget = query.budget or max(n, DEFAULT_BUDGET)
+    rows = estimated_rows(conn, version, query.filters)
+    total = _total_rows(conn, version)
+    filtered = bool(query.filters.values or query.filters.ranges)
+    params.update(
+        alpha=alpha,
+        qd=dense,
+        qs=query.sparse,
+        k=query.k,
+        n=n,
+        budget=budget,
+        deepen=budget > n,
+        use_dense=dense is not None and alpha > 0.0,
+        use_sparse=query.sparse is not None and alpha < 1.0,
+        route_exact=query.exact
+        or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
+        fallback_exact=rows <= query.exact_max_rows,
+        estimated_rows=rows,
+        dense_slack=HALFVEC_SLACK if dense_index(version) == "halfvec" else 0.0,
+        version_id=version.id,
+    )
+    settings: dict[str, str] = {}
+    if not params["route_exact"]:
+        # ef_search caps what one HNSW scan returns; iterative scans keep a scan going past
+        # it, until its LIMIT is met (filtered scans, the deep stage; pgvector >= 0.8).
+        settings["hnsw.ef_search"] = str(query.ef_search or max(40, min(n, 1000)))
+        if has_iterative_scan(conn):
+            settings["hnsw.iterative_scan"] = "relaxed_order"
+    return Plan(search_statement(conn, version, where), params, settings)
+
+
+def certified_search(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
+) -> Ranking:
+    """Rank products for ``query`` against ``version`` (default: the live one), with the
+    certificate of the ranking; one statement, one round trip."""
+    with search_session(conn) as apply_settings:
+        p = plan(conn, query, version)
+        apply_settings(p.settings)
+        rows = run_search(conn, p.statement, p.params)
+    first = rows[0]
+    n, budget = p.params["n"], p.params["budget"]
+    hnsw = first["path"] != "exact"
+    certificate = Certificate(
+        path=first["path"],
+        certified=bool(first["certified"]),
+        candidates={"fast": n, "deepened": budget}.get(first["path"]),
+        budget=budget,
+        bound=first["bound"] if hnsw else None,
+        kth_score=first["kth"] if hnsw else None,
+        estimated_rows=p.params["estimated_rows"],
+        routed=p.params["route_exact"],
+    )
+    return Ranking(
+        [_hit(row) for row in rows if row["product_id"] is not None],
+        certificate,
+        version_status=first["version_status"],
+    )
+
+
+def fused_search(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
+) -> list[SearchHit]:
+    """Rank products for ``query`` against ``version`` (default: the live one)."""
+    return certified_search(conn, query, version).hits
+
+
+def explain_search(
+    conn: psycopg.Connection,
+    query: SearchQuery,
+    version: IndexVersion | None = None,
+    *,
+    analyze: bool = True,
+) -> list[str]:
+    """The query plan of ``fused_search(conn, query, version)``: the same statement, the same
+    parameters and the same session settings, one line per plan row. ``analyze`` runs the
+    statement (``EXPLAIN (ANALYZE, BUFFERS)``) for actual times and buffer counts."""
+    with search_session(conn) as apply_settings:
+        p = plan(conn, query, version)
+        apply_settings(p.settings)
+        return explain(conn, p.statement, p.params, analyze=analyze)
+
+
+def _hit(row: dict) -> SearchHit:
+    return SearchHit(
+        product_id=row["product_id"],
+        score=row["score"],
+        dense_score=row["dense_score"],
+        sparse_score=row["sparse_score"],
+        product_display_name=row["product_display_name"],
+        metadata={f.column: row["m_" + f.column] for f in METADATA_FIELDS},
+        sparse_vector=row["sparse"],
+    )

@@ -1,0 +1,107 @@
+"""A version's indexes: both HNSW graphs (dense, sparse) and the filter columns' B-trees.
+
+HNSW builds fast only while the graph fits in ``maintenance_work_mem`` (``FASHION_BUILD_MEMORY``;
+docs/capacity.md); the parallel workers, the halfvec variant and their measured effect are in
+docs/benchmarks.md (``bench_build.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg
+from psycopg import sql
+
+from services.store.index_versions import METADATA_COLUMNS, get_version, table_name
+
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+# The dense HNSW index's kinds (build_indexes) and their operator classes.
+DENSE_INDEXES = {"vector": "vector_ip_ops", "halfvec": "halfvec_ip_ops"}
+
+
+def build_indexes(
+    conn: psycopg.Connection,
+    version_id: int,
+    *,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    maintenance_work_mem: str = "1GB",
+    parallel_workers: int | None = None,
+    dense_index: str = "vector",
+) -> dict[str, float]:
+    """Create both HNSW indexes and the filter columns' B-trees (idempotent); returns seconds
+    per index (``dense``, ``sparse``, ``filters``).
+
+    HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
+    indexes more (a 1M x 512-d graph needs several GB). ``parallel_workers``: processes
+    helping the leader build each index (default: one per other CPU core, at most 7).
+    ``dense_index``: "vector" (float32 graph) or "halfvec" (the dense column's half-precision
+    copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
+    rounding error to its bound). What was built is recorded in the version's params
+    (``dense_index``, which the search reads, and the ``maintenance_work_mem`` it had)."""
+    if dense_index not in DENSE_INDEXES:
+        raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
+    t = table_name(version_id)
+    dim = get_version(conn, version_id).dense_dim
+    timings = {}
+    if parallel_workers is None:
+        parallel_workers = min(7, max(0, (os.cpu_count() or 1) - 1))
+    conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
+    conn.execute(
+        sql.SQL("SET max_parallel_maintenance_workers = {}").format(
+            sql.Literal(int(parallel_workers))
+        )
+    )
+    dense_target = (
+        sql.SQL("(dense::halfvec({}))").format(sql.Literal(int(dim)))
+        if dense_index == "halfvec"
+        else sql.Identifier("dense")
+    )
+    for col, target, opclass in (
+        ("dense", dense_target, DENSE_INDEXES[dense_index]),
+        ("sparse", sql.Identifier("sparse"), "sparsevec_ip_ops"),
+    ):
+        start = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {t} USING hnsw ({target} {opclass}) "
+                "WITH (m = {m}, ef_construction = {ef})"
+            ).format(
+                name=sql.Identifier(f"{t}_{col}_hnsw"),
+                t=sql.Identifier(t),
+                target=target,
+                opclass=sql.SQL(opclass),
+                m=sql.Literal(int(m)),
+                ef=sql.Literal(int(ef_construction)),
+            )
+        )
+        conn.commit()
+        timings[col] = time.perf_counter() - start
+    # What the dense index is (an existing one is kept as it is), for the search.
+    built = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{t}_dense_hnsw",)
+    ).fetchone()[0]
+    memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
+    conn.execute(
+        "UPDATE index_versions SET params = params || jsonb_build_object("
+        "'dense_index', %s::text, 'maintenance_work_mem', %s::text) WHERE id = %s",
+        ("halfvec" if "halfvec_ip_ops" in built else "vector", memory, version_id),
+    )
+    conn.commit()
+    # B-tree indexes on the filter columns: with a selective filter the planner can take the
+    # few matching rows by bitmap scan and score them exactly, instead of walking the HNSW
+    # graph past thousands of non-matching rows.
+    start = time.perf_counter()
+    for col in METADATA_COLUMNS:
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({col})").format(
+                name=sql.Identifier(f"{t}_{col}"), t=sql.Identifier(t), col=sql.Identifier(col)
+            )
+        )
+    conn.commit()
+    timings["filters"] = time.perf_counter() - start
+    conn.execute(sql.SQL("ANALYZE {t}").format(t=sql.Identifier(t)))
+    conn.commit()
+    return timings

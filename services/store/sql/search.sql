@@ -1,0 +1,144 @@
+-- How a query is ranked: ONE statement, score = alpha * dense + (1 - alpha) * sparse.
+--
+-- Run by services.search.ranking (the plan: its parameters, the routing, the certificate's
+-- meaning) through services.store.search (this file's text, its slots filled).
+--
+-- Identifier slots, filled from the index version before the statement is prepared:
+--   {t}            the version's table (alias e)
+--   {filters}      the WHERE condition of the request's filters over e (TRUE without any)
+--   {metadata}     the products' metadata columns of each hit (p.<column> AS m_<column>)
+--   {dense_key}    the dense column as its HNSW index orders it: e.dense, or
+--                  e.dense::halfvec(dim) for a halfvec index
+--   {dense_query}  the dense query vector cast the same way
+-- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k, n (first
+-- candidates per index), budget (deepened candidates), deepen, use_dense, use_sparse,
+-- route_exact, fallback_exact, dense_slack (the halfvec rounding), version_id, and one
+-- parameter per filter value (f_<column>, f_<column>_min, f_<column>_max).
+--
+-- Stages; a stage runs only when the one before could not certify its answer (its scans sit
+-- under a gating condition, which PostgreSQL evaluates once, before touching an index):
+--   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
+--      filtered), their union re-ranked by the exact fused score;
+--   2. deep: the same with budget candidates per index (pgvector's iterative scans go past
+--      ef_search), when budget > n;
+--   3. exact: every row that passes the filters, when the query asked for it, when its
+--      filter is selective (routed here at once: stages 1-2 skipped), or when stages 1-2
+--      left the answer uncertified and the filtered rows are few enough to scan.
+--
+-- The certificate (the threshold algorithm, Fagin et al. 2001): a row outside both candidate
+-- lists has a dense score <= d_N and a sparse score <= s_N, the lowest scores of the lists,
+-- so its fused score is <= bound = alpha * d_N + (1 - alpha) * s_N. If the union holds k
+-- rows and the k-th fused score is >= bound, no row outside can enter the top k: the answer
+-- equals the exact one, up to the HNSW order (each list being the true top n of its side).
+-- A side that returned fewer than n rows gives no such bound (its scan may have stopped
+-- early): its bound is its score's maximum, 1 (both sides are unit vectors). A side the
+-- query does not use (weight 0) adds nothing. On a halfvec index d_N is a half-precision
+-- score: dense_slack is added to it; candidates are re-ranked at full precision.
+--
+-- Every row returned carries the certificate (path, certified, bound, kth) and the
+-- version's status; a query with no hit returns one row with a NULL product_id, so the
+-- certificate always comes back. pgvector's <#> is the NEGATIVE inner product.
+WITH
+fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
+    SELECT product_id, dense, sparse, -({dense_key} <#> {dense_query}) AS side
+    FROM {t} e
+    WHERE {filters} AND %(use_dense)s AND NOT %(route_exact)s
+    ORDER BY {dense_key} <#> {dense_query}
+    LIMIT %(n)s
+), fast_s AS MATERIALIZED (          -- the sparse candidates
+    SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side
+    FROM {t} e
+    WHERE {filters} AND %(use_sparse)s AND NOT %(route_exact)s
+    ORDER BY e.sparse <#> %(qs)s::sparsevec
+    LIMIT %(n)s
+), fast_r AS MATERIALIZED (          -- their union, re-ranked by the exact fused score
+    SELECT product_id, sparse,
+           %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
+             + (1 - %(alpha)s) * coalesce(-(sparse <#> %(qs)s::sparsevec), 0) AS score,
+           -(dense <#> %(qd)s::vector) AS dense_score,
+           -(sparse <#> %(qs)s::sparsevec) AS sparse_score
+    FROM (SELECT DISTINCT ON (product_id) product_id, dense, sparse
+          FROM (SELECT * FROM fast_d UNION ALL SELECT * FROM fast_s) u) c
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+), fast_c AS MATERIALIZED (          -- its certificate
+    SELECT b.bound, r.kth, r.found = %(k)s AND r.kth >= b.bound AS ok
+    FROM (SELECT
+            %(alpha)s * CASE WHEN NOT %(use_dense)s THEN 0
+                             WHEN (SELECT count(*) FROM fast_d) < %(n)s THEN 1
+                             ELSE (SELECT min(side) FROM fast_d) + %(dense_slack)s END
+          + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
+                             WHEN (SELECT count(*) FROM fast_s) < %(n)s THEN 1
+                             ELSE (SELECT min(side) FROM fast_s) END AS bound) b,
+         (SELECT count(*) AS found, min(score) AS kth FROM fast_r) r
+), deep_d AS MATERIALIZED (          -- 2. deep: the same with budget candidates
+    SELECT product_id, dense, sparse, -({dense_key} <#> {dense_query}) AS side
+    FROM {t} e
+    WHERE {filters} AND %(use_dense)s AND NOT %(route_exact)s
+      AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
+    ORDER BY {dense_key} <#> {dense_query}
+    LIMIT %(budget)s
+), deep_s AS MATERIALIZED (
+    SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side
+    FROM {t} e
+    WHERE {filters} AND %(use_sparse)s AND NOT %(route_exact)s
+      AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
+    ORDER BY e.sparse <#> %(qs)s::sparsevec
+    LIMIT %(budget)s
+), deep_r AS MATERIALIZED (
+    SELECT product_id, sparse,
+           %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
+             + (1 - %(alpha)s) * coalesce(-(sparse <#> %(qs)s::sparsevec), 0) AS score,
+           -(dense <#> %(qd)s::vector) AS dense_score,
+           -(sparse <#> %(qs)s::sparsevec) AS sparse_score
+    FROM (SELECT DISTINCT ON (product_id) product_id, dense, sparse
+          FROM (SELECT * FROM deep_d UNION ALL SELECT * FROM deep_s) u) c
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+), deep_c AS MATERIALIZED (
+    SELECT b.bound, r.kth, r.found = %(k)s AND r.kth >= b.bound AS ok
+    FROM (SELECT
+            %(alpha)s * CASE WHEN NOT %(use_dense)s THEN 0
+                             WHEN (SELECT count(*) FROM deep_d) < %(budget)s THEN 1
+                             ELSE (SELECT min(side) FROM deep_d) + %(dense_slack)s END
+          + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
+                             WHEN (SELECT count(*) FROM deep_s) < %(budget)s THEN 1
+                             ELSE (SELECT min(side) FROM deep_s) END AS bound) b,
+         (SELECT count(*) AS found, min(score) AS kth FROM deep_r) r
+), exact_r AS MATERIALIZED (         -- 3. exact: every filtered row scored
+    SELECT product_id, sparse,
+           %(alpha)s * coalesce(-(dense <#> %(qd)s::vector), 0)
+             + (1 - %(alpha)s) * coalesce(-(sparse <#> %(qs)s::sparsevec), 0) AS score,
+           -(dense <#> %(qd)s::vector) AS dense_score,
+           -(sparse <#> %(qs)s::sparsevec) AS sparse_score
+    FROM {t} e
+    WHERE {filters}
+      AND (%(route_exact)s OR (%(fallback_exact)s AND NOT (SELECT ok FROM fast_c)
+                                                  AND NOT (SELECT ok FROM deep_c)))
+    ORDER BY score DESC, product_id
+    LIMIT %(k)s
+), cert AS MATERIALIZED (            -- which stage answered, and its certificate
+    SELECT CASE WHEN %(route_exact)s THEN 'exact'
+                WHEN f.ok THEN 'fast'
+                WHEN d.ok THEN 'deepened'
+                WHEN %(fallback_exact)s THEN 'exact'
+                WHEN %(deepen)s THEN 'deepened'
+                ELSE 'fast' END AS path,
+           %(route_exact)s OR f.ok OR d.ok OR %(fallback_exact)s AS certified,
+           CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.bound
+                ELSE d.bound END AS bound,
+           CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.kth
+                ELSE d.kth END AS kth
+    FROM fast_c f, deep_c d
+), hits AS (
+    SELECT * FROM fast_r WHERE (SELECT path FROM cert) = 'fast'
+    UNION ALL SELECT * FROM deep_r WHERE (SELECT path FROM cert) = 'deepened'
+    UNION ALL SELECT * FROM exact_r WHERE (SELECT path FROM cert) = 'exact'
+)
+SELECT c.path, c.certified, c.bound, c.kth,
+       (SELECT status FROM index_versions WHERE id = %(version_id)s) AS version_status,
+       h.product_id, h.score, h.dense_score, h.sparse_score, h.sparse,
+       p.product_display_name, {metadata}
+FROM cert c
+LEFT JOIN (hits h JOIN products p ON p.id = h.product_id) ON TRUE
+ORDER BY h.score DESC, h.product_id
