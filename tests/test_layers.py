@@ -66,3 +66,31 @@ def test_the_areas_import_downwards_only():
     run = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+
+
+def _uses(name: str, within: type[ast.AST] = ast.AST) -> list[str]:
+    """Where the product's code names ``name`` (inside a node of type ``within``)."""
+    found = []
+    for root in CODE:
+        for path in sorted((REPO / root).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            for outer in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(outer, within):
+                    continue
+                for node in ast.walk(outer) if within is not ast.AST else (outer,):
+                    named = getattr(node, "id", None) if isinstance(node, ast.Name) else None
+                    if named == name or (isinstance(node, ast.Attribute) and node.attr == name):
+                        found.append(rel)
+    return found
+
+
+def test_the_alpha_rule_is_applied_in_one_place():
+    """query_alpha (range, a missing side forces 1 or 0, MIN_ALPHA) is called once, by
+    validate, which every ranking goes through; nothing else compares against MIN_ALPHA."""
+    contract = (REPO / "services/search/contract.py").read_text(encoding="utf-8")
+    assert contract.count("def query_alpha(") == 1
+    assert _uses("query_alpha", ast.Call) == ["services/search/contract.py"]  # in validate
+    assert re.search(r"def validate\(.*?query_alpha\(", contract, re.DOTALL)
+    assert _uses("MIN_ALPHA", ast.Compare) == ["services/search/contract.py"]
+    ranking = (REPO / "services/search/ranking.py").read_text(encoding="utf-8")
+    assert ranking.count("validate(query, version)") == 1

@@ -272,7 +272,7 @@ def search(
             text=text,
             image=image is not None,
             mode=req.mode,
-            alpha=alpha,
+            alpha=ranking.alpha,
             k=req.k,
             exact=req.exact,
             filters=dict(req.filters or {}),
@@ -310,7 +310,7 @@ def product(runtime: Runtime, product_id: int) -> Product:
 def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> SimilarResponse:
     """Products nearest to a product's own stored vectors (itself excluded)."""
     start = time.perf_counter()
-    # a product's own vectors: both sides, as a text query has (the contract's one rule)
+    # a product's own vectors: both sides, as a text query has
     alpha = resolve_alpha("hybrid", alpha, True, False, runtime.settings.default_alpha)
 
     def run(conn: psycopg.Connection):
@@ -340,7 +340,7 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
             metadata=_metadata(row),
             image_url=image_url(row["id"]) if row["has_image"] else None,
         ),
-        alpha=alpha,
+        alpha=ranking.alpha,
         index_version=version.id,
         took_ms=round((time.perf_counter() - start) * 1000, 2),
         certificate=_certificate(ranking),

@@ -4,8 +4,9 @@ Every caller (the API, the evaluation, the benchmarks, the pipeline's checks) bu
 :class:`SearchQuery` and gets a :class:`Ranking` from ``services.search.ranking``. The rules
 live here, once: the limits (the API's request types declare the same bounds from these
 constants), the filter grammar (:meth:`Filters.from_mapping`), and the alpha rule
-(:func:`resolve_alpha` decides a request's alpha; :func:`validate` checks a query and
-applies :func:`effective_alpha` and the missing side).
+(:func:`query_alpha`, applied once, by :func:`validate`; :func:`resolve_alpha` only picks
+what a request asks for: its mode's, its own, or the default). A :class:`Ranking` says the
+alpha it ran with.
 """
 
 from __future__ import annotations
@@ -53,11 +54,6 @@ class NoLiveIndex(LookupError):
 
 
 # --- the alpha rule ----------------------------------------------------------------------------
-def effective_alpha(alpha: float) -> float:
-    """The weight a query runs with: ``alpha``, or 0 below :data:`MIN_ALPHA`."""
-    return 0.0 if alpha < MIN_ALPHA else float(alpha)
-
-
 def resolve_alpha(
     mode: str,
     alpha: float | None,
@@ -66,21 +62,34 @@ def resolve_alpha(
     default_alpha: float,
     default_alpha_multimodal: float | None = None,
 ) -> float:
-    """The alpha a request runs with: forced by the mode or a missing side, else the
-    request's own, else the default for its kind (text, or image + text)."""
+    """The alpha a request asks for: its mode's ("sparse" 0, "dense" 1), else the request's
+    own, else the default for its kind (text, or image + text). What a query then runs with
+    is :func:`query_alpha`'s, applied once, by :func:`validate`."""
     if mode not in MODES:
         raise SearchValidationError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "sparse":
         if not has_text:
             raise SearchValidationError("sparse mode needs text (SPLADE encodes text only)")
         return 0.0
-    if mode == "dense" or not has_text:
+    if mode == "dense":
         return 1.0
     if alpha is not None:
-        return effective_alpha(_checked_alpha(alpha))
-    if has_image and default_alpha_multimodal is not None:
+        return alpha
+    if has_image and has_text and default_alpha_multimodal is not None:
         return default_alpha_multimodal
     return default_alpha
+
+
+def query_alpha(alpha: Any, has_dense: bool, has_sparse: bool) -> float:
+    """THE alpha rule, the weight a query runs with: ``alpha`` must be a number in [0, 1]; a
+    side without a query vector cannot carry weight (no sparse vector: 1, no dense one: 0);
+    an alpha below :data:`MIN_ALPHA` runs as 0."""
+    alpha = _checked_alpha(alpha)
+    if not has_sparse:
+        return 1.0
+    if not has_dense:
+        return 0.0
+    return 0.0 if alpha < MIN_ALPHA else alpha
 
 
 def _checked_alpha(alpha: Any) -> float:
@@ -229,18 +238,18 @@ class Certificate:
 class Ranking:
     hits: list[SearchHit]
     certificate: Certificate
+    alpha: float  # the weight the statement ran with (query_alpha)
     # The version's status when the statement ran ("live", "retired", ...): a caller that
     # cached the live version checks it in the same round trip (services.api.runtime).
     version_status: str | None = None
 
 
 def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:
-    """(the alpha ``query`` runs with, its dense vector as float32) against ``version``;
-    SearchValidationError for anything out of the contract. A missing side forces alpha:
-    a query without a sparse vector is dense only (1), without a dense one sparse only (0)."""
+    """(the alpha ``query`` runs with (:func:`query_alpha`), its dense vector as float32)
+    against ``version``; SearchValidationError for anything out of the contract."""
     if query.dense is None and query.sparse is None:
         raise SearchValidationError("a query needs text, an image, or both")
-    alpha = effective_alpha(_checked_alpha(query.alpha))
+    alpha = query_alpha(query.alpha, query.dense is not None, query.sparse is not None)
     if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
     if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:
@@ -269,9 +278,4 @@ def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarr
             raise SearchValidationError(
                 f"sparse vector has {len(query.sparse.indices())} non-zeros (max {MAX_SPARSE_NNZ})"
             )
-    # A side without a query vector cannot carry weight.
-    if query.sparse is None:
-        alpha = 1.0
-    elif query.dense is None:
-        alpha = 0.0
-    return float(alpha), dense
+    return alpha, dense

@@ -160,6 +160,7 @@ def certified_search(
     return Ranking(
         [_hit(row) for row in rows if row["product_id"] is not None],
         certificate,
+        alpha=p.params["alpha"],
         version_status=first["version_status"],
     )
 
