@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C: a stop the user asked for, not a crash to trace back
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

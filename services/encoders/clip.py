@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from services.config import get_settings
 from services.encoders.images import as_rgb_image
+from services.encoders.library_output import open_clip_build, transformers_progress_bars
 from services.encoders.models_setup import ensure_untrained_clip
 from services.encoders.registry import (
     OFFLINE_CLIP_ARCH,
@@ -273,7 +274,15 @@ def _resolve_name(name: str | None) -> str:
 
 
 def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Module, Any, Any]:
-    """(model, preprocess_val, tokenizer) for ``spec`` via the registry's one loader call."""
+    """(model, preprocess_val, tokenizer) for ``spec`` via the registry's one loader call.
+
+    A model with a partial checkpoint and a Hugging Face text tower (LiT) is put together
+    here: open_clip builds the architecture (the tower from its config, no weights), the
+    tower's pretrained weights come from its own files (:func:`load_text_tower`), the trained
+    parts from the checkpoint (:func:`load_trained_parts`). One INFO line says what was
+    loaded from where; open_clip's build steps and its warning about the model before
+    those loads are not logged (:mod:`services.encoders.library_output`).
+    """
     import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
     ensure_model_configs()
@@ -286,13 +295,81 @@ def build_clip_model(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Mod
                 f"checkpoint for model {spec.name!r} not found at {call.local_path}; "
                 "run `fashion-search models fetch` or `fashion-search train-clip`"
             )
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        *call.args, device=device, **call.kwargs
-    )
+    text_tower = _hf_text_tower(spec.source) if call.partial_state else None
+    kwargs, expected = call.kwargs, ()
+    if text_tower:  # the tower's weights: load_text_tower, below
+        kwargs = {**call.kwargs, "pretrained_text": False}
+        expected = (
+            f"No pretrained weights loaded for model '{spec.source}'. Model initialized randomly.",
+        )
+    with open_clip_build(expected):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            *call.args, device=device, **kwargs
+        )
+        tokenizer = open_clip.get_tokenizer(spec.source)
+    if text_tower:
+        load_text_tower(model, text_tower)
     if call.partial_state:
         load_trained_parts(model, Path(call.partial_state))
-    tokenizer = open_clip.get_tokenizer(spec.source)
+    log.info("dense model %s: %s", spec.name, _describe(spec, call, text_tower))
     return model, preprocess, tokenizer
+
+
+def _hf_text_tower(arch: str) -> str | None:
+    """The Hugging Face text tower (folder or hub id) of open_clip architecture ``arch``."""
+    import open_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+
+    config = open_clip.get_model_config(arch) or {}
+    return config.get("text_cfg", {}).get("hf_model_name")
+
+
+def _describe(spec: ModelSpec, call: Any, text_tower: str | None) -> str:
+    """Where the weights of ``spec``'s model came from, in words (the load's INFO line)."""
+    if text_tower:
+        return (
+            f"text tower {text_tower} (pretrained, locked), image tower and projections "
+            f"{call.partial_state}"
+        )
+    pretrained = call.kwargs.get("pretrained")
+    if spec.source.startswith("hf-hub:"):
+        return f"{spec.source[len('hf-hub:') :]} (Hugging Face hub)"
+    if pretrained:
+        return f"architecture {spec.source}, weights {pretrained}"
+    return f"architecture {spec.source}, random weights (no checkpoint)"
+
+
+def load_text_tower(model: torch.nn.Module, source: str) -> None:
+    """The pretrained weights of ``model``'s Hugging Face text tower, from ``source`` (the
+    tower's folder or hub id).
+
+    transformers reads them into the architecture of their own files (``AutoModel``: for
+    all-MiniLM-L6-v2 a BertModel with the pooler its file holds), so every stored weight
+    has its place and the library has nothing to report. They then become the weights of
+    open_clip's tower (the tensors themselves, as when open_clip loads the tower: no copy),
+    strictly: every weight of the tower must be in the file, and the file may hold more only
+    in submodules the tower does not have by design (BERT's pooler: this tower pools itself,
+    by the mean over the tokens).
+    """
+    from transformers import AutoModel  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
+
+    tower = model.text.transformer
+    with transformers_progress_bars(show=not Path(source).exists()):
+        pretrained = AutoModel.from_pretrained(source)
+    if getattr(pretrained.config, "is_encoder_decoder", False):
+        pretrained = pretrained.encoder  # as open_clip keeps only the encoder
+    like = next(tower.parameters())
+    pretrained.to(device=like.device, dtype=like.dtype)
+    state, wanted = pretrained.state_dict(), tower.state_dict()
+    children = {name for name, _ in tower.named_children()}
+    missing = sorted(set(wanted) - set(state))
+    unexpected = sorted(k for k in set(state) - set(wanted) if k.split(".")[0] in children)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"text tower {source} does not fit this architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    tower.load_state_dict({k: state[k] for k in wanted}, strict=True, assign=True)
+    tower.eval()  # as from_pretrained leaves it: the tower is locked
 
 
 # The parameters a partial (LiT) checkpoint does not hold: the locked pretrained text transformer.

@@ -17,6 +17,7 @@ from pgvector import SparseVector
 
 from services.config import get_settings
 from services.encoders.clip import pick_device
+from services.encoders.library_output import transformers_progress_bars
 from services.encoders.registry import build_call, get_spec
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,9 @@ def load_splade_from(
 
     # Load the tokenizer from the folder (never via vocab_file=: transformers 5 ignores it).
     tokenizer = AutoTokenizer.from_pretrained(path_or_hub_id)
-    model = AutoModelForMaskedLM.from_pretrained(path_or_hub_id).to(device)
+    # No "Loading weights" bar for a local folder or into a log (services.encoders.library_output).
+    with transformers_progress_bars(show=not Path(path_or_hub_id).exists()):
+        model = AutoModelForMaskedLM.from_pretrained(path_or_hub_id).to(device)
     return SpladeEncoder(name, tokenizer, model, device, max_terms=max_terms)
 
 

