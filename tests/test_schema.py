@@ -182,3 +182,28 @@ def test_api_on_an_unmigrated_database_answers_503_and_says_migrate(settings, da
             assert c.get("/readyz").json()["checks"]["schema"] == f"ok: {migrate.head_revision()}"
     finally:
         srv.stop()
+
+
+def test_db_status_on_an_unmigrated_database_says_migrate(settings, capsys):
+    """`fashion-search db status` against an empty database (no schema yet):
+    it says what to run and exits 1, instead of a traceback (UndefinedTable)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("needs the embedded server to create a scratch database")
+    from services.cli import main
+    from services.config import get_settings
+
+    admin = settings.database_url_for("postgres")
+    dbname = f"fashion_empty_{os.getpid()}"
+    _fresh_database(admin, dbname)
+    previous = os.environ["DATABASE_URL"]
+    os.environ["DATABASE_URL"] = settings.database_url_for(dbname)
+    get_settings.cache_clear()
+    try:
+        assert main(["db", "status"]) == 1
+    finally:
+        os.environ["DATABASE_URL"] = previous
+        get_settings.cache_clear()
+        _drop_database(admin, dbname)
+    out = capsys.readouterr().out
+    assert "schema revision none (run: fashion-search db migrate)" in out
+    assert "live index version" not in out

@@ -40,10 +40,14 @@ def _status(args: argparse.Namespace) -> int:
     print(f"database: {redact(s.database_url)}")
     with connect() as conn:
         ver = conn.execute("SHOW server_version").fetchone()[0]
-        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[
-            0
-        ]
-        print(f"PostgreSQL {ver}, pgvector {vec}, schema revision {migrate.current()}")
+        vec = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()
+        revision = migrate.current()
+        print(
+            f"PostgreSQL {ver}, pgvector {vec[0] if vec else 'not installed'}, "
+            f"schema revision {revision or 'none (run: fashion-search db migrate)'}"
+        )
+        if revision is None:
+            return 1
         live = live_version(conn)
         print(f"live index version: {live.describe() if live else 'none'}")
     return 0
