@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -309,3 +310,79 @@ def test_selective_filter_through_the_hnsw_iterative_scan(scale):
         # k above the matching count: the scans reach every matching row.
         mean, recalls = _check_filtered(conn, version, queries[:3], filters, k=search.MAX_K, **hnsw)
         assert matching < search.MAX_K and mean == 1.0, recalls
+
+
+# --- the halfvec rounding slack (issue #26) ------------------------------------------------------
+# A query and two products (unit vectors, float32) whose order half precision inverts: A scores
+# below B at full precision, above it at half precision (the halfvec index's order), and A's
+# full-precision score is at or above its half-precision one.
+HALF_Q = [0.06750061362981796, -0.07092296332120895, 0.3438228666782379, 0.056317586451768875,
+          -0.287584125995636, 0.1941290646791458, 0.7000767588615417, 0.508458137512207]  # fmt: skip
+HALF_A = [-0.07530713081359863, -0.3362632393836975, 0.22315150499343872, 0.14549574255943298,
+          -0.3087988793849945, 0.2082887440919876, 0.8037747740745544, 0.1596730649471283]  # fmt: skip
+HALF_B = [-0.2619364261627197, 0.0033490979112684727, 0.5393052101135254, -0.08439217507839203,
+          -0.041706811636686325, 0.14318981766700745, 0.6657689213752747, 0.4097742438316345]  # fmt: skip
+
+
+def test_a_halfvec_rounding_inversion_is_never_certified_as_exact(empty_db):
+    """On a halfvec dense index the candidates are ordered by half-precision scores: a product
+    outside the list may beat the list's lowest by the rounding. Here A heads the half-precision
+    order but B is the true (full-precision) best, so the one-candidate answer [A] is wrong and
+    must not be certified: only a bound carrying the rounding slack (HALFVEC_SLACK, at least
+    2 * 2^-11 for unit vectors) refuses it; with the slack 0 its k-th score (A's full score)
+    reaches A's half-precision score and the wrong answer is called exact."""
+    conn = empty_db
+    dim, a, b = len(HALF_Q), 0, 1
+    # a few more products, far from the query (the graph has something to walk)
+    rng = np.random.default_rng(26)
+    far = -np.asarray(HALF_Q, np.float32) + 0.3 * rng.normal(size=(6, dim)).astype(np.float32)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    dense = np.vstack([np.asarray([HALF_A, HALF_B], np.float32), far]).astype(np.float32)
+    n = len(dense)
+    rows = [
+        {"id": i, "gender": "Men", "articleType": "Shirts", "productDisplayName": f"Half {i}"}
+        for i in range(n)
+    ]
+    products.upsert_products(conn, rows, source="halfvec-test")
+    sparse = [SparseVector({i: 1.0}, 16) for i in range(n)]
+    vid = iv.create_version(
+        conn, dense_model="synthetic", dense_dim=dim, sparse_model="synthetic", sparse_dim=16
+    )
+    iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
+    hnsw.build_indexes(conn, vid, dense_index="halfvec")
+    iv.mark_ready(conn, vid, {"test": "halfvec"})
+    version = iv.get_version(conn, vid)
+    assert search.dense_index(version) == "halfvec"
+    q = np.asarray(HALF_Q, np.float32)
+
+    # The inversion, as the database computes it.
+    scores = {
+        pid: (full, half)
+        for pid, full, half in conn.execute(
+            sql.SQL(
+                "SELECT product_id, -(dense <#> %(q)s::vector), "
+                "-(dense::halfvec({d}) <#> %(q)s::vector::halfvec({d})) FROM {t}"
+            ).format(d=sql.Literal(dim), t=sql.Identifier(version.table)),
+            {"q": q},
+        ).fetchall()
+    }
+    conn.commit()
+    (full_a, half_a), (full_b, half_b) = scores[a], scores[b]
+    assert full_b > full_a >= half_a > half_b, scores
+    assert max(full for full, _ in scores.values()) == full_b  # B is the true best
+    rounding = max(abs(full - half) for full, half in scores.values())
+    assert 0 < rounding < 2 * 2**-11  # what the slack must cover (unit vectors)
+
+    exact = search.fused_search(conn, search.SearchQuery(q, None, k=1, exact=True), version)
+    assert [h.product_id for h in exact] == [b]
+    # one candidate, first stage only: the list is [A] (half-precision order)
+    one = search.SearchQuery(q, None, k=1, candidates=1, budget=1, exact_max_rows=0)
+    ranking = search.certified_search(conn, one, version)
+    c = ranking.certificate
+    assert c.path == "fast" and [h.product_id for h in ranking.hits] == [a]
+    assert c.kth_score == pytest.approx(full_a, abs=1e-6)
+    assert not c.certified, f"a wrong answer certified exact: {c}"
+    assert c.bound >= half_a + 2 * 2**-11 - 1e-7, c  # the bound covers the rounding
+    # with the exact fallback allowed (the service's default), the answer is the exact one
+    ranking = search.certified_search(conn, replace(one, exact_max_rows=100), version)
+    assert ranking.certificate.certified and [h.product_id for h in ranking.hits] == [b]

@@ -75,14 +75,16 @@ def dense_index(version: IndexVersion) -> str:
 
 # search.sql with its slots filled for a table and a filter condition, as text: psycopg
 # caches how it converts a text query (a composed one it parses again on every execution).
-_STATEMENTS: dict[tuple[str, bool, str], str] = {}
+# Keyed by everything the text holds: the same table name in another database (a test's,
+# the benchmark's) may be a version of another dimension.
+_STATEMENTS: dict[tuple[str, bool, int, str], str] = {}
 _STATEMENTS_MAX = 256
 
 
 def search_statement(conn: psycopg.Connection, version: IndexVersion, where: sql.Composable) -> str:
     """``search.sql`` for ``version`` and a filter condition, its identifier slots filled."""
     halfvec = dense_index(version) == "halfvec"
-    key = (version.table, halfvec, where.as_string(conn))
+    key = (version.table, halfvec, int(version.dense_dim), where.as_string(conn))
     text = _STATEMENTS.get(key)
     if text is None:
         if len(_STATEMENTS) >= _STATEMENTS_MAX:
