@@ -315,9 +315,15 @@ def test_split_is_stable_disjoint_and_covers_every_family():
         n_tune = sum(q.family == family for q in tune.queries)
         n_test = sum(q.family == family for q in test.queries)
         assert n_tune > 0 and n_test > 0, family
-    assert split_of("colour_category", "olive trousers") == split_of(
-        "colour_category", "olive trousers"
-    )
+    # Each query is in the half its own split names (so the two halves are that partition).
+    tune_keys = {key(q) for q in tune.queries}
+    assert all((key(q) in tune_keys) == (q.split == "tune") for q in every.queries)
+    # Stable: a query's side depends on what it asks only (not on the catalogue's order nor
+    # on the run), and a known query keeps its side (more pinned in tests/test_split.py).
+    again = generate_queries(products[::-1], seed=0, split="tune")
+    assert [key(q) for q in again.queries] == [key(q) for q in tune.queries]
+    assert split_of("colour_category", "olive trousers") == "test"
+    assert split_of("colour_category", "black jackets") == "tune"
     with pytest.raises(ValueError, match="split"):
         generate_queries(products, split="train")
 
