@@ -7,15 +7,13 @@ setup:
 run:
 	bash scripts/run_main.sh
 
-# Tests run in a shuffled order (pytest-randomly) with a fixed seed; `make test-order` checks
-# another seed and every module alone.
+# `make test` (scripts/test_all.sh): setup, lint, docs, the tests in a shuffled order
+# (pytest-randomly) with a fixed seed, the mutation check; each step timed, and the total.
+# `make test-order` checks another seed and every module alone.
 TEST_SEED ?= 20261127
 
 test:
-	WITH_BROWSER=1 bash scripts/setup.sh
-	$(MAKE) lint
-	$(MAKE) docs
-	.venv/bin/python -m pytest -q -p randomly --randomly-seed=$(TEST_SEED)
+	TEST_SEED=$(TEST_SEED) bash scripts/test_all.sh
 
 test-order:
 	.venv/bin/python -m pytest -q -p randomly --randomly-seed=7

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== setup: %s\n' "$*"; }
 
-APT_PACKAGES=(dataset-fashion-mnist wordnet-base redis-server)  # wordnet-base: evaluation/lexicon.py; redis-server: the Celery broker
+APT_PACKAGES=(dataset-fashion-mnist wordnet-base redis-server)  # wordnet-base: services/understanding/wordnet_db.py; redis-server: the Celery broker
 if [[ "${WITH_BROWSER:-0}" == "1" ]]; then
   APT_PACKAGES+=(chromium fonts-dejavu-core)
 fi

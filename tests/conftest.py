@@ -2,7 +2,8 @@
 
 The test session uses its own FASHION_HOME (``.fashion/test-home``, kept between runs so
 the model cache and catalogues are reused), its own server port, and a fresh database
-``fashion_test_<pid>`` migrated to head (dropped at the end). ``DATABASE_URL`` points there for the whole session, so
+``fashion_test_<pid>`` migrated to head (dropped at the end; the server is stopped at the
+end when this session started it). ``DATABASE_URL`` points there for the whole session, so
 code under test connects exactly as it does in production. Set ``TEST_DATABASE_URL`` to
 run the suite against an external PostgreSQL with pgvector instead.
 """
@@ -18,13 +19,40 @@ from pathlib import Path
 import psycopg
 import pytest
 
+pytest_plugins = ["ci_skips"]  # under CI an unexpected skip fails the run
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_HOME = Path(os.environ.get("FASHION_TEST_HOME", REPO / ".fashion" / "test-home"))
 
 # Set before any project module reads the environment.
 os.environ["FASHION_HOME"] = str(TEST_HOME)
 os.environ.setdefault("FASHION_MODEL_CACHE", str(REPO / ".fashion" / "models"))
-os.environ.setdefault("FASHION_PG_PORT", "54339")
+
+
+def _test_port(pgdata: Path, preferred: int = 54339) -> str:
+    """The test server's port: the running test server's own (its postmaster.pid), else
+    ``preferred`` when free, else any free port, so that another PostgreSQL on 54339 (a
+    clone's suite, a developer's server) never answers this session's connections."""
+    import socket
+
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        os.kill(int(lines[0]), 0)
+        return lines[3].strip()
+    except (OSError, ValueError, IndexError):
+        pass
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return str(sock.getsockname()[1])
+    raise RuntimeError("no free port for the test PostgreSQL")
+
+
+if "FASHION_PG_PORT" not in os.environ:
+    os.environ["FASHION_PG_PORT"] = _test_port(TEST_HOME / "pgdata")
 os.environ.setdefault("XDG_RUNTIME_DIR", str(TEST_HOME / "run"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TEST_HOME.mkdir(parents=True, exist_ok=True)
@@ -73,6 +101,7 @@ def test_server():
     os.environ.pop("DATABASE_URL", None)
     get_settings.cache_clear()
     base = get_settings()
+    started_here = not embedded.status(base).running
     embedded.start(base)
     admin = base.database_url_for("postgres")
     template = f"fashion_template_{os.getpid()}"
@@ -80,6 +109,8 @@ def test_server():
     migrate.upgrade("head", base.database_url_for(template))
     yield base, template
     _drop_database(admin, template)
+    if started_here:  # stop what this session started (a server it found running stays)
+        embedded.stop(base)
 
 
 @contextlib.contextmanager
