@@ -85,8 +85,8 @@ _RASTER_BYTES_PER_PIXEL = {
 _UNKNOWN_MODE_BYTES_PER_PIXEL = 8
 # Whole decode cost per pixel for decoders that keep their own full-size buffers: libwebp's
 # animation decoder (used by PIL for every WebP) holds two RGBA canvases plus the frame it
-# hands over (measured 15.7 B/px); libavif/dav1d hold YUV planes (up to 16-bit 4:4:4 + alpha)
-# and an RGB buffer (measured 9.3 B/px for 8-bit 4:2:0).
+# hands over; libavif/dav1d hold YUV planes (up to 16-bit 4:4:4 + alpha) and an RGB buffer.
+# The measured bytes per pixel: docs/operations/limits-and-security.md, "Decoder memory".
 _WHOLE_DECODE_BYTES_PER_PIXEL = {"WEBP": 16, "AVIF": 16}
 # Tiles the decoded raster is reduced in: small enough that the RGBA->RGB compositing copies
 # of one tile stay a few MB.

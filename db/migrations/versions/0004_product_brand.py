@@ -7,8 +7,8 @@ like the other filter columns. Live versions keep serving: no re-index is needed
 
 The UPDATE writes a new version of every row, so each HNSW index holds dead entries until
 VACUUM; the migration vacuums the tables it touched (outside the transaction) so that fast-path
-recall and latency are as before straight away (measured: bench_api warm QPS 59 before the
-VACUUM, 83 after, 81 with the old code). Statements are idempotent, so a migration interrupted
+recall and latency are as before straight away (the measurement: docs/architecture.md, the
+brand section). Statements are idempotent, so a migration interrupted
 during the VACUUM can simply be run again.
 
 Revision ID: 0004
