@@ -203,7 +203,7 @@ def render_page(data: DashboardData, base: str) -> str:
                 ),
                 ("literal text (understanding off)", value(data.rows, "literal"), None),
                 ("fast recall@10 vs exact", h.fast_recall, None),
-                ("certified top 10, first candidates", h.certified_fast, None),
+                ("threshold met (top 10), first candidates", h.certified_fast, None),
             ],
             "target_notes": target_lines(h, data.rows),
             "understanding": run.details.get("understanding", {}),

@@ -83,7 +83,7 @@ class Headline:
             ("multi MAP@10 (best alpha)", self.multi),
             ("multi MAP@10 (default alpha)", self.multi_default),
             ("fast-mode recall@10 vs exact", self.fast_recall),
-            ("certified share, first candidates (top 10)", self.certified_fast),
+            ("threshold met, first candidates (top 10)", self.certified_fast),
         ]
 
 

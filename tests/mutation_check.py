@@ -114,7 +114,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "certificate-ignores-bound",
-        "every answer is certified, whatever the threshold bound says",
+        "every answer meets the threshold test, whatever the bound says",
         "services/store/sql/search.sql",
         "r.found = %(k)s AND r.kth >= b.bound AS ok",
         "TRUE AS ok",
@@ -125,6 +125,19 @@ MUTATIONS: tuple[Mutation, ...] = (
             ),
         ),
         count=2,  # the fast and the deep stage
+    ),
+    Mutation(
+        "hnsw-claims-exact",
+        "an answer from HNSW candidates that meets the threshold is called exact (unproven)",
+        "services/search/ranking.py",
+        "        exact=not hnsw,\n",
+        '        exact=not hnsw or bool(first["threshold_met"]),  # MUTATION\n',
+        (
+            (
+                "tests/test_store.py::"
+                "test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged"
+            ),
+        ),
     ),
     Mutation(
         "alpha-ignored",

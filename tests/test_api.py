@@ -188,11 +188,18 @@ def test_text_search_returns_products_with_scores_and_terms(api, live, app_setti
     assert all(t["weight"] > 0 for t in top["terms"])
     assert api.get(top["image_url"]).status_code == 200
     cert = data["certificate"]
-    assert cert["certified"] is True and cert["path"] in ("fast", "deepened", "exact")
+    assert cert["threshold_met"] is True and cert["path"] in ("fast", "deepened", "exact")
     assert cert["estimated_rows"] == len(live.rows) and cert["routed"] is False
+    # exact is claimed only where it is proven: every product scored
+    assert cert["exact"] is (cert["path"] == "exact")
     if cert["path"] != "exact":
         assert cert["kth_score"] == pytest.approx(scores[-1], abs=1e-5)
         assert cert["kth_score"] >= cert["bound"]
+        assert cert["reason"] == "dense and sparse sides from HNSW"
+        # the build check's measure of each HNSW side, quoted with every unproven answer
+        recall = cert["hnsw_recall"]
+        assert recall["n"] == 150 and recall["queries"] > 0, recall
+        assert 0.0 < recall["dense"] <= 1.0 and 0.0 < recall["sparse"] <= 1.0, recall
 
 
 def test_search_certificate_follows_the_request(api, live):
@@ -201,7 +208,10 @@ def test_search_certificate_follows_the_request(api, live):
     text = live.rows[3]["productDisplayName"]
     exact = api.post("/v1/search", json={"text": text, "k": 10, "exact": True}).json()
     assert exact["certificate"] | {"bound": None} == {
-        "certified": True,
+        "exact": True,
+        "reason": None,
+        "hnsw_recall": None,
+        "threshold_met": True,
         "path": "exact",
         "candidates": None,
         "budget": 1000,
@@ -214,7 +224,8 @@ def test_search_certificate_follows_the_request(api, live):
     for body in ({"candidates": 10, "budget": 10}, {"candidates": 10, "budget": 400}, {}):
         data = api.post("/v1/search", json={"text": text, "k": 10, **body}).json()
         cert = data["certificate"]
-        assert cert["certified"] and cert["budget"] == body.get("budget", 1000)
+        assert cert["threshold_met"] and cert["budget"] == body.get("budget", 1000)
+        assert cert["exact"] is (cert["path"] == "exact")
         if cert["path"] == "fast":
             assert cert["candidates"] == body.get("candidates", 150)
         assert [r["id"] for r in data["results"]] == ids

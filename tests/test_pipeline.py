@@ -63,6 +63,11 @@ def test_run_reindex_end_to_end_then_search(fresh, dense_model):
     live = live_version(fresh)
     assert live is not None and live.id == report["version"] and live.row_count == SIZE
     assert report["checks"]["recall_at_10_fast_vs_exact"] >= 0.9
+    # each HNSW side's recall of its exact top n, measured at build for the certificate
+    recall = report["checks"]["hnsw_recall"]
+    assert recall["n"] == 150 and recall["queries"] == report["checks"]["recall_queries"]
+    assert 0.5 < recall["dense"] <= 1.0 and 0.5 < recall["sparse"] <= 1.0, recall
+    assert live.report["checks"]["hnsw_recall"] == recall
     table = format_timings(report)
     assert "encode photos + names (CLIP)" in table and "TOTAL" in table
     name = fresh.execute(

@@ -304,9 +304,10 @@ def _exact(conn, qd, qs, alpha, k=10, filters=None):
 
 
 def _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version=None) -> dict:
-    """{certified?: count} over _queries, first stage only (no deepening, no fallback).
-    Every certified answer must equal the exact ranking (kth >= bound); every uncertified
-    one is flagged with a bound above its k-th score (the reason it could not be)."""
+    """{threshold met?: count} over _queries, first stage only (no deepening, no fallback).
+    Here (600 rows, HNSW lists that hold their sides' true top n) every answer that meets
+    the threshold equals the exact ranking (kth >= bound); every other one has a bound
+    above its k-th score. None is called exact: HNSW candidates prove nothing."""
     outcomes = {True: 0, False: 0}
     for qd, qs in _queries(dense, sparse):
         ranking = search.certified_search(
@@ -318,8 +319,9 @@ def _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version=None) 
         )
         c = ranking.certificate
         assert c.path == "fast" and c.candidates == candidates and c.estimated_rows == N
-        outcomes[c.certified] += 1
-        if c.certified:
+        outcomes[c.threshold_met] += 1
+        assert not c.exact and c.reason == "dense and sparse sides from HNSW", c
+        if c.threshold_met:
             assert c.kth_score >= c.bound
             assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
         else:
@@ -327,14 +329,14 @@ def _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version=None) 
     return outcomes
 
 
-# (alpha, candidates) where 40 queries split between certified and not (probed).
+# (alpha, candidates) where 40 queries split between threshold met and not (probed).
 @pytest.mark.parametrize("alpha, candidates", [(0.3, 30), (0.5, 30), (0.7, 20)])
 def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
     live, alpha, candidates
 ):
     """First stage only (no deepening, no fallback), few candidates: both outcomes occur.
-    Every certified answer equals the exact ranking; every uncertified one is flagged with
-    a bound above its k-th score (the reason it could not be certified)."""
+    Every answer that meets the threshold equals the exact ranking; every other one has a
+    bound above its k-th score (the reason it deepens or falls back); none claims exact."""
     conn, _, dense, sparse = live
     outcomes = _first_stage_outcomes(conn, dense, sparse, alpha, candidates)
     assert outcomes[True] and outcomes[False], outcomes
@@ -344,7 +346,7 @@ def test_a_certified_answer_is_the_exact_one_and_an_uncertified_one_is_flagged(
 def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, candidates):
     """A version whose dense HNSW index is half precision: its scan orders by the indexed
     expression (the plan uses the index) and the bound carries the rounding slack, so every
-    certified answer still equals the exact full-precision ranking."""
+    answer that meets the threshold still equals the exact full-precision ranking."""
     conn = empty_db
     vid = _build_version(conn, dense_index="halfvec")
     version = iv.get_version(conn, vid)
@@ -362,6 +364,48 @@ def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, ca
         hnsw.build_indexes(conn, vid, dense_index="float16")
 
 
+def test_side_top_ids_exact_is_the_true_order_and_hnsw_finds_it_here(live):
+    """The build check's measure: one side's top n by the exact scan (numpy's scores, to
+    float32 rounding) and by its HNSW index (on 600 rows it finds nearly all of them)."""
+    from services.store.search_sql import side_top_ids
+
+    conn, vid, dense, sparse = live
+    version = iv.get_version(conn, vid)
+    qd, qs = next(_queries(dense, sparse))
+    n = 50
+    for side, query, scores in (
+        ("dense", qd, dense @ qd),
+        ("sparse", qs, np.array([float(np.dot(v.to_numpy(), qs.to_numpy())) for v in sparse])),
+    ):
+        exact = side_top_ids(conn, version, side, query, n, exact=True)
+        assert len(exact) == n == len(set(exact))
+        top = np.sort(scores)[::-1][:n]
+        np.testing.assert_allclose(scores[exact], top, atol=1e-5)  # the true top n, in order
+        found = side_top_ids(conn, version, side, query, n, exact=False)
+        assert len(set(found) & set(exact)) >= 0.9 * n, side
+    with pytest.raises(ValueError, match="side"):
+        side_top_ids(conn, version, "both", qd, n, exact=True)
+
+
+def test_an_unproven_answer_names_the_hnsw_sides_it_used(live):
+    """exact only where every row was scored; otherwise the reason names the sides whose
+    HNSW lists the answer came from: a side the query does not use is not named."""
+    conn, _, dense, sparse = live
+    qd, qs = next(_queries(dense, sparse))
+    for alpha, d, s, reason in (
+        (0.5, qd, qs, "dense and sparse sides from HNSW"),
+        (1.0, qd, qs, "dense side from HNSW"),
+        (0.0, qd, qs, "sparse side from HNSW"),
+        (0.5, qd, None, "dense side from HNSW"),  # no sparse query: alpha forced to 1
+        (0.5, None, qs, "sparse side from HNSW"),
+    ):
+        q = search.SearchQuery(d, s, alpha, 10, exact_max_rows=0)
+        c = search.certified_search(conn, q).certificate
+        assert c.path != "exact" and not c.exact and c.reason == reason, (alpha, c)
+        c = search.certified_search(conn, replace(q, exact=True)).certificate
+        assert c.path == "exact" and c.exact and c.reason is None, (alpha, c)
+
+
 def test_deepening_certifies_what_the_first_candidates_could_not(live):
     conn, _, dense, sparse = live
     deepened = 0
@@ -373,7 +417,7 @@ def test_deepening_certifies_what_the_first_candidates_could_not(live):
         if c.path == "deepened":
             deepened += 1
             assert c.candidates == 300
-        if c.certified:
+        if c.threshold_met:
             assert _ids(ranking.hits) == _exact(conn, qd, qs, 0.5)
     assert deepened, "20 candidates certify every query: the deepened stage went untested"
 
@@ -387,10 +431,12 @@ def test_an_uncertified_answer_falls_back_to_the_exact_scan_on_a_small_table(liv
         )
         c = ranking.certificate
         paths.add(c.path)
-        assert c.certified
+        assert c.threshold_met
         assert _ids(ranking.hits) == _exact(conn, qd, qs, 0.5)
+        assert c.exact is (c.path == "exact")
         if c.path == "exact":
             assert c.candidates is None and c.bound is None and c.kth_score is None
+            assert c.reason is None and c.hnsw_recall is None
     assert paths == {"fast", "exact"}, paths
 
 
@@ -418,7 +464,7 @@ def test_selective_filters_are_routed_to_the_exact_scan_by_their_estimated_rows(
         assert ranking.certificate.routed == expect
         if expect:
             assert ranking.certificate.path == "exact"
-        assert ranking.certificate.certified
+        assert ranking.certificate.threshold_met
         assert _ids(ranking.hits) == _exact(conn, dense[2], sparse[2], 0.5, filters=f)
     assert routes == [False, True]  # 150 rows: 150^2 > 6 * 5 * 600; 75: below
 
@@ -431,7 +477,7 @@ def test_no_hit_still_returns_a_certificate(live):
     )
     assert ranking.hits == []
     c = ranking.certificate
-    assert c.estimated_rows == 0 and c.path == "exact" and c.routed and c.certified
+    assert c.estimated_rows == 0 and c.path == "exact" and c.routed and c.threshold_met
 
 
 def test_session_settings_are_set_when_they_change_and_hold_each_querys(live):
@@ -449,7 +495,7 @@ def test_session_settings_are_set_when_they_change_and_hold_each_querys(live):
         for candidates, ef in ((None, "150"), (300, "300"), (None, "150")):
             ranking = search.certified_search(conn, replace(q, candidates=candidates), version)
             assert [h.product_id for h in ranking.hits] == exact
-            assert ranking.certificate.certified and ranking.version_status == "live"
+            assert ranking.certificate.threshold_met and ranking.version_status == "live"
             assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == ef
             assert conn.execute("SHOW hnsw.iterative_scan").fetchone()[0] == "relaxed_order"
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

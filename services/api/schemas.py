@@ -136,19 +136,37 @@ class QueryEcho(msgspec.Struct):
     literal: bool = False
 
 
-class Certificate(msgspec.Struct):
-    """Whether the ranking is the exact fused top k, and how it was found.
+class HnswRecall(msgspec.Struct):
+    """The index version's measured recall of each HNSW side's top ``n`` against that
+    side's exact top ``n`` (its build check, over ``queries`` name queries)."""
 
-    ``path``: "fast" (the first candidates of each HNSW index), "deepened" (``budget``
-    candidates per index) or "exact" (every filtered product scored; selective filters go
-    there at once). ``certified``: no product outside the candidates can score above the
-    k-th result (the threshold bound ``alpha * d_N + (1 - alpha) * s_N`` of the lowest
-    candidate scores is at most the k-th score), so the ranking equals the exact one up to
-    the HNSW indexes' own order; always true on the exact path. ``bound`` and
+    dense: float
+    sparse: float
+    n: int
+    queries: int
+
+
+class Certificate(msgspec.Struct):
+    """What is proven about the ranking, and how it was found.
+
+    ``exact``: the ranking IS the exact fused top k, proven: every product that passes the
+    filters was scored (``path`` "exact"). An answer from HNSW candidates is never called
+    exact: an HNSW scan may miss products of its own top n, and no bound rules that out.
+    ``reason``: why it is not proven (null when exact), e.g. "dense and sparse sides from
+    HNSW"; ``hnsw_recall``: how often those sides found their true top n when the index
+    was built (null on the exact path or for an older index). ``threshold_met``: no product
+    outside the candidates can score above the k-th result IF each HNSW list held its
+    side's true top n (the threshold bound ``alpha * d_N + (1 - alpha) * s_N`` of the
+    lowest candidate scores is at most the k-th score); it decides whether the search
+    deepens or falls back to the exact scan. ``path``: "fast" (the first candidates of each
+    HNSW index), "deepened" (``budget`` candidates per index) or "exact" (selective filters
+    go there at once; a small table when the threshold is not met). ``bound`` and
     ``kth_score`` are null on the exact path; ``routed``: the exact path was taken at once
     (``exact`` asked for, or a filter estimated to pass few rows), not as a fallback."""
 
-    certified: bool
+    exact: bool
+    reason: str | None
+    threshold_met: bool
     path: Literal["fast", "deepened", "exact"]
     candidates: int | None
     budget: int
@@ -156,6 +174,7 @@ class Certificate(msgspec.Struct):
     kth_score: float | None
     estimated_rows: int
     routed: bool
+    hnsw_recall: HnswRecall | None = None
 
 
 class CorrectionBody(msgspec.Struct):

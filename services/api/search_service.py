@@ -14,6 +14,7 @@ import contextlib
 import time
 from typing import Any
 
+import msgspec
 import psycopg
 from pgvector import SparseVector
 
@@ -31,6 +32,7 @@ from services.api.schemas import (
     Certificate,
     CorrectionBody,
     Facets,
+    HnswRecall,
     IndexInfo,
     Product,
     ProductMetadata,
@@ -139,7 +141,10 @@ def _metadata(record: dict) -> ProductMetadata:
 def _certificate(ranking: Ranking) -> Certificate:
     c = ranking.certificate
     return Certificate(
-        certified=c.certified,
+        exact=c.exact,
+        reason=c.reason,
+        hnsw_recall=msgspec.convert(c.hnsw_recall, HnswRecall) if c.hnsw_recall else None,
+        threshold_met=c.threshold_met,
         path=c.path,
         candidates=c.candidates,
         budget=c.budget,

@@ -214,24 +214,34 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class Certificate:
-    """How a ranking was found and whether it is the exact fused top k.
+    """How a ranking was found and what is proven about it.
 
-    ``path``: "fast" (the first candidates), "deepened" (``budget`` candidates per index)
-    or "exact" (every filtered row scored). ``certified``: the answer equals the exact
-    one, up to the HNSW order (services/store/sql/search.sql): always on the exact path. ``candidates``:
-    per index at the stage that answered (None on the exact path). ``bound``: no row
-    outside the candidate lists scores above it; ``kth_score``: the k-th fused score of
-    the candidates (both None on the exact path). ``estimated_rows``: the rows the
-    filters pass, estimated from per-value counts (the routing's input)."""
+    ``exact``: PROVEN to be the exact fused top k. Today only the exact path proves it (every
+    filtered row scored); an answer from HNSW candidates is never called exact, because an
+    HNSW scan can miss rows of its own top n, which no bound can rule out. ``reason``: why an
+    answer is not proven (None when it is), e.g. "dense and sparse sides from HNSW".
+    ``threshold_met``: the threshold test passed (the k-th fused score of the candidates is
+    at least ``bound``, services/store/sql/search.sql): the answer IS exact if each HNSW list
+    held its side's true top n; it decides whether to deepen or fall back, it proves nothing.
+    ``hnsw_recall``: the version's measured recall of each HNSW side's top n against that
+    side's exact top n, from its build check ({"dense": .., "sparse": .., "n": ..}; None
+    when the version predates it). ``path``: "fast" (the first candidates), "deepened"
+    (``budget`` candidates per index) or "exact". ``candidates``: per index at the stage
+    that answered (None on the exact path). ``bound`` / ``kth_score``: None on the exact
+    path. ``estimated_rows``: the rows the filters pass, estimated from per-value counts
+    (the routing's input)."""
 
     path: str
-    certified: bool
+    exact: bool
+    reason: str | None
+    threshold_met: bool
     candidates: int | None
     budget: int
     bound: float | None
     kth_score: float | None
     estimated_rows: int
     routed: bool = False
+    hnsw_recall: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@
 L2-normalised by its encoder, SPLADE after pruning), so each inner product is a cosine and
 ``alpha`` means what it says. The statement is ``services/store/sql/search.sql``: up to three
 stages (fast: the first candidates of each HNSW index; deep: more candidates; exact: every
-filtered row), each certifying its answer by the threshold bound. This module decides the
+filtered row); the threshold bound decides whether a stage's answer stands. Only the
+exact path proves its answer exact (``Certificate.exact``); an answer from HNSW candidates
+says which sides it came from and quotes their recall measured at build. This module decides the
 statement's parameters (:func:`plan`: candidates, budget, routing a selective filter to the
 exact scan, the fallback), runs it (:func:`certified_search`) and reads the certificate back.
-Recall against exact and the certified share are measured in the benchmarks, not assumed.
+Recall against exact is measured in the benchmarks, not assumed.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Plan:
     statement: str
     params: dict[str, Any]
     settings: dict[str, str]
+    version: IndexVersion
 
 
 def _total_rows(conn: psycopg.Connection, version: IndexVersion) -> int:
@@ -132,7 +135,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         settings["hnsw.ef_search"] = str(query.ef_search or max(40, min(n, 1000)))
         if has_iterative_scan(conn):
             settings["hnsw.iterative_scan"] = "relaxed_order"
-    return Plan(search_statement(conn, version, where), params, settings)
+    return Plan(search_statement(conn, version, where), params, settings, version)
 
 
 def certified_search(
@@ -149,13 +152,16 @@ def certified_search(
     hnsw = first["path"] != "exact"
     certificate = Certificate(
         path=first["path"],
-        certified=bool(first["certified"]),
+        exact=not hnsw,
+        reason=_unproven(p.params) if hnsw else None,
+        threshold_met=bool(first["threshold_met"]),
         candidates={"fast": n, "deepened": budget}.get(first["path"]),
         budget=budget,
         bound=first["bound"] if hnsw else None,
         kth_score=first["kth"] if hnsw else None,
         estimated_rows=p.params["estimated_rows"],
         routed=p.params["route_exact"],
+        hnsw_recall=_hnsw_recall(p.version) if hnsw else None,
     )
     return Ranking(
         [_hit(row) for row in rows if row["product_id"] is not None],
@@ -163,6 +169,18 @@ def certified_search(
         alpha=p.params["alpha"],
         version_status=first["version_status"],
     )
+
+
+def _unproven(params: dict[str, Any]) -> str:
+    """Why an answer from HNSW candidates is not proven exact: the sides it used."""
+    sides = [side for side in ("dense", "sparse") if params[f"use_{side}"]]
+    return f"{' and '.join(sides) or 'no'} side{'s' if len(sides) > 1 else ''} from HNSW"
+
+
+def _hnsw_recall(version: IndexVersion) -> dict | None:
+    """The version's measured recall of each HNSW side (its build check), if recorded."""
+    recall = ((version.report or {}).get("checks") or {}).get("hnsw_recall")
+    return dict(recall) if isinstance(recall, dict) else None
 
 
 def fused_search(

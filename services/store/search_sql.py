@@ -291,3 +291,39 @@ def count_matching(
         ),
         params,
     ).fetchone()[0]
+
+
+def side_top_ids(
+    conn: psycopg.Connection, version: IndexVersion, side: str, query: Any, n: int, *, exact: bool
+) -> list[int]:
+    """The top ``n`` product ids of ONE side of ``version`` ("dense" or "sparse") for its
+    query vector: by the side's HNSW index (ef_search as the fused statement sets it for n
+    candidates) or, with ``exact``, by scoring every row. The build check's measure of how
+    often an HNSW list misses rows of its side's true top n."""
+    if side == "dense":
+        dim = sql.Literal(int(version.dense_dim))
+        halfvec = dense_index(version) == "halfvec" and not exact
+        key = (
+            sql.SQL("e.dense::halfvec({d}) <#> %(q)s::vector::halfvec({d})").format(d=dim)
+            if halfvec
+            else sql.SQL("e.dense <#> %(q)s::vector")
+        )
+    elif side == "sparse":
+        key = sql.SQL("e.sparse <#> %(q)s::sparsevec")
+    else:
+        raise ValueError(f"unknown side {side!r}")
+    # ``+ 0`` hides the expression from the planner: the exact order scans every row.
+    order = sql.SQL("({}) + 0").format(key) if exact else key
+    statement = sql.SQL(
+        "SELECT product_id FROM {t} e ORDER BY {order}, product_id LIMIT %(n)s"
+        if exact
+        else "SELECT product_id FROM {t} e ORDER BY {order} LIMIT %(n)s"
+    ).format(t=sql.Identifier(version.table), order=order)
+    with search_session(conn) as apply_settings:
+        if not exact:
+            settings = {"hnsw.ef_search": str(max(40, min(n, 1000)))}
+            if has_iterative_scan(conn):
+                settings["hnsw.iterative_scan"] = "relaxed_order"
+            apply_settings(settings)
+        rows = conn.execute(statement, {"q": query, "n": n}).fetchall()
+    return [r[0] for r in rows]

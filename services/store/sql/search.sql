@@ -30,12 +30,15 @@
 -- so its fused score is <= bound = alpha * d_N + (1 - alpha) * s_N. If the union holds k
 -- rows and the k-th fused score is >= bound, no row outside can enter the top k: the answer
 -- equals the exact one, up to the HNSW order (each list being the true top n of its side).
+-- That is a test, not a proof: an HNSW scan may miss rows of its own top n. The statement
+-- reports it as threshold_met (it decides deepening and the fallback); an answer is called
+-- exact only on the exact path (services.search.ranking, Certificate.exact).
 -- A side that returned fewer than n rows gives no such bound (its scan may have stopped
 -- early): its bound is its score's maximum, 1 (both sides are unit vectors). A side the
 -- query does not use (weight 0) adds nothing. On a halfvec index d_N is a half-precision
 -- score: dense_slack is added to it; candidates are re-ranked at full precision.
 --
--- Every row returned carries the certificate (path, certified, bound, kth) and the
+-- Every row returned carries the certificate (path, threshold_met, bound, kth) and the
 -- version's status; a query with no hit returns one row with a NULL product_id, so the
 -- certificate always comes back. pgvector's <#> is the NEGATIVE inner product.
 WITH
@@ -124,7 +127,7 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                 WHEN %(fallback_exact)s THEN 'exact'
                 WHEN %(deepen)s THEN 'deepened'
                 ELSE 'fast' END AS path,
-           %(route_exact)s OR f.ok OR d.ok OR %(fallback_exact)s AS certified,
+           %(route_exact)s OR f.ok OR d.ok OR %(fallback_exact)s AS threshold_met,
            CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.bound
                 ELSE d.bound END AS bound,
            CASE WHEN %(route_exact)s THEN NULL WHEN f.ok OR NOT %(deepen)s THEN f.kth
@@ -135,7 +138,7 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
     UNION ALL SELECT * FROM deep_r WHERE (SELECT path FROM cert) = 'deepened'
     UNION ALL SELECT * FROM exact_r WHERE (SELECT path FROM cert) = 'exact'
 )
-SELECT c.path, c.certified, c.bound, c.kth,
+SELECT c.path, c.threshold_met, c.bound, c.kth,
        (SELECT status FROM index_versions WHERE id = %(version_id)s) AS version_status,
        h.product_id, h.score, h.dense_score, h.sparse_score, h.sparse,
        p.product_display_name, {metadata}
