@@ -105,8 +105,30 @@ class ServeProcess:
             time.sleep(0.25)
         raise RuntimeError(f"{path} not 200: {last!r}; {self.log_path.read_text()[-3000:]}")
 
-    def fd_count(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+    def client_connections(self) -> int:
+        """The ESTABLISHED TCP connections on the server's port that the server process holds
+        (its socket fds matched against /proc/net/tcp{,6}): unlike a count of all its fds, not
+        moved by its database pool opening or closing connections meanwhile."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        held = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                cols = line.split()
+                local_port = int(cols[1].rsplit(":", 1)[1], 16)
+                if local_port == self.port and cols[3] == "01" and cols[9] in inodes:
+                    held += 1
+        return held
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -247,15 +269,14 @@ async def _slow_clients_and_normal_requests(srv: ServeProcess, n: int) -> dict:
             except TimeoutError:
                 pass
 
-    fds_before = srv.fd_count()
     rss_before = srv.rss_mib()
     keeper = asyncio.create_task(trickle())
     try:
         await asyncio.gather(*(open_one() for _ in range(n)))
         deadline = time.monotonic() + 60
-        while srv.fd_count() < fds_before + n and time.monotonic() < deadline:
+        while srv.client_connections() < n and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        held = srv.fd_count() - fds_before
+        held = srv.client_connections()
         statuses = []
         # Normal clients, each on a new connection, while all slow ones are open.
         async with httpx.AsyncClient(
@@ -267,7 +288,7 @@ async def _slow_clients_and_normal_requests(srv: ServeProcess, n: int) -> dict:
                 assert r.status_code == 200, r.text
                 assert len(r.json()["results"]) == 5
                 statuses.append((await client.get("/healthz")).status_code)
-        held_after = srv.fd_count() - fds_before
+        held_after = srv.client_connections()
         rss_during = srv.rss_mib()
         # Connections the client's kernel gave up on before the server could accept them
         # (a full accept queue on a loaded machine): reset when the trickle next writes.
