@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import _drop_database
+from synthetic import catalogue_rows
 
 from evaluation import metrics as M
 from evaluation.queries import DEFAULT_SIZES, FAMILIES, PINNED_PARAPHRASES, generate_queries
@@ -81,21 +82,8 @@ def test_ties_and_duplicates():
 
 
 # --- query set --------------------------------------------------------------------------------
-def _catalogue(n=600, seed=1):
-    from services.catalog import vocabulary as v
-
-    rng = random.Random(seed)
-    return [
-        {
-            "id": 1000 + i,
-            "articleType": rng.choice(sorted(v.ARTICLE_TYPES)),
-            "baseColour": rng.choice(sorted(v.COLOURS)),
-            "gender": rng.choice(v.GENDERS),
-            "season": rng.choice(v.SEASONS),
-            "usage": rng.choice(v.USAGES),
-        }
-        for i in range(n)
-    ]
+def _catalogue(n: int = 600, seed: int = 1) -> list[dict]:
+    return catalogue_rows(n, seed)
 
 
 def test_query_generator_is_deterministic():

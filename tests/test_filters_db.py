@@ -16,14 +16,13 @@ end no other test reaches).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from pgvector import SparseVector
+from synthetic import build_version, unit_vectors
 
 from services import search
 from services.catalog.schema import BY_COLUMN, BY_NAME, RANGE_FILTER_FIELDS, VALUE_FILTER_FIELDS
-from services.store import hnsw, products
 from services.store import index_versions as iv
+from services.store import products
 from services.store.db import connect
 
 N, DIM, VOCAB = 96, 32, 400
@@ -78,15 +77,7 @@ def _rows() -> list[dict]:
 
 
 def _vectors(seed: int = 26):
-    rng = np.random.default_rng(seed)
-    dense = rng.normal(size=(N, DIM)).astype(np.float32)
-    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-    sparse = []
-    for _ in range(N):
-        v = np.zeros(VOCAB, np.float32)
-        v[rng.choice(VOCAB, 10, replace=False)] = rng.random(10) + 0.05
-        sparse.append(SparseVector(v / np.linalg.norm(v)))
-    return dense, sparse
+    return unit_vectors(N, DIM, VOCAB, nnz=10, low=0.05, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +88,7 @@ def catalogue(settings):
     try:
         products.upsert_products(conn, _rows(), source="test-filters")
         dense, sparse = _vectors()
-        vid = iv.create_version(
-            conn, dense_model="test", dense_dim=DIM, sparse_model="test", sparse_dim=VOCAB
-        )
-        iv.load_embeddings(conn, vid, list(range(N)), dense, sparse)
-        hnsw.build_indexes(conn, vid)
-        iv.mark_ready(conn, vid, {"test": "filters"})
+        vid = build_version(conn, range(N), dense, sparse, {"test": "filters"})
         version = iv.swap_live(conn, vid)
         meta = iv.product_metadata(conn, vid)
         conn.commit()

@@ -20,11 +20,11 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from pgvector import SparseVector
+from synthetic import build_version, unit_vectors
 
 from services.config import get_settings
-from services.store import hnsw, products
 from services.store import index_versions as iv
+from services.store import products
 from services.store.db import connect
 
 N, DIM, VOCAB = 40, 16, 200
@@ -47,21 +47,8 @@ def _rows() -> list[dict]:
 
 def _build(conn, seed: int) -> int:
     """A version of the N products with seeded vectors, indexed and marked ready."""
-    rng = np.random.default_rng(seed)
-    dense = rng.normal(size=(N, DIM)).astype(np.float32)
-    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-    sparse = []
-    for _ in range(N):
-        v = np.zeros(VOCAB, np.float32)
-        v[rng.choice(VOCAB, 8, replace=False)] = rng.random(8) + 0.1
-        sparse.append(SparseVector(v / np.linalg.norm(v)))
-    vid = iv.create_version(
-        conn, dense_model="test", dense_dim=DIM, sparse_model="test", sparse_dim=VOCAB
-    )
-    iv.load_embeddings(conn, vid, list(range(N)), dense, sparse)
-    hnsw.build_indexes(conn, vid)
-    iv.mark_ready(conn, vid, {"test": "versions"})
-    return vid
+    dense, sparse = unit_vectors(N, DIM, VOCAB, nnz=8, low=0.1, seed=seed)
+    return build_version(conn, range(N), dense, sparse, {"test": "versions"})
 
 
 @pytest.fixture

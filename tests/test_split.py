@@ -15,9 +15,9 @@ import argparse
 import contextlib
 import hashlib
 import inspect
-import random
 
 import pytest
+from synthetic import catalogue_rows
 
 from evaluation import queries as Q
 from evaluation.queries import PINNED_PARAPHRASES, SPLITS, generate_queries, split_of
@@ -38,20 +38,7 @@ PINNED = {
 
 
 def _catalogue(n: int = 600, seed: int = 1) -> list[dict]:
-    from services.catalog import vocabulary as v
-
-    rng = random.Random(seed)
-    return [
-        {
-            "id": 1000 + i,
-            "articleType": rng.choice(sorted(v.ARTICLE_TYPES)),
-            "baseColour": rng.choice(sorted(v.COLOURS)),
-            "gender": rng.choice(v.GENDERS),
-            "season": rng.choice(v.SEASONS),
-            "usage": rng.choice(v.USAGES),
-        }
-        for i in range(n)
-    ]
+    return catalogue_rows(n, seed)
 
 
 _DRAWN: dict[tuple, Q.QuerySet] = {}

@@ -8,6 +8,7 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector import SparseVector
+from synthetic import build_version, unit_vectors
 
 from services import search
 from services.store import hnsw, migrate, products
@@ -39,16 +40,7 @@ def _rows(n: int = N) -> list[dict]:
 
 
 def _vectors(n: int = N, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    dense = rng.normal(size=(n, DIM)).astype(np.float32)
-    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-    sparse = []
-    for _ in range(n):
-        v = np.zeros(VOCAB, np.float32)
-        idx = rng.choice(VOCAB, 12, replace=False)
-        v[idx] = rng.random(12) + 0.05
-        sparse.append(SparseVector(v / np.linalg.norm(v)))
-    return dense, sparse
+    return unit_vectors(n, DIM, VOCAB, nnz=12, low=0.05, seed=seed)
 
 
 def _build_version(
@@ -56,12 +48,15 @@ def _build_version(
 ) -> int:
     products.upsert_products(conn, _rows(n), source="test")
     dense, sparse = _vectors(n, seed)
-    vid = iv.create_version(
-        conn, dense_model="test-dense", dense_dim=DIM, sparse_model="test-sparse", sparse_dim=VOCAB
+    vid = build_version(
+        conn,
+        range(n),
+        dense,
+        sparse,
+        {"test": True},
+        models=("test-dense", "test-sparse"),
+        dense_index=dense_index,
     )
-    iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
-    hnsw.build_indexes(conn, vid, dense_index=dense_index)
-    iv.mark_ready(conn, vid, {"test": True})
     if swap:
         iv.swap_live(conn, vid)
     return vid
