@@ -98,6 +98,9 @@ class Settings:
     airflow_log_port: int  # FASHION_AIRFLOW_LOG_PORT
     redis_port: int  # FASHION_REDIS_PORT: the Celery broker of `airflow start --executor celery`
     airflow_password: str | None  # FASHION_AIRFLOW_PASSWORD (unset: generated, see ops/airflow)
+    # FASHION_CURSOR_SECRET: the key that signs search cursors (unset: a random key kept in
+    # FASHION_HOME/secrets/cursor-key, shared by the API processes of one machine)
+    cursor_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +152,7 @@ class Settings:
             airflow_log_port=_number(env, "FASHION_AIRFLOW_LOG_PORT", "8793", int, 1),
             redis_port=_number(env, "FASHION_REDIS_PORT", "6390", int, 1),
             airflow_password=env.get("FASHION_AIRFLOW_PASSWORD", "").strip() or None,
+            cursor_secret=env.get("FASHION_CURSOR_SECRET", "").strip() or None,
         )
 
     # --- paths -------------------------------------------------------------
@@ -179,6 +183,11 @@ class Settings:
     def embedded(self) -> bool:
         """True when the project's own embedded PostgreSQL is the database."""
         return self.database_url_override is None
+
+    @property
+    def cursor_key_file(self) -> Path:
+        """The key that signs search cursors when FASHION_CURSOR_SECRET is unset (0600)."""
+        return self.home / "secrets" / "cursor-key"
 
     @property
     def pg_passfile(self) -> Path:

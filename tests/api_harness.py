@@ -54,8 +54,8 @@ class LiveIndex:
     sparse_model: str
 
 
-def build_live_index(settings) -> LiveIndex:
-    """Offline catalogue of CATALOG_SIZE products through the real reindex pipeline (real
+def build_live_index(settings, size: int = CATALOG_SIZE) -> LiveIndex:
+    """Offline catalogue of ``size`` (CATALOG_SIZE) products through the real reindex pipeline (real
     encoders, COPY, HNSW, checks, swap): the index the API serves in production, small."""
     from services.catalog.reader import iter_rows
     from services.catalog.sources import resolve_source
@@ -63,13 +63,13 @@ def build_live_index(settings) -> LiveIndex:
 
     report = run_reindex(
         source="offline",
-        size=CATALOG_SIZE,
-        shard_size=CATALOG_SIZE,
+        size=size,
+        shard_size=size,
         dense_model=settings.dense_model,
         sparse_model=settings.sparse_model,
     )
     assert report["status"] == "success", report.get("error")
-    rows = list(iter_rows(resolve_source("offline", size=CATALOG_SIZE)))
+    rows = list(iter_rows(resolve_source("offline", size=size)))
     return LiveIndex(report["version"], rows, report["dense_model"], report["sparse_model"])
 
 
@@ -215,3 +215,30 @@ def dashboard_app(settings, *, pool_timeout: float = 3.0):
         )
     finally:
         runtime.stop()
+
+
+def copy_version(conn, version_id: int) -> int:
+    """A ready copy of a version (same models, rows and vectors), with its own indexes."""
+    from psycopg import sql
+
+    from services.store import hnsw
+    from services.store import index_versions as iv
+
+    old = iv.get_version(conn, version_id)
+    vid = iv.create_version(
+        conn,
+        dense_model=old.dense_model,
+        dense_dim=old.dense_dim,
+        sparse_model=old.sparse_model,
+        sparse_dim=old.sparse_dim,
+        params={"test": "copy"},
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+            sql.Identifier(iv.table_name(vid)), sql.Identifier(old.table)
+        )
+    )
+    conn.commit()
+    hnsw.build_indexes(conn, vid)
+    iv.mark_ready(conn, vid, {"test": "copy"})
+    return vid

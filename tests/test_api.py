@@ -14,7 +14,7 @@ import zipfile
 
 import httpx
 import pytest
-from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, free_port, jpeg_bytes
+from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, copy_version, free_port, jpeg_bytes
 from api_harness import assert_error as _assert_error
 
 from services.catalog.schema import FACET_FIELDS, brand_from_name
@@ -526,33 +526,6 @@ def test_a_dead_pooled_connection_is_retried_not_a_503(
         srv.stop()
 
 
-def _copy_version(conn, version_id: int) -> int:
-    """A ready copy of a version (same models, rows and vectors), with its own indexes."""
-    from psycopg import sql
-
-    from services.store import hnsw
-    from services.store import index_versions as iv
-
-    old = iv.get_version(conn, version_id)
-    vid = iv.create_version(
-        conn,
-        dense_model=old.dense_model,
-        dense_dim=old.dense_dim,
-        sparse_model=old.sparse_model,
-        sparse_dim=old.sparse_dim,
-        params={"test": "copy"},
-    )
-    conn.execute(
-        sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-            sql.Identifier(iv.table_name(vid)), sql.Identifier(old.table)
-        )
-    )
-    conn.commit()
-    hnsw.build_indexes(conn, vid)
-    iv.mark_ready(conn, vid, {"test": "copy"})
-    return vid
-
-
 def test_searches_follow_swaps_and_dropped_versions_at_once(api, live, conn):
     """The API caches the live version; each search checks it in its own statement, so a
     swap (or the old version's table dropped) is seen by the very next search."""
@@ -566,8 +539,8 @@ def test_searches_follow_swaps_and_dropped_versions_at_once(api, live, conn):
         return resp.json()["index_version"]
 
     assert served() == live.version_id
-    first = _copy_version(conn, live.version_id)
-    second = _copy_version(conn, live.version_id)
+    first = copy_version(conn, live.version_id)
+    second = copy_version(conn, live.version_id)
     try:
         iv.swap_live(conn, first)
         assert served() == first  # the cached version is no longer live

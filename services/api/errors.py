@@ -29,6 +29,7 @@ from litestar.exceptions import HTTPException, InternalServerException
 from psycopg_pool import PoolTimeout
 
 from services.api.logs import current_request_id
+from services.api.paging import CursorRejected
 from services.api.runtime import ModelsNotReady
 from services.api.search_service import IndexModelMismatch, ProductNotFound
 from services.encoders.images import DecodersBusy, InvalidImageError, UnsupportedImageFormat
@@ -45,6 +46,7 @@ _REASONS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -78,6 +80,10 @@ def error_response(
     if rid:
         hdrs.setdefault("X-Request-ID", rid)
     return Response(content=body, status_code=status_code, media_type=MediaType.JSON, headers=hdrs)
+
+
+def _cursor_rejected(request: Request, exc: CursorRejected) -> Response:
+    return error_response(exc.status_code, exc.detail, exc.error)
 
 
 def _api_error(request: Request, exc: ApiError) -> Response:
@@ -191,6 +197,7 @@ def _internal(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
+    CursorRejected: _cursor_rejected,
     HTTPException: _http_exception,
     SearchValidationError: _validation,
     # Litestar picks the handler of the most specific class in the exception's MRO.

@@ -27,14 +27,19 @@ from services.search import (
     DEFAULT_BUDGET,
     DEFAULT_CANDIDATES,
     MAX_CANDIDATES,
+    MAX_DEPTH,
     MAX_K,
     MIN_ALPHA,
+    RELEVANT_POOL,
+    SORTS,
 )
 
 MAX_TEXT_CHARS = 1000
 DEFAULT_K = 12
 
 Mode = Literal["hybrid", "dense", "sparse"]
+Sort = Literal.__getitem__(SORTS)  # "relevance", then the schema's sortable fields
+MAX_CURSOR_CHARS = 512
 FilterValue = str | list[str] | int
 
 
@@ -93,6 +98,39 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
             "chip.",
         ),
     ] = None
+    offset: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=MAX_DEPTH - 1,
+            description=f"Results before this page (offset + k <= {MAX_DEPTH}). A next page "
+            "is better asked for with `cursor`, which also never repeats a product.",
+        ),
+    ] = 0
+    cursor: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CURSOR_CHARS)] | None,
+        msgspec.Meta(
+            description="`page.next_cursor` of the previous page, sent with the same search "
+            "(422 if it belongs to another search or is altered; 410 once the index it "
+            "belongs to is no longer live). Not with `offset`."
+        ),
+    ] = None
+    sort: Annotated[
+        Sort,
+        msgspec.Meta(
+            description="relevance (fused score), or newest (latest year first): a sort "
+            f"other than relevance orders the query's relevant set, the filtered top "
+            f"{RELEVANT_POOL} by fused score, not the whole catalogue."
+        ),
+    ] = "relevance"
+    facets: Annotated[
+        bool,
+        msgspec.Meta(
+            description="true: add `facet_counts`, per facet field how many of the query's "
+            f"relevant set (the filtered top {RELEVANT_POOL}) carry each value, a field's "
+            "own filter left off (one more database round trip)."
+        ),
+    ] = False
 
 
 class Term(msgspec.Struct):
@@ -134,6 +172,7 @@ class QueryEcho(msgspec.Struct):
     exact: bool
     filters: dict[str, FilterValue]
     literal: bool = False
+    sort: Sort = "relevance"
 
 
 class HnswRecall(msgspec.Struct):
@@ -231,6 +270,37 @@ class UnderstoodBody(msgspec.Struct):
     ignored: list[str]
 
 
+class Page(msgspec.Struct):
+    """Where this page stands. ``next_cursor`` continues it (null: no more results, or the
+    depth limit reached); ``ranked``: results the statement ranked for it (fewer than the
+    depth when fewer products pass the filters). ``shifted``: with a cursor, how many more
+    products the deeper ranking puts before the cursor than the earlier pages showed: 0
+    means this page continues them exactly; they are never repeated."""
+
+    offset: int
+    k: int
+    sort: Sort
+    ranked: int
+    has_more: bool
+    next_offset: int | None
+    next_cursor: str | None
+    shifted: int
+    max_depth: int = MAX_DEPTH
+
+
+class FacetCount(msgspec.Struct):
+    value: str
+    count: int
+
+
+class FacetCounts(msgspec.Struct):
+    """Per facet field (API name), the values the query's relevant set holds and how many
+    products carry each (most first); a field's own filter left off (disjunctive)."""
+
+    pool: Annotated[int, msgspec.Meta(description="The relevant set's size: the filtered top N")]
+    counts: dict[str, list[FacetCount]]
+
+
 class SearchResponse(msgspec.Struct):
     query: QueryEcho
     index_version: int
@@ -239,6 +309,8 @@ class SearchResponse(msgspec.Struct):
     certificate: Certificate
     results: list[SearchResult]
     understood: UnderstoodBody | None = None
+    page: Page | None = None
+    facet_counts: FacetCounts | None = None
 
 
 class Product(msgspec.Struct):
@@ -321,11 +393,13 @@ ERROR_DESCRIPTIONS = {
     400: "The request cannot be parsed: malformed JSON or multipart, a body that is not "
     "valid UTF-8, a parameter of the wrong type.",
     404: "No such product (or evaluation run).",
+    410: "The cursor belongs to an index version that is no longer live: start again from the "
+    "first page.",
     413: "Body or upload over the size limit, or a multipart form with too many parts.",
     415: "Neither JSON nor multipart, or an upload that is not an image format we read.",
-    422: "Parsed but invalid: no text and no image, alpha/k out of range, unknown or "
+    422: "Parsed but invalid: no text and no image, alpha/k/offset out of range, unknown or "
     "malformed filter, text too long, a NUL character in a text or filter value, "
-    "a corrupt or oversized image.",
+    "a corrupt or oversized image, a cursor altered or sent with another search.",
     503: "The database is unreachable or at an older schema revision, no index is live, "
     "the encoders are not loaded yet, or every image decoder is busy. Retry after "
     "Retry-After seconds.",

@@ -10,7 +10,6 @@ product.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -18,10 +17,8 @@ import msgspec
 import psycopg
 from pgvector import SparseVector
 
+from services.api import paging
 from services.api.runtime import (
-    PRIMARY,
-    PROBE_TIMEOUT_S,
-    REPLICA,
     ModelsNotReady,
     QueryVectors,
     Runtime,
@@ -31,9 +28,12 @@ from services.api.schemas import (
     AttributeBody,
     Certificate,
     CorrectionBody,
+    FacetCount,
+    FacetCounts,
     Facets,
     HnswRecall,
     IndexInfo,
+    Page,
     Product,
     ProductMetadata,
     QueryEcho,
@@ -48,6 +48,7 @@ from services.api.schemas import (
 from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.search import (
+    RELEVANT_POOL,
     Filters,
     NoLiveIndex,
     Ranking,
@@ -55,13 +56,12 @@ from services.search import (
     SearchQuery,
     SearchValidationError,
     certified_search,
+    facet_counts,
     facet_values,
     resolve_alpha,
     stored_vectors,
 )
-from services.store.db import ping, replication_lag
 from services.store.index_versions import IndexVersion, live_version
-from services.store.migrate import head_revision, schema_revision
 from services.store.products import get_product
 
 EXPLAIN_TERMS = 5
@@ -255,10 +255,20 @@ def search(
         runtime.settings.default_alpha,
         runtime.settings.default_alpha_multimodal,
     )
+    if req.cursor is not None and req.offset:
+        raise SearchValidationError("send either cursor or offset, not both")
+    key = paging.cursor_key(runtime.settings)
+    cursor = paging.decode_cursor(req.cursor, key) if req.cursor is not None else None
+    bound_to = paging.fingerprint(
+        text, image, req.mode, alpha, filters, req.literal, req.ignore, req.sort
+    )
+    if cursor is not None and cursor.fingerprint != bound_to:
+        paging.check_cursor(cursor, bound_to, cursor.index_version)
     vectors = runtime.query_vectors(
         text, image, literal=req.literal, ignore=frozenset(req.ignore or ())
     )
     splade = runtime.encoders.splade
+    offset = cursor.offset if cursor is not None else req.offset
     query = SearchQuery(
         dense=vectors.dense,
         sparse=vectors.sparse,
@@ -268,10 +278,22 @@ def search(
         exact=req.exact,
         candidates=req.candidates,
         budget=req.budget,
+        offset=offset,
+        sort=req.sort,
+        after=cursor.after if cursor is not None else None,
+        peek=True,
     )
     encoded = time.perf_counter()
     version, ranking, wait_ms = _ranked(runtime, query)
+    if cursor is not None:
+        paging.check_cursor(cursor, bound_to, version.id)
+    counts = None
+    if req.facets:
+        counts = runtime.read(lambda conn: facet_counts(conn, query, version))
     ranked = time.perf_counter()
+    state = paging.page_state(
+        ranking, offset, req.sort, cursor is not None, version.id, bound_to, key
+    )
     response = SearchResponse(
         query=QueryEcho(
             text=text,
@@ -282,6 +304,7 @@ def search(
             exact=req.exact,
             filters=dict(req.filters or {}),
             literal=req.literal,
+            sort=req.sort,
         ),
         index_version=version.id,
         took_ms=round((ranked - start) * 1000, 2),
@@ -289,6 +312,25 @@ def search(
         certificate=_certificate(ranking),
         results=_results(ranking.hits, vectors.sparse, splade),
         understood=_understood(vectors),
+        page=Page(
+            offset=offset,
+            k=req.k,
+            sort=req.sort,
+            ranked=ranking.ranked,
+            has_more=state.has_more,
+            next_offset=state.next_offset,
+            next_cursor=state.next_cursor,
+            shifted=state.shifted,
+        ),
+        facet_counts=None
+        if counts is None
+        else FacetCounts(
+            pool=RELEVANT_POOL,
+            counts={
+                name: [FacetCount(v, c) for v, c in values.items()]
+                for name, values in counts.items()
+            },
+        ),
     )
     if timings is not None:
         timings.update(
@@ -390,106 +432,4 @@ def facets(runtime: Runtime) -> Facets:
     version, cached = runtime.read(run)
     return Facets(
         index_version=version.id, values=cached, labels={f.name: f.label for f in FACET_FIELDS}
-    )
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
-
-
-def readiness_report(runtime: Runtime) -> tuple[dict[str, str], dict[str, Any]]:
-    """(named checks -> "ok" or what is wrong, the database's sides).
-
-    ``checks["database"]`` is "ok" when searches can be served: the primary answers, or
-    (with a read replica) the replica does ("ok: ..." says the primary is down); schema
-    and index are checked where searches read (the replica first). The sides:
-    ``{"primary": "ok" | "down: ...", "replica": "ok" | "down: ..." | "not configured",
-    "replica_lag_s": float | None, "replica_lag_bytes": int | None}``."""
-    checks = {"models": runtime.models_state, "understanding": runtime.understanding_state}
-    sides: dict[str, Any] = {
-        "primary": "ok",
-        "replica": "not configured",
-        "replica_lag_s": None,
-        "replica_lag_bytes": None,
-    }
-    two = runtime.read_pool is not None
-    errors: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        conns: dict[str, psycopg.Connection] = {}
-        for side in runtime.read_sides():
-            # A side seen down recently gets a short wait for a connection (likely down).
-            timeout = PROBE_TIMEOUT_S if two and runtime.side_down(side) else None
-            try:
-                conn = stack.enter_context(runtime.connection(side, timeout))
-                ping(conn)
-                conns[side] = conn
-            except Exception as exc:  # noqa: BLE001 - any failure means "down"
-                errors[side] = _reason(exc)
-            if two:
-                runtime.mark(side, up=side in conns)
-        if PRIMARY not in conns:
-            sides["primary"] = f"down: {errors[PRIMARY]}"
-        if two:
-            if REPLICA in conns:
-                sides["replica"] = "ok"
-                try:
-                    lag = replication_lag(conns[REPLICA], conns.get(PRIMARY))
-                    sides["replica_lag_s"], sides["replica_lag_bytes"] = lag.seconds, lag.bytes
-                except Exception as exc:  # noqa: BLE001 - the lag is informative only
-                    sides["replica"] = f"ok (lag unknown: {_reason(exc)})"
-            else:
-                sides["replica"] = f"down: {errors[REPLICA]}"
-        serving = next((side for side in runtime.read_sides() if side in conns), None)
-        if serving is None:
-            checks["database"] = f"unavailable: {errors[PRIMARY]}"
-            checks["index"] = "unknown (database unavailable)"
-            return checks, sides
-        checks["database"] = (
-            "ok" if PRIMARY in conns else "ok: searches served by the replica (primary down)"
-        )
-        try:
-            conn = conns[serving]
-            at, head = schema_revision(conn), head_revision()
-            checks["schema"] = (
-                f"ok: {at}"
-                if at == head
-                else f"behind: the database is at {at}, this API needs {head}; "
-                "run `fashion-search db migrate`"
-            )
-            version = live_version(conn)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            checks["database"] = f"unavailable: {_reason(exc)}"
-            checks["index"] = "unknown (database unavailable)"
-            return checks, sides
-    if version is None:
-        checks["index"] = "no live index version"
-    else:
-        checks["index"] = f"ok: v{version.id} ({version.row_count} rows)"
-        if checks["models"] == "loaded":
-            enc = runtime.encoders
-            if (version.dense_model, version.sparse_model) != (enc.clip.name, enc.splade.name):
-                checks["index"] = (
-                    f"mismatch: live v{version.id} uses {version.dense_model} + "
-                    f"{version.sparse_model}, API serves {enc.clip.name} + "
-                    f"{enc.splade.name}"
-                )
-    return checks, sides
-
-
-def readiness(runtime: Runtime) -> dict[str, str]:
-    """Named checks -> "ok" or what is wrong (:func:`readiness_report`'s checks)."""
-    return readiness_report(runtime)[0]
-
-
-def is_ready(checks: dict[str, str]) -> bool:
-    """Ready to serve searches. Query understanding counts once its first build is done,
-    whatever its outcome: a failed build ("unavailable: ...") serves literal searches
-    rather than taking the API down."""
-    return (
-        checks.get("models") == "loaded"
-        and checks.get("database", "").startswith("ok")
-        and checks.get("schema", "").startswith("ok")
-        and checks.get("index", "").startswith("ok")
-        and not checks.get("understanding", "").startswith(("building", "waiting"))
     )

@@ -103,6 +103,8 @@ class Field:
     derive: Callable[[dict], Any] | None = None
     description: str = ""
     label: str = ""  # shown to shoppers (the search page's filter names)
+    # A sort order of search results this field gives (descending: larger first), by name.
+    sort: str | None = None
 
     @property
     def in_dataset(self) -> bool:
@@ -163,7 +165,8 @@ FIELDS: tuple[Field, ...] = (
         _INT64,
         filter="range",
         metadata=True,
-        description="Catalogue year; filter with year_min / year_max.",
+        sort="newest",
+        description="Catalogue year; filter with year_min / year_max; sort newest first.",
     ),
     _attribute("usage", "usage", "Usage", "Casual, Formal, Sports, ..."),
     _text(
@@ -228,6 +231,7 @@ FILTER_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.filter)
 VALUE_FILTER_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.filter == "any")
 RANGE_FILTER_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.filter == "range")
 FACET_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.facet)
+SORT_FIELDS: tuple[Field, ...] = tuple(f for f in FIELDS if f.sort)
 # Dataset text attributes a row may carry (validation checks them as text).
 TEXT_ATTRIBUTES: tuple[str, ...] = tuple(f.name for f in DATASET_FIELDS if f.facet)
 

@@ -22,6 +22,7 @@ from services.catalog.schema import (
     BY_COLUMN,
     FILTER_FIELDS,
     RANGE_FILTER_FIELDS,
+    SORT_FIELDS,
     VALUE_FILTER_FIELDS,
     range_keys,
 )
@@ -43,6 +44,14 @@ EXACT_MAX_ROWS = 20_000
 # PostgreSQL refuses ("value out of range: underflow") instead of rounding to 0.
 MIN_ALPHA = 1e-6
 MODES = ("hybrid", "dense", "sparse")
+# How deep results go: a page of k results at offset o needs o + k <= MAX_DEPTH.
+MAX_DEPTH = 1000
+# The query's relevant set: the filtered top RELEVANT_POOL products by fused score. A sort
+# other than relevance orders this set (not the whole catalogue); facet counts count it.
+RELEVANT_POOL = 200
+# "relevance" (fused score), then one sort per field the schema marks sortable (descending).
+SORTS = ("relevance", *(f.sort for f in SORT_FIELDS))
+SORT_COLUMNS = {f.sort: f.column for f in SORT_FIELDS}
 
 
 class SearchValidationError(ValueError):
@@ -196,6 +205,29 @@ class SearchQuery:
     # Fall back to the exact scan when uncertified and the filtered rows are at most this
     # many; 0 also turns off routing selective filters to it (ranking.route_exact).
     exact_max_rows: int = EXACT_MAX_ROWS
+    # Pages. ``k`` is the page's size; ``offset`` the results before it. A relevance page is
+    # the slice [offset, offset + k) of the ranking of depth offset + k (deeper pages deepen
+    # the candidate lists); another sort's page the slice of the relevant set (RELEVANT_POOL)
+    # in that order. ``after``: the sort key of the previous page's last result (a cursor):
+    # the page then starts strictly after it (offset only says how deep to rank), so no
+    # product comes twice. ``peek``: rank one more, to say whether a next page exists.
+    offset: int = 0
+    sort: str = "relevance"
+    after: tuple | None = None
+    peek: bool = False
+    with_vectors: bool = True  # return each hit's sparse vector (for explanations)
+    whole_pool: bool = False  # the page is the whole relevant set (facet counts)
+
+    @property
+    def depth(self) -> int:
+        """How many results the statement ranks for this page."""
+        if self.sort != "relevance" or self.whole_pool:
+            return RELEVANT_POOL
+        return self.offset + self.k + (1 if self.peek else 0)
+
+    @property
+    def page_size(self) -> int:
+        return RELEVANT_POOL if self.whole_pool else self.k
 
 
 @dataclass(frozen=True)
@@ -252,6 +284,30 @@ class Ranking:
     # The version's status when the statement ran ("live", "retired", ...): a caller that
     # cached the live version checks it in the same round trip (services.api.runtime).
     version_status: str | None = None
+    # How many results the statement ranked (at most the query's depth: fewer when fewer
+    # products pass the filters), and how many of them sort at or before the query's
+    # ``after`` key (0 without one).
+    ranked: int = 0
+    before_after: int = 0
+
+
+def sort_key_columns(sort: str) -> tuple[str, ...]:
+    """The columns of a page's sort key (services/store/sql/search.sql, ``{sort_key}``), all
+    ascending: ("neg_score", "product_id") for relevance; a field's sort puts its negated
+    value (a missing value as 0: last) before them."""
+    if sort == "relevance":
+        return ("neg_score", "product_id")
+    return ("neg_value", "neg_score", "product_id")
+
+
+def sort_key(sort: str, hit: SearchHit) -> tuple:
+    """``hit``'s sort key under ``sort`` (as the statement computes it): the cursor of a page
+    ending with it."""
+    key: tuple = (-float(hit.score), int(hit.product_id))
+    if sort == "relevance":
+        return key
+    value = hit.metadata.get(SORT_COLUMNS[sort])
+    return (-(value or 0), *key)
 
 
 def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarray | None]:
@@ -262,6 +318,19 @@ def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarr
     alpha = query_alpha(query.alpha, query.dense is not None, query.sparse is not None)
     if isinstance(query.k, bool) or not isinstance(query.k, int) or not 1 <= query.k <= MAX_K:
         raise SearchValidationError(f"k must be an integer in 1..{MAX_K}, got {query.k!r}")
+    if (
+        isinstance(query.offset, bool)
+        or not isinstance(query.offset, int)
+        or not 0 <= query.offset <= MAX_DEPTH - query.k
+    ):
+        raise SearchValidationError(
+            f"offset must be an integer in 0..{MAX_DEPTH - query.k} (offset + k <= "
+            f"{MAX_DEPTH}: results go {MAX_DEPTH} deep), got {query.offset!r}"
+        )
+    if query.sort not in SORTS:
+        raise SearchValidationError(f"sort must be one of {', '.join(SORTS)}, got {query.sort!r}")
+    if query.after is not None and len(query.after) != len(sort_key_columns(query.sort)):
+        raise SearchValidationError("the cursor's sort key does not fit the sort")
     if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:
         raise SearchValidationError(f"candidates must be in 1..{MAX_CANDIDATES}")
     if query.budget is not None and not 1 <= query.budget <= MAX_CANDIDATES:

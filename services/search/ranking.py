@@ -15,15 +15,17 @@ Recall against exact is measured in the benchmarks, not assumed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 
-from services.catalog.schema import FILTER_FIELDS, METADATA_FIELDS
+from services.catalog.schema import FACET_FIELDS, FILTER_FIELDS, METADATA_FIELDS
 from services.search.contract import (
     DEFAULT_BUDGET,
     DEFAULT_CANDIDATES,
+    SORT_COLUMNS,
     Certificate,
     Filters,
     NoLiveIndex,
@@ -39,6 +41,7 @@ from services.store.search_sql import (
     filters_where,
     has_iterative_scan,
     run_search,
+    run_searches,
     search_session,
     search_statement,
     value_counts,
@@ -106,8 +109,10 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
     alpha, dense = validate(query, version)
     where, params = filters_where(query.filters.values, query.filters.ranges, "e")
-    n = query.candidates or max(query.k, DEFAULT_CANDIDATES)
+    depth = query.depth  # deeper pages deepen the candidate lists
+    n = query.candidates or max(depth, DEFAULT_CANDIDATES)
     budget = query.budget or max(n, DEFAULT_BUDGET)
+
     rows = estimated_rows(conn, version, query.filters)
     total = _total_rows(conn, version)
     filtered = bool(query.filters.values or query.filters.ranges)
@@ -115,7 +120,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         alpha=alpha,
         qd=dense,
         qs=query.sparse,
-        k=query.k,
+        k=depth,
         n=n,
         budget=budget,
         deepen=budget > n,
@@ -127,6 +132,11 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         estimated_rows=rows,
         dense_slack=HALFVEC_SLACK if dense_index(version) == "halfvec" else 0.0,
         version_id=version.id,
+        has_after=query.after is not None,
+        **{f"after_{i}": v for i, v in enumerate(query.after or (None,) * 3)},
+        skip=0 if query.after is not None else query.offset,
+        k_page=query.page_size,
+        with_vectors=query.with_vectors,
     )
     settings: dict[str, str] = {}
     if not params["route_exact"]:
@@ -135,7 +145,8 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         settings["hnsw.ef_search"] = str(query.ef_search or max(40, min(n, 1000)))
         if has_iterative_scan(conn):
             settings["hnsw.iterative_scan"] = "relaxed_order"
-    return Plan(search_statement(conn, version, where), params, settings, version)
+    statement = search_statement(conn, version, where, SORT_COLUMNS.get(query.sort))
+    return Plan(statement, params, settings, version)
 
 
 def certified_search(
@@ -168,7 +179,50 @@ def certified_search(
         certificate,
         alpha=p.params["alpha"],
         version_status=first["version_status"],
+        ranked=int(first["ranked"]),
+        before_after=int(first["before_after"]),
     )
+
+
+def facet_counts(
+    conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | None = None
+) -> dict[str, dict[str, int]]:
+    """For each facet field (by API name), how many of the query's relevant set carry each
+    value: the filtered top RELEVANT_POOL by fused score, a field's own filter left off
+    (disjunctive faceting: the counts of a field say what picking another of its values
+    would give). The field without a filter count the set under all the filters. One
+    statement per distinct filter set (the query's, and one per filtered facet field),
+    sent together: one round trip."""
+    version = version or live_version(conn)
+    if version is None:
+        raise NoLiveIndex("no index version is live yet; run the indexing pipeline first")
+    filtered = {column for column, _ in query.filters.values}
+    variants: dict[str, Filters] = {}  # facet column -> the filters its counts run under
+    for f in FACET_FIELDS:
+        own = f.column in filtered
+        values = tuple(v for v in query.filters.values if v[0] != f.column)
+        variants[f.column] = Filters(values, query.filters.ranges) if own else query.filters
+    pool = replace(
+        query, offset=0, after=None, sort="relevance", peek=False, with_vectors=False,
+        whole_pool=True,
+    )  # fmt: skip
+    distinct = list(dict.fromkeys(variants.values()))
+    with search_session(conn) as apply_settings:
+        plans = [plan(conn, replace(pool, filters=f), version) for f in distinct]
+        for p in plans:
+            apply_settings(p.settings)  # the same n for each: the same settings
+        results = run_searches(conn, [(p.statement, p.params) for p in plans])
+    rows_of = dict(zip(distinct, results))
+    counts = {}
+    for f in FACET_FIELDS:
+        rows = rows_of[variants[f.column]]
+        tally = Counter(
+            r["m_" + f.column]
+            for r in rows
+            if r["product_id"] is not None and r["m_" + f.column] is not None
+        )
+        counts[f.name] = dict(sorted(tally.items(), key=lambda kv: (-kv[1], kv[0])))
+    return counts
 
 
 def _unproven(params: dict[str, Any]) -> str:

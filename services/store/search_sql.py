@@ -36,6 +36,11 @@ HIT_METADATA = sql.SQL(", ").join(
     for f in METADATA_FIELDS
 )
 
+# The same columns as the page returns them (search.sql's {hit_metadata}).
+PAGE_METADATA = sql.SQL(", ").join(
+    sql.SQL("h.{a}").format(a=sql.Identifier("m_" + f.column)) for f in METADATA_FIELDS
+)
+
 ValueFilters = Sequence[tuple[str, Sequence[str]]]  # (column, values: any of them)
 RangeFilters = Sequence[tuple[str, int | None, int | None]]  # (column, min, max)
 
@@ -77,14 +82,36 @@ def dense_index(version: IndexVersion) -> str:
 # caches how it converts a text query (a composed one it parses again on every execution).
 # Keyed by everything the text holds: the same table name in another database (a test's,
 # the benchmark's) may be a version of another dimension.
-_STATEMENTS: dict[tuple[str, bool, int, str], str] = {}
+_STATEMENTS: dict[tuple[str, bool, int, str, str | None], str] = {}
 _STATEMENTS_MAX = 256
 
 
-def search_statement(conn: psycopg.Connection, version: IndexVersion, where: sql.Composable) -> str:
-    """``search.sql`` for ``version`` and a filter condition, its identifier slots filled."""
+def _page_key(sort_column: str | None) -> tuple[sql.Composable, sql.Composable]:
+    """search.sql's {sort_key} and {after}: the page's sort key (relevance, or a field's
+    value descending before it) and a cursor's key as a row of the same types."""
+    if sort_column is None:
+        return (
+            sql.SQL("ROW(-h.score, h.product_id)"),
+            sql.SQL("ROW(%(after_0)s::float8, %(after_1)s::bigint)"),
+        )
+    return (
+        sql.SQL("ROW(-coalesce(p.{}, 0)::bigint, -h.score, h.product_id)").format(
+            sql.Identifier(sort_column)
+        ),
+        sql.SQL("ROW(%(after_0)s::bigint, %(after_1)s::float8, %(after_2)s::bigint)"),
+    )
+
+
+def search_statement(
+    conn: psycopg.Connection,
+    version: IndexVersion,
+    where: sql.Composable,
+    sort_column: str | None = None,
+) -> str:
+    """``search.sql`` for ``version``, a filter condition and a page order (None: relevance;
+    else a column, larger first), its identifier slots filled."""
     halfvec = dense_index(version) == "halfvec"
-    key = (version.table, halfvec, int(version.dense_dim), where.as_string(conn))
+    key = (version.table, halfvec, int(version.dense_dim), where.as_string(conn), sort_column)
     text = _STATEMENTS.get(key)
     if text is None:
         if len(_STATEMENTS) >= _STATEMENTS_MAX:
@@ -96,6 +123,9 @@ def search_statement(conn: psycopg.Connection, version: IndexVersion, where: sql
                 t=sql.Identifier(version.table),
                 filters=where,
                 metadata=HIT_METADATA,
+                hit_metadata=PAGE_METADATA,
+                sort_key=_page_key(sort_column)[0],
+                after=_page_key(sort_column)[1],
                 # The dense scan orders by the indexed expression (the planner matches it).
                 dense_key=sql.SQL("e.dense::halfvec({})").format(dim)
                 if halfvec
@@ -115,6 +145,23 @@ def run_search(conn: psycopg.Connection, statement: str, params: dict[str, Any])
     faster than as text)."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(statement, params, binary=True).fetchall()
+
+
+def run_searches(
+    conn: psycopg.Connection, statements: Sequence[tuple[str, dict[str, Any]]]
+) -> list[list[dict]]:
+    """Several statements' rows, sent together in one pipeline (one round trip)."""
+    cursors = []
+    with conn.pipeline():
+        for statement, params in statements:
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute(statement, params, binary=True)
+            cursors.append(cur)
+    try:
+        return [cur.fetchall() for cur in cursors]
+    finally:
+        for cur in cursors:
+            cur.close()
 
 
 def explain(

@@ -249,7 +249,7 @@ class SearchController(Controller):
         "/",
         status_code=200,
         operation_class=SearchOperation,
-        responses=error_responses(400, 413, 415, 422, 503),
+        responses=error_responses(400, 410, 413, 415, 422, 503),
         summary="Search products",
         description="Text, image or both (multimodal). Returns fused, dense and sparse "
         "scores and the top contributing SPLADE terms of each product.",

@@ -8,7 +8,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 
-from services.api import search_service
+from services.api import readiness, search_service
 from services.api.runtime import Runtime
 from services.api.schemas import (
     DatabaseSides,
@@ -41,8 +41,8 @@ class SystemController(Controller):
         },
     )
     def readyz(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
-        checks, sides = search_service.readiness_report(runtime)
-        ready = search_service.is_ready(checks)
+        checks, sides = readiness.readiness_report(runtime)
+        ready = readiness.is_ready(checks)
         return Response(
             Readiness(
                 status="ready" if ready else "not ready",

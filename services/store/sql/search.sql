@@ -5,14 +5,22 @@
 --
 -- Identifier slots, filled from the index version before the statement is prepared:
 --   {t}            the version's table (alias e)
+--   {sort_key}     the page's sort key, a row compared ascending: ROW(-h.score,
+--                  h.product_id) for relevance; a sort by a field puts -coalesce(p.<field>, 0)
+--                  first (newest: the latest year first, a missing year last)
+--   {after}        ROW(%(after_0)s, %(after_1)s, ...), the key a cursor starts after
 --   {filters}      the WHERE condition of the request's filters over e (TRUE without any)
---   {metadata}     the products' metadata columns of each hit (p.<column> AS m_<column>)
+--   {metadata}     the products' metadata columns of each hit (p.<column> AS m_<column>);
+--                  {hit_metadata} the same columns read back from the page (h.m_<column>)
 --   {dense_key}    the dense column as its HNSW index orders it: e.dense, or
 --                  e.dense::halfvec(dim) for a halfvec index
 --   {dense_query}  the dense query vector cast the same way
--- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k, n (first
--- candidates per index), budget (deepened candidates), deepen, use_dense, use_sparse,
--- route_exact, fallback_exact, dense_slack (the halfvec rounding), version_id, and one
+-- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k (how deep
+-- the ranking goes: the page's offset + size, or the relevant set for another sort), n
+-- (first candidates per index), budget (deepened candidates), deepen, use_dense,
+-- use_sparse, route_exact, fallback_exact, dense_slack (the halfvec rounding), version_id,
+-- the page's has_after / after_<i> (a cursor's key), skip (an offset without a cursor),
+-- k_page (the page's size), with_vectors (return the hits' sparse vectors), and one
 -- parameter per filter value (f_<column>, f_<column>_min, f_<column>_max).
 --
 -- Stages; a stage runs only when the one before could not certify its answer (its scans sit
@@ -38,8 +46,12 @@
 -- query does not use (weight 0) adds nothing. On a halfvec index d_N is a half-precision
 -- score: dense_slack is added to it; candidates are re-ranked at full precision.
 --
--- Every row returned carries the certificate (path, threshold_met, bound, kth) and the
--- version's status; a query with no hit returns one row with a NULL product_id, so the
+--   4. the page: the ranking's rows in the page's sort order, after a cursor's key (so a
+--      product already shown never comes again) or after `skip` rows, `k_page` of them.
+--
+-- Every row returned carries the certificate (path, threshold_met, bound, kth), the
+-- version's status, how many rows were ranked and how many sort at or before a cursor's key;
+-- a query with no hit on the page returns one row with a NULL product_id, so the
 -- certificate always comes back. pgvector's <#> is the NEGATIVE inner product.
 WITH
 fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
@@ -137,11 +149,23 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
     SELECT * FROM fast_r WHERE (SELECT path FROM cert) = 'fast'
     UNION ALL SELECT * FROM deep_r WHERE (SELECT path FROM cert) = 'deepened'
     UNION ALL SELECT * FROM exact_r WHERE (SELECT path FROM cert) = 'exact'
+), keyed AS (                        -- 4. the page: the ranking in the page's sort order
+    SELECT h.*, {sort_key} AS sort_key, p.product_display_name, {metadata}
+    FROM hits h JOIN products p ON p.id = h.product_id
+), page AS (                         -- after the cursor's key (or offset rows), k_page rows
+    SELECT *, row_number() OVER (ORDER BY sort_key) AS pos
+    FROM keyed
+    WHERE NOT %(has_after)s OR sort_key > {after}
+    ORDER BY sort_key
+    OFFSET %(skip)s LIMIT %(k_page)s
 )
 SELECT c.path, c.threshold_met, c.bound, c.kth,
        (SELECT status FROM index_versions WHERE id = %(version_id)s) AS version_status,
-       h.product_id, h.score, h.dense_score, h.sparse_score, h.sparse,
-       p.product_display_name, {metadata}
+       (SELECT count(*) FROM hits) AS ranked,
+       (SELECT count(*) FROM keyed WHERE %(has_after)s AND NOT sort_key > {after}) AS before_after,
+       h.product_id, h.score, h.dense_score, h.sparse_score,
+       CASE WHEN %(with_vectors)s THEN h.sparse END AS sparse,
+       h.product_display_name, {hit_metadata}
 FROM cert c
-LEFT JOIN (hits h JOIN products p ON p.id = h.product_id) ON TRUE
-ORDER BY h.score DESC, h.product_id
+LEFT JOIN page h ON TRUE
+ORDER BY h.pos
