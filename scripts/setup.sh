@@ -12,6 +12,9 @@ log() { printf '\n== setup: %s\n' "$*"; }
 APT_PACKAGES=(dataset-fashion-mnist wordnet-base redis-server)  # wordnet-base: services/understanding/wordnet_db.py; redis-server: the Celery broker
 if [[ "${WITH_BROWSER:-0}" == "1" ]]; then
   APT_PACKAGES+=(chromium fonts-dejavu-core)
+  # npm fetches axe-core (below); Debian's npm only where no npm is installed (a NodeSource
+  # nodejs bundles its own, and conflicts with Debian's package)
+  command -v npm >/dev/null || APT_PACKAGES+=(npm)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,6 +25,28 @@ if (( ${#missing[@]} )); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+# axe-core for the accessibility checks in the browser tests (tests/axe.py injects axe.min.js
+# into the page): pinned, integrity-checked, into the git-ignored .fashion/npm.
+AXE_VERSION=4.14.1
+AXE_INTEGRITY=sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==
+if [[ "${WITH_BROWSER:-0}" == "1" ]]; then
+  axe_dir=.fashion/npm/node_modules/axe-core
+  axe_have() {
+    [[ -s $axe_dir/axe.min.js ]] \
+      && node -e 'process.exit(require(process.argv[1]).version === process.argv[2] ? 0 : 1)' \
+        "$PWD/$axe_dir/package.json" "$AXE_VERSION" \
+      && grep -qF "\"integrity\": \"$AXE_INTEGRITY\"" .fashion/npm/node_modules/.package-lock.json
+  }
+  if ! axe_have 2>/dev/null; then
+    log "npm install axe-core@$AXE_VERSION into .fashion/npm"
+    rm -rf .fashion/npm
+    mkdir -p .fashion/npm
+    npm install --prefix .fashion/npm --no-save --no-audit --no-fund --ignore-scripts \
+      --loglevel=error "axe-core@$AXE_VERSION"
+    axe_have || { echo "setup: axe-core@$AXE_VERSION missing or not the pinned tarball" >&2; exit 1; }
+  fi
 fi
 
 PY=${PYTHON:-python3.11}

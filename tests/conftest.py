@@ -216,3 +216,22 @@ def server(live, app_settings):
     srv.wait_ready()
     yield srv
     srv.stop()
+
+
+# --- the real headless browser of the page tests ------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright), one per test module."""
+    from api_harness import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        # CI installs Chromium (make test): there a missing browser is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM} (make test installs it)")
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

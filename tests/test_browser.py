@@ -6,32 +6,15 @@ storefront-image.png, storefront-phone.png, storefront-error.png.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from api_harness import CHROMIUM, CHROMIUM_ARGS
 
 from services.catalog.schema import FACET_FIELDS, brand_from_name
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        # CI installs Chromium (make test): there a missing browser is a failure, not a skip.
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium not found at {CHROMIUM} (make test installs it)")
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """The MAP dashboard in headless Chromium: the page renders its charts as pictures and the
-previous-run comparison highlights a regression. Screenshot: artifacts/dashboard.png.
+previous-run comparison highlights a regression; it passes axe-core (no serious or critical
+violation, tests/axe.py), every control is reached by Tab with a visible focus indicator,
+and every picture has a text alternative. Screenshot: artifacts/dashboard.png.
 
 Two SYNTHETIC runs are stored (numbers made up for the picture, marked
 ``details.synthetic``); the real numbers come from ``fashion-search eval``.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from api_harness import CHROMIUM, CHROMIUM_ARGS
+from axe import axe_violations, format_violations, require_axe
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -101,12 +104,16 @@ def dashboard_url(settings, conn):
     stack.close()
 
 
-def test_dashboard_in_headless_chromium(dashboard_url):
+def _require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         # CI installs Chromium (make test): there a missing browser is a failure, not a skip.
         if os.environ.get("CI"):
             pytest.fail(f"Chromium not found at {CHROMIUM} (make test installs it)")
         pytest.skip(f"Chromium not found at {CHROMIUM}")
+
+
+def test_dashboard_in_headless_chromium(dashboard_url):
+    _require_chromium()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -134,3 +141,105 @@ def test_dashboard_in_headless_chromium(dashboard_url):
         finally:
             browser.close()
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+# Everything a keyboard user can act on (the dashboard's links, its scrollable tables).
+_FOCUSABLE = (
+    "a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]),"
+    " textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])"
+)
+# The focus indicator of the focused element: outline and box-shadow as computed.
+_RING = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e);
+  const outline = s.outlineStyle === 'none' || parseFloat(s.outlineWidth) === 0
+    ? 'none' : `${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor}`;
+  return {id: e.dataset.a11y || null, outline, shadow: s.boxShadow};
+}"""
+
+
+def _keyboard_walk(page) -> None:
+    """Tab through the page: every control is reached, in document order, each with a
+    focus indicator (outline or box-shadow) it does not have unfocused."""
+    controls = page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel)].map((e, i) => {
+             e.dataset.a11y = String(i);
+             const s = getComputedStyle(e);
+             return {id: String(i), html: e.outerHTML.slice(0, 100), shadow: s.boxShadow,
+                     outline: s.outlineStyle === 'none' || parseFloat(s.outlineWidth) === 0
+                       ? 'none' : `${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor}`};
+           })""",
+        _FOCUSABLE,
+    )
+    assert controls, "the dashboard has no keyboard control to check"
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    reached = []
+    for _ in range(len(controls) + 1):
+        page.keyboard.press("Tab")
+        ring = page.evaluate(_RING)
+        if ring is None:  # past the last control
+            break
+        assert ring["id"] is not None, f"Tab reached an element that is no control: {ring}"
+        idle = controls[int(ring["id"])]
+        assert (
+            ring["outline"] != "none"
+            and ring["outline"] != idle["outline"]
+            or (ring["shadow"] != idle["shadow"])
+        ), f"no visible focus indicator on {idle['html']}: {ring} (unfocused: {idle})"
+        reached.append(ring["id"])
+    missing = [c["html"] for c in controls if c["id"] not in reached]
+    assert not missing, f"not reachable by Tab: {missing}"
+    assert reached == [c["id"] for c in controls], "Tab order is not the document order"
+    # a link is usable by keyboard: Enter on the focused one follows it
+    page.focus("[data-a11y='0']")
+    href = page.eval_on_selector("[data-a11y='0']", "e => e.href || null")
+    if href:
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        assert page.url == href
+
+
+def test_dashboard_accessibility(dashboard_url, conn):
+    """axe-core: no serious or critical violation on /dashboard (desktop and phone widths,
+    with an alert shown, and the page with no run yet); on a phone the page does not scroll
+    sideways; the keyboard walk; pictures with a text alternative."""
+    _require_chromium()
+    require_axe()
+    from playwright.sync_api import sync_playwright
+
+    from evaluation.dashboard import DashboardData, render_page
+    from services.store import evaluations as storage
+
+    latest = storage.latest_run(conn)
+    storage.record_alert(
+        conn, source="synthetic", message="hybrid MAP@10 regressed", run_id=latest.id
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for viewport in ({"width": 1280, "height": 900}, {"width": 390, "height": 844}):
+                page = browser.new_page(viewport=viewport)
+                response = page.goto(dashboard_url, wait_until="networkidle")
+                assert response is not None and response.status == 200
+                assert page.locator("main").count() == 1
+                found = axe_violations(page)
+                assert not found, f"{viewport}: " + format_violations(found)
+                alts = page.eval_on_selector_all("img", "els => els.map(e => e.alt.trim())")
+                assert len(alts) == 3 and all(alts), f"a picture without alt text: {alts}"
+                width = page.evaluate("() => document.documentElement.scrollWidth")
+                assert width <= viewport["width"], f"{viewport}: the page scrolls sideways"
+                if viewport["width"] == 1280:
+                    _keyboard_walk(page)
+                page.close()
+
+            empty = DashboardData([], {}, None, [], None, None, [], [], 0.5, 0.02)
+            page = browser.new_page()
+            page.goto(dashboard_url, wait_until="networkidle")  # same origin, for the picture
+            page.set_content(render_page(empty, "/dashboard"))
+            found = axe_violations(page)
+            assert not found, "no run yet: " + format_violations(found)
+            assert page.eval_on_selector("img", "e => e.alt.trim()")
+            page.close()
+        finally:
+            browser.close()
