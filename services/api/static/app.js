@@ -55,30 +55,50 @@
       $("#index-badge").title = `${v.dense_model} + ${v.sparse_model}`;
     } catch (_) { $("#index-badge").textContent = "offline"; }
   }
+  // Every facet value of the index (GET /v1/facets); a search's facet_counts then say how
+  // many of its relevant products carry each one (values with none are hidden).
+  let facetValues = {};
   async function loadFacets() {
     try {
       const r = await fetch("/v1/facets");
       if (!r.ok) return;
       const f = await r.json();
-      const before = $("#mode-label");
+      facetValues = f.values;
+      const before = $("#sort-label");
       for (const [name, label] of Object.entries(f.labels)) {
         const wrap = document.createElement("label");
         wrap.append(`${label} `);
         const sel = document.createElement("select");
         sel.name = name; sel.dataset.facet = name;
-        const any = document.createElement("option");
-        any.value = ""; any.textContent = "Any";
-        sel.appendChild(any);
-        for (const v of f.values[name] || []) {
-          const o = document.createElement("option");
-          o.value = v; o.textContent = v;
-          sel.appendChild(o);
-        }
         sel.addEventListener("change", rerun);
         wrap.appendChild(sel);
         before.parentNode.insertBefore(wrap, before);
+        setFacetOptions(sel, null);
       }
     } catch (_) { /* filters stay "Any" */ }
+  }
+  // The options of a facet's select: every value (counts null), or those the query's
+  // relevant set holds, with their counts; the selected value always stays.
+  function setFacetOptions(sel, counts) {
+    const chosen = sel.value;
+    const any = document.createElement("option");
+    any.value = ""; any.textContent = "Any";
+    const options = [any];
+    const entries = counts ? counts.map((c) => [c.value, c.count]) : (facetValues[sel.name] || []).map((v) => [v, null]);
+    if (chosen && !entries.some(([v]) => v === chosen)) entries.unshift([chosen, counts ? 0 : null]);
+    for (const [v, n] of entries) {
+      const o = document.createElement("option");
+      o.value = v; o.textContent = n === null ? v : `${v} (${n})`;
+      if (n !== null) o.dataset.count = String(n);
+      options.push(o);
+    }
+    sel.replaceChildren(...options);
+    sel.value = chosen;
+  }
+  function showFacetCounts(fc) {
+    document.querySelectorAll("select[data-facet]").forEach((sel) => {
+      setFacetOptions(sel, fc ? (fc.counts[sel.name] || []) : null);
+    });
   }
 
   // --- image input -----------------------------------------------------------------
@@ -102,9 +122,7 @@
   }
   fileInput.addEventListener("change", () => setImage(fileInput.files[0] || null));
   $("#clear-image").addEventListener("click", () => { setImage(null); if (q.value.trim()) search(); });
-  $("#drop-label").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
-  });
+  $("#drop-label").addEventListener("click", () => fileInput.click());
   for (const ev of ["dragenter", "dragover"]) {
     document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
   }
@@ -137,6 +155,7 @@
   alpha.addEventListener("change", () => { alphaTouched = true; });
   $("#alpha-reset").addEventListener("click", () => { alphaTouched = false; applyDefaultAlpha(); rerun(); });
   document.querySelectorAll("#filters select").forEach((s) => s.addEventListener("change", rerun));
+  $("#sort").addEventListener("change", rerun);
 
   function filters() {
     const out = {};
@@ -148,9 +167,79 @@
     else if (q.value.trim() || imageFile) search();
   }
 
+  // --- type-ahead (GET /v1/suggest): an ARIA combobox over the search box ---------------------
+  const sugList = $("#suggestions");
+  let sugItems = [], sugActive = -1, sugTimer = null, sugAbort = null;
+  function closeSuggestions() {
+    sugList.hidden = true; sugList.replaceChildren(); sugItems = []; sugActive = -1;
+    q.setAttribute("aria-expanded", "false"); q.removeAttribute("aria-activedescendant");
+  }
+  function highlight(i) {
+    sugActive = i;
+    sugList.querySelectorAll("[role=option]").forEach((li, j) => {
+      li.setAttribute("aria-selected", String(j === i));
+      li.classList.toggle("active", j === i);
+    });
+    if (i >= 0) q.setAttribute("aria-activedescendant", `sug-${i}`);
+    else q.removeAttribute("aria-activedescendant");
+  }
+  function pick(i) {
+    const s = sugItems[i];
+    if (!s) return;
+    q.value = s.text;
+    closeSuggestions();
+    search();
+  }
+  const KINDS = { article_type: "type", articleType: "type", base_colour: "colour", baseColour: "colour", brand: "brand", phrase: "in names" };
+  async function suggest() {
+    const text = q.value.trim();
+    if (text.length < 2 || document.activeElement !== q) { closeSuggestions(); return; }
+    if (sugAbort) sugAbort.abort();
+    sugAbort = new AbortController();
+    let body;
+    try {
+      const r = await fetch(`/v1/suggest?q=${encodeURIComponent(text)}`, { signal: sugAbort.signal });
+      if (!r.ok) { closeSuggestions(); return; }
+      body = await r.json();
+    } catch (_) { return; }
+    if (q.value.trim() !== text) return;  // typed on meanwhile
+    sugItems = body.suggestions || [];
+    if (!sugItems.length) { closeSuggestions(); return; }
+    const items = sugItems.map((s, i) => {
+      const li = document.createElement("li");
+      li.id = `sug-${i}`; li.setAttribute("role", "option"); li.setAttribute("aria-selected", "false");
+      li.dataset.text = s.text;
+      const label = document.createElement("span");
+      label.textContent = s.text;
+      const meta = document.createElement("small");
+      meta.textContent = `${KINDS[s.kind] || s.kind} · ${s.count}`;
+      li.append(label, meta);
+      li.addEventListener("mousedown", (e) => { e.preventDefault(); pick(i); });
+      return li;
+    });
+    sugList.replaceChildren(...items);
+    sugList.hidden = false; sugActive = -1;
+    q.setAttribute("aria-expanded", "true");
+  }
+  q.addEventListener("input", () => { clearTimeout(sugTimer); sugTimer = setTimeout(suggest, 60); });
+  q.addEventListener("blur", () => setTimeout(closeSuggestions, 100));
+  q.addEventListener("keydown", (e) => {
+    const open = !sugList.hidden && sugItems.length > 0;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      if (!open) { if (e.key === "ArrowDown") suggest(); return; }
+      e.preventDefault();
+      const n = sugItems.length;
+      highlight(e.key === "ArrowDown" ? (sugActive + 1) % n : (sugActive - 1 + n) % n);
+    } else if (e.key === "Enter" && open && sugActive >= 0) {
+      e.preventDefault(); pick(sugActive);
+    } else if (e.key === "Escape" && open) {
+      e.preventDefault(); closeSuggestions();
+    }
+  });
+
   // --- requests --------------------------------------------------------------------------
-  async function request(url, init) {
-    if (inflight) inflight.abort();
+  async function request(url, init, opts = {}) {
+    if (inflight && !opts.keep) inflight.abort();
     inflight = new AbortController();
     grid.classList.add("loading");
     try {
@@ -166,16 +255,11 @@
     }
   }
 
-  async function search() {
-    lastWasSimilar = null;
-    const text = q.value.trim();
-    if (!text && !imageFile) { showError("Type a description or add a photo first."); q.focus(); return; }
-    if (text !== understoodFor) { ignored = []; literal = false; understoodFor = text; }
-    const fields = { alpha: Number(alpha.value), k: 24, mode: $("#mode").value, filters: filters() };
-    if (text) fields.text = text;
-    if (literal) fields.literal = true;
-    if (ignored.length) fields.ignore = ignored.slice();
-    let init;
+  // The search in view: its fields (to ask for the next page), its cursor, its products.
+  let view = null;
+  const PAGE = 24;
+
+  function requestInit(fields) {
     if (imageFile) {
       const fd = new FormData();
       for (const [k, v] of Object.entries(fields)) {
@@ -183,18 +267,104 @@
         fd.append(k, typeof v === "object" ? JSON.stringify(v) : String(v));
       }
       fd.append("image", imageFile, imageFile.name || "query.jpg");
-      init = { method: "POST", body: fd };
-    } else {
-      init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) };
+      return { method: "POST", body: fd };
     }
-    const data = await request("/v1/search", init);
+    return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) };
+  }
+
+  // opts.pages: pages to show at once (back/forward restores them); opts.push: a new history entry.
+  async function search(opts = {}) {
+    lastWasSimilar = null;
+    closeSuggestions();
+    const text = q.value.trim();
+    if (!text && !imageFile) { showError("Type a description or add a photo first."); q.focus(); return; }
+    if (text !== understoodFor) { ignored = []; literal = false; understoodFor = text; }
+    const fields = { alpha: Number(alpha.value), k: PAGE, mode: $("#mode").value, sort: $("#sort").value, filters: filters() };
+    if (text) fields.text = text;
+    if (literal) fields.literal = true;
+    if (ignored.length) fields.ignore = ignored.slice();
+    const data = await request("/v1/search", requestInit({ ...fields, facets: true }));
     if (!data) return;
+    view = { fields, cursor: data.page.next_cursor, ids: new Set(), pages: 1, tookMs: data.took_ms, alpha: data.query.alpha, version: data.index_version };
     const what = [text && `“${text}”`, imageFile && "your photo"].filter(Boolean).join(" + ");
     title.textContent = what ? `Results for ${what}` : "Results";
-    statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.query.alpha.toFixed(2)} · index v${data.index_version}`;
     renderUnderstood(data.understood);
+    showFacetCounts(data.facet_counts);
     render(data.results, data.query.alpha);
+    addIds(data.results);
+    showPageState();
+    for (let p = 1; p < (opts.pages || 1) && view.cursor; p++) await loadMore({ quiet: true });
+    remember(opts.push !== false);
+    if (opts.scrollY) window.scrollTo(0, opts.scrollY);
   }
+
+  function addIds(results) { for (const r of results) view.ids.add(r.id); }
+  function showPageState() {
+    const n = view.ids.size;
+    statusEl.textContent = `${n} products · ${view.tookMs.toFixed(1)} ms · alpha ${view.alpha.toFixed(2)} · index v${view.version}`;
+    const more = $("#more");
+    more.hidden = !view.cursor;
+    $("#more-status").textContent = view.cursor ? "" : (n ? `That is all: ${n} products.` : "");
+  }
+
+  async function loadMore(opts = {}) {
+    if (!view || !view.cursor) return;
+    const data = await request("/v1/search", requestInit({ ...view.fields, cursor: view.cursor }), { keep: true });
+    if (!data) return;
+    const fresh = data.results.filter((r) => !view.ids.has(r.id));
+    render(fresh, data.query.alpha, { append: true });
+    addIds(fresh);
+    view.cursor = data.page.next_cursor;
+    view.pages += 1;
+    view.tookMs = data.took_ms;
+    showPageState();
+    if (!opts.quiet) {
+      remember(false);
+      $("#more-status").textContent = `Loaded ${fresh.length} more products.` + (view.cursor ? "" : ` That is all: ${view.ids.size}.`);
+    }
+  }
+  $("#more").addEventListener("click", () => loadMore());
+
+  // --- the search in the address bar: back/forward and reloads show the same pages ------------
+  function stateQuery() {
+    if (!view || imageFile) return null;  // a photo cannot travel in a URL
+    const f = view.fields, u = new URLSearchParams();
+    u.set("q", f.text || "");
+    u.set("alpha", String(f.alpha));
+    if (f.mode !== "hybrid") u.set("mode", f.mode);
+    if (f.sort !== "relevance") u.set("sort", f.sort);
+    for (const [k, v] of Object.entries(f.filters)) u.set(k, v);
+    if (view.pages > 1) u.set("pages", String(view.pages));
+    return `?${u}`;
+  }
+  function remember(push) {
+    const url = stateQuery();
+    if (url === null) return;
+    const state = { scrollY: window.scrollY };
+    if (push && url !== location.search) history.pushState(state, "", url);
+    else history.replaceState(state, "", url);
+  }
+  let scrollTimer = null;
+  window.addEventListener("scroll", () => {
+    clearTimeout(scrollTimer);
+    scrollTimer = setTimeout(() => { if (view && stateQuery() === location.search) history.replaceState({ scrollY: window.scrollY }, "", location.search); }, 120);
+  });
+  async function restore() {
+    const u = new URLSearchParams(location.search);
+    if (!u.get("q")) return;
+    q.value = u.get("q");
+    if (u.has("alpha")) { alpha.value = u.get("alpha"); alphaTouched = true; showAlpha(); }
+    $("#mode").value = u.get("mode") || "hybrid";
+    $("#sort").value = u.get("sort") || "relevance";
+    document.querySelectorAll("select[data-facet]").forEach((sel) => {
+      const v = u.get(sel.name) || "";
+      if (v && ![...sel.options].some((o) => o.value === v)) sel.add(new Option(v, v));
+      sel.value = v;
+    });
+    const pages = Math.min(Number(u.get("pages")) || 1, 40);
+    await search({ pages, push: false, scrollY: (history.state && history.state.scrollY) || 0 });
+  }
+  window.addEventListener("popstate", () => { restore(); });
 
   // --- what the search understood -------------------------------------------------------
   const FIELD_LABELS = { articleType: "Type", baseColour: "Colour", gender: "For", usage: "Occasion", season: "Season" };
@@ -244,6 +414,8 @@
     const data = await request(`/v1/products/${id}/similar?k=24&alpha=${alpha.value}`, {});
     if (!data) return;
     title.textContent = `More like “${name}”`;
+    view = null; $("#more").hidden = true; $("#more-status").textContent = "";
+    showFacetCounts(null);
     statusEl.textContent = `${data.results.length} products · ${data.took_ms.toFixed(1)} ms · alpha ${data.alpha.toFixed(2)}`;
     render(data.results, data.alpha);
     window.scrollTo({ top: 0, behavior: "smooth" });
@@ -253,9 +425,9 @@
   // --- rendering ---------------------------------------------------------------------------
   const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(3));
 
-  function render(results, a) {
-    grid.replaceChildren();
-    if (!results.length) {
+  function render(results, a, opts = {}) {
+    if (!opts.append) grid.replaceChildren();
+    if (!results.length && !opts.append) {
       const li = document.createElement("li");
       li.className = "empty";
       li.textContent = "No products match. Try fewer filters or other words.";
@@ -304,5 +476,5 @@
   });
   showAlpha();
   loadIndex();
-  loadFacets();
+  loadFacets().then(restore);
 })();
