@@ -507,8 +507,9 @@ def test_a_dead_pooled_connection_is_retried_not_a_503(
     from services.api.app import create_app
 
     monkeypatch.setattr(runtime_module, "POOL_CHECK_IDLE_S", 3600.0)  # never checked here
-    # one pooled connection, the searches': query understanding's checks would hold another
-    app = create_app(dataclasses.replace(app_settings, understanding=False))
+    # one pooled connection, the searches': query understanding's checks would hold another,
+    # and a pool of one keeps the type-ahead's warm-up on that same connection
+    app = create_app(dataclasses.replace(app_settings, understanding=False, api_pool_size=1))
     srv = ServerThread(app).start()
     try:
         srv.wait_ready()

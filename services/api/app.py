@@ -10,16 +10,19 @@ OpenAPI 3.1 is served at ``/schema`` (``/schema/openapi.json``, Swagger at ``/sc
 from __future__ import annotations
 
 import logging
+import threading
 
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
+from services.api import suggest as suggest_service
 from services.api.controllers.dashboard import DashboardController
 from services.api.controllers.page import STATIC_DIR, PageController
 from services.api.controllers.products import ProductController
 from services.api.controllers.search import MAX_FORM_PARTS, SearchController
+from services.api.controllers.suggest import SuggestController
 from services.api.controllers.system import SystemController
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.logs import request_id_middleware
@@ -52,6 +55,13 @@ def _swagger_ui_assets() -> list:
     ]
 
 
+def _warm_suggestions(runtime: Runtime) -> None:
+    try:
+        suggest_service.load(runtime)
+    except Exception as exc:  # noqa: BLE001 - a warm-up only; requests report real errors
+        log.info("type-ahead index not built at start (%s); the first request builds it", exc)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -68,6 +78,11 @@ def create_app(
 
     def start() -> None:
         runtime.start()
+        # The type-ahead's index, built before the first keystroke needs it (best effort:
+        # without a live index or a database the first /v1/suggest builds it, or says 503).
+        threading.Thread(
+            target=_warm_suggestions, args=(runtime,), name="suggest-warmup", daemon=True
+        ).start()
 
     def stop() -> None:
         runtime.stop()
@@ -75,6 +90,7 @@ def create_app(
     app = Litestar(
         route_handlers=[
             SearchController,
+            SuggestController,
             ProductController,
             SystemController,
             PageController,
