@@ -116,6 +116,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
     rows = estimated_rows(conn, version, query.filters)
     total = _total_rows(conn, version)
     filtered = bool(query.filters.values or query.filters.ranges)
+    fallback = rows <= query.exact_max_rows
     params.update(
         alpha=alpha,
         qd=dense,
@@ -123,12 +124,15 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         k=depth,
         n=n,
         budget=budget,
-        deepen=budget > n,
+        # Where the exact scan is the fallback (few filtered rows), an uncertified answer
+        # goes straight to it: there it costs less than the deep stage (docs/benchmarks.md,
+        # "pages": 13 ms vs 30 ms at 10,000 rows), and its answer is proven.
+        deepen=budget > n and not fallback,
         use_dense=dense is not None and alpha > 0.0,
         use_sparse=query.sparse is not None and alpha < 1.0,
         route_exact=query.exact
         or (filtered and query.exact_max_rows > 0 and route_exact(rows, total, n)),
-        fallback_exact=rows <= query.exact_max_rows,
+        fallback_exact=fallback,
         estimated_rows=rows,
         dense_slack=HALFVEC_SLACK if dense_index(version) == "halfvec" else 0.0,
         version_id=version.id,

@@ -190,7 +190,7 @@
     closeSuggestions();
     search();
   }
-  const KINDS = { article_type: "type", articleType: "type", base_colour: "colour", baseColour: "colour", brand: "brand", phrase: "in names" };
+  const KINDS = { articleType: "type", baseColour: "colour", brand: "brand", subCategory: "category", usage: "occasion", phrase: "in names" };
   async function suggest() {
     const text = q.value.trim();
     if (text.length < 2 || document.activeElement !== q) { closeSuggestions(); return; }
