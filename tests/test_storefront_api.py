@@ -74,7 +74,7 @@ def test_ten_pages_are_one_ranking_240_deep(api, live, body):
     expected = _exact(api, len(ids) + PAGE, **body)
     assert ids == expected[: len(ids)], "the pages are not the exact ranking's slices"
     for n, p in enumerate(pages):
-        assert p["page"]["offset"] == n * PAGE and p["page"]["shifted"] == 0
+        assert p["page"]["offset"] == n * PAGE and p["page"]["late"] == 0
         assert "path" in p["certificate"]  # each page carries its certificate
     if len(pages) == 10:
         assert len(ids) == 240
@@ -211,3 +211,37 @@ def test_a_cursor_of_a_swapped_out_version_is_410(api, live, conn):
     finally:
         iv.swap_live(conn, live.version_id)
         conn.commit()
+
+
+def test_a_product_the_earlier_pages_missed_comes_next_not_never(api, live, app_settings):
+    """A cursor lists what the earlier pages showed; a product they missed (their HNSW
+    candidates lacked it) comes first on the next page, counted as late, and one they showed
+    out of order never comes again. The "page 1" here is forged with the server's own key:
+    the top 24 of the exact ranking without its 6th product, plus its 31st."""
+    from services.api import paging
+
+    body = {"text": "shirt", "alpha": 0.5}
+    exact = _exact(api, 80, **body)
+    key = paging.cursor_key(app_settings)
+    real = paging.decode_cursor(_search(api, k=PAGE, **body)["page"]["next_cursor"], key)
+    missed, early = exact[5], exact[30]
+    shown = tuple(i for i in exact[:PAGE] if i != missed) + (early,)
+    forged = paging.Cursor(
+        real.index_version, real.fingerprint, PAGE, None, (0.0, 2**62), shown
+    )  # last: a key after every product's, so what comes before it is late
+    data = _search(api, k=PAGE, cursor=paging.encode_cursor(forged, key), **body)
+    ids = _ids(data)
+    assert ids == [i for i in exact if i not in shown][:PAGE]
+    assert ids[0] == missed and early not in ids and not set(ids) & set(shown)
+    assert data["page"]["late"] == PAGE  # every product sorts before that last key
+    nxt = paging.decode_cursor(data["page"]["next_cursor"], key)
+    assert set(shown) <= set(nxt.shown)  # still excluded on the pages after
+
+
+def test_cursor_ids_pack_and_unpack():
+    from services.api.paging import _pack_ids, _unpack_ids
+
+    for ids in [(), (1,), (5, 3, 2**40, 0, 127, 128, 16384)]:
+        assert _unpack_ids(_pack_ids(ids)) == tuple(sorted(ids))
+    with pytest.raises(ValueError):
+        _unpack_ids(b"\x80")  # cut short

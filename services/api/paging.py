@@ -9,9 +9,11 @@ order. The **cursor** of the next page is opaque to clients and carries:
   answered with a silently different ranking;
 - a fingerprint of the search (text, image digest, mode, the alpha it ran with, filters,
   understanding choices, sort): a cursor sent with another search is refused (422);
-- the next offset (how deep to rank) and the sort key of the last result shown: the next
-  page starts strictly after that key, so no product is shown twice, even when the deeper
-  ranking differs from the shallower one (``Page.shifted`` then says by how much);
+- the next offset (how deep to rank) and what the earlier pages showed: every product up to
+  a sort key, and the products shown since by pages not proven exact (their candidates may
+  have missed one that sorts earlier). The next page is the first ``k`` products of its
+  ranking that were not shown: none twice, and one the earlier pages missed comes now
+  rather than never (``Page.late`` counts them);
 - an HMAC-SHA256 tag under the cursor key (``FASHION_CURSOR_SECRET``, else a random key kept
   in ``FASHION_HOME/secrets/cursor-key``): a cursor altered or cut short is refused (422).
 """
@@ -35,6 +37,8 @@ from services.search import MAX_DEPTH, Filters, Ranking, sort_key
 
 CURSOR_VERSION = 1
 _TAG_BYTES = 16
+# The most products a cursor lists as shown by pages not proven exact (10 pages of 24).
+MAX_SHOWN = 240
 
 
 class CursorRejected(Exception):
@@ -50,10 +54,17 @@ class CursorRejected(Exception):
 
 @dataclass(frozen=True)
 class Cursor:
+    """Where the next page starts: every product sorting at or before ``after`` (None: none)
+    was shown, and so were ``shown`` (the products shown since, by pages whose ranking was
+    not proven exact: they may have missed one that sorts earlier); ``last`` is the last
+    product's key; ``offset`` how many were shown in all."""
+
     index_version: int
     fingerprint: str
     offset: int
-    after: tuple
+    after: tuple | None
+    last: tuple
+    shown: tuple[int, ...]
 
 
 class _Payload(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -61,7 +72,37 @@ class _Payload(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     index_version: int
     fingerprint: str
     offset: int
-    after: list[float | int]
+    after: list[float | int] | None
+    last: list[float | int]
+    shown: bytes  # the ids, sorted, as varint deltas
+
+
+def _pack_ids(ids: tuple[int, ...]) -> bytes:
+    out, prev = bytearray(), 0
+    for i in sorted(ids):
+        delta, prev = i - prev, i
+        while True:
+            byte, delta = delta & 0x7F, delta >> 7
+            out.append(byte | (0x80 if delta else 0))
+            if not delta:
+                break
+    return bytes(out)
+
+
+def _unpack_ids(data: bytes) -> tuple[int, ...]:
+    ids, value, shift, prev = [], 0, 0, 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            prev += value
+            ids.append(prev)
+            value, shift = 0, 0
+        elif shift > 63:
+            raise ValueError("id too long")
+    if shift:
+        raise ValueError("truncated id")
+    return tuple(ids)
 
 
 @functools.cache
@@ -128,7 +169,9 @@ def encode_cursor(cursor: Cursor, key: bytes) -> str:
             cursor.index_version,
             cursor.fingerprint,
             cursor.offset,
-            list(cursor.after),
+            None if cursor.after is None else list(cursor.after),
+            list(cursor.last),
+            _pack_ids(cursor.shown),
         )
     )
     tag = hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
@@ -152,9 +195,14 @@ def decode_cursor(token: str, key: bytes) -> Cursor:
         p = msgspec.json.decode(payload, type=_Payload)
     except (msgspec.ValidationError, msgspec.DecodeError):
         raise CursorRejected(422, _INVALID) from None
-    if p.format != CURSOR_VERSION or not 0 < p.offset < MAX_DEPTH:
+    try:
+        shown = _unpack_ids(p.shown)
+    except ValueError:
+        raise CursorRejected(422, _INVALID) from None
+    if p.format != CURSOR_VERSION or not 0 < p.offset < MAX_DEPTH or len(shown) > MAX_SHOWN:
         raise CursorRejected(422, _INVALID)
-    return Cursor(p.index_version, p.fingerprint, p.offset, tuple(p.after))
+    after = None if p.after is None else tuple(p.after)
+    return Cursor(p.index_version, p.fingerprint, p.offset, after, tuple(p.last), shown)
 
 
 def check_cursor(cursor: Cursor, fingerprint_now: str, live_version: int) -> None:
@@ -175,35 +223,51 @@ def check_cursor(cursor: Cursor, fingerprint_now: str, live_version: int) -> Non
 
 @dataclass(frozen=True)
 class PageState:
-    """Where a page stands: ``has_more``, the next page's offset and cursor, ``shifted``."""
+    """Where a page stands: ``has_more``, the next page's offset and cursor, ``late``."""
 
     has_more: bool
     next_offset: int | None
     next_cursor: str | None
-    shifted: int
+    late: int
 
 
 def page_state(
     ranking: Ranking,
     offset: int,
     sort: str,
-    cursor_after: bool,
+    cursor: Cursor | None,
     version: int,
     fingerprint_now: str,
     key: bytes,
 ) -> PageState:
-    """The page's place in its ranking. ``shifted``: with a cursor, how many more products
-    the deeper ranking puts before the cursor than the earlier pages showed (0: this page
-    continues them exactly; > 0: products they missed, skipped here rather than shown
-    out of order; < 0: products they showed that the ranking no longer holds there)."""
-    shown = len(ranking.hits)
-    consumed = ranking.before_after if cursor_after else offset
-    shifted = ranking.before_after - offset if cursor_after else 0
-    next_offset = offset + shown
-    has_more = shown > 0 and ranking.ranked - consumed > shown and next_offset < MAX_DEPTH
+    """The page's place in its ranking and the cursor of the next. ``late``: the products
+    of this page that sort before the previous page's last one (the earlier pages'
+    candidates missed them; shown now rather than lost; 0 when the pages agree).
+
+    The next cursor says what was shown: after a page whose ranking is proven exact, every
+    product up to its last (``after``); else this page's products too (``shown``), up to
+    MAX_SHOWN of them (beyond, the cursor declares everything up to the last product shown:
+    a product the candidates missed before it would not be shown later; that happens only
+    past ten unproven pages, on an index too large for the exact fallback)."""
+    hits = ranking.hits
+    keys = [sort_key(sort, h) for h in hits]
+    late = sum(1 for k in keys if cursor is not None and k < cursor.last)
+    next_offset = offset + len(hits)
+    has_more = bool(hits) and ranking.remaining > len(hits) and next_offset < MAX_DEPTH
     if not has_more:
-        return PageState(False, None, None, shifted)
-    token = encode_cursor(
-        Cursor(version, fingerprint_now, next_offset, sort_key(sort, ranking.hits[-1])), key
-    )
-    return PageState(True, next_offset, token, shifted)
+        return PageState(False, None, None, late)
+    last = max([*keys, *([cursor.last] if cursor is not None else [])])
+    before = cursor.shown if cursor is not None else ()
+    if cursor is None and offset > 0:
+        after, shown = keys[-1], ()  # an offset page is a slice: what came before it is unknown
+    elif ranking.certificate.exact:
+        # Proven: every product up to this page's last was shown now or before; products
+        # listed as shown may still sort after it (kept).
+        after, shown = keys[-1], before
+    else:
+        after = cursor.after if cursor is not None else None
+        shown = before + tuple(h.product_id for h in hits)
+    if len(shown) > MAX_SHOWN:
+        after, shown = last, ()
+    token = encode_cursor(Cursor(version, fingerprint_now, next_offset, after, last, shown), key)
+    return PageState(True, next_offset, token, late)

@@ -39,7 +39,7 @@ DEFAULT_K = 12
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Sort = Literal.__getitem__(SORTS)  # "relevance", then the schema's sortable fields
-MAX_CURSOR_CHARS = 512
+MAX_CURSOR_CHARS = 4096
 FilterValue = str | list[str] | int
 
 
@@ -273,9 +273,10 @@ class UnderstoodBody(msgspec.Struct):
 class Page(msgspec.Struct):
     """Where this page stands. ``next_cursor`` continues it (null: no more results, or the
     depth limit reached); ``ranked``: results the statement ranked for it (fewer than the
-    depth when fewer products pass the filters). ``shifted``: with a cursor, how many more
-    products the deeper ranking puts before the cursor than the earlier pages showed: 0
-    means this page continues them exactly; they are never repeated."""
+    depth when fewer products pass the filters). A page never repeats a product the
+    earlier pages showed; ``late``: how many of its products sort before the previous
+    page's last one (the earlier pages' candidates missed them: shown now rather than
+    lost; 0 when this page continues them exactly)."""
 
     offset: int
     k: int
@@ -284,7 +285,7 @@ class Page(msgspec.Struct):
     has_more: bool
     next_offset: int | None
     next_cursor: str | None
-    shifted: int
+    late: int
     max_depth: int = MAX_DEPTH
 
 

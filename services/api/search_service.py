@@ -281,6 +281,7 @@ def search(
         offset=offset,
         sort=req.sort,
         after=cursor.after if cursor is not None else None,
+        shown=cursor.shown if cursor is not None else (),
         peek=True,
     )
     encoded = time.perf_counter()
@@ -291,9 +292,7 @@ def search(
     if req.facets:
         counts = runtime.read(lambda conn: facet_counts(conn, query, version))
     ranked = time.perf_counter()
-    state = paging.page_state(
-        ranking, offset, req.sort, cursor is not None, version.id, bound_to, key
-    )
+    state = paging.page_state(ranking, offset, req.sort, cursor, version.id, bound_to, key)
     response = SearchResponse(
         query=QueryEcho(
             text=text,
@@ -320,7 +319,7 @@ def search(
             has_more=state.has_more,
             next_offset=state.next_offset,
             next_cursor=state.next_cursor,
-            shifted=state.shifted,
+            late=state.late,
         ),
         facet_counts=None
         if counts is None

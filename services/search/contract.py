@@ -208,12 +208,15 @@ class SearchQuery:
     # Pages. ``k`` is the page's size; ``offset`` the results before it. A relevance page is
     # the slice [offset, offset + k) of the ranking of depth offset + k (deeper pages deepen
     # the candidate lists); another sort's page the slice of the relevant set (RELEVANT_POOL)
-    # in that order. ``after``: the sort key of the previous page's last result (a cursor):
-    # the page then starts strictly after it (offset only says how deep to rank), so no
-    # product comes twice. ``peek``: rank one more, to say whether a next page exists.
+    # in that order. What the earlier pages showed (a cursor): every product sorting at or
+    # before ``after`` (a sort key), and the products ``shown`` after it; the page is then
+    # the first k of the ranking's others (offset only says how deep to rank), so no
+    # product comes twice and none the earlier pages missed is lost.
+    # ``peek``: rank one more, to say whether a next page exists.
     offset: int = 0
     sort: str = "relevance"
     after: tuple | None = None
+    shown: tuple[int, ...] = ()
     peek: bool = False
     with_vectors: bool = True  # return each hit's sparse vector (for explanations)
     whole_pool: bool = False  # the page is the whole relevant set (facet counts)
@@ -285,10 +288,10 @@ class Ranking:
     # cached the live version checks it in the same round trip (services.api.runtime).
     version_status: str | None = None
     # How many results the statement ranked (at most the query's depth: fewer when fewer
-    # products pass the filters), and how many of them sort at or before the query's
-    # ``after`` key (0 without one).
+    # products pass the filters), and how many of them the earlier pages had not shown,
+    # from this page's first on (more than the page holds: there is a next page).
     ranked: int = 0
-    before_after: int = 0
+    remaining: int = 0
 
 
 def sort_key_columns(sort: str) -> tuple[str, ...]:
@@ -329,6 +332,8 @@ def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarr
         )
     if query.sort not in SORTS:
         raise SearchValidationError(f"sort must be one of {', '.join(SORTS)}, got {query.sort!r}")
+    if len(query.shown) > MAX_DEPTH:
+        raise SearchValidationError(f"at most {MAX_DEPTH} products shown before a page")
     if query.after is not None and len(query.after) != len(sort_key_columns(query.sort)):
         raise SearchValidationError("the cursor's sort key does not fit the sort")
     if query.candidates is not None and not 1 <= query.candidates <= MAX_CANDIDATES:

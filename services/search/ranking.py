@@ -138,7 +138,8 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         version_id=version.id,
         has_after=query.after is not None,
         **{f"after_{i}": v for i, v in enumerate(query.after or (None,) * 3)},
-        skip=0 if query.after is not None else query.offset,
+        shown=list(query.shown),
+        skip=0 if query.after is not None or query.shown else query.offset,
         k_page=query.page_size,
         with_vectors=query.with_vectors,
     )
@@ -184,7 +185,7 @@ def certified_search(
         alpha=p.params["alpha"],
         version_status=first["version_status"],
         ranked=int(first["ranked"]),
-        before_after=int(first["before_after"]),
+        remaining=int(first["remaining"]),
     )
 
 

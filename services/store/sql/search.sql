@@ -8,7 +8,8 @@
 --   {sort_key}     the page's sort key, a row compared ascending: ROW(-h.score,
 --                  h.product_id) for relevance; a sort by a field puts -coalesce(p.<field>, 0)
 --                  first (newest: the latest year first, a missing year last)
---   {after}        ROW(%(after_0)s, %(after_1)s, ...), the key a cursor starts after
+--   {after}        ROW(%(after_0)s, %(after_1)s, ...): a cursor's key, every product that
+--                  sorts at or before it was shown on an earlier page
 --   {filters}      the WHERE condition of the request's filters over e (TRUE without any)
 --   {metadata}     the products' metadata columns of each hit (p.<column> AS m_<column>);
 --                  {hit_metadata} the same columns read back from the page (h.m_<column>)
@@ -19,7 +20,8 @@
 -- the ranking goes: the page's offset + size, or the relevant set for another sort), n
 -- (first candidates per index), budget (deepened candidates), deepen, use_dense,
 -- use_sparse, route_exact, fallback_exact, dense_slack (the halfvec rounding), version_id,
--- the page's has_after / after_<i> (a cursor's key), skip (an offset without a cursor),
+-- the page's has_after / after_<i> (a cursor's key) and shown (the products the earlier
+-- pages showed after that key), skip (an offset without a cursor),
 -- k_page (the page's size), with_vectors (return the hits' sparse vectors), and one
 -- parameter per filter value (f_<column>, f_<column>_min, f_<column>_max).
 --
@@ -46,11 +48,13 @@
 -- query does not use (weight 0) adds nothing. On a halfvec index d_N is a half-precision
 -- score: dense_slack is added to it; candidates are re-ranked at full precision.
 --
---   4. the page: the ranking's rows in the page's sort order, after a cursor's key (so a
---      product already shown never comes again) or after `skip` rows, `k_page` of them.
+--   4. the page: the ranking's rows in the page's sort order that the earlier pages did not
+--      show (a cursor says which: those sorting at or before its key, and `shown`), or those
+--      after `skip` rows; `k_page` of them. A product shown never comes again; one the
+--      earlier pages missed (their candidates lacked it) comes first, not never.
 --
 -- Every row returned carries the certificate (path, threshold_met, bound, kth), the
--- version's status, how many rows were ranked and how many sort at or before a cursor's key;
+-- version's status, how many rows were ranked and how many not shown yet remain;
 -- a query with no hit on the page returns one row with a NULL product_id, so the
 -- certificate always comes back. pgvector's <#> is the NEGATIVE inner product.
 WITH
@@ -152,17 +156,20 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
 ), keyed AS (                        -- 4. the page: the ranking in the page's sort order
     SELECT h.*, {sort_key} AS sort_key, p.product_display_name, {metadata}
     FROM hits h JOIN products p ON p.id = h.product_id
-), page AS (                         -- after the cursor's key (or offset rows), k_page rows
+), unseen AS MATERIALIZED (         -- what the earlier pages did not show
+    SELECT * FROM keyed
+    WHERE (NOT %(has_after)s OR sort_key > {after})
+      AND NOT product_id = ANY(%(shown)s::bigint[])
+), page AS (                         -- k_page of them in order (after `skip` without a cursor)
     SELECT *, row_number() OVER (ORDER BY sort_key) AS pos
-    FROM keyed
-    WHERE NOT %(has_after)s OR sort_key > {after}
+    FROM unseen
     ORDER BY sort_key
     OFFSET %(skip)s LIMIT %(k_page)s
 )
 SELECT c.path, c.threshold_met, c.bound, c.kth,
        (SELECT status FROM index_versions WHERE id = %(version_id)s) AS version_status,
        (SELECT count(*) FROM hits) AS ranked,
-       (SELECT count(*) FROM keyed WHERE %(has_after)s AND NOT sort_key > {after}) AS before_after,
+       (SELECT count(*) FROM unseen) - %(skip)s AS remaining,
        h.product_id, h.score, h.dense_score, h.sparse_score,
        CASE WHEN %(with_vectors)s THEN h.sparse END AS sparse,
        h.product_display_name, {hit_metadata}
