@@ -340,6 +340,33 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            word in FUNCTION_WORDS  # MUTATION\n",
         ("tests/test_understanding.py::test_brand_is_never_corrected_to_a_nearby_catalogue_word",),
     ),
+    Mutation(
+        "page-repeats-the-cursor-product",
+        "a next page starts AT its cursor's key, not after it: a product comes twice",
+        "services/store/sql/search.sql",
+        "    WHERE (NOT %(has_after)s OR sort_key > {after})\n",
+        "    WHERE (NOT %(has_after)s OR sort_key >= {after})\n",
+        ("tests/test_storefront_api.py::test_ten_pages_are_one_ranking_240_deep",),
+    ),
+    Mutation(
+        "facets-keep-their-own-filter",
+        "a filtered field's facet counts keep its own filter (not disjunctive)",
+        "services/search/ranking.py",
+        "        own = f.column in filtered\n",
+        "        own = False  # MUTATION\n",
+        (
+            "tests/test_storefront_api.py::"
+            "test_facet_counts_count_the_relevant_set_without_their_own_filter",
+        ),
+    ),
+    Mutation(
+        "cursor-ignores-the-search",
+        "a cursor sent with another search is followed (its fingerprint not checked)",
+        "services/api/paging.py",
+        "    if cursor.fingerprint != fingerprint_now:\n",
+        "    if False:  # MUTATION\n",
+        ("tests/test_storefront_api.py::test_bad_cursors_and_offsets_are_4xx_with_a_message",),
+    ),
 )
 
 
