@@ -67,6 +67,35 @@ def row(name: str, xs: list[float]) -> str:
     )
 
 
+def depth_sweep(conn, version, qs, args) -> None:
+    """Table 4: a page of 24 at depth d (offset d - 25) as the plan runs it, against the exact
+    scan at once, p50 over queries of each query's best of ``--repeat`` runs, and the paths."""
+    print(f"# bench_storefront --depth-sweep: index v{version.id} ({version.row_count:,} rows)")
+    print("\n## 4. A page's statement by depth: as planned vs the exact scan (ms)\n")
+    print("| depth | as planned p50 | exact p50 | paths as planned |")
+    print("|------:|---------------:|----------:|------------------|")
+    for depth in (25, 49, 73, 97, 145, 241):
+        planned, exact, paths = [], [], []
+        for dense, sparse in qs:
+            for at_once, out in ((False, planned), (True, exact)):
+                query = search.SearchQuery(
+                    dense, sparse, args.alpha, k=PAGE, offset=depth - 25, peek=True, exact=at_once
+                )
+                runs = []
+                for _ in range(args.repeat):
+                    t = time.perf_counter()
+                    ranking = search.certified_search(conn, query, version)
+                    runs.append((time.perf_counter() - t) * 1000)
+                out.append(min(runs))
+                if not at_once:
+                    paths.append(ranking.certificate.path)
+        counted = ", ".join(f"{p} {paths.count(p)}" for p in sorted(set(paths)))
+        print(
+            f"| {depth:5d} | {statistics.median(planned):14.1f} | "
+            f"{statistics.median(exact):9.1f} | {counted} |"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -74,6 +103,11 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=60)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--depth-sweep",
+        action="store_true",
+        help="only table 4: a page's statement at depths 25..241, as planned vs the exact scan",
+    )
     args = p.parse_args()
 
     conn = connect()
@@ -81,6 +115,9 @@ def main() -> None:
     if version is None:
         raise SystemExit("no live index: run `make run` or `fashion-search index` first")
     qs = realistic.encoded_queries(version, iv.product_metadata(conn, version.id), args.queries)
+    if args.depth_sweep:
+        depth_sweep(conn, version, qs, args)
+        return
     print(
         f"# bench_storefront: index v{version.id} ({version.row_count:,} rows, "
         f"{version.dense_model} + {version.sparse_model}), {len(qs)} evaluation text queries, "
@@ -154,7 +191,7 @@ def main() -> None:
         "| queries | pages = exact top 240, in order | mean overlap | repeated | late | not reached |"
     )
     print(
-        "|---------|---------------------------------|--------------|-------------------|---------------|"
+        "|---------|---------------------------------|--------------|----------|------|-------------|"
     )
     print(
         f"| {len(qs):7d} | {same:4d} ({same / len(qs):6.1%})                  | "

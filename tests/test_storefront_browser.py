@@ -43,12 +43,9 @@ def _cards(page) -> list[str]:
 
 
 def _prefix_of_a_type(live) -> tuple[str, str]:
-    """A catalogue article type and its first three letters (like "jac" for Jackets)."""
-    counts: dict[str, int] = {}
-    for r in live.rows:
-        counts[r["articleType"]] = counts.get(r["articleType"], 0) + 1
-    kind = max(counts, key=counts.get)
-    return kind, kind[:3].lower()
+    """The issue's example: "jac" for Jackets (an article type of the offline catalogue)."""
+    assert any(r["articleType"] == "Jackets" for r in live.rows)
+    return "Jackets", "jac"
 
 
 def test_typeahead_keyboard_facet_counts_and_three_pages(page, live):
