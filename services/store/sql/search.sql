@@ -30,7 +30,8 @@
 --   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
 --      filtered), their union re-ranked by the exact fused score;
 --   2. deep: the same with budget candidates per index (pgvector's iterative scans go past
---      ef_search), when budget > n;
+--      ef_search), when budget > n and the exact fallback does not apply (`deepen`: where
+--      it applies, the exact scan is cheaper than this stage; services.search.ranking);
 --   3. exact: every row that passes the filters, when the query asked for it, when its
 --      filter is selective (routed here at once: stages 1-2 skipped), or when stages 1-2
 --      left the answer uncertified and the filtered rows are few enough to scan.
