@@ -355,8 +355,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        own = f.column in filtered\n",
         "        own = False  # MUTATION\n",
         (
-            "tests/test_storefront_api.py::"
-            "test_facet_counts_count_the_relevant_set_without_their_own_filter",
+            (
+                "tests/test_storefront_api.py::"
+                "test_facet_counts_count_the_relevant_set_without_their_own_filter"
+            ),
         ),
     ),
     Mutation(

@@ -179,13 +179,16 @@ class Runtime:
         else:
             self._down_until[side] = time.monotonic() + SIDE_RETRY_S
 
-    def read(self, fn: Callable[[psycopg.Connection], T]) -> T:
+    def read(self, fn: Callable[[psycopg.Connection], T], *, background: bool = False) -> T:
         """``fn(conn)`` on a pooled connection of the read replica, else of the primary
         (:meth:`read_sides`); on each side once more on another connection when the first
         was dead (the database restarted since the pool last checked it: busy connections
         are not checked, see POOL_CHECK_IDLE_S). A side that fails (down, or a query
         cancelled by a recovery conflict on the replica) hands the read to the other.
-        For reads only: they are safe to repeat."""
+        For reads only: they are safe to repeat. ``background``: a read of the API's own
+        upkeep (the type-ahead's index), neither counted in ``reads`` nor marking a side
+        up or down: a long read cancelled by a recovery conflict says nothing about the
+        searches' side."""
         sides = self.read_sides()
         for i, side in enumerate(sides):
             last = i == len(sides) - 1
@@ -194,12 +197,14 @@ class Runtime:
             try:
                 result = self._read_on(side, fn, timeout)
             except psycopg.OperationalError as exc:
-                if len(sides) > 1:
+                if len(sides) > 1 and not background:
                     self.mark(side, up=False)
                 if last:
                     raise
                 log.warning("a read failed on the %s, retried on the %s: %s", side, sides[-1], exc)
                 continue
+            if background:
+                return result
             if len(sides) > 1:
                 self.mark(side, up=True)
             self.reads[side] += 1

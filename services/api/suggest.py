@@ -128,7 +128,7 @@ class SuggestCache:
                 display_names(conn, version),
             )
 
-        version, counts, names = runtime.read(read)
+        version, counts, names = runtime.read(read, background=True)
         by_kind = {kind: counts[column] for kind, column in zip(FACET_KINDS, _COLUMNS)}
         fingerprint = hash(
             (version.id, tuple(tuple(by_kind[k]) for k in FACET_KINDS), tuple(names))
