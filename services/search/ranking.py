@@ -126,7 +126,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         budget=budget,
         # Where the exact scan is the fallback (few filtered rows), an uncertified answer
         # goes straight to it: there it costs less than the deep stage (docs/benchmarks.md,
-        # "pages": 13 ms vs 30 ms at 10,000 rows), and its answer is proven.
+        # "storefront pages": 14-18 ms vs 30-45 ms at 10,000 rows), and its answer is proven.
         deepen=budget > n and not fallback,
         use_dense=dense is not None and alpha > 0.0,
         use_sparse=query.sparse is not None and alpha < 1.0,
