@@ -34,17 +34,16 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from bench_api import start_server  # the API process, as bench_api starts it
+from tables import pct, table  # the benchmarks' printing
 
 from services.api import suggest as svc
 from services.api.runtime import Runtime
@@ -62,21 +61,6 @@ def read_source(conn) -> tuple[dict, list[str]]:
     """What the index is built from: the live version's facet value counts and names."""
     version = live_version(conn)
     return facet_value_counts(conn, version, COLUMNS), display_names(conn, version)
-
-
-# --- printing -------------------------------------------------------------------------------
-def pct(xs: Sequence[float], p: float) -> float:
-    return float(np.percentile(xs, p)) if len(xs) else float("nan")
-
-
-def table(heading: str, columns: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> None:
-    """A markdown table under a one-line heading; the first ``left`` columns left-aligned."""
-    print(f"\n{heading}\n")
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    sys.stdout.flush()
 
 
 def latency_row(name: str, seconds: Sequence[float], wall: float) -> list:
@@ -182,31 +166,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
-    """``fashion-search serve`` on ``port``; returns once /readyz says ready (models loaded:
-    their loading would share the cores with the measurement)."""
-    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited; see {log_path}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"server not ready in time; see {log_path}")
-
-
 def one_client(url: str, qs: list[str], rounds: int) -> tuple[list[float], float]:
     lat = []
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -304,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         port = args.port or free_port()
         log_path = settings.reports_dir / "bench_suggest_server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = start_server(port, log_path)
+        proc = start_server(port, 1, log_path)  # one torch thread, as `serve` runs
         try:
             url = f"http://127.0.0.1:{port}"
             lat, wall = one_client(url, every, args.rounds)

@@ -57,7 +57,7 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +71,8 @@ from symspellpy import SymSpell, Verbosity
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tables import pct, table  # the benchmarks' printing
 
 from evaluation.queries import generate_queries, misspell
 from services.config import get_settings
@@ -88,21 +90,6 @@ from services.understanding.understand import understand
 SCRATCH_DB = "fashion_bench_understanding"
 TRGM_THRESHOLD = 0.3  # pg_trgm.similarity_threshold's default
 PHASES = ("encode", "wait", "db", "build", "thread")
-
-
-# --- printing -------------------------------------------------------------------------------
-def pct(xs: Sequence[float], p: float) -> float:
-    return float(np.percentile(xs, p)) if len(xs) else float("nan")
-
-
-def table(heading: str, columns: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> None:
-    """A markdown table under a one-line heading; the first ``left`` columns left-aligned."""
-    print(f"\n{heading}\n")
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    sys.stdout.flush()
 
 
 def load() -> None:
