@@ -14,11 +14,14 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
 
 CATALOG_SIZE = 120
+# Screenshots of the browser tests (gitignored).
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 # The real headless browser of the page tests (Debian `chromium`, driven by Playwright).
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"

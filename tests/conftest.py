@@ -235,3 +235,18 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """The storefront at ``/`` in a fresh desktop-sized browser context, its filters loaded."""
+    from api_harness import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server.url + "/")
+    pg.wait_for_selector("select[data-facet='gender'] option:nth-child(2)", state="attached")
+    yield pg
+    context.close()

@@ -6,27 +6,12 @@ storefront-image.png, storefront-phone.png, storefront-error.png.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from api_harness import ARTIFACTS
 
 from services.catalog.schema import FACET_FIELDS, brand_from_name
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-@pytest.fixture
-def page(browser, server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.goto(server.url + "/")
-    pg.wait_for_selector("select[data-facet='gender'] option:nth-child(2)", state="attached")
-    yield pg
-    context.close()
 
 
 def _search(page, text: str) -> list[str]:

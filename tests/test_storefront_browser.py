@@ -9,33 +9,19 @@ Screenshots land in ``artifacts/``: storefront-typeahead.png, storefront-pages.p
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from api_harness import build_live_index
+from api_harness import ARTIFACTS, build_live_index
 from axe import axe_violations, format_violations
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 SIZE = 400
 
 
 @pytest.fixture(scope="module")
 def live(app_settings):
     return build_live_index(app_settings, size=SIZE)
-
-
-@pytest.fixture
-def page(browser, server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.goto(server.url + "/")
-    pg.wait_for_selector("select[data-facet='gender'] option:nth-child(2)", state="attached")
-    yield pg
-    context.close()
 
 
 def _cards(page) -> list[str]:
