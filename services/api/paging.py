@@ -205,13 +205,19 @@ def decode_cursor(token: str, key: bytes) -> Cursor:
     return Cursor(p.index_version, p.fingerprint, p.offset, after, tuple(p.last), shown)
 
 
-def check_cursor(cursor: Cursor, fingerprint_now: str, live_version: int) -> None:
+def check_search(cursor: Cursor, fingerprint_now: str) -> None:
+    """422 unless ``cursor`` was issued for the search it comes with (checked before any
+    encoding or ranking)."""
     if cursor.fingerprint != fingerprint_now:
         raise CursorRejected(
             422,
             "this cursor belongs to another search: send the same text, image, mode, alpha, "
             "filters and sort as the first page (or drop the cursor to start again)",
         )
+
+
+def check_version(cursor: Cursor, live_version: int) -> None:
+    """410 unless ``cursor``'s index version is the one the page was ranked on."""
     if cursor.index_version != live_version:
         raise CursorRejected(
             410,

@@ -262,8 +262,8 @@ def search(
     bound_to = paging.fingerprint(
         text, image, req.mode, alpha, filters, req.literal, req.ignore, req.sort
     )
-    if cursor is not None and cursor.fingerprint != bound_to:
-        paging.check_cursor(cursor, bound_to, cursor.index_version)
+    if cursor is not None:
+        paging.check_search(cursor, bound_to)
     vectors = runtime.query_vectors(
         text, image, literal=req.literal, ignore=frozenset(req.ignore or ())
     )
@@ -287,7 +287,7 @@ def search(
     encoded = time.perf_counter()
     version, ranking, wait_ms = _ranked(runtime, query)
     if cursor is not None:
-        paging.check_cursor(cursor, bound_to, version.id)
+        paging.check_version(cursor, version.id)
     counts = None
     if req.facets:
         counts = runtime.read(lambda conn: facet_counts(conn, query, version))
