@@ -100,8 +100,12 @@ def test_typeahead_keyboard_facet_counts_and_three_pages(page, live):
 
     # the place is kept: the address holds the search and its pages
     page.locator("#results .card").nth(60).scroll_into_view_if_needed()
-    page.wait_for_timeout(300)  # the scroll position is remembered after scrolling stops
     scrolled = page.evaluate("window.scrollY")
+    assert scrolled > 0
+    # the page remembers the position once scrolling stops (in history.state)
+    page.wait_for_function(
+        "y => history.state && Math.abs(history.state.scrollY - y) < 2", arg=scrolled
+    )
     assert "pages=3" in page.url and f"gender={value}" in page.url
     page.reload()
     page.wait_for_function("() => document.querySelectorAll('#results .card').length === 72")
