@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,13 +128,15 @@ def test_admin_password_is_generated_once_kept_private_and_overridable(tmp_path,
     )
 
 
-def test_host_check_plugin_rejects_foreign_hosts(tmp_path):
-    """The plugin file, loaded the way Airflow loads it, around a tiny app."""
+def _plugin_probe(tmp_path, body: str, **env_extra: str) -> str:
+    """Run ``body`` in a fresh interpreter with Airflow's environment, after loading the
+    plugin file the way Airflow does (``runpy``) and adding its root middlewares, in order, to
+    a tiny FastAPI app ``app`` (``/ping``) with a TestClient ``c``. Returns its stdout."""
     from services.ops import airflow
 
     plugin = airflow.host_check_plugin()
     env = airflow.airflow_env(home=tmp_path / "airflow")
-    env["AIRFLOW__FASHION__ALLOWED_HOSTS"] = "fashion.lan, airflow.fashion.lan"
+    env.update(env_extra)
     probe = f"""
 import runpy
 from fastapi import FastAPI
@@ -148,9 +151,7 @@ app.get("/ping")(lambda: "pong")
 for m in cls.fastapi_root_middlewares:
     app.add_middleware(m["middleware"], *m.get("args", []), **m.get("kwargs", {{}}))
 c = TestClient(app)
-for host in ["127.0.0.1:8080", "localhost:8080", "fashion.lan", "airflow.fashion.lan:8080",
-             "evil.example", "evil.example:8080", "localhost.evil.example", "fashion.lan.evil"]:
-    print("HOST", host, c.get("/ping", headers={{"Host": host}}).status_code)
+{body}
 """
     res = subprocess.run(
         [sys.executable, "-c", probe],
@@ -161,7 +162,20 @@ for host in ["127.0.0.1:8080", "localhost:8080", "fashion.lan", "airflow.fashion
         check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    codes = dict(line.split()[1:] for line in res.stdout.splitlines() if line.startswith("HOST "))
+    return res.stdout
+
+
+def test_host_check_plugin_rejects_foreign_hosts(tmp_path):
+    """The plugin file, loaded the way Airflow loads it, around a tiny app."""
+    body = """
+for host in ["127.0.0.1:8080", "localhost:8080", "fashion.lan", "airflow.fashion.lan:8080",
+             "evil.example", "evil.example:8080", "localhost.evil.example", "fashion.lan.evil"]:
+    print("HOST", host, c.get("/ping", headers={"Host": host}).status_code)
+"""
+    out = _plugin_probe(
+        tmp_path, body, AIRFLOW__FASHION__ALLOWED_HOSTS="fashion.lan, airflow.fashion.lan"
+    )
+    codes = dict(line.split()[1:] for line in out.splitlines() if line.startswith("HOST "))
     assert codes == {
         "127.0.0.1:8080": "200",
         "localhost:8080": "200",
@@ -171,7 +185,59 @@ for host in ["127.0.0.1:8080", "localhost:8080", "fashion.lan", "airflow.fashion
         "evil.example:8080": "400",
         "localhost.evil.example": "400",
         "fashion.lan.evil": "400",
-    }, res.stdout
+    }, out
+
+
+def test_plugin_adds_the_security_headers_to_every_answer(tmp_path):
+    """Every answer, the Host check's 400 included, carries the headers of the project's own
+    API (services/api/security.py) and a CSP that keeps the UI out of frames, allows script
+    from the server's own origin only and no eval; a header the app sets itself is kept."""
+    import json
+
+    from services.api.security import SECURITY_HEADERS
+    from services.ops import airflow
+    from services.ops.airflow.client import REQUIRED_HEADERS
+
+    body = """
+import json
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+app.get("/page", response_class=HTMLResponse)(lambda: "<p>hi</p>")
+app.get("/own")(lambda: HTMLResponse("x", headers={"X-Frame-Options": "SAMEORIGIN"}))
+app.get("/stream")(lambda: StreamingResponse(iter([b"a", b"b"]), media_type="text/plain"))
+for name, host, path in [("ok", "127.0.0.1:8080", "/ping"), ("html", "localhost", "/page"),
+                         ("stream", "localhost", "/stream"), ("foreign", "evil.example", "/ping"),
+                         ("missing", "localhost", "/nothing-here"), ("own", "localhost", "/own")]:
+    r = c.get(path, headers={"Host": host})
+    print("ANSWER", json.dumps([name, r.status_code, dict(r.headers), r.text]))
+"""
+    out = _plugin_probe(tmp_path, body)
+    answers = {
+        a[0]: a[1:]
+        for a in (json.loads(line[7:]) for line in out.splitlines() if line.startswith("ANSWER "))
+    }
+    assert {k: v[0] for k, v in answers.items()} == {
+        "ok": 200,
+        "html": 200,
+        "stream": 200,
+        "foreign": 400,
+        "missing": 404,
+        "own": 200,
+    }, out
+    assert answers["stream"][2] == "ab"
+    assert REQUIRED_HEADERS == SECURITY_HEADERS  # the start-up check's copy
+    for name, (status, headers, _) in answers.items():
+        expected = dict(SECURITY_HEADERS)
+        if name == "own":
+            expected["x-frame-options"] = "SAMEORIGIN"  # the app's own, not overwritten
+        assert {k: headers.get(k) for k in expected} == expected, (name, status, headers)
+        csp = dict(d.strip().split(" ", 1) for d in headers["content-security-policy"].split(";"))
+        assert csp["frame-ancestors"] == "'none'", csp
+        assert csp["default-src"] == csp["script-src"] == "'self'", csp
+        assert csp["object-src"] == "'none'", csp
+        assert "unsafe-eval" not in headers["content-security-policy"], csp
+        if name != "own":
+            assert airflow.missing_security_headers(httpx.Headers(headers)) == [], name
 
 
 def test_wait_db_wrapper_usage():

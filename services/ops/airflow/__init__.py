@@ -51,6 +51,15 @@ cannot reach it through DNS rebinding. Airflow 3 has no such option; the check i
 by the plugin ``infra/airflow_plugins/fashion_host_check.py``. :func:`start` verifies that
 the check is in force (a request with a foreign Host header must get 400) and stops Airflow
 otherwise.
+
+Security headers: the same plugin adds to every api-server answer (the Host check's 400
+included) what the project's own API sends: ``X-Content-Type-Options: nosniff``,
+``Referrer-Policy: no-referrer``, ``X-Frame-Options: DENY``,
+``Cross-Origin-Opener-Policy: same-origin`` and a Content-Security-Policy allowing what
+Airflow's UI needs (scripts, styles, fonts, connections from its own origin only; inline
+styles; ``data:`` images; ``blob:`` workers; ``frame-ancestors 'none'``). :func:`start` checks
+them on the login page too, and stops Airflow without them. Airflow's ``/docs`` and
+``/redoc`` load Swagger UI and ReDoc from a CDN, which the policy blocks.
 """
 
 from services.ops.airflow.celery import (
@@ -66,6 +75,8 @@ from services.ops.airflow.client import (
     AirflowAPIError,
     AirflowClient,
     check_host_header,
+    check_security_headers,
+    missing_security_headers,
     wait_for_api,
 )
 from services.ops.airflow.provision import (
@@ -135,10 +146,12 @@ __all__ = [
     "base_url",
     "celery_env",
     "check_host_header",
+    "check_security_headers",
     "host_check_plugin",
     "libpq_url",
     "main",
     "metadata_url",
+    "missing_security_headers",
     "redis_url",
     "run_airflow",
     "running_executor",

@@ -1,5 +1,5 @@
 """A small client of the Airflow 3 REST API (``/api/v2``, JWT from ``/auth/token``): waiting for
-the api-server, checking its Host header check, triggering and watching DAG runs."""
+the api-server, checking its Host header check and security headers, triggering and watching DAG runs."""
 
 from __future__ import annotations
 
@@ -56,6 +56,39 @@ def check_host_header(settings: Settings | None = None) -> None:
             f"the Airflow api-server answered a foreign Host header with HTTP {r.status_code}, "
             f"not 400: the host check plugin ({host_check_plugin()}) is not "
             f"active; see {airflow_home(settings) / 'logs' / 'api-server.log'}"
+        )
+
+
+# What every api-server answer must carry (the plugin's headers; its CSP is checked for the
+# directive that keeps the UI out of frames); the same values as services/api/security.py's.
+REQUIRED_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+def missing_security_headers(headers: httpx.Headers) -> list[str]:
+    """The security headers ``headers`` lacks or has with another value (empty: all there)."""
+    missing = [f"{k}: {v}" for k, v in REQUIRED_HEADERS.items() if headers.get(k) != v]
+    csp = [d.strip() for d in headers.get("content-security-policy", "").split(";")]
+    if "frame-ancestors 'none'" not in csp:
+        missing.append("content-security-policy with frame-ancestors 'none'")
+    return missing
+
+
+def check_security_headers(settings: Settings | None = None) -> None:
+    """Raise unless the UI's login page carries the security headers of the plugin."""
+    settings = settings or get_settings()
+    url = f"{base_url(settings.airflow_port)}/auth/login"
+    r = httpx.get(url, timeout=10, trust_env=False)
+    missing = missing_security_headers(r.headers)
+    if missing:
+        raise RuntimeError(
+            f"the Airflow api-server answered {url} (HTTP {r.status_code}) without "
+            f"{', '.join(missing)}: the plugin ({host_check_plugin()}) is not active; see "
+            f"{airflow_home(settings) / 'logs' / 'api-server.log'}"
         )
 
 

@@ -1,5 +1,5 @@
 """The components under supervisord: its configuration, their status, start (set up, wait for
-the API, the Host check and the Celery workers) and stop."""
+the API, the Host check, the security headers and the Celery workers) and stop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.config import Settings, get_settings
 from services.ops.airflow.celery import celery_env, redis_url, write_redis_conf
-from services.ops.airflow.client import check_host_header, wait_for_api
+from services.ops.airflow.client import check_host_header, check_security_headers, wait_for_api
 from services.ops.airflow.provision import setup
 from services.ops.airflow.settings import (
     CELERY_COMPONENTS,
@@ -118,7 +118,7 @@ def start(
     settings: Settings | None = None, *, executor: str = "local", timeout: float = 180
 ) -> dict:
     """Set up (idempotent), start supervisord with the components, wait for the API, check
-    that it refuses foreign Host headers.
+    that it refuses foreign Host headers and sends the security headers.
 
     ``executor``: "local" (LocalExecutor: tasks run under the scheduler) or "celery"
     (CeleryExecutor: also a redis-server broker and two Celery workers, ``cpu`` on queue
@@ -171,6 +171,7 @@ def start(
     wait_for_api(timeout=timeout, settings=settings)
     try:
         check_host_header(settings)
+        check_security_headers(settings)
     except RuntimeError:
         stop(settings)  # fail closed: never leave an api-server that any Host reaches
         raise
