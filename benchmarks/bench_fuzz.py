@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_fuzz.py                      # 50,000 requests, own server
     .venv/bin/python benchmarks/bench_fuzz.py --requests 8000      # a smaller run
     .venv/bin/python benchmarks/bench_fuzz.py --url http://127.0.0.1:8000   # a running API
+    .venv/bin/python benchmarks/bench_fuzz.py --seed 7 --per-operation 1000 --requests 28000
+        # issue #27's shape: all checks, 1,000 cases per operation and mode, seed 7
 
 What it does:
 1. Without ``--url``: a dedicated database (``fashion_bench_fuzz`` on the configured server,
@@ -15,8 +17,10 @@ What it does:
    words) and half the integer product ids aimed at products that exist. Rounds of
    ``--per-operation`` cases per operation and mode, seeded ``--seed + round``, until
    ``--requests`` responses came back.
-3. Every response is checked: ``not_a_server_error`` and the conformance checks (status code,
-   content type, body schema, headers). Printed: per operation, requests and responses by
+3. Every response is checked with every check of schemathesis's ``--checks all`` that applies
+   to stateless runs (``CHECKS``: no server error, the conformance of status code, content
+   type, body and headers, schema-valid data accepted, schema-invalid data rejected,
+   undeclared methods 405, ...). Printed: per operation, requests and responses by
    status class; failures by check, with one reproducing ``curl`` per (operation, check);
    the elapsed time.
 Exit status 1 when any check failed (or a request could not be sent).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import os
 import sys
 import time
@@ -44,13 +49,22 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    ensure_resource_availability,
+    ignored_auth,
+    missing_required_header,
+    negative_data_rejection,
+    positive_data_acceptance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
+    use_after_free,
 )
 
 from services.config import get_settings
+from services.search import MAX_DEPTH, RANGE_FILTER_KEYS
 from services.store import embedded, migrate
 from services.store import evaluations as storage
 from services.store.db import connect
@@ -58,13 +72,74 @@ from services.store.index_versions import live_version
 
 BENCH_DB = "fashion_bench_fuzz"
 SEED = 20260611
+# Every check of schemathesis's `--checks all` that applies to stateless runs (as
+# tests/test_fuzz.py; the last four cannot fail here: no required headers, no auth, no
+# DELETE, no resource-creating POST).
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
     response_headers_conformance,
+    positive_data_acceptance,
+    negative_data_rejection,
+    unsupported_method,
+    allow_header_conformance,
+    missing_required_header,
+    ignored_auth,
+    use_after_free,
+    ensure_resource_availability,
 ]
+
+
+def register_image_media_types() -> None:
+    """Real image files for the multipart ``image`` part (as tests/test_fuzz.py)."""
+    from hypothesis import strategies as st  # noqa: PLC0415 - only the fuzzing run needs it
+    from PIL import Image  # noqa: PLC0415 - only the fuzzing run needs it
+
+    def image(fmt: str, size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", size, colour).save(buf, fmt)
+        return buf.getvalue()
+
+    colours = [(200, 30, 30), (20, 20, 160), (240, 240, 240), (10, 120, 40)]
+    for mime, fmt in (
+        ("image/jpeg", "JPEG"),
+        ("image/png", "PNG"),
+        ("image/webp", "WEBP"),
+        ("image/gif", "GIF"),
+        ("image/bmp", "BMP"),
+        ("image/tiff", "TIFF"),
+    ):
+        samples = [image(fmt, size, c) for c in colours for size in ((16, 16), (48, 32))]
+        schemathesis.openapi.media_type(mime, st.sampled_from(samples))
+
+
+def aim_at_real_cursors(case, base_url: str) -> None:
+    """A positive JSON case's cursor becomes the real one of its search's first page (a
+    positive form case's is dropped); negative cases keep theirs (as tests/test_fuzz.py)."""
+    body = case.body
+    meta = getattr(case, "meta", None)
+    if not (
+        meta is not None
+        and meta.generation.mode.is_positive
+        and isinstance(body, dict)
+        and isinstance(body.get("cursor"), str)
+    ):
+        return
+    if case.media_type != "application/json":
+        del body["cursor"]
+        return
+    first = {key: value for key, value in body.items() if key not in ("cursor", "offset")}
+    resp = httpx.post(base_url + "/v1/search", json=first, timeout=120)
+    page = resp.json().get("page") if resp.status_code == 200 else None
+    cursor = page and page.get("next_cursor")
+    if cursor:
+        body["cursor"] = cursor
+    else:
+        del body["cursor"]
+
+
 # The fuzzing dictionaries of tests/test_fuzz.py (values mixed into generated data).
 HOSTILE_STRINGS = ["\u0000", "Men\u0000", "Men", "Women", "Red", "Watches", "red dress", " "]
 HOSTILE_NUMBERS = [5e-324, 2.2250738585072014e-308, 1e-300, 9.9e-7, 1e-6, 0.0, 0.5, 1.0]
@@ -108,6 +183,27 @@ def aim_at_real_products(case, product_ids: list[int]) -> None:
         case.path_parameters["product_id"] = product_ids[(pid // 2) % len(product_ids)]
 
 
+def keep_relations(case) -> None:
+    """The two rules between fields that JSON Schema cannot state (as tests/test_fuzz.py):
+    a positive case's ``offset + k`` is kept within the depth, its range bounds in order."""
+    body = case.body
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(body, dict):
+        return
+    offset, k = body.get("offset"), body.get("k", 12)
+    if isinstance(offset, int) and isinstance(k, int) and offset + k > MAX_DEPTH:
+        body["offset"] = MAX_DEPTH - k
+    filters = body.get("filters")
+    if isinstance(filters, dict):
+        present = [key for key in RANGE_FILTER_KEYS if isinstance(filters.get(key), int)]
+        lows = [key for key in present if key.lower().endswith("min")]
+        highs = [key for key in present if key.lower().endswith("max")]
+        if lows and highs:
+            values = sorted(filters[key] for key in present)
+            filters.update({key: values[0] for key in lows})
+            filters.update({key: values[-1] for key in highs})
+
+
 @dataclass
 class Stats:
     requests: collections.Counter = field(default_factory=collections.Counter)
@@ -137,6 +233,8 @@ def fuzz_operation(operation, mode, n, seed, base_url, session, ids, stats: Stat
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
         aim_at_real_products(case, ids)
+        aim_at_real_cursors(case, base_url)
+        keep_relations(case)
         try:
             response = case.call(base_url=base_url, session=session)
         except requests.RequestException as exc:
@@ -161,6 +259,7 @@ def fuzz_operation(operation, mode, n, seed, base_url, session, ids, stats: Stat
 
 
 def fuzz(url: str, target: int, per_operation: int, seed: int, ids: list[int]) -> Stats:
+    register_image_media_types()
     schema = schemathesis.openapi.from_url(url + "/schema/openapi.json", config=fuzz_config(seed))
     operations = [result.ok() for result in schema.get_all_operations()]
     stats = Stats()

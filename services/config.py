@@ -101,6 +101,8 @@ class Settings:
     # FASHION_CURSOR_SECRET: the key that signs search cursors (unset: a random key kept in
     # FASHION_HOME/secrets/cursor-key, shared by the API processes of one machine)
     cursor_secret: str | None = None
+    # FASHION_ALLOWED_HOSTS: Host names the API serves besides loopback (comma-separated)
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,6 +155,9 @@ class Settings:
             redis_port=_number(env, "FASHION_REDIS_PORT", "6390", int, 1),
             airflow_password=env.get("FASHION_AIRFLOW_PASSWORD", "").strip() or None,
             cursor_secret=env.get("FASHION_CURSOR_SECRET", "").strip() or None,
+            allowed_hosts=tuple(
+                h.strip() for h in env.get("FASHION_ALLOWED_HOSTS", "").split(",") if h.strip()
+            ),
         )
 
     # --- paths -------------------------------------------------------------

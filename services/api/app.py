@@ -24,6 +24,7 @@ from services.api.controllers.products import ProductController
 from services.api.controllers.search import MAX_FORM_PARTS, SearchController
 from services.api.controllers.suggest import SuggestController
 from services.api.controllers.system import SystemController
+from services.api.edges import edge_guard
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.logs import request_id_middleware
 from services.api.runtime import Runtime
@@ -120,4 +121,7 @@ def create_app(
         ),
     )
     app.state.runtime = runtime
+    # Outside Litestar's router: unknown routes get the Host check too, HEAD is any GET
+    # (services.api.edges); inside the before_send hooks, so its 400 has the security headers.
+    app.asgi_handler = edge_guard(app.asgi_handler, settings.allowed_hosts)
     return app

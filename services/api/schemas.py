@@ -392,13 +392,16 @@ class ErrorBody(msgspec.Struct):
 # What each documented error status means, for the OpenAPI of every operation.
 ERROR_DESCRIPTIONS = {
     400: "The request cannot be parsed: malformed JSON or multipart, a body that is not "
-    "valid UTF-8, a parameter of the wrong type.",
+    "valid UTF-8, a parameter of the wrong type, multipart `filters` that are not JSON; or "
+    "its Host is neither a loopback name nor one of FASHION_ALLOWED_HOSTS (any route).",
     404: "No such product (or evaluation run).",
     410: "The cursor belongs to an index version that is no longer live: start again from the "
     "first page.",
     413: "Body or upload over the size limit, or a multipart form with too many parts.",
-    415: "Neither JSON nor multipart, or an upload that is not an image format we read.",
-    422: "Parsed but invalid: no text and no image, alpha/k/offset out of range, unknown or "
+    415: "A body that is neither application/json nor multipart/form-data (or has no "
+    "Content-Type), or an uploaded image in a format the API does not read (a PDF, a zip).",
+    422: "Parsed but invalid: no text and no image (a text of whitespace or invisible "
+    "characters is no text), alpha/k/offset out of range, a form number sent as null, unknown or "
     "malformed filter, text too long, a NUL character in a text or filter value, "
     "a corrupt or oversized image, a cursor altered or sent with another search.",
     503: "The database is unreachable or at an older schema revision, no index is live, "

@@ -45,9 +45,11 @@ from services.api.schemas import (
     Term,
     UnderstoodBody,
 )
+from services.api.visible import has_visible
 from services.catalog.schema import FACET_FIELDS, metadata_of
 from services.encoders.images import InvalidImageError, UnsupportedImageFormat
 from services.search import (
+    MAX_K,
     RELEVANT_POOL,
     Filters,
     NoLiveIndex,
@@ -107,7 +109,7 @@ def normalise_text(text: str | None) -> str | None:
     if "\x00" in text:
         raise SearchValidationError("text contains a NUL character (U+0000)")
     text = " ".join(text.split())
-    if not text:
+    if not has_visible(text):  # blank: whitespace, or only characters that show nothing
         return None
     if len(text) > MAX_TEXT_CHARS:
         raise SearchValidationError(
@@ -368,8 +370,11 @@ def similar(runtime: Runtime, product_id: int, alpha: float | None, k: int) -> S
         if stored is None:
             raise ProductNotFound(f"product {product_id} is not in the live index v{version.id}")
         dense, sparse = stored
+        # Itself ranks first (its own vectors): one more than k, or at the k limit the k
+        # after the first (the one case where k + 1 is no valid query).
+        deep = {"k": k + 1} if k < MAX_K else {"k": k, "offset": 1}
         ranking = certified_search(
-            conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, k=k + 1), version
+            conn, SearchQuery(dense=dense, sparse=sparse, alpha=alpha, **deep), version
         )
         return row, version, sparse, ranking
 

@@ -99,10 +99,16 @@ class ProductController(Controller):
             QueryParameter(
                 description="Weight of the dense side in [0, 1] (422 outside); "
                 f"below {MIN_ALPHA:g} counts as 0. Default: the server's default_alpha.",
+                # The bounds in the contract; the handler's own check answers 422 outside.
+                schema_extra={"oneOf": None, "type": "number", "minimum": 0, "maximum": 1},
             ),
         ] = None,
         k: Annotated[
-            int, QueryParameter(description=f"Results, 1..{MAX_K} (422 outside).")
+            int,
+            QueryParameter(
+                description=f"Results, 1..{MAX_K} (422 outside).",
+                schema_extra={"minimum": 1, "maximum": MAX_K},
+            ),
         ] = DEFAULT_K,
     ) -> SimilarResponse:
         # The request's one validation (the API's documented kinds: a value that does not

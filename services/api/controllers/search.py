@@ -24,7 +24,7 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
-from litestar.openapi.spec import OpenAPIMediaType, RequestBody
+from litestar.openapi.spec import Encoding, OpenAPIMediaType, RequestBody
 
 from services.api import search_service
 from services.api.errors import ApiError
@@ -37,6 +37,7 @@ from services.api.schemas import (
     SearchResponse,
     error_responses,
 )
+from services.api.visible import visible_char_class
 
 # The filter keys and their meaning, from the product schema (the one place that lists them).
 from services.catalog.schema import filters_doc
@@ -48,6 +49,9 @@ MAX_FORM_PARTS = 64
 # Litestar's ClientException when the multipart parser hits a limit (parts, header size).
 _PARSER_LIMIT = "Request Entity Too Large"
 NOT_UTF8 = "body is not valid UTF-8"
+ACCEPTED_MEDIA_TYPES = (
+    "send a search as Content-Type application/json or multipart/form-data (with its boundary)"
+)
 
 # Descriptions of SearchRequest's fields for the OpenAPI, used where the model has none (types,
 # defaults, limits and enums always come from the model). They would sit best on the model
@@ -78,8 +82,19 @@ class SearchForm(SearchRequest):
     ) = None
 
 
-# Text that ``normalise_text`` keeps: something besides whitespace, and no NUL anywhere.
-_SOME_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Text that ``normalise_text`` keeps: a visible character (services.api.visible), no NUL.
+_SOME_TEXT = rf"^[^\x00]*{visible_char_class()}[^\x00]*$"
+
+
+# A filter value: something besides whitespace, no NUL.
+_FILLED = r"[^\x00]*[^\s\x00][^\x00]*"
+# A cursor says where its page starts: with it, no offset but 0.
+_NOT_BOTH_CURSOR_AND_OFFSET = {
+    "anyOf": [
+        {"properties": {"cursor": {"type": "null"}}},
+        {"properties": {"offset": {"const": 0}}},
+    ]
+}
 
 
 def _filters_schema(description: str) -> dict[str, Any]:
@@ -87,8 +102,12 @@ def _filters_schema(description: str) -> dict[str, Any]:
     a value filter a string or a list of strings, a range bound an integer."""
     value = {
         "anyOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FILTER_VALUES},
+            {"type": "string", "pattern": rf"^(|{_FILLED})$"},  # "" is no filter
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": rf"^{_FILLED}$"},
+                "maxItems": MAX_FILTER_VALUES,
+            },
         ]
     }
     properties = {key: value for key in VALUE_FILTER_KEYS}
@@ -123,6 +142,7 @@ def _model_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
             "no image.",
         }
         body["required"] = sorted({*body.get("required", ()), "text"})
+        body["allOf"] = [_NOT_BOTH_CURSOR_AND_OFFSET]
         # msgspec says dict[str, ...]; the keys and their value types are fixed.
         props["filters"] = _filters_schema(props["filters"]["description"])
     return body
@@ -141,10 +161,49 @@ def _as_form_field(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+# The image formats a search reads (services.encoders.images sniffs the bytes; 415 otherwise).
+IMAGE_MEDIA_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+)
+_INT_FIELDS = ("k", "offset", "candidates", "budget")
+# Form fields that are numbers: the text "null" is no number (a form has no null).
+_NUMBER_FIELDS = ("alpha", "candidates", "budget", "k", "offset")
+
+
 def _form_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """The multipart body: the JSON fields as form fields, ``filters`` a JSON part (the
+    same object as in a JSON search), ``image`` a file of a format the API reads, and at
+    least a visible text or an image (a sparse search needs the text)."""
     body = _model_schema(model)
-    body["properties"] = {k: _as_form_field(v) for k, v in body["properties"].items()}
+    props = {k: _as_form_field(v) for k, v in body["properties"].items()}
+    props["text"] = {
+        "type": "string",
+        "pattern": r"^[^\x00]*$",
+        "description": _DESCRIPTIONS["text"] + " Blank (whitespace or invisible characters "
+        "only) counts as no text.",
+    }
+    filters = _filters_schema(props["filters"]["description"])
+    props["filters"] = {"description": filters["description"], **filters["anyOf"][0]}
+    body["properties"] = props
+    body["anyOf"] = [
+        {"required": ["text"], "properties": {"text": {"pattern": _SOME_TEXT}}},
+        {"required": ["image"], "properties": {"mode": {"enum": ["hybrid", "dense"]}}},
+    ]
+    # A form's cursor is never null: with one, offset is 0 (or absent).
+    body["dependentSchemas"] = {"cursor": {"properties": {"offset": {"const": 0}}}}
     return body
+
+
+# How the parts travel: filters as JSON text, the image as one of the formats read.
+FORM_ENCODING = {
+    "filters": Encoding(content_type="application/json"),
+    "image": Encoding(content_type=", ".join(IMAGE_MEDIA_TYPES)),
+}
 
 
 @dataclass
@@ -158,30 +217,73 @@ class SearchOperation(DocumentedOperation):
             required=True,
             content={
                 "application/json": OpenAPIMediaType(schema=_model_schema(SearchRequest)),
-                "multipart/form-data": OpenAPIMediaType(schema=_form_schema(SearchForm)),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=_form_schema(SearchForm), encoding=FORM_ENCODING
+                ),
             },
         )
+
+
+def unsupported_media_type(content_type: str) -> str:
+    """The 415's words: what was sent, and the two media types a search accepts."""
+    sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    return f"{ACCEPTED_MEDIA_TYPES}; got {sent}"
 
 
 async def parse_search_request(
     request: Request, max_upload: int
 ) -> tuple[SearchRequest, bytes | None]:
-    content_type = request.content_type[0]
+    content_type = request.content_type[0]  # lower-cased, parameters (charset) apart
     if content_type == "multipart/form-data":
         return await _parse_multipart(request, max_upload)
-    if content_type not in ("application/json", "", "text/plain"):
-        raise ApiError(415, f"send application/json or multipart/form-data, not {content_type}")
+    if content_type != "application/json":
+        raise ApiError(415, unsupported_media_type(content_type))
     body = await request.body()
     if not body.strip():
         raise ApiError(400, 'empty request body; send a JSON object such as {"text": "red dress"}')
     try:
         return msgspec.json.decode(body, type=SearchRequest), None
     except msgspec.ValidationError as exc:
+        retried = _with_integral_floats(body)
+        if retried is not None:
+            return retried, None
         raise ApiError(422, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec decodes strings as UTF-8
         raise ApiError(400, f"{NOT_UTF8} (byte {exc.start})") from None
+
+
+def _integral_floats(data: Any) -> Any:
+    """JSON Schema's integers include ``12.0``: an integral float of an integer field (or a
+    range filter) becomes the int it is; anything else is left for the model to judge."""
+    if not isinstance(data, dict):
+        return data
+
+    def whole(value: Any) -> Any:
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    out = {key: whole(value) if key in _INT_FIELDS else value for key, value in data.items()}
+    if isinstance(out.get("filters"), dict):
+        out["filters"] = {
+            key: whole(value) if key in RANGE_FILTER_KEYS else value
+            for key, value in out["filters"].items()
+        }
+    return out
+
+
+def _with_integral_floats(body: bytes) -> SearchRequest | None:
+    """The search once integral floats are ints, or None when that changes nothing or is
+    still invalid (the typed decoder's error stands: it stops a deep nesting at its first
+    level, where this generic decode could not)."""
+    try:
+        data = msgspec.json.decode(body)
+        fixed = _integral_floats(data)
+        if msgspec.json.encode(fixed) == msgspec.json.encode(data):  # 12.0 == 12 in Python
+            return None
+        return msgspec.convert(fixed, SearchRequest)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
 
 
 async def _read_form(request: Request):
@@ -205,7 +307,7 @@ async def _read_form(request: Request):
 
 
 # The multipart filters field: JSON decoded straight into the request's flat filter type.
-_FORM_FILTERS = dict[str, FilterValue] | None
+_FORM_FILTERS = dict[str, FilterValue]
 
 
 async def _parse_multipart(request: Request, max_upload: int) -> tuple[SearchRequest, bytes | None]:
@@ -228,6 +330,9 @@ async def _parse_multipart(request: Request, max_upload: int) -> tuple[SearchReq
                 fields.setdefault("ignore", []).append(value)
         elif value != "" or key == "text":
             fields[key] = value
+    for key in _NUMBER_FIELDS:
+        if fields.get(key) == "null":  # msgspec would read it as None: the default
+            raise ApiError(422, f"{key} must be a number, not null (leave the field out)")
     if isinstance(fields.get("filters"), str):
         try:
             fields["filters"] = msgspec.json.decode(fields["filters"], type=_FORM_FILTERS)

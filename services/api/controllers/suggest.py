@@ -61,12 +61,17 @@ class SuggestController(Controller):
             str,
             QueryParameter(
                 description=f"The text typed so far: at most {MAX_QUERY_CHARS} characters "
-                "(422 over), no NUL character (422); blank: no suggestions.",
+                "(422 over), no NUL character (422); blank (whitespace or invisible "
+                "characters only): no suggestions.",
+                schema_extra={"maxLength": MAX_QUERY_CHARS, "pattern": r"^[^\x00]*$"},
             ),
         ],
         limit: Annotated[
             int,
-            QueryParameter(description=f"Suggestions, 1..{MAX_SUGGESTIONS} (422 outside)."),
+            QueryParameter(
+                description=f"Suggestions, 1..{MAX_SUGGESTIONS} (422 outside).",
+                schema_extra={"minimum": 1, "maximum": MAX_SUGGESTIONS},
+            ),
         ] = DEFAULT_LIMIT,
     ) -> Suggestions:
         suggest_service.check_request(q, limit)

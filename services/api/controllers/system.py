@@ -24,7 +24,8 @@ from services.api.schemas import (
 class SystemController(Controller):
     tags: ClassVar[list[str]] = ["system"]
 
-    @get("/healthz", sync_to_thread=False, summary="Process alive")
+    # 400 everywhere: a Host that is not served (services.api.edges).
+    @get("/healthz", sync_to_thread=False, summary="Process alive", responses=error_responses(400))
     def healthz(self) -> Health:
         return Health(status="ok")
 
@@ -33,11 +34,12 @@ class SystemController(Controller):
         sync_to_thread=True,
         summary="Database reachable (primary or read replica), live index, models loaded",
         responses={
+            **error_responses(400),
             503: ResponseSpec(
                 data_container=Readiness,
                 description="Not ready: ``checks`` says which check failed.",
                 generate_examples=False,
-            )
+            ),
         },
     )
     def readyz(self, runtime: NamedDependency[Runtime]) -> Response[Readiness]:
@@ -57,7 +59,7 @@ class SystemController(Controller):
         sync_to_thread=True,
         summary="The live index version",
         operation_class=DocumentedOperation,
-        responses=error_responses(503),
+        responses=error_responses(400, 503),
     )
     def index(self, runtime: NamedDependency[Runtime]) -> IndexInfo:
         return search_service.index_info(runtime)
@@ -67,7 +69,7 @@ class SystemController(Controller):
         sync_to_thread=True,
         summary="Filter values present in the live index",
         operation_class=DocumentedOperation,
-        responses=error_responses(503),
+        responses=error_responses(400, 503),
     )
     def facets(self, runtime: NamedDependency[Runtime]) -> Facets:
         return search_service.facets(runtime)
