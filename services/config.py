@@ -22,6 +22,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The embedded server's login roles, one per job (services/store/roles.py says what each may do).
+OWNER_ROLE = "fashion"  # owns the catalogue database; runs migrations only
+PIPELINE_ROLE = "fashion_pipeline"  # indexing, sync, evaluation, DAG tasks
+SEARCH_ROLE = "fashion_search"  # the API: reads only
+AIRFLOW_ROLE = "fashion_airflow"  # Airflow's metadata database only
+SCRATCH_ROLE = "fashion_scratch"  # scratch databases of tests and benchmarks only
+
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
@@ -66,7 +73,9 @@ class Settings:
     home: Path  # FASHION_HOME
     model_cache: Path  # FASHION_MODEL_CACHE (default FASHION_HOME/models)
     pg_port: int  # FASHION_PG_PORT: the embedded server's port
-    database_url_override: str | None  # DATABASE_URL: an external server instead
+    # DATABASE_URL: an external server instead (the pipeline's login there; the API and the
+    # migrations use it too unless DATABASE_SEARCH_URL / DATABASE_OWNER_URL name their own)
+    database_url_override: str | None
     pg_replica: bool  # FASHION_PG_REPLICA: the API reads from the embedded streaming replica
     pg_replica_port: int  # FASHION_PG_REPLICA_PORT: its port (default FASHION_PG_PORT + 1)
     database_read_url_override: str | None  # DATABASE_READ_URL: an external read replica
@@ -103,6 +112,9 @@ class Settings:
     cursor_secret: str | None = None
     # FASHION_ALLOWED_HOSTS: Host names the API serves besides loopback (comma-separated)
     allowed_hosts: tuple[str, ...] = ()
+    pg_database: str = "fashion"  # FASHION_PG_DATABASE: the embedded server's catalogue database
+    database_owner_url_override: str | None = None  # DATABASE_OWNER_URL: migrations' login
+    database_search_url_override: str | None = None  # DATABASE_SEARCH_URL: the API's login
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,6 +170,9 @@ class Settings:
             allowed_hosts=tuple(
                 h.strip() for h in env.get("FASHION_ALLOWED_HOSTS", "").split(",") if h.strip()
             ),
+            pg_database=_get(env, "FASHION_PG_DATABASE", "fashion"),
+            database_owner_url_override=env.get("DATABASE_OWNER_URL") or None,
+            database_search_url_override=env.get("DATABASE_SEARCH_URL") or None,
         )
 
     # --- paths -------------------------------------------------------------
@@ -199,27 +214,45 @@ class Settings:
         """The embedded server's passwords (libpq password file, 0600; see store/embedded)."""
         return self.home / "secrets" / "pgpass"
 
-    def _embedded_url(self, role: str, dbname: str, port: int | None = None) -> str:
-        # The password comes from the 0600 password file, never from the URL itself.
+    def role_url(self, role: str, dbname: str | None = None, port: int | None = None) -> str:
+        """The embedded server as ``role``, in ``dbname`` (default the catalogue database).
+        The password comes from the 0600 password file, never from the URL itself."""
         port = self.pg_port if port is None else port
+        dbname = dbname or self.pg_database
         return f"postgresql://{role}@127.0.0.1:{port}/{dbname}?passfile={self.pg_passfile}"
 
     @property
     def database_url(self) -> str:
-        """The application's connection: DATABASE_URL, or the embedded server as the
-        non-superuser application role ``fashion``."""
+        """The pipeline's connection (indexing, sync, evaluation, CLIs): DATABASE_URL, or the
+        embedded server as ``fashion_pipeline``."""
         if self.database_url_override:
             return self.database_url_override
-        return self._embedded_url("fashion", "fashion")
+        return self.role_url(PIPELINE_ROLE)
+
+    @property
+    def owner_url(self) -> str:
+        """The migrations' connection: DATABASE_OWNER_URL, else the embedded server as the
+        owner ``fashion``, else DATABASE_URL."""
+        if self.database_owner_url_override:
+            return self.database_owner_url_override
+        return self.database_url if self.database_url_override else self.role_url(OWNER_ROLE)
+
+    @property
+    def search_url(self) -> str:
+        """The API's connection (it only reads): DATABASE_SEARCH_URL, else the embedded
+        server as ``fashion_search``, else DATABASE_URL."""
+        if self.database_search_url_override:
+            return self.database_search_url_override
+        return self.database_url if self.database_url_override else self.role_url(SEARCH_ROLE)
 
     @property
     def replica_url(self) -> str:
-        """The embedded replica (hot standby on ``pg_replica_port``) as the application role."""
-        return self._embedded_url("fashion", "fashion", self.pg_replica_port)
+        """The embedded replica (hot standby on ``pg_replica_port``) as the search role."""
+        return self.role_url(SEARCH_ROLE, port=self.pg_replica_port)
 
     def replica_admin_url_for(self, dbname: str) -> str:
         """The embedded replica's superuser: for ``db replica status`` only."""
-        return self._embedded_url("postgres", dbname, self.pg_replica_port)
+        return self.role_url("postgres", dbname, self.pg_replica_port)
 
     @property
     def database_read_url(self) -> str | None:
@@ -237,13 +270,27 @@ class Settings:
         with DATABASE_URL, that URL's own role (we never assume more)."""
         if self.database_url_override:
             return self.database_url_for(dbname)
-        return self._embedded_url("postgres", dbname)
+        return self.role_url("postgres", dbname)
 
     def database_url_for(self, dbname: str) -> str:
-        """The same server, another database (Airflow's metadata lives beside ours)."""
+        """The same server and login as ``database_url``, another database."""
         params = conninfo_to_dict(self.database_url)
         params["dbname"] = dbname
         return make_conninfo(**params)
+
+    def scratch_url_for(self, dbname: str) -> str:
+        """Where tests and benchmarks make and drop their scratch databases: the embedded
+        server as ``fashion_scratch``; with DATABASE_URL, that URL's own login."""
+        if self.database_url_override:
+            return self.database_url_for(dbname)
+        return self.role_url(SCRATCH_ROLE, dbname)
+
+    def airflow_db_url(self, dbname: str) -> str:
+        """Airflow's metadata database: the embedded server as ``fashion_airflow``; with
+        DATABASE_URL, that URL's own login."""
+        if self.database_url_override:
+            return self.database_url_for(dbname)
+        return self.role_url(AIRFLOW_ROLE, dbname)
 
 
 @functools.cache

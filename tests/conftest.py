@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 pytest_plugins = ["ci_skips"]  # under CI an unexpected skip fails the run
@@ -60,31 +59,28 @@ TEST_HOME.mkdir(parents=True, exist_ok=True)
 (TEST_HOME / "run").chmod(0o700)
 
 
-def _fresh_database(admin_url: str, dbname: str) -> None:
-    import psycopg
-
-    _drop_database(admin_url, dbname)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-
-
-def _drop_database(admin_url: str, dbname: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            # Only client sessions: the app role may not signal an autovacuum worker
-            # (PostgreSQL 18 needs pg_signal_autovacuum_worker), and DROP DATABASE
-            # cancels those itself.
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'",
-            (dbname,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-
-
 _numbers = itertools.count()
+
+
+@contextlib.contextmanager
+def scratch_db(settings, prefix: str) -> Iterator[str]:
+    """An empty database of the caller's own, made by the scratch role and owned by
+    ``fashion`` (not migrated); yields the owner's URL of it, drops it afterwards."""
+    from services.config import OWNER_ROLE
+    from services.store import embedded
+
+    dbname = embedded.scratch_database(settings, f"{prefix}_{os.getpid()}")
+    try:
+        yield settings.role_url(OWNER_ROLE, dbname)
+    finally:
+        embedded.drop_scratch_database(settings, dbname)
+
+
+def drop_airflow_db(settings, dbname: str) -> None:
+    """Drop a test's own Airflow metadata database (owned by Airflow's role)."""
+    from services.store import embedded
+
+    embedded.drop_scratch_database(settings, dbname, airflow=True)
 
 
 @pytest.fixture(scope="session")
@@ -92,63 +88,63 @@ def test_server():
     """The test server's base settings, and a database migrated to head that every test
     database is cloned from (``CREATE DATABASE ... TEMPLATE``: fast, no per-test migration).
     None with ``TEST_DATABASE_URL`` (an external server: one database, wiped between uses)."""
-    from services.config import get_settings
+    from services.config import OWNER_ROLE, get_settings
     from services.store import embedded, migrate
 
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
     os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("FASHION_PG_DATABASE", None)
     get_settings.cache_clear()
     base = get_settings()
     started_here = not embedded.status(base).running
     embedded.start(base)
-    admin = base.database_url_for("postgres")
-    template = f"fashion_template_{os.getpid()}"
-    _fresh_database(admin, template)
-    migrate.upgrade("head", base.database_url_for(template))
+    # Made by the scratch role, owned by `fashion`, migrated by it (with the job roles'
+    # grants), so that every test database runs with the production roles.
+    template = embedded.scratch_database(base, f"fashion_template_{os.getpid()}")
+    migrate.upgrade("head", base.role_url(OWNER_ROLE, template))
     yield base, template
-    _drop_database(admin, template)
+    embedded.drop_scratch_database(base, template)
     if started_here:  # stop what this session started (a server it found running stays)
         embedded.stop(base)
 
 
 @contextlib.contextmanager
 def _own_database(server) -> Iterator:
-    """A database of the caller's own at schema head; ``DATABASE_URL`` (so
-    ``get_settings()``) points at it while open, and is restored afterwards."""
+    """A database of the caller's own at schema head; ``FASHION_PG_DATABASE`` (so
+    ``get_settings()``: the pipeline, the API and the migrations each with its own role)
+    points at it while open, and is restored afterwards. With ``TEST_DATABASE_URL``,
+    ``DATABASE_URL`` does."""
     from services.config import get_settings
-    from services.store import migrate
+    from services.store import embedded, migrate
     from services.store.db import connect
     from services.store.index_versions import drop_all_versions_and_products
 
-    previous = os.environ.get("DATABASE_URL")
-    dbname = None
     if server is None:  # external server: its one database, emptied
-        url = os.environ["TEST_DATABASE_URL"]
-        migrate.upgrade("head", url)
-        with connect(url) as c:
+        key, value = "DATABASE_URL", os.environ["TEST_DATABASE_URL"]
+        migrate.upgrade("head", value)
+        with connect(value) as c:
             drop_all_versions_and_products(c)
     else:
         base, template = server
-        dbname = f"fashion_test_{os.getpid()}_{next(_numbers)}"
-        admin = base.database_url_for("postgres")
-        _drop_database(admin, dbname)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
-        url = base.database_url_for(dbname)
-    os.environ["DATABASE_URL"] = url
+        key = "FASHION_PG_DATABASE"
+        value = embedded.scratch_database(
+            base, f"fashion_test_{os.getpid()}_{next(_numbers)}", template=template
+        )
+    previous = os.environ.get(key)
+    os.environ[key] = value
     get_settings.cache_clear()
     try:
         yield get_settings()
     finally:
         if previous is None:
-            os.environ.pop("DATABASE_URL", None)
+            os.environ.pop(key, None)
         else:
-            os.environ["DATABASE_URL"] = previous
+            os.environ[key] = previous
         get_settings.cache_clear()
-        if dbname is not None:
-            _drop_database(base.database_url_for("postgres"), dbname)
+        if server is not None:
+            embedded.drop_scratch_database(base, value)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import logging
 import zipfile
 
 import httpx
+import psycopg
 import pytest
 from api_harness import CATALOG_SIZE, ServerThread, TcpProxy, copy_version, free_port, jpeg_bytes
 from api_harness import assert_error as _assert_error
@@ -520,7 +521,9 @@ def test_a_dead_pooled_connection_is_retried_not_a_503(
             assert c.post("/v1/search", json={"text": "watch"}).status_code == 200
             with app.state.runtime.pool.connection() as pooled:
                 pid = pooled.info.backend_pid
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # the scratch role may end the search role's session (pg_signal_backend)
+            with psycopg.connect(app_settings.scratch_url_for("postgres")) as killer:
+                killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
             conn.commit()
             with caplog.at_level(logging.INFO, logger="services.api.runtime"):
                 resp = c.post("/v1/search", json={"text": "watch"})

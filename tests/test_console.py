@@ -140,7 +140,7 @@ def test_api_start_is_quiet(settings):
     towers, and logs that it did; nothing in its log reads as a broken model."""
     from api_harness import free_port
 
-    env = _env(DATABASE_URL=settings.database_url, FASHION_UNDERSTANDING="off")
+    env = _env(FASHION_UNDERSTANDING="off")
     proc = subprocess.Popen(
         [CLI, "serve", "--plain-logs", "--port", str(free_port())],
         cwd=REPO,

@@ -13,7 +13,7 @@ import os
 
 import psycopg
 import pytest
-from conftest import _drop_database
+from conftest import drop_airflow_db
 from dag_runner import dag_test
 
 from services.config import get_settings
@@ -29,7 +29,7 @@ AIRFLOW_DB = f"airflow_test_{os.getpid()}"
 def airflow_home(tmp_path_factory, settings):
     """AIRFLOW_HOME of this module; its metadata DB is dropped at the end."""
     yield tmp_path_factory.mktemp("airflow-home")
-    _drop_database(settings.database_url_for("postgres"), AIRFLOW_DB)
+    drop_airflow_db(settings, AIRFLOW_DB)
 
 
 def _dense_model() -> str:
@@ -37,7 +37,7 @@ def _dense_model() -> str:
 
 
 def _asset_events(settings, run_id: str) -> list:
-    with psycopg.connect(settings.database_url_for(AIRFLOW_DB)) as c:
+    with psycopg.connect(settings.airflow_db_url(AIRFLOW_DB)) as c:
         return c.execute(
             "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
             "WHERE a.uri = 'fashion://index/live' AND e.source_run_id = %s",

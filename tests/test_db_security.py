@@ -22,6 +22,7 @@ from api_harness import free_port
 
 from services.config import Settings
 from services.store import embedded
+from services.store import roles as job_roles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,24 +51,23 @@ def test_password_file_is_private(server):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert path.stat().st_uid == os.geteuid()
     roles = embedded.read_passwords(server)
-    assert set(roles) == {embedded.ADMIN_ROLE, embedded.APP_ROLE}
+    assert set(roles) == {embedded.ADMIN_ROLE, *job_roles.LOGIN_ROLES}
     assert all(len(pw) >= 32 for pw in roles.values())
     assert "password" not in server.database_url and roles["fashion"] not in server.database_url
 
 
-def test_the_application_role_is_not_a_superuser(server):
-    with psycopg.connect(server.database_url) as conn:
+@pytest.mark.parametrize("role", ["fashion", "fashion_pipeline", "fashion_search"])
+def test_the_application_roles_are_not_superusers(server, role):
+    url = server.role_url(role)
+    with psycopg.connect(url) as conn:
         user, superuser, createrole = conn.execute(
             "SELECT current_user, rolsuper, rolcreaterole FROM pg_roles "
             "WHERE rolname = current_user"
         ).fetchone()
-        assert (user, superuser, createrole) == ("fashion", False, False)
+        assert (user, superuser, createrole) == (role, False, False)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="external program"):
             conn.execute("COPY (SELECT 1) TO PROGRAM 'id'")
-    with (
-        psycopg.connect(server.database_url) as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege),
-    ):
+    with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT pg_read_file('postgresql.conf')")
 
 
@@ -128,8 +128,8 @@ def test_the_server_runs_as_its_own_user_and_group(server):
 def test_an_old_trust_cluster_is_converted_on_start():
     """A cluster as an older version left it (trust logins, a database and a table owned
     by the superuser) is secured in place by the next ``start``, data kept."""
-    scratch = Path(tempfile.mkdtemp(prefix="sec-", dir=REPO / ".fashion" / "test-home"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    scratch = Path(tempfile.mkdtemp(prefix="sec-", dir=os.environ["FASHION_HOME"]))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "FASHION_PG_DATABASE")}
     env.update(FASHION_HOME=str(scratch), FASHION_PG_PORT=str(free_port()))
     settings = Settings.from_env(env)
     try:
@@ -152,7 +152,7 @@ def test_an_old_trust_cluster_is_converted_on_start():
         assert not embedded._trusts_anyone(settings.pgdata)
         with pytest.raises(psycopg.OperationalError, match="password"):
             psycopg.connect(open_door, passfile="/nonexistent", connect_timeout=5)
-        app = settings.database_url.replace("/fashion?", "/legacy?")
+        app = settings.owner_url.replace("/fashion?", "/legacy?")
         with psycopg.connect(app) as conn:
             assert conn.execute("SELECT name FROM kept").fetchall() == [("red dress",)]
             owner = conn.execute(

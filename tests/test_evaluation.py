@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import _drop_database
+from conftest import drop_airflow_db
 from synthetic import catalogue_rows
 
 from evaluation import metrics as M
@@ -526,7 +526,7 @@ def test_nightly_dag_stores_a_run_and_fails_loudly_on_regression(
     conn.commit()
 
     airflow_db = f"airflow_eval_test_{os.getpid()}"  # this session's own Airflow metadata DB
-    request.addfinalizer(lambda: _drop_database(settings.database_url_for("postgres"), airflow_db))
+    request.addfinalizer(lambda: drop_airflow_db(settings, airflow_db))
     result = dag_test(
         {"margin": 0.02},
         settings,

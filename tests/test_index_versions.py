@@ -59,7 +59,9 @@ def versions(empty_db):
     products.upsert_products(conn, _rows(), source="test-versions")
     ids = [_build(conn, seed) for seed in (1, 2, 3)]
     iv.swap_live(conn, ids[0])
-    conn.execute(
+    conn.commit()
+    owner = psycopg.connect(get_settings().owner_url, autocommit=True)  # a trigger: the owner's
+    owner.execute(
         f"""
         CREATE FUNCTION slow_swap() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_sleep({SLOW_SWAP}); RETURN NEW; END $$;
@@ -68,7 +70,7 @@ def versions(empty_db):
             EXECUTE FUNCTION slow_swap();
         """
     )
-    conn.commit()
+    owner.close()
     return conn, get_settings().database_url, ids  # (empty_db points settings at its database)
 
 

@@ -45,7 +45,7 @@ def test_shared_settings_are_the_single_source(tmp_path, monkeypatch):
     from services.config import get_settings
 
     url = airflow.libpq_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    assert conninfo_to_dict(url) == conninfo_to_dict(get_settings().database_url_for("airflow"))
+    assert conninfo_to_dict(url) == conninfo_to_dict(get_settings().airflow_db_url("airflow"))
 
 
 def test_compose_reads_the_shared_file_and_does_not_repeat_it():

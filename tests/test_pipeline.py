@@ -9,7 +9,6 @@ the build lock refusing a second concurrent run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psycopg
@@ -161,6 +160,7 @@ def test_a_product_changed_since_ingest_fails_its_shard(fresh, dense_model):
 
 
 def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monkeypatch):
+    from services.config import get_settings
     from services.pipeline import stages
     from services.pipeline.reindex import run_reindex
     from services.store.index_versions import get_version, list_versions, live_version
@@ -178,7 +178,7 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     def flaky_load(version_id, shard):
         calls["n"] += 1
         if calls["n"] == 2:  # the second shard's encoded vectors vanished
-            with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            with psycopg.connect(get_settings().database_url, autocommit=True) as conn:
                 conn.execute(
                     "DELETE FROM encoded_shards WHERE kind = 'dense' AND fingerprint = "
                     "(SELECT fingerprint FROM pipeline_shards WHERE run_key || '#' || shard = %s)",

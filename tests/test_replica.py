@@ -68,7 +68,7 @@ def pair():
     assert settings.database_read_url == settings.replica_url
     try:
         embedded.start(settings)
-        migrate.upgrade("head", settings.database_url)
+        migrate.upgrade("head", settings.owner_url)
         started = replica.start_replica(settings)
         assert started.running, started
         yield settings

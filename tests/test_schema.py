@@ -10,7 +10,8 @@ import msgspec
 import psycopg
 import pytest
 from api_harness import ServerThread
-from conftest import _drop_database, _fresh_database
+from conftest import scratch_db
+from psycopg.conninfo import conninfo_to_dict
 
 from services.api.app import create_app
 from services.api.schemas import ProductMetadata
@@ -97,15 +98,9 @@ def database_at_0003(settings):
     """A scratch database migrated to revision 0003 (before `brand`); its URL."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs the embedded server to create a scratch database")
-    admin = settings.database_url_for("postgres")
-    dbname = f"fashion_0003_{os.getpid()}"
-    url = settings.database_url_for(dbname)
-    _fresh_database(admin, dbname)
-    try:
+    with scratch_db(settings, "fashion_0003") as url:
         migrate.upgrade("0003", url)
         yield url
-    finally:
-        _drop_database(admin, dbname)
 
 
 def test_migration_0004_fills_brand_for_existing_products_and_versions(database_at_0003):
@@ -192,18 +187,15 @@ def test_db_status_on_an_unmigrated_database_says_migrate(settings, capsys):
     from services.cli import main
     from services.config import get_settings
 
-    admin = settings.database_url_for("postgres")
-    dbname = f"fashion_empty_{os.getpid()}"
-    _fresh_database(admin, dbname)
-    previous = os.environ["DATABASE_URL"]
-    os.environ["DATABASE_URL"] = settings.database_url_for(dbname)
-    get_settings.cache_clear()
-    try:
-        assert main(["db", "status"]) == 1
-    finally:
-        os.environ["DATABASE_URL"] = previous
+    previous = os.environ["FASHION_PG_DATABASE"]
+    with scratch_db(settings, "fashion_empty") as url:
+        os.environ["FASHION_PG_DATABASE"] = conninfo_to_dict(url)["dbname"]
         get_settings.cache_clear()
-        _drop_database(admin, dbname)
+        try:
+            assert main(["db", "status"]) == 1
+        finally:
+            os.environ["FASHION_PG_DATABASE"] = previous
+            get_settings.cache_clear()
     out = capsys.readouterr().out
     assert "schema revision none (run: fashion-search db migrate)" in out
     assert "live index version" not in out

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import _drop_database, _fresh_database
+from conftest import scratch_db
 from pgvector import SparseVector
 from psycopg import sql
 
@@ -127,12 +127,8 @@ def scale(settings):
     version and the vectors (dense, sparse) by product id; dropped at the end."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs the embedded server to create a scratch database")
-    admin = settings.database_url_for("postgres")
-    dbname = f"fashion_scale_{os.getpid()}"
-    url = settings.database_url_for(dbname)
-    _fresh_database(admin, dbname)
     conn = None
-    try:
+    with scratch_db(settings, "fashion_scale") as url:
         start = time.perf_counter()
         migrate.upgrade("head", url)
         conn = connect(url)
@@ -152,11 +148,10 @@ def scale(settings):
             f"\nscale fixture: {N_ROWS} rows built in {time.perf_counter() - start:.1f} s "
             f"(indexes: {', '.join(f'{k} {v:.1f} s' for k, v in timings.items())})"
         )
-        yield conn, version, dense, sparse
-    finally:
-        if conn is not None:
+        try:
+            yield conn, version, dense, sparse
+        finally:
             conn.close()
-        _drop_database(admin, dbname)
 
 
 def _ids(hits) -> list[int]:

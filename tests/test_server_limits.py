@@ -58,7 +58,7 @@ _EXEC_WITH_LOW_NOFILE = (
 class ServeProcess:
     """``fashion-search serve --port P FLAGS`` in a subprocess, JSON logs in a file."""
 
-    def __init__(self, name: str, flags: list[str], tmp: Path, database_url: str):
+    def __init__(self, name: str, flags: list[str], tmp: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"serve-{name}.log"
@@ -70,7 +70,7 @@ class ServeProcess:
         # Query understanding off: its background rebuild (when the live version appears)
         # opens and closes files and connections, which would blur the descriptor counts
         # these servers are measured by; nothing here depends on it.
-        env = {**os.environ, "DATABASE_URL": database_url, "FASHION_UNDERSTANDING": "off"}
+        env = {**os.environ, "FASHION_UNDERSTANDING": "off"}  # FASHION_PG_DATABASE: this module's
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,
@@ -150,13 +150,11 @@ def servers(request, app_settings, tmp_path_factory):
     """Both servers start while the live index is built (each request reads the live
     version afresh, and /readyz waits for it)."""
     tmp = tmp_path_factory.mktemp("serve")
-    url = app_settings.database_url
-    wide = ServeProcess("wide", ["--header-timeout", "300"], tmp, url)
+    wide = ServeProcess("wide", ["--header-timeout", "300"], tmp)
     strict = ServeProcess(
         "strict",
         ["--header-timeout", str(STRICT_TIMEOUT_S), "--body-timeout", str(STRICT_TIMEOUT_S)],
         tmp,
-        url,
     )
     try:
         request.getfixturevalue("live")
@@ -254,7 +252,7 @@ async def _slow_clients_and_normal_requests(srv: ServeProcess, n: int) -> dict:
             _, w = await asyncio.open_connection("127.0.0.1", srv.port)
             sock = w.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            w.write(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")  # a head that never ends
+            w.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")  # a head that never ends
             writers.append(w)
 
     stop = asyncio.Event()
@@ -327,7 +325,7 @@ def test_ten_thousand_slow_connections_do_not_stop_normal_clients(wide):
 # --- (b) header and body timeouts ---------------------------------------------------------------
 def test_a_head_trickled_line_by_line_is_cut_with_408(strict):
     with _connect(strict.port) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         got = _read_until_closed(s, trickle=b"X-Slow: 1\r\n")
     assert _status(got) == 408
     _assert_serving(strict)
@@ -341,7 +339,7 @@ def test_a_connection_that_sends_nothing_is_closed(strict):
 
 def test_a_slow_next_head_on_a_keep_alive_connection_is_cut(strict):
     with _connect(strict.port) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert _status(_read_response(s)) == 200
         s.sendall(b"GET /healthz HTTP/1.1\r\n")  # keep-alive timer cancelled by these bytes
         got = _read_until_closed(s, trickle=b"X-Slow: 1\r\n")
@@ -352,7 +350,7 @@ def test_a_slow_next_head_on_a_keep_alive_connection_is_cut(strict):
 def test_a_slow_body_is_cut_and_the_server_keeps_serving(strict):
     with _connect(strict.port) as s:
         s.sendall(
-            b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n" + b'{"text": "'
         )
         got = _read_until_closed(s, trickle=b"a")
@@ -369,7 +367,7 @@ def test_a_complete_body_in_time_is_served(strict):
 
 
 # --- (c) head size and header count -------------------------------------------------------------
-HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
 
 
 @pytest.mark.parametrize(
@@ -382,7 +380,7 @@ HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
             id="many-medium-headers",
         ),
         pytest.param(
-            b"GET /healthz?q=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="huge-url"
+            b"GET /healthz?q=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", id="huge-url"
         ),
         pytest.param(
             HEAD + b"".join(b"X-H%d: 1\r\n" % i for i in range(100)) + b"\r\n",
@@ -561,14 +559,14 @@ def test_connections_over_the_cap_get_503_and_are_closed():
             held = [_connect(port) for _ in range(5)]
             open_count(srv, 5)
             with _connect(port) as extra:
-                extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                extra.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 got = _read_until_closed(extra)
             assert _status(got) == 503
             open_count(srv, 5)  # the refused one was never counted
             held.pop().close()
             open_count(srv, 4)
             with _connect(port) as s:  # the 5th connection is served
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 assert _status(_read_until_closed(s)) == 200
         finally:
             for s in held:
@@ -580,7 +578,7 @@ def test_head_deadline_after_an_early_response_starts_when_the_body_ends():
     next head still has a deadline (from the end of that body)."""
     limits = api_server.Limits(header_timeout=1.0, body_timeout=120)
     with _thread_server(limits) as (port, _), _connect(port) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n")
         assert _status(_read_response(s)) == 200
         time.sleep(2 * limits.header_timeout)  # past the deadline counted from the response
         s.sendall(b"0123456789" + b"GET / HTTP/1.1\r\n")

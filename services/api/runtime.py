@@ -93,6 +93,7 @@ class Runtime:
         self.settings = settings
         self.pool = make_pool(
             settings,
+            url=settings.search_url,  # the read-only search role (services.store.roles)
             min_size=1,
             max_size=pool_max_size or settings.api_pool_size,
             timeout=pool_timeout,

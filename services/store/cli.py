@@ -20,7 +20,9 @@ def _start(args: argparse.Namespace) -> int:
     print(
         f"embedded PostgreSQL {st.message} on 127.0.0.1:{st.port} (pid {st.pid}), data {st.pgdata}"
     )
-    print(f"DATABASE_URL={s.database_url}")
+    print(f"DATABASE_URL={s.database_url}")  # the pipeline's login
+    print(f"DATABASE_SEARCH_URL={s.search_url}")  # the API's: reads only
+    print(f"DATABASE_OWNER_URL={s.owner_url}")  # migrations only (services/store/roles.py)
     return 0
 
 

@@ -49,6 +49,7 @@ import psycopg
 from psycopg import sql
 
 from services.config import Settings
+from services.store import roles
 
 PG_OS_USER = "fashion_pg"
 ADMIN_ROLE = "postgres"
@@ -142,7 +143,7 @@ def read_passwords(settings: Settings) -> dict[str, str]:
 
 
 def _ensure_passwords(
-    settings: Settings, roles: tuple[str, ...] = (ADMIN_ROLE, APP_ROLE)
+    settings: Settings, wanted_roles: tuple[str, ...] = (ADMIN_ROLE, *roles.LOGIN_ROLES)
 ) -> dict[str, str]:
     """The roles' passwords, generated on first use into a 0600 file in a 0700 folder
     (other roles already in the file, e.g. the replication role, are kept)."""
@@ -150,11 +151,11 @@ def _ensure_passwords(
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     current = read_passwords(settings)
-    if all(role in current for role in roles):
+    if all(role in current for role in wanted_roles):
         settings.pg_passfile.chmod(0o600)
         return current
     wanted = dict(current)
-    for role in roles:
+    for role in wanted_roles:
         wanted[role] = current.get(role) or secrets.token_urlsafe(32)
     # libpq's format host:port:database:user:password; ignored by libpq unless mode 0600.
     body = "".join(f"127.0.0.1:*:*:{role}:{pw}\n" for role, pw in wanted.items())
@@ -346,23 +347,21 @@ def _secure_old_cluster(settings: Settings, passwords: dict[str, str]) -> None:
 
 
 def _bootstrap(settings: Settings, passwords: dict[str, str]) -> None:
-    """As the superuser: the application role (its password kept in step with the file),
-    pgvector in ``template1``, the ``fashion`` database owned by the application role, and
-    every database an older version left owned by the superuser handed over."""
+    """As the superuser: the login roles (their passwords kept in step with the file;
+    services.store.roles), pgvector in ``template1``, the catalogue database owned by
+    ``fashion`` and open to the catalogue roles only, every database an older version left
+    owned by the superuser handed over, and the catalogue's grants (as its owner)."""
     with _connect(settings.admin_url_for("template1")) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # first: new databases copy it
+    catalogue = settings.pg_database
     with _connect(settings.admin_url_for("postgres")) as conn:
-        role = sql.Identifier(APP_ROLE)
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        conn.execute(
-            sql.SQL(
-                verb + " ROLE {} LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION "
-                "NOBYPASSRLS PASSWORD {}"
-            ).format(role, sql.Literal(passwords[APP_ROLE]))
-        )
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'fashion'").fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE fashion OWNER {}").format(role))
+        roles.bootstrap(conn, passwords)
+        owner = sql.Identifier(APP_ROLE)
+        exists = "SELECT 1 FROM pg_database WHERE datname = %s"
+        if not conn.execute(exists, (catalogue,)).fetchone():
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(catalogue), owner)
+            )
         legacy = [
             r[0]
             for r in conn.execute(
@@ -371,56 +370,82 @@ def _bootstrap(settings: Settings, passwords: dict[str, str]) -> None:
                 (ADMIN_ROLE,),
             )
         ]
-    for dbname in ["fashion", *legacy]:
+    for dbname in [catalogue, *legacy]:
         with _connect(settings.admin_url_for(dbname)) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             if dbname in legacy:
-                _hand_over(conn, dbname)
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(dbname), sql.Identifier(APP_ROLE)
+                    )
+                )
+                roles.hand_over(conn, ADMIN_ROLE, APP_ROLE)
+    with _connect(settings.owner_url) as conn:
+        roles.grant(conn)
 
 
-def _hand_over(conn: psycopg.Connection, dbname: str) -> None:
-    """Give a database of an older version, and everything in its ``public`` schema, to
-    the application role (the extension's own objects stay with the superuser)."""
-    role = sql.Identifier(APP_ROLE)
-    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), role))
-    rows = conn.execute(
-        """
-        SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
-                              WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, c.relname
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-          AND pg_get_userbyid(c.relowner) = %s
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid
-                          AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i', 'e'))
-        """,
-        (ADMIN_ROLE,),
-    ).fetchall()
-    for kind, name in rows:
-        conn.execute(
-            sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), sql.Identifier(name), role)
-        )
-    types = conn.execute(
-        """
-        SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE n.nspname = 'public' AND t.typtype IN ('e', 'c', 'd')
-          AND pg_get_userbyid(t.typowner) = %s
-          AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid AND c.relkind <> 'c')
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid
-                          AND d.classid = 'pg_type'::regclass AND d.deptype = 'e')
-        """,
-        (ADMIN_ROLE,),
-    ).fetchall()
-    for (name,) in types:
-        conn.execute(sql.SQL("ALTER TYPE {} OWNER TO {}").format(sql.Identifier(name), role))
+def ensure_airflow_database(settings: Settings, dbname: str) -> None:
+    """Airflow's metadata database ``dbname``: on the embedded server created by the
+    superuser, owned by ``fashion_airflow`` and open to it alone (one an older version made
+    is handed over with its tables); on another server created if missing by DATABASE_URL's
+    login (``db/roles.sql`` says how to give Airflow a role of its own there)."""
+    if not settings.embedded:
+        with _connect(settings.database_url_for("postgres")) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return
+    with _connect(settings.admin_url_for("postgres")) as conn:
+        previous = roles.ensure_airflow_database(conn, dbname)
+    if previous is not None:
+        with _connect(settings.admin_url_for(dbname)) as conn:
+            roles.hand_over(conn, previous, roles.AIRFLOW)
 
 
 def ensure_database(settings: Settings, dbname: str) -> None:
-    """Create ``dbname`` on the server if it is missing (e.g. Airflow's metadata DB); on the
-    embedded server it is owned by the application role, which creates it."""
-    with _connect(settings.database_url_for("postgres")) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    """A benchmark's own catalogue database ``dbname``, kept between runs: created if
+    missing by the scratch role (owned by ``fashion``; ``migrate.upgrade`` then makes its
+    grants), or with DATABASE_URL by that URL's login."""
+    with _connect(settings.scratch_url_for("postgres")) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return
+    scratch_database(settings, dbname)
+
+
+def scratch_database(settings: Settings, dbname: str, template: str | None = None) -> str:
+    """A fresh scratch database for a test or a benchmark (an older one of that name is
+    dropped first), made by the scratch role and owned by ``fashion``, from ``template``
+    when given; returns its name. With DATABASE_URL, made by that URL's login."""
+    drop_scratch_database(settings, dbname)
+    owner = (
+        sql.SQL(" OWNER {}").format(sql.Identifier(APP_ROLE)) if settings.embedded else sql.SQL("")
+    )
+    copy = sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL("")
+    with _connect(settings.scratch_url_for("postgres")) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}{}{}").format(sql.Identifier(dbname), owner, copy))
+    if template and settings.embedded:  # a database's own access rules are not copied
+        with _connect(settings.role_url(APP_ROLE, dbname)) as conn:
+            roles.grant(conn)
+    return dbname
+
+
+def drop_scratch_database(settings: Settings, dbname: str, *, airflow: bool = False) -> None:
+    """Drop a scratch database (its client sessions ended first) if it exists. ``airflow``:
+    a scratch Airflow metadata database, which only the superuser may drop on the embedded
+    server (the scratch role has no rights on Airflow's role's databases)."""
+    admin = settings.embedded and airflow
+    url = settings.admin_url_for("postgres") if admin else settings.scratch_url_for("postgres")
+    with _connect(url) as conn:
+        conn.execute(
+            # Only client sessions: an autovacuum worker needs pg_signal_autovacuum_worker
+            # (PostgreSQL 18), and DROP DATABASE cancels those itself.
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'",
+            (dbname,),
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
 
 
 def stop(settings: Settings) -> ServerStatus:

@@ -14,13 +14,14 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import URL, make_url
 
 from services.config import REPO_ROOT, get_settings
+from services.store import roles
 
 MIGRATIONS_DIR = REPO_ROOT / "db" / "migrations"
 
 
 def sqlalchemy_url(url: str | None = None) -> str:
     """The libpq DSN as a SQLAlchemy URL on the psycopg 3 driver."""
-    url = url or get_settings().database_url
+    url = url or get_settings().owner_url
     if "://" not in url:  # key=value conninfo: the other keys (passfile, sslmode...) go
         p = conninfo_to_dict(url)  # to the driver as query parameters
         u = URL.create(
@@ -60,7 +61,11 @@ def schema_revision(conn: psycopg.Connection) -> str | None:
 
 
 def upgrade(revision: str = "head", url: str | None = None) -> None:
+    """Migrate to ``revision`` as the owner (``Settings.owner_url`` unless ``url``), then
+    renew the job roles' grants (services.store.roles; nothing where they do not exist)."""
     command.upgrade(alembic_config(url), revision)
+    with psycopg.connect(url or get_settings().owner_url, autocommit=True) as conn:
+        roles.grant(conn)
 
 
 def downgrade(revision: str, url: str | None = None) -> None:

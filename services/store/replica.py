@@ -37,9 +37,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from services.config import Settings
-from services.store import embedded
+from services.store import embedded, roles
 from services.store.db import replication_lag
-from services.store.embedded import ADMIN_ROLE, APP_ROLE, REPLICATION_ROLE
+from services.store.embedded import ADMIN_ROLE, REPLICATION_ROLE
 
 SLOT = "fashion_replica"  # the replication slot, and the standby's application_name
 MAX_SLOT_WAL_KEEP = "4GB"  # WAL the primary keeps for a stopped replica, at most
@@ -135,8 +135,8 @@ def _base_backup(settings: Settings, user: str | None) -> None:
             "the primary is not running: `fashion-search db start` first (the replica's "
             "first start copies it)"
         )
-    roles = (ADMIN_ROLE, APP_ROLE, REPLICATION_ROLE)
-    password = embedded._ensure_passwords(settings, roles)[REPLICATION_ROLE]
+    wanted = (ADMIN_ROLE, *roles.LOGIN_ROLES, REPLICATION_ROLE)
+    password = embedded._ensure_passwords(settings, wanted)[REPLICATION_ROLE]
     _enable_replication(settings, password)
     pgdata = settings.pgdata_replica
     if pgdata.exists():  # no PG_VERSION: what an interrupted base backup left

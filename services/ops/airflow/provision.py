@@ -73,9 +73,9 @@ def setup(
     home = Path(home or airflow_home(settings))
     if settings.embedded:
         embedded.start(settings)
-    embedded.ensure_database(settings, dbname)  # CREATE DATABASE if missing (any server)
+    embedded.ensure_airflow_database(settings, dbname)  # its own role's, created if missing
     if migrate_platform:
-        migrate.upgrade("head", settings.database_url)  # the schema the tasks write to
+        migrate.upgrade("head", settings.owner_url)  # the schema the tasks write to
     env = airflow_env(settings, home=home, dbname=dbname)
     write_passwords(home, admin_login(settings, home=home))
     for sub in ("logs", "run"):

@@ -63,7 +63,7 @@ def metadata_url(settings: Settings | None = None, dbname: str = "airflow") -> s
     """SQLAlchemy URL of Airflow's metadata DB on the project's server (psycopg 3 driver)."""
 
     settings = settings or get_settings()
-    params = conninfo_to_dict(settings.database_url_for(dbname))
+    params = conninfo_to_dict(settings.airflow_db_url(dbname))
     port = params.pop("port", None)
     return URL.create(
         "postgresql+psycopg",
