@@ -38,11 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from bench_db import use_bench_database
 from bench_search import COLOURS, GENDERS  # one synthetic vocabulary for both benchmarks
 from PIL import Image, ImageDraw
 
 from services.config import get_settings
-from services.store import embedded, hnsw, migrate, products
+from services.store import hnsw, products
 from services.store import index_versions as iv
 from services.store.db import connect
 
@@ -101,9 +102,7 @@ USAGES = ["Casual", "Formal", "Sports", "Ethnic", "Party"]
 
 def bench_settings():
     """Settings pointing at the bench database (also for the API process it starts)."""
-    os.environ["DATABASE_URL"] = get_settings().database_url_for(BENCH_DB)
-    get_settings.cache_clear()  # settings are read once per process; this one changed its own
-    return get_settings()
+    return use_bench_database(BENCH_DB)
 
 
 def synthetic_rows(n: int, distinct_names: int, seed: int = 3) -> list[dict]:
@@ -141,12 +140,7 @@ def load(n: int, reload: bool, distinct_names: int) -> None:
     from services.encoders.clip import load_clip  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
     from services.encoders.splade import load_splade  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    base = get_settings()
-    if base.embedded:
-        embedded.start(base)
-        embedded.ensure_database(base, BENCH_DB)
     settings = bench_settings()
-    migrate.upgrade("head", url=settings.database_url)
     clip, splade = load_clip(settings.dense_model), load_splade(settings.sparse_model)
     with connect(settings.database_url) as conn:
         live = iv.live_version(conn)
@@ -638,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_load:
         load(args.rows, args.reload, args.distinct_names)
     else:  # the bench index as it is, at this code's schema revision
-        migrate.upgrade("head", bench_settings().database_url)
+        bench_settings()
     log_path = get_settings().reports_dir / "bench_api_server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = start_server(args.port, args.torch_threads, log_path, args.api_root)

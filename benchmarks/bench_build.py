@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from psycopg import sql
 
-from services.config import get_settings
+from services.config import PIPELINE_ROLE, get_settings
 from services.search import DEFAULT_CANDIDATES
 from services.store import embedded, hnsw
 from services.store import index_versions as iv
@@ -144,7 +144,8 @@ def main() -> None:
     s = get_settings()
     if s.embedded:
         embedded.start(s)
-    conn = connect(s.database_url_for("fashion_bench"), autocommit=True)
+    bench = s.role_url(PIPELINE_ROLE, "fashion_bench") if s.embedded else None
+    conn = connect(bench or s.database_url_for("fashion_bench"), autocommit=True)
     live = iv.live_version(conn)
     if live is None or (live.row_count or 0) < args.rows:
         sys.exit(f"fashion_bench needs a live index of >= {args.rows:,} rows (bench_search.py)")

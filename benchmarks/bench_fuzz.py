@@ -38,58 +38,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx
 import hypothesis
 import requests
 import schemathesis
 from bench_api import start_server  # the API process, as bench_api starts it
+from bench_db import use_bench_database
+from fuzz_checks import CHECKS, SKIPPED  # tests/fuzz_checks.py: the checks tests/test_fuzz.py runs
 from hypothesis import HealthCheck, Phase, Verbosity
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
-from schemathesis.specs.openapi.checks import (
-    allow_header_conformance,
-    content_type_conformance,
-    ensure_resource_availability,
-    ignored_auth,
-    missing_required_header,
-    negative_data_rejection,
-    positive_data_acceptance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-    unsupported_method,
-    use_after_free,
-)
 
 from services.config import get_settings
 from services.search import MAX_DEPTH, RANGE_FILTER_KEYS
-from services.store import embedded, migrate
 from services.store import evaluations as storage
 from services.store.db import connect
 from services.store.index_versions import live_version
 
 BENCH_DB = "fashion_bench_fuzz"
 SEED = 20260611
-# Every check of schemathesis's `--checks all` that applies to stateless runs (as
-# tests/test_fuzz.py; the last four cannot fail here: no required headers, no auth, no
-# DELETE, no resource-creating POST).
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-    positive_data_acceptance,
-    negative_data_rejection,
-    unsupported_method,
-    allow_header_conformance,
-    missing_required_header,
-    ignored_auth,
-    use_after_free,
-    ensure_resource_availability,
-]
 
 
 def register_image_media_types() -> None:
@@ -292,9 +261,7 @@ def fuzz(url: str, target: int, per_operation: int, seed: int, ids: list[int]) -
 
 # --- a server of its own ----------------------------------------------------------------------
 def bench_settings():
-    os.environ["DATABASE_URL"] = get_settings().database_url_for(BENCH_DB)
-    get_settings.cache_clear()
-    return get_settings()
+    return use_bench_database(BENCH_DB)
 
 
 def prepare(rows: int) -> None:
@@ -302,12 +269,7 @@ def prepare(rows: int) -> None:
     matches) and one evaluation run."""
     from services.pipeline.reindex import run_reindex  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
-    base = get_settings()
-    if base.embedded:
-        embedded.start(base)
-        embedded.ensure_database(base, BENCH_DB)
     settings = bench_settings()
-    migrate.upgrade("head", settings.database_url)
     with connect(settings.database_url) as conn:
         live = live_version(conn)
     if live is None or live.row_count != rows:
@@ -374,6 +336,11 @@ def report(stats: Stats, elapsed: float, args: argparse.Namespace) -> None:
         by_check[check] += n
     for check in CHECKS:
         print(f"| {check.__name__} | {by_check[check.__name__]:,} |")
+    for label, n in sorted(SKIPPED.items()):
+        print(
+            f"\nnegative_data_rejection left out {n:,} cases of {label} that schemathesis "
+            "generated as negative without any mutation (tests/fuzz_checks.py)"
+        )
     for key, n in sorted(stats.transport_errors.items()):
         print(f"transport error: {key} x{n}")
     for (label, check), (curl, status, body) in sorted(stats.examples.items()):

@@ -71,11 +71,11 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import realistic
+from benchmarks.bench_db import use_bench_database
 from benchmarks.realistic import Batch
 from services import search
 from services.catalog.schema import BY_NAME, METADATA_FIELDS, VALUE_FILTER_FIELDS
-from services.config import get_settings
-from services.store import embedded, hnsw, migrate, products
+from services.store import hnsw, products
 from services.store import index_versions as iv
 from services.store.db import connect, server_versions
 
@@ -280,12 +280,7 @@ def realistic_source(args) -> Source:
 def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersion, list]:
     """The bench database's connection and its live version holding ``source``'s rows (built
     unless --reuse finds one of the same size and mode), with the load steps' timings."""
-    s = get_settings()
-    if s.embedded:
-        embedded.start(s)
-        embedded.ensure_database(s, "fashion_bench")
-    url = s.database_url_for("fashion_bench")
-    migrate.upgrade("head", url=url)
+    url = use_bench_database("fashion_bench").database_url
     conn = connect(url)
     pg, vec = server_versions(conn)
     print(f"# bench_search ({source.mode}): {source.description}, PostgreSQL {pg}, pgvector {vec}")

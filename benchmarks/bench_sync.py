@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from bench_api import start_server
+from bench_db import use_bench_database
 from PIL import Image, ImageOps
 
 from services.catalog.shards import write_parquet
 from services.config import get_settings
 from services.pipeline.reindex import format_timings, run_reindex
 from services.pipeline.sync import format_report, sync_catalog
-from services.store import embedded, migrate
 from services.store import index_versions as iv
 from services.store.catalog_syncs import version_hashes
 from services.store.db import connect
@@ -56,17 +56,10 @@ BENCH_DB = "fashion_bench_sync"
 def bench_environment() -> None:
     """Point this process (and the API process it starts) at the bench database and home."""
 
-    s = get_settings()
-    if s.embedded:
-        embedded.start(s)
-        embedded.ensure_database(s, BENCH_DB)
-    url = s.database_url_for(BENCH_DB)
-    migrate.upgrade("head", url=url)
+    s = use_bench_database(BENCH_DB)
     home = s.home / "bench-sync"
     home.mkdir(parents=True, exist_ok=True)
-    os.environ.update(
-        DATABASE_URL=url, FASHION_HOME=str(home), FASHION_MODEL_CACHE=str(s.model_cache)
-    )
+    os.environ.update(FASHION_HOME=str(home), FASHION_MODEL_CACHE=str(s.model_cache))
     get_settings.cache_clear()  # settings are read once per process; this one changed its own
 
 

@@ -75,7 +75,8 @@ sys.path.insert(0, str(ROOT))
 from tables import pct, table  # the benchmarks' printing
 
 from evaluation.queries import generate_queries, misspell
-from services.config import get_settings
+from services.config import OWNER_ROLE, get_settings
+from services.store import embedded
 from services.store.db import connect
 from services.store.index_versions import (
     live_version,
@@ -272,7 +273,11 @@ class Scratch:
         except psycopg.Error as exc:
             self.error = f"cannot create a scratch database: {_reason(exc)}"
             return
-        url = self.settings.database_url_for(SCRATCH_DB)
+        url = (  # its owner: it makes the extensions and a temporary table there
+            self.settings.role_url(OWNER_ROLE, SCRATCH_DB)
+            if self.settings.embedded
+            else self.settings.database_url_for(SCRATCH_DB)
+        )
         self.conn = psycopg.connect(url, autocommit=True)
         for ext in ("fuzzystrmatch", "pg_trgm"):
             self.extensions[ext] = self._create_extension(ext)
@@ -291,13 +296,8 @@ class Scratch:
             self.conn.execute("ANALYZE vocab")
             self.build_ms["trgm"] = self.build_ms["levenshtein"] + 1000 * (time.perf_counter() - t)
 
-    def _admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.settings.database_url_for("postgres"), autocommit=True)
-
     def _create_database(self) -> None:
-        with self._admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(SCRATCH_DB)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH_DB)))
+        embedded.scratch_database(self.settings, SCRATCH_DB)  # by the scratch role
         self._created = True
 
     def _create_extension(self, ext: str) -> str:
@@ -323,10 +323,7 @@ class Scratch:
             self.conn.close()
             self.conn = None
         if self._created:
-            with self._admin() as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(SCRATCH_DB))
-                )
+            embedded.drop_scratch_database(self.settings, SCRATCH_DB)
             self._created = False
 
 

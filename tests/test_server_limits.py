@@ -380,7 +380,8 @@ HEAD = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
             id="many-medium-headers",
         ),
         pytest.param(
-            b"GET /healthz?q=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", id="huge-url"
+            b"GET /healthz?q=" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            id="huge-url",
         ),
         pytest.param(
             HEAD + b"".join(b"X-H%d: 1\r\n" % i for i in range(100)) + b"\r\n",

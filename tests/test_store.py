@@ -554,6 +554,16 @@ def test_bad_vectors_and_filters_rejected(live):
         search.Filters.from_mapping({"year_min": "2012"})
     with pytest.raises(search.SearchValidationError, match="string"):
         search.Filters.from_mapping({"gender": 3})
+    # found by schemathesis's negative_data_rejection: an unknown name with an empty value,
+    # and an empty range bound, were dropped as "no filter" instead of refused
+    for empty in ([], ""):
+        with pytest.raises(search.SearchValidationError, match="unknown filter 'price'"):
+            search.Filters.from_mapping({"price": empty})
+        with pytest.raises(search.SearchValidationError, match="integer"):
+            search.Filters.from_mapping({"year_min": empty})
+    assert search.Filters.from_mapping({"gender": "", "baseColour": [], "year_max": None}) == (
+        search.Filters()
+    )
 
 
 def test_filter_values_are_bound_parameters(live):

@@ -144,7 +144,15 @@ class Filters:
         values: dict[str, tuple[str, ...]] = {}
         bounds: dict[str, dict[str, int]] = {}
         for key, value in data.items():
-            if value is None or value == "" or value == []:
+            # An unknown name is refused whatever its value (an empty one too: the schema
+            # admits no other names); an empty value of a known field is no filter.
+            if key not in _RANGE_KEYS and key not in _VALUE_KEYS:
+                allowed = [g.name for g in VALUE_FILTER_FIELDS]
+                allowed += [k for g in RANGE_FILTER_FIELDS for k in range_keys(g)]
+                raise SearchValidationError(
+                    f"unknown filter '{key}'; allowed: {', '.join(allowed)}"
+                )
+            if value is None:
                 continue
             if key in _RANGE_KEYS:
                 f, end = _RANGE_KEYS[key]
@@ -152,13 +160,9 @@ class Filters:
                     raise SearchValidationError(f"filter {key} must be an integer {f.name}")
                 bounds.setdefault(f.column, {})[end] = value
                 continue
-            f = _VALUE_KEYS.get(key)
-            if f is None:
-                allowed = [g.name for g in VALUE_FILTER_FIELDS]
-                allowed += [k for g in RANGE_FILTER_FIELDS for k in range_keys(g)]
-                raise SearchValidationError(
-                    f"unknown filter '{key}'; allowed: {', '.join(allowed)}"
-                )
+            if value == "" or value == []:
+                continue
+            f = _VALUE_KEYS[key]
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(
                 isinstance(v, str) and v.strip() for v in items
