@@ -34,6 +34,10 @@ def test_ui_pages_and_api_answers_carry_the_security_headers(stack):  # noqa: F8
     r = httpx.get(base + "/auth/login", headers={"Host": "evil.example"}, trust_env=False)
     assert r.status_code == 400
     assert airflow.missing_security_headers(r.headers) == [], dict(r.headers)
+    # Swagger UI / ReDoc would load from a CDN the CSP refuses: not served (infra/airflow.env)
+    for path, marker in (("/docs", "swagger-ui"), ("/redoc", "redoc.standalone")):
+        r = httpx.get(base + path, trust_env=False, timeout=30)
+        assert marker not in r.text.lower(), (path, r.status_code)
 
 
 @pytest.mark.browser
