@@ -10,24 +10,26 @@ PostgreSQL refuses to run as root; as root we run it as the OS user and group ``
 (no supplementary groups: the server never keeps root's group).
 
 Nobody else gets in: the server listens on 127.0.0.1 only, with no Unix socket, and every
-login needs a password (``scram-sha-256``). Two roles, with generated passwords kept in a
-libpq password file ``FASHION_HOME/secrets/pgpass`` (mode 0600, folder 0700) that the
-connection URLs name with ``passfile=`` (no secret in a URL, a log or a process list):
+login needs a password (``scram-sha-256``). Each role's generated password is kept in a libpq
+password file ``FASHION_HOME/secrets/pgpass`` (mode 0600, folder 0700) that the connection
+URLs name with ``passfile=`` (no secret in a URL, a log or a process list):
 
-- ``postgres``, the superuser: used here only, to create roles, databases and the pgvector
-  extension (pgvector is not a trusted extension, so only a superuser may create it; it is
-  created in ``template1`` so every new database has it);
-- ``fashion``, the application's role (:data:`APP_ROLE`): not a superuser, so no
-  ``COPY ... PROGRAM``, no server files, no other role's data. It owns the ``fashion``
-  database and Airflow's metadata database, and may create databases (Airflow's, and the
-  scratch databases of the tests and benchmarks);
+- ``postgres``, the superuser: used here only, to create the roles, the databases and the
+  pgvector extension (pgvector is not a trusted extension, so only a superuser may create it;
+  it is created in ``template1`` so every new database has it);
+- the roles by job (:mod:`services.store.roles`): ``fashion`` owns the catalogue database
+  (:data:`APP_ROLE`; migrations only), ``fashion_pipeline`` writes it, ``fashion_search``
+  (the API) reads it, ``fashion_airflow`` owns Airflow's database, ``fashion_scratch`` makes
+  the tests' and benchmarks' scratch databases. None is a superuser: no ``COPY ... PROGRAM``,
+  no server files;
 - ``fashion_replicator`` (:data:`REPLICATION_ROLE`), created only by ``db replica start``
   (``services.store.replica``): ``REPLICATION`` and nothing else, allowed in by one
   ``host replication`` line of ``pg_hba.conf`` from 127.0.0.1, with a password.
 
-A cluster initialised by an older version (``trust`` logins for everyone) is converted in
-place on its next start: passwords set, ``pg_hba.conf`` rewritten, its databases and their
-tables handed to the application role.
+A cluster initialised by an older version is converted in place on its next start: ``trust``
+logins replaced by passwords, databases the superuser owned handed to ``fashion``, the roles
+by job made and their grants given (``fashion`` loses CREATEDB; its index tables pass to the
+pipeline); Airflow's database passes to ``fashion_airflow`` on the next ``airflow start``.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ PIPELINE_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCE
 
 def bootstrap(admin: psycopg.Connection, passwords: dict[str, str]) -> None:
     """As the superuser: every login role with its attributes and password (kept in step
-    with the password file), and the two memberships: the owner acts for the pipeline (a
+    with the password file), and the memberships: the owner acts for the pipeline (a
     migration may alter the index tables), the scratch role for the owner (it makes
     databases owned by ``fashion`` and copies and drops them; ``pg_signal_backend`` ends the
     sessions left in a scratch database it drops)."""
