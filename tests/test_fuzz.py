@@ -24,8 +24,10 @@
    part (a strategy per declared format), and a positive case's ``cursor`` (signed by the
    server) is the real one of its search's first page; and two rules between two fields,
    which JSON Schema cannot state in a form the generator takes, are kept in positive cases
-   (``offset + k <= 1000``; a range filter's min <= max). ``negative_data_rejection`` skips only the cases schemathesis itself records as carrying
-   no mutation (tests/fuzz_checks.py says why and what was measured). ``benchmarks/bench_fuzz.py`` runs the same at 50,000+ requests.
+   (``offset + k <= 1000``; a range filter's min <= max). ``negative_data_rejection``
+   leaves out only negative forms that satisfy their schema as sent (tests/fuzz_checks.py
+   says why and what was measured).
+   ``benchmarks/bench_fuzz.py`` runs the same at 50,000+ requests.
 2. Regression tests of the inputs a tester found answering 500 (a subnormal alpha, NUL
    characters, bytes that are not UTF-8, a 1,000-deep multipart filters field) and the
    smaller findings (10k form fields, client disconnects logged as errors, the dashboard's
