@@ -369,6 +369,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    if False:  # MUTATION\n",
         ("tests/test_storefront_api.py::test_bad_cursors_and_offsets_are_4xx_with_a_message",),
     ),
+    Mutation(
+        "search-role-writes",
+        "the API's role gets every privilege on the tables, not SELECT",
+        "services/store/roles.py",
+        '        sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(search),\n',
+        '        sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(search),  # M\n',
+        (("tests/test_db_roles.py::test_the_search_role_reads_everything_and_writes_nothing"),),
+    ),
+    Mutation(
+        "unknown-empty-filter-dropped",
+        "a filter name the schema does not know is dropped when its value is empty",
+        "services/search/contract.py",
+        "            if key not in _RANGE_KEYS and key not in _VALUE_KEYS:\n",
+        '            if value in ([], "") and key not in _RANGE_KEYS:  # MUTATION\n'
+        "                continue\n"
+        "            if key not in _RANGE_KEYS and key not in _VALUE_KEYS:\n",
+        ("tests/test_store.py::test_bad_vectors_and_filters_rejected",),
+    ),
 )
 
 

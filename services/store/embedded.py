@@ -56,7 +56,8 @@ from services.store import roles
 PG_OS_USER = "fashion_pg"
 ADMIN_ROLE = "postgres"
 APP_ROLE = "fashion"
-REPLICATION_ROLE = "fashion_replicator"  # the streaming replica's login (services.store.replica)
+REPLICATION_ROLE = "fashion_replicator"
+BOOTSTRAP_LOCK = 0x66617368  # advisory lock key ("fash") held while the roles are set up  # the streaming replica's login (services.store.replica)
 
 # Only loopback TCP, only with a password; no Unix socket (unix_socket_directories = '').
 HBA_CONF = """\
@@ -353,6 +354,14 @@ def _bootstrap(settings: Settings, passwords: dict[str, str]) -> None:
     services.store.roles), pgvector in ``template1``, the catalogue database owned by
     ``fashion`` and open to the catalogue roles only, every database an older version left
     owned by the superuser handed over, and the catalogue's grants (as its owner)."""
+    with _connect(settings.admin_url_for("postgres")) as lock:
+        # One start at a time: two at once (test sessions, the mutation check's workers)
+        # would ALTER the same roles together ("tuple concurrently updated").
+        lock.execute("SELECT pg_advisory_lock(%s)", (BOOTSTRAP_LOCK,))
+        _bootstrap_locked(settings, passwords)
+
+
+def _bootstrap_locked(settings: Settings, passwords: dict[str, str]) -> None:
     with _connect(settings.admin_url_for("template1")) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # first: new databases copy it
     catalogue = settings.pg_database
