@@ -160,8 +160,9 @@ def keep_relations(case) -> None:
     if meta is None or not meta.generation.mode.is_positive or not isinstance(body, dict):
         return
     offset, k = body.get("offset"), body.get("k", 12)
-    if isinstance(offset, int) and isinstance(k, int) and offset + k > MAX_DEPTH:
-        body["offset"] = MAX_DEPTH - k
+    # numbers, integral floats included (the API takes 12.0 for 12)
+    if isinstance(offset, (int, float)) and isinstance(k, (int, float)) and offset + k > MAX_DEPTH:
+        body["offset"] = MAX_DEPTH - int(k)
     filters = body.get("filters")
     if isinstance(filters, dict):
         present = [key for key in RANGE_FILTER_KEYS if isinstance(filters.get(key), int)]

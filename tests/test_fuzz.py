@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import socket
@@ -94,7 +95,10 @@ HOSTILE_NUMBERS = [5e-324, 2.2250738585072014e-308, 1e-300, 9.9e-7, 1e-6, 0.0, 0
 
 
 def fuzz_config(
-    max_examples: int, deep_examples: int | None = None, seed: int = FUZZ_SEED
+    max_examples: int,
+    deep_examples: int | None = None,
+    seed: int = FUZZ_SEED,
+    extra_operations: tuple[dict, ...] = (),
 ) -> schemathesis.Config:
     """Schemathesis settings (benchmarks/bench_fuzz.py has the same): all phases but stateful,
     positive and negative data, NUL characters allowed, the dictionaries above mixed in,
@@ -139,7 +143,8 @@ def fuzz_config(
                 {
                     "include-path": DEEP_OPERATIONS,
                     "generation": {"max-examples": deep_examples or max_examples},
-                }
+                },
+                *extra_operations,
             ],
         }
     )
@@ -158,10 +163,44 @@ def app_openapi() -> dict:
     return create_app(load_models=False).openapi_schema.to_schema()
 
 
+def without_form_images(spec: dict) -> dict:
+    """The document with the search's form taking no image part: schemathesis 4.32.5's
+    negative generation crashes on a form with a file part now and then ("Unsupported type:
+    'Binary'" in its own filters; seed-dependent, seen in CI), so the search's negative
+    cases are generated from this variant, its positive ones from the served document. The
+    negative image cases are pinned by hand (tests/test_edges.py: a PDF, an empty form)."""
+    spec = copy.deepcopy(spec)
+    body = spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form = body["schema"]
+    form["properties"].pop("image")
+    form["anyOf"] = [b for b in form.get("anyOf", []) if "image" not in b.get("required", [])]
+    if len(form["anyOf"]) == 1:  # the text branch: its constraints hold, as allOf
+        form["allOf"] = form.pop("anyOf")
+    elif not form["anyOf"]:
+        form.pop("anyOf")
+    body.get("encoding", {}).pop("image", None)
+    return spec
+
+
+SEARCH = "/v1/search"
 # Collected per operation (one pytest item each); requests go to the live server (`server`).
+# Every operation in positive and negative mode, the search's negative cases apart (above).
 fuzzed = schemathesis.openapi.from_dict(
-    app_openapi(), config=fuzz_config(FUZZ_EXAMPLES, DEEP_EXAMPLES)
+    app_openapi(),
+    config=fuzz_config(
+        FUZZ_EXAMPLES,
+        DEEP_EXAMPLES,
+        extra_operations=({"include-path": SEARCH, "generation": {"mode": "positive"}},),
+    ),
 )
+fuzzed_search_negative = schemathesis.openapi.from_dict(
+    without_form_images(app_openapi()),
+    config=fuzz_config(
+        DEEP_EXAMPLES,
+        DEEP_EXAMPLES,
+        extra_operations=({"include-path": SEARCH, "generation": {"mode": "negative"}},),
+    ),
+).include(path=SEARCH)
 
 
 def aim_at_real_products(case, product_ids: list[int]) -> None:
@@ -208,8 +247,9 @@ def keep_within_depth(case) -> None:
     if case.meta is None or not case.meta.generation.mode.is_positive or not isinstance(body, dict):
         return
     offset, k = body.get("offset"), body.get("k", 12)
-    if isinstance(offset, int) and isinstance(k, int) and offset + k > MAX_DEPTH:
-        body["offset"] = MAX_DEPTH - k
+    # numbers, integral floats included (the API takes 12.0 for 12)
+    if isinstance(offset, (int, float)) and isinstance(k, (int, float)) and offset + k > MAX_DEPTH:
+        body["offset"] = MAX_DEPTH - int(k)
 
 
 def keep_ranges_ordered(case) -> None:
@@ -235,13 +275,22 @@ def keep_ranges_ordered(case) -> None:
             filters[k] = values[-1]
 
 
-@fuzzed.parametrize()
-def test_every_operation_conforms_to_its_openapi(case, server, live):
+def _call_and_validate(case, server, live) -> None:
     aim_at_real_products(case, [row["id"] for row in live.rows])
     aim_at_real_cursors(case, server.url)
     keep_within_depth(case)
     keep_ranges_ordered(case)
     case.call_and_validate(base_url=server.url, checks=CHECKS)
+
+
+@fuzzed.parametrize()
+def test_every_operation_conforms_to_its_openapi(case, server, live):
+    _call_and_validate(case, server, live)
+
+
+@fuzzed_search_negative.parametrize()
+def test_the_search_refuses_what_its_schema_refuses(case, server, live):
+    _call_and_validate(case, server, live)
 
 
 def test_the_fuzzed_spec_is_the_served_one(api):

@@ -564,6 +564,12 @@ def test_bad_vectors_and_filters_rejected(live):
     assert search.Filters.from_mapping({"gender": "", "baseColour": [], "year_max": None}) == (
         search.Filters()
     )
+    # an integral float is the integer the schema says (JSON Schema: 2012.0 is an integer)
+    assert search.Filters.from_mapping({"year_min": 2012.0}) == search.Filters.from_mapping(
+        {"year_min": 2012}
+    )
+    with pytest.raises(search.SearchValidationError, match="integer"):
+        search.Filters.from_mapping({"year_min": 2012.5})
 
 
 def test_filter_values_are_bound_parameters(live):

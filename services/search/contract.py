@@ -156,6 +156,8 @@ class Filters:
                 continue
             if key in _RANGE_KEYS:
                 f, end = _RANGE_KEYS[key]
+                if isinstance(value, float) and value.is_integer():  # JSON's 2012.0 is 2012
+                    value = int(value)
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise SearchValidationError(f"filter {key} must be an integer {f.name}")
                 bounds.setdefault(f.column, {})[end] = value
