@@ -335,6 +335,10 @@ def test_similar_k_bounds_are_in_the_schema_and_enforced(api, spec, live):
         body = assert_error(api.get(f"/v1/products/{pid}/similar", params={"k": k}), 422)
         assert body["detail"] == f"k must be in 1..100, got {k}"
     assert api.get(f"/v1/products/{pid}/similar", params={"k": 100}).status_code == 200
+    # found by bench_fuzz (seed 7): the text "null" read as no alpha (the default)
+    body = assert_error(api.get(f"/v1/products/{pid}/similar", params={"alpha": "null"}), 422)
+    assert body["detail"] == "alpha must be a number, not null (leave the parameter out)"
+    assert api.get(f"/v1/products/{pid}/similar", params={"alpha": 0.3}).status_code == 200
 
 
 def test_an_empty_multipart_search_is_a_listed_422(api, spec):

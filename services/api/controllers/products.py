@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Schema
 from litestar.params import FromPath, QueryParameter
@@ -94,6 +94,7 @@ class ProductController(Controller):
         self,
         product_id: FromPath[int],
         runtime: NamedDependency[Runtime],
+        request: Request,
         alpha: Annotated[
             float | None,
             QueryParameter(
@@ -114,6 +115,8 @@ class ProductController(Controller):
         # The request's one validation (the API's documented kinds: a value that does not
         # parse is a 400 from Litestar; a parsed value out of range is a 422).
         _check_id(product_id)
+        if request.query_params.get("alpha") == "null":  # Litestar reads it as None: the default
+            raise ApiError(422, "alpha must be a number, not null (leave the parameter out)")
         if not 1 <= k <= MAX_K:
             raise ApiError(422, f"k must be in 1..{MAX_K}, got {k}")
         return search_service.similar(runtime, product_id, alpha, k)  # alpha: the contract's rule
