@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import os
 import sys
 import time
@@ -46,7 +45,11 @@ import requests
 import schemathesis
 from bench_api import start_server  # the API process, as bench_api starts it
 from bench_db import use_bench_database
-from fuzz_checks import CHECKS, SKIPPED  # tests/fuzz_checks.py: the checks tests/test_fuzz.py runs
+from fuzz_checks import (  # tests/fuzz_checks.py: the checks tests/test_fuzz.py runs
+    CHECKS,
+    SKIPPED,
+    register_image_media_types,
+)
 from hypothesis import HealthCheck, Phase, Verbosity
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
@@ -59,29 +62,6 @@ from services.store.index_versions import live_version
 
 BENCH_DB = "fashion_bench_fuzz"
 SEED = 20260611
-
-
-def register_image_media_types() -> None:
-    """Real image files for the multipart ``image`` part (as tests/test_fuzz.py)."""
-    from hypothesis import strategies as st  # noqa: PLC0415 - only the fuzzing run needs it
-    from PIL import Image  # noqa: PLC0415 - only the fuzzing run needs it
-
-    def image(fmt: str, size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
-        buf = io.BytesIO()
-        Image.new("RGB", size, colour).save(buf, fmt)
-        return buf.getvalue()
-
-    colours = [(200, 30, 30), (20, 20, 160), (240, 240, 240), (10, 120, 40)]
-    for mime, fmt in (
-        ("image/jpeg", "JPEG"),
-        ("image/png", "PNG"),
-        ("image/webp", "WEBP"),
-        ("image/gif", "GIF"),
-        ("image/bmp", "BMP"),
-        ("image/tiff", "TIFF"),
-    ):
-        samples = [image(fmt, size, c) for c in colours for size in ((16, 16), (48, 32))]
-        schemathesis.openapi.media_type(mime, st.sampled_from(samples))
 
 
 def aim_at_real_cursors(case, base_url: str) -> None:

@@ -20,7 +20,10 @@ out, 0 failures.
 from __future__ import annotations
 
 import collections
+import io
 
+import schemathesis
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.jsonschema import make_validator
 from schemathesis.specs.openapi.checks import (
@@ -101,3 +104,28 @@ CHECKS = [
     use_after_free,  # vacuous: no DELETE, and stateless cases have no parent case
     ensure_resource_availability,  # vacuous: no POST creates a resource
 ]
+
+
+def _image(fmt: str, size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, fmt)
+    return buf.getvalue()
+
+
+def register_image_media_types() -> None:
+    """Real files for the image part of a multipart search (its ``encoding`` names the
+    formats): schemathesis draws the bytes of a declared media type from a registered
+    strategy, and a random byte string is no JPEG."""
+    colours = [(200, 30, 30), (20, 20, 160), (240, 240, 240), (10, 120, 40)]
+    for mime, fmt in (
+        ("image/jpeg", "JPEG"),
+        ("image/png", "PNG"),
+        ("image/webp", "WEBP"),
+        ("image/gif", "GIF"),
+        ("image/bmp", "BMP"),
+        ("image/tiff", "TIFF"),
+    ):
+        samples = [_image(fmt, size, c) for c in colours for size in ((16, 16), (48, 32))]
+        schemathesis.openapi.media_type(mime, st.sampled_from(samples))

@@ -37,7 +37,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import socket
 import time
@@ -48,8 +47,7 @@ import pytest
 import schemathesis
 from api_harness import ServerThread, free_port, jpeg_bytes
 from api_harness import assert_error as _assert_error
-from fuzz_checks import CHECKS
-from hypothesis import strategies as st
+from fuzz_checks import CHECKS, register_image_media_types
 
 FUZZ_SEED = 20260611
 # Generated examples per operation in the fuzzing phase (the coverage and examples phases
@@ -58,31 +56,6 @@ FUZZ_SEED = 20260611
 FUZZ_EXAMPLES = 100
 DEEP_OPERATIONS = ["/v1/search", "/v1/products/{product_id}/similar"]
 DEEP_EXAMPLES = 600
-
-
-def _image(fmt: str, size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, fmt)
-    return buf.getvalue()
-
-
-def register_image_media_types() -> None:
-    """Real files for the image part of a multipart search (its ``encoding`` names the
-    formats): schemathesis draws the bytes of a declared media type from a registered
-    strategy, and a random byte string is no JPEG."""
-    colours = [(200, 30, 30), (20, 20, 160), (240, 240, 240), (10, 120, 40)]
-    for mime, fmt in (
-        ("image/jpeg", "JPEG"),
-        ("image/png", "PNG"),
-        ("image/webp", "WEBP"),
-        ("image/gif", "GIF"),
-        ("image/bmp", "BMP"),
-        ("image/tiff", "TIFF"),
-    ):
-        samples = [_image(fmt, size, c) for c in colours for size in ((16, 16), (48, 32))]
-        schemathesis.openapi.media_type(mime, st.sampled_from(samples))
 
 
 register_image_media_types()
