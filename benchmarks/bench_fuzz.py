@@ -48,6 +48,7 @@ from bench_db import use_bench_database
 from fuzz_checks import (  # tests/fuzz_checks.py: the checks tests/test_fuzz.py runs
     CHECKS,
     SKIPPED,
+    aim_at_real_searches,
     register_image_media_types,
 )
 from hypothesis import HealthCheck, Phase, Verbosity
@@ -186,6 +187,7 @@ def fuzz_operation(operation, mode, n, seed, base_url, session, ids, stats: Stat
     def run(case) -> None:
         aim_at_real_products(case, ids)
         aim_at_real_cursors(case, base_url)
+        aim_at_real_searches(case, base_url)
         keep_relations(case)
         try:
             response = case.call(base_url=base_url, session=session)

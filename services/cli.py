@@ -22,8 +22,10 @@ AREAS = [
     "services.ops.cli",
     "services.training.cli",
     "services.understanding.cli",
+    "services.analytics.cli",
     "services.api.cli",
     "evaluation.cli",
+    "evaluation.traffic_cli",
 ]
 
 

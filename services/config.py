@@ -28,6 +28,7 @@ PIPELINE_ROLE = "fashion_pipeline"  # indexing, sync, evaluation, DAG tasks
 SEARCH_ROLE = "fashion_search"  # the API: reads only
 AIRFLOW_ROLE = "fashion_airflow"  # Airflow's metadata database only
 SCRATCH_ROLE = "fashion_scratch"  # scratch databases of tests and benchmarks only
+EVENTS_ROLE = "fashion_events"  # the API's analytics writer: INSERT into two tables only
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
@@ -35,8 +36,8 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _flag(env: Mapping[str, str], name: str, default: str = "") -> bool:
+    return (env.get(name) or default).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind=float, minimum=None):
@@ -115,6 +116,10 @@ class Settings:
     pg_database: str = "fashion"  # FASHION_PG_DATABASE: the embedded server's catalogue database
     database_owner_url_override: str | None = None  # DATABASE_OWNER_URL: migrations' login
     database_search_url_override: str | None = None  # DATABASE_SEARCH_URL: the API's login
+    database_events_url_override: str | None = None  # DATABASE_EVENTS_URL: analytics writer
+    analytics: bool = True  # FASHION_ANALYTICS: record searches and events (off: nothing kept)
+    analytics_queue: int = 20000  # FASHION_ANALYTICS_QUEUE: rows held for the writer at most
+    analytics_retention_days: int = 90  # FASHION_ANALYTICS_RETENTION_DAYS: partitions kept
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +178,10 @@ class Settings:
             pg_database=_get(env, "FASHION_PG_DATABASE", "fashion"),
             database_owner_url_override=env.get("DATABASE_OWNER_URL") or None,
             database_search_url_override=env.get("DATABASE_SEARCH_URL") or None,
+            database_events_url_override=env.get("DATABASE_EVENTS_URL") or None,
+            analytics=_flag(env, "FASHION_ANALYTICS", "1"),
+            analytics_queue=_number(env, "FASHION_ANALYTICS_QUEUE", "20000", int, 1),
+            analytics_retention_days=_number(env, "FASHION_ANALYTICS_RETENTION_DAYS", "90", int, 2),
         )
 
     # --- paths -------------------------------------------------------------
@@ -210,6 +219,12 @@ class Settings:
         return self.home / "secrets" / "cursor-key"
 
     @property
+    def analytics_salt_dir(self) -> Path:
+        """The day's random salts that session ids are hashed with (0700; each deleted two
+        days after its day, so a stored hash cannot be tied to a session id afterwards)."""
+        return self.home / "secrets" / "analytics-salts"
+
+    @property
     def pg_passfile(self) -> Path:
         """The embedded server's passwords (libpq password file, 0600; see store/embedded)."""
         return self.home / "secrets" / "pgpass"
@@ -244,6 +259,14 @@ class Settings:
         if self.database_search_url_override:
             return self.database_search_url_override
         return self.database_url if self.database_url_override else self.role_url(SEARCH_ROLE)
+
+    @property
+    def events_url(self) -> str:
+        """The API's analytics writer (INSERT into the searches and events tables only):
+        DATABASE_EVENTS_URL, else the embedded server as ``fashion_events``, else DATABASE_URL."""
+        if self.database_events_url_override:
+            return self.database_events_url_override
+        return self.database_url if self.database_url_override else self.role_url(EVENTS_ROLE)
 
     @property
     def replica_url(self) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import io
 
+import httpx
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -129,3 +130,32 @@ def register_image_media_types() -> None:
     ):
         samples = [_image(fmt, size, c) for c in colours for size in ((16, 16), (48, 32))]
         schemathesis.openapi.media_type(mime, st.sampled_from(samples))
+
+
+def aim_at_real_searches(case, base_url: str) -> None:
+    """A search id only comes from a search response (signed, with the page's positions):
+    a positive events batch gets a real search's id, positions on its page and the products
+    shown there, and no client time (a generated one is rarely within the search's day), as
+    a storefront would send; negative cases keep what was generated."""
+    body = case.body
+    if not (
+        case.path == "/v1/events"
+        and case.meta is not None
+        and case.meta.generation.mode.is_positive
+        and isinstance(body, dict)
+        and isinstance(body.get("events"), list)
+    ):
+        return
+    resp = httpx.post(base_url + "/v1/search", json={"text": "shirt", "k": 24}, timeout=120)
+    data = resp.json() if resp.status_code == 200 else {}
+    shown = [r["id"] for r in data.get("results", ())]
+    if not shown or not data.get("search_id"):
+        return
+    for i, event in enumerate(body["events"]):
+        if not isinstance(event, dict):
+            continue
+        place = i % len(shown)
+        event["search_id"] = data["search_id"]
+        event["position"] = place + 1
+        event["product_id"] = shown[place]
+        event.pop("at", None)

@@ -18,7 +18,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
 from services.api import suggest as suggest_service
+from services.api.controllers.analytics import AnalyticsController
 from services.api.controllers.dashboard import DashboardController
+from services.api.controllers.events import EventsController
 from services.api.controllers.page import STATIC_DIR, PageController
 from services.api.controllers.products import ProductController
 from services.api.controllers.search import MAX_FORM_PARTS, SearchController
@@ -92,6 +94,7 @@ def create_app(
         route_handlers=[
             SearchController,
             SuggestController,
+            EventsController,
             ProductController,
             SystemController,
             PageController,
@@ -100,6 +103,7 @@ def create_app(
             ),
             *_swagger_ui_assets(),
             DashboardController,
+            AnalyticsController,
         ],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False)},
         on_startup=[start],

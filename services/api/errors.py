@@ -50,6 +50,7 @@ _REASONS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "too_many_requests",
     499: "client_disconnected",
     500: "internal_error",
     503: "service_unavailable",
@@ -87,7 +88,8 @@ def _cursor_rejected(request: Request, exc: CursorRejected) -> Response:
 
 
 def _api_error(request: Request, exc: ApiError) -> Response:
-    return error_response(exc.status_code, exc.detail, exc.error)
+    headers = {"Retry-After": RETRY_AFTER_S} if exc.status_code == 503 else None
+    return error_response(exc.status_code, exc.detail, exc.error, headers=headers)
 
 
 def _describe(extra: object) -> str:

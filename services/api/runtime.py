@@ -26,7 +26,9 @@ import psycopg
 from pgvector import SparseVector
 from psycopg_pool import ConnectionPool
 
+from services.api.analytics import Analytics
 from services.api.encoding import Batcher, LRUCache, image_digest
+from services.api.paging import cursor_key
 from services.config import Settings
 from services.encoders.images import (
     DECODE_WAIT_TIMEOUT_S,
@@ -128,6 +130,10 @@ class Runtime:
         self.understanding: LiveUnderstanding | None = None
         self.query_runtime: str | None = None  # "onnx" or "torch" once the encoders load
         self.understood_cache = LRUCache(cache_size)
+        # Search analytics (issue #24): None with FASHION_ANALYTICS=0.
+        self.analytics: Analytics | None = None
+        if settings.analytics:
+            self.analytics = Analytics(settings, cursor_key(settings))
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -138,8 +144,12 @@ class Runtime:
         if self._load_models and self._loader is None:
             self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
             self._loader.start()
+        if self.analytics is not None:
+            self.analytics.start()
 
     def stop(self) -> None:
+        if self.analytics is not None:
+            self.analytics.stop()
         if self.understanding is not None:
             self.understanding.stop()
         self.pool.close(timeout=5.0)

@@ -312,6 +312,14 @@ class SearchResponse(msgspec.Struct):
     understood: UnderstoodBody | None = None
     page: Page | None = None
     facet_counts: FacetCounts | None = None
+    search_id: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="This response's id: send it back with the shopper's clicks, "
+            "add-to-carts and purchases of its products (POST /v1/events). Null when "
+            "analytics are off."
+        ),
+    ] = None
 
 
 class Product(msgspec.Struct):
@@ -378,6 +386,10 @@ class Readiness(msgspec.Struct):
     database: DatabaseSides | None = None
 
 
+# A client's session id (X-Session-Id, the events' session_id): kept only as a salted hash.
+SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+
+
 class ErrorBody(msgspec.Struct):
     """Every error response of the API (``services.api.errors``): never a trace."""
 
@@ -398,6 +410,7 @@ ERROR_DESCRIPTIONS = {
     410: "The cursor belongs to an index version that is no longer live: start again from the "
     "first page.",
     413: "Body or upload over the size limit, or a multipart form with too many parts.",
+    429: "Too many requests of one kind: e.g. more events for one search than allowed.",
     415: "A body that is neither application/json nor multipart/form-data (or has no "
     "Content-Type), or an uploaded image in a format the API does not read (a PDF, a zip).",
     422: "Parsed but invalid: no text and no image (a text of whitespace or invisible "

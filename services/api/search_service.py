@@ -17,7 +17,7 @@ import msgspec
 import psycopg
 from pgvector import SparseVector
 
-from services.api import paging
+from services.api import experiments, paging
 from services.api.runtime import (
     ModelsNotReady,
     QueryVectors,
@@ -238,10 +238,12 @@ def search(
     req: SearchRequest,
     image: bytes | None,
     timings: dict[str, float] | None = None,
+    session_id: str | None = None,
 ) -> SearchResponse:
     """Run one search. ``timings``, when given, gets the phases in ms (encode, wait for a
     connection, the database round trip, building the response): the API sends them as
-    ``Server-Timing``."""
+    ``Server-Timing``. ``session_id``: the client's (X-Session-Id), for analytics and
+    experiments (services.api.analytics)."""
     start = time.perf_counter()
     text = normalise_text(req.text)
     if text is None and image is None:
@@ -286,8 +288,24 @@ def search(
         shown=cursor.shown if cursor is not None else (),
         peek=True,
     )
+    analytics = runtime.analytics
+    experiment = teams = None
+    first_text_page = text is not None and offset == 0 and cursor is None
+    if analytics is not None and first_text_page and req.sort == "relevance" and not req.exact:
+        experiment = analytics.experiment_for(runtime.read, session_id)
     encoded = time.perf_counter()
-    version, ranking, wait_ms = _ranked(runtime, query)
+    if experiment is not None:
+        version, ranking, wait_ms, teams = experiments.interleaved(
+            experiment,
+            query,
+            lambda q: _ranked(runtime, q),
+            lambda literal: runtime.query_vectors(
+                text, image, literal=literal, ignore=frozenset(req.ignore or ())
+            ),
+            experiments.draft_rng(experiment, session_id, bound_to),
+        )
+    else:
+        version, ranking, wait_ms = _ranked(runtime, query)
     if cursor is not None:
         paging.check_version(cursor, version.id)
     counts = None
@@ -333,6 +351,26 @@ def search(
             },
         ),
     )
+    if analytics is not None:
+        u = vectors.understood
+        response.search_id = analytics.record_search(
+            session_id=session_id,
+            text=text,
+            has_image=image is not None,
+            mode=req.mode,
+            alpha=ranking.alpha,
+            filters=dict(req.filters or {}),
+            offset=offset,
+            sort=req.sort,
+            ranked=ranking.ranked,
+            product_ids=[h.product_id for h in ranking.hits],
+            exact=ranking.certificate.exact,
+            understood=bool(u is not None and (u.rewrite or u.corrections)),
+            latency_ms=(time.perf_counter() - start) * 1000,
+            index_version=version.id,
+            experiment_id=None if experiment is None else experiment.id,
+            teams=teams,
+        )
     if timings is not None:
         timings.update(
             encode=(encoded - start) * 1000,

@@ -13,6 +13,8 @@ role                   may
                        databases or roles, alter the migrated tables, or drop them.
 ``fashion_search``     the API: SELECT on the catalogue, index and evaluation tables, nothing
 (:data:`SEARCH`)       else (no INSERT, UPDATE, DELETE, TRUNCATE, DROP, CREATE).
+``fashion_events``     the API's analytics writer (issue #24): INSERT into ``analytics_searches``
+(:data:`EVENTS`)       and ``analytics_events``, nothing else (not even SELECT).
 ``fashion_airflow``    owns Airflow's metadata database and may connect to nothing else of ours;
 (:data:`AIRFLOW`)      the catalogue roles may not connect to Airflow's database.
 ``fashion_scratch``    CREATEDB, for the tests and benchmarks that make scratch databases (each
@@ -33,13 +35,27 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from services.config import AIRFLOW_ROLE, OWNER_ROLE, PIPELINE_ROLE, SCRATCH_ROLE, SEARCH_ROLE
+from services.config import (
+    AIRFLOW_ROLE,
+    EVENTS_ROLE,
+    OWNER_ROLE,
+    PIPELINE_ROLE,
+    SCRATCH_ROLE,
+    SEARCH_ROLE,
+)
 
 OWNER = OWNER_ROLE
 PIPELINE = PIPELINE_ROLE
 SEARCH = SEARCH_ROLE
 AIRFLOW = AIRFLOW_ROLE
 SCRATCH = SCRATCH_ROLE
+EVENTS = EVENTS_ROLE
+# What the analytics writer may insert into, and the partition functions the pipeline runs.
+EVENT_TABLES = ("analytics_searches", "analytics_events")
+PARTITION_FUNCTIONS = (
+    "analytics_ensure_partitions(date, integer)",
+    "analytics_drop_partitions(date)",
+)
 
 # Login roles and their attributes (none is a superuser or may create roles).
 _BASE = "LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS"
@@ -47,6 +63,7 @@ ATTRIBUTES: dict[str, str] = {
     OWNER: f"{_BASE} NOCREATEDB",
     PIPELINE: f"{_BASE} NOCREATEDB",
     SEARCH: f"{_BASE} NOCREATEDB",
+    EVENTS: f"{_BASE} NOCREATEDB",
     AIRFLOW: f"{_BASE} NOCREATEDB",
     SCRATCH: f"{_BASE} CREATEDB",
 }
@@ -132,6 +149,7 @@ def grant(conn: psycopg.Connection) -> bool:
     ]
     for statement in statements:
         conn.execute(statement)
+    _grant_analytics(conn, db)
     legacy = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname ~ '^index_v[0-9]+$' "
@@ -141,6 +159,28 @@ def grant(conn: psycopg.Connection) -> bool:
     for (table,) in legacy:
         conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), pipeline))
     return True
+
+
+def _grant_analytics(conn: psycopg.Connection, db: sql.Identifier) -> None:
+    """The analytics writer's INSERT on the two raw tables, and the pipeline's EXECUTE of
+    the partition functions (once the migration that makes them has run)."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (EVENTS,)).fetchone()
+    if (
+        exists is None
+        or conn.execute("SELECT to_regclass(%s)", (EVENT_TABLES[0],)).fetchone()[0] is None
+    ):
+        return
+    events = sql.Identifier(EVENTS)
+    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, events))
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(events))
+    for table in EVENT_TABLES:
+        conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(table), events))
+    for function in PARTITION_FUNCTIONS:
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION " + function + " TO {}").format(
+                sql.Identifier(PIPELINE)
+            )
+        )
 
 
 def ensure_airflow_database(admin: psycopg.Connection, dbname: str) -> str | None:

@@ -25,12 +25,14 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.openapi.spec import Encoding, OpenAPIMediaType, RequestBody
+from litestar.params import HeaderParameter
 
 from services.api import search_service
 from services.api.errors import ApiError
 from services.api.runtime import Runtime
 from services.api.schemas import (
     MAX_TEXT_CHARS,
+    SESSION_PATTERN,
     DocumentedOperation,
     FilterValue,
     SearchRequest,
@@ -360,7 +362,20 @@ class SearchController(Controller):
         "scores and the top contributing SPLADE terms of each product.",
     )
     async def search(
-        self, request: Request, runtime: NamedDependency[Runtime]
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        session_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="X-Session-Id",
+                required=False,
+                pattern=SESSION_PATTERN,
+                description="The client's session id (8 to 128 of A-Z a-z 0-9 _ -): kept "
+                "only as a hash under a salt that rotates daily; sessions are assigned to "
+                "experiments by it. Optional.",
+            ),
+        ] = None,
     ) -> Response[SearchResponse]:
         queued = time.perf_counter()
         req, image = await parse_search_request(request, runtime.settings.max_upload_bytes)
@@ -369,7 +384,7 @@ class SearchController(Controller):
 
         def run() -> SearchResponse:
             thread["started"] = time.perf_counter()
-            return search_service.search(runtime, req, image, timings)
+            return search_service.search(runtime, req, image, timings, session_id)
 
         body = await anyio.to_thread.run_sync(run)
         timings["thread"] = (thread["started"] - queued) * 1000  # parse + the hop to a thread

@@ -1,0 +1,185 @@
+"""The analytics writer (services.analytics.writer) against the real PostgreSQL: rows reach
+the partitioned tables by COPY as ``fashion_events``; a full queue drops and counts exactly;
+a database outage loses nothing that was queued (the batch is retried); a row the database
+refuses for itself is set aside without holding the others back.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from api_harness import TcpProxy
+
+from services.analytics.writer import AnalyticsWriter
+from services.store import analytics as store
+
+
+def _event(i: int, at: datetime | None = None, session: str = "s") -> tuple:
+    return (at or datetime.now(UTC), uuid.uuid4(), "click", 1 + i % 50, 1 + i % 24, session)
+
+
+def _count(settings, session: str) -> int:
+    with psycopg.connect(settings.database_url) as c:
+        return c.execute(
+            "SELECT count(*) FROM analytics_events WHERE session_hash = %s", (session,)
+        ).fetchone()[0]
+
+
+def _writer(url: str, **kw) -> AnalyticsWriter:
+    return AnalyticsWriter(lambda: psycopg.connect(url, connect_timeout=2), **kw)
+
+
+def test_rows_reach_their_day_partition_as_the_events_role(settings):
+    writer = _writer(settings.events_url).start()
+    try:
+        for i in range(500):
+            assert writer.offer("analytics_events", _event(i, session="plain"))
+        assert writer.flush(30)
+    finally:
+        stats = writer.close()
+    assert (stats.offered, stats.written, stats.dropped, stats.rejected) == (500, 500, 0, 0)
+    assert _count(settings, "plain") == 500
+    with psycopg.connect(settings.database_url) as c:
+        today = datetime.now(UTC).date()
+        where = c.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM analytics_events "
+            "WHERE session_hash = 'plain' GROUP BY 1"
+        ).fetchall()
+    assert where == [(f"analytics_events_{today:%Y%m%d}", 500)]
+
+
+def test_a_full_queue_drops_and_counts_exactly_and_never_blocks(settings):
+    """Nothing drains the queue (the database cannot be reached): the first ``capacity``
+    rows are taken, every later one is dropped and counted, and offer() returns at once."""
+    proxy = TcpProxy(settings.pg_port)  # never listening: connections are refused
+    url = settings.events_url.replace(f":{settings.pg_port}/", f":{proxy.port}/")
+    writer = _writer(url, capacity=300, batch=1000, retry_s=0.05).start()
+    try:
+        results = [writer.offer("analytics_events", _event(i, session="full")) for i in range(1000)]
+        stats = writer.stats()
+        assert results.count(True) == 300 and results.count(False) == 700
+        assert stats.offered == 1000 and stats.dropped == 700
+        assert stats.queued == 300 and stats.written == 0
+        assert "OperationalError" in (stats.last_error or "")
+        # the database comes back: the 300 queued rows are written, none lost
+        proxy.restore()
+        assert writer.flush(60), writer.stats()
+    finally:
+        stats = writer.close()
+        proxy.cut()
+    assert stats.written == 300 and stats.dropped == 700
+    assert _count(settings, "full") == 300
+
+
+def test_an_outage_under_load_loses_no_queued_row(settings):
+    """Rows keep coming while the connection is cut twice (a restart, seen from the
+    writer): every row offered is written once, none twice."""
+    proxy = TcpProxy(settings.pg_port)
+    proxy.restore()
+    url = settings.events_url.replace(f":{settings.pg_port}/", f":{proxy.port}/")
+    writer = _writer(url, capacity=50_000, batch=200, retry_s=0.05, max_retry_s=0.2).start()
+    stop = threading.Event()
+    offered = 0
+
+    def load() -> None:
+        nonlocal offered
+        while not stop.is_set():
+            writer.offer("analytics_events", _event(offered, session="outage"))
+            offered += 1
+            if offered % 100 == 0:  # about 5,000 rows a second
+                stop.wait(0.02)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        for _ in range(2):
+            stop.wait(0.3)
+            proxy.cut()
+            stop.wait(0.5)
+            proxy.restore()
+        stop.wait(0.3)
+        stop.set()
+        thread.join()
+        assert writer.flush(60), writer.stats()
+    finally:
+        stats = writer.close()
+        proxy.cut()
+    assert stats.dropped == 0 and stats.rejected == 0
+    assert stats.retries >= 1, "the cut never reached the writer"
+    assert stats.written == offered
+    assert _count(settings, "outage") == offered
+
+
+def test_a_row_the_database_refuses_is_set_aside_alone(settings):
+    writer = _writer(settings.events_url).start()
+    try:
+        bad = (datetime.now(UTC), uuid.uuid4(), "click", 5, 0, "bad")  # position >= 1
+        writer.offer("analytics_events", _event(1, session="bad"))
+        writer.offer("analytics_events", bad)
+        writer.offer("analytics_events", _event(2, session="bad"))
+        assert writer.flush(30)
+    finally:
+        stats = writer.close()
+    assert stats.rejected == 1 and stats.written == 2
+    assert _count(settings, "bad") == 2
+
+
+def test_rows_before_their_partition_wait_in_the_default_one_and_move_in(settings, empty_db):
+    """A day with no partition yet: its rows land in the default partition; making the
+    partition (the DAG does, as the pipeline) moves them in; dropping days past retention
+    removes them. In a database of this test's own (it drops today's partitions too)."""
+    from services.config import EVENTS_ROLE
+
+    c = empty_db
+    c.autocommit = True
+    far = date.today() + timedelta(days=40)
+    at = datetime(far.year, far.month, far.day, 12, tzinfo=UTC)
+    events_url = settings.role_url(EVENTS_ROLE, c.info.dbname)
+    with psycopg.connect(events_url) as w:
+        store.copy_rows(w, "analytics_events", [_event(i, at, "future") for i in range(3)])
+
+    def where() -> list[tuple]:
+        return c.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM analytics_events "
+            "WHERE session_hash = 'future' GROUP BY 1"
+        ).fetchall()
+
+    assert where() == [("analytics_events_default", 3)]
+    assert store.ensure_partitions(c, far, 1) == 2  # the searches' and the events' day
+    assert where() == [(f"analytics_events_{far:%Y%m%d}", 3)]
+    assert store.ensure_partitions(c, far, 1) == 0  # idempotent
+    assert f"analytics_searches_{far:%Y%m%d}" in store.partitions(c, "analytics_searches")
+    assert store.drop_partitions(c, far) >= 2  # the days before far (made by the migration)
+    assert store.partitions(c, "analytics_events") == [
+        f"analytics_events_{far:%Y%m%d}",
+        "analytics_events_default",
+    ]
+    assert store.drop_partitions(c, far + timedelta(days=1)) == 2
+    assert where() == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT count(*) FROM analytics_events",
+        "DELETE FROM analytics_searches",
+        "UPDATE analytics_events SET position = 2",
+        "SELECT analytics_drop_partitions(current_date + 1)",
+        "SELECT analytics_ensure_partitions(current_date, 1)",
+        "SELECT 1 FROM products LIMIT 1",
+        (
+            "INSERT INTO experiments (name, arm_a, arm_b, traffic, impressions) "
+            "VALUES ('x', '{}', '{}', 1, 1)"
+        ),
+    ],
+)
+def test_the_events_role_may_only_insert(settings, statement):
+    with (
+        psycopg.connect(settings.events_url) as c,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        c.execute(statement)
