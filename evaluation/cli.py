@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
+from evaluation.click_judgments import ClickConfig
 from evaluation.queries import FAMILIES, SPLITS
 from evaluation.report import text_report
 from evaluation.summary import check_regression, margin_from_env
@@ -73,6 +75,23 @@ def register(subparsers) -> None:
         "each word source, so the held-out families measure generalisation), shipped (every "
         "source, as the API), off (literal)",
     )
+    p.add_argument(
+        "--click-min-searches",
+        type=int,
+        default=None,
+        help="the shoppers' clicks family: a query qualifies with this many first-page "
+        "searches with a click (default 10); giving this or --click-days asks the family "
+        "even in a --families run",
+    )
+    p.add_argument(
+        "--click-days",
+        type=int,
+        default=None,
+        help="the clicks family's window in days (default 28)",
+    )
+    p.add_argument(
+        "--no-clicks", action="store_true", help="do not evaluate the shoppers' clicks family"
+    )
     p.add_argument("--notes", default=None, help="free text stored with the run")
     p.add_argument(
         "--check-regression",
@@ -128,9 +147,25 @@ def register(subparsers) -> None:
     r.set_defaults(func=_report)
 
 
+def _clicks(args) -> ClickConfig | bool | None:
+    """``evaluate(clicks=...)`` from the flags: off, a configuration, or None (the default:
+    asked on a full run of a reported split)."""
+    if args.no_clicks:
+        return False
+    if args.click_min_searches is None and args.click_days is None:
+        return None
+    default = ClickConfig()
+    return replace(
+        default,
+        min_clicked_searches=args.click_min_searches or default.min_clicked_searches,
+        days=args.click_days or default.days,
+    )
+
+
 def _eval(args) -> int:
     from evaluation.run import evaluate  # noqa: PLC0415 - deferred: imports torch/model stacks (seconds), only this path needs them
 
+    clicks = _clicks(args)
     margin = args.margin if args.margin is not None else margin_from_env()
     conn = connect()
     try:
@@ -143,6 +178,7 @@ def _eval(args) -> int:
             notes=args.notes,
             progress=lambda m: print(m, flush=True),
             understanding=args.understanding,
+            clicks=clicks,
         )
         print()
         print(text_report(conn, outcome.run_id))

@@ -24,6 +24,7 @@ import jinja2
 import psycopg
 
 from evaluation import charts
+from evaluation.click_judgments import CLICK_FAMILY, CLICK_KIND
 from evaluation.metrics import PRIMARY
 from evaluation.queries import FAMILIES, FAMILY_KIND
 from evaluation.report import TARGETS, family_table, held_out_mean, overall_table, target_lines
@@ -139,7 +140,7 @@ def families_png(data: DashboardData) -> bytes:
     from (catalogue, in-lexicon, held-out)."""
     if data.run is None or data.head is None:
         return charts.family_chart([], {}, "no run")
-    fams = [f for f in FAMILIES if any(r.family == f for r in data.rows)]
+    fams = [f for f in (*FAMILIES, CLICK_FAMILY) if any(r.family == f for r in data.rows)]
     h = data.head
 
     def at(mode: str, alpha: float | None) -> list[float | None]:
@@ -155,7 +156,14 @@ def families_png(data: DashboardData) -> bytes:
         ],
         "multi": at("multi", h.multi_alpha) if h.multi_alpha is not None else [],
     }
-    labels = [f"{f} ({FAMILY_KIND[f]})" for f in fams]
+    n_clicks = max(
+        (r.n_queries for r in data.rows if r.family == CLICK_FAMILY and r.metric == PRIMARY),
+        default=0,
+    )
+    labels = [
+        f"{f} ({FAMILY_KIND[f]})" if f != CLICK_FAMILY else f"{f} ({CLICK_KIND}, n={n_clicks})"
+        for f in fams
+    ]
     return charts.family_chart(labels, series, f"run #{data.run.id}")
 
 
@@ -215,6 +223,7 @@ def render_page(data: DashboardData, base: str) -> str:
             "overall_rows": overall_table(data.rows),
             "alerts": data.alerts,
             "skipped": run.details.get("skipped", []),
+            "clicks": run.details.get("clicks", {}),
             "skipped_shown": SKIPPED_SHOWN,
         }
     return TEMPLATES.get_template("dashboard.html.j2").render(context)

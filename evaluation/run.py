@@ -21,7 +21,11 @@ Steps (``run_evaluation``):
    threshold test the first candidates alone meet (exact IF the HNSW lists are; the key is
    kept for the history), ``certified@10``, the same after deepening and fallback, and
    ``exact@10``, the share proven exact (every filtered row scored);
-5. store means per (mode, alpha, family, metric) in ``eval_metrics`` and write the
+5. the shoppers' ``clicks`` family (``evaluation.click_judgments``): on a full run of a
+   reported split, when enough queries have clicks, its queries are searched like the text
+   queries above and scored against the click judgments (a family of its own, never in
+   "all"); otherwise the run says why not (``details.clicks``) and goes on;
+6. store means per (mode, alpha, family, metric) in ``eval_metrics`` and write the
    markdown report under ``settings.reports_dir``.
 """
 
@@ -37,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from evaluation.click_judgments import CLICK_FAMILY, ClickConfig, load_click_family
 from evaluation.metrics import METRICS, PRIMARY, mean, overlap_at_k, query_metrics
 from evaluation.queries import FAMILIES, EvalQuery, QuerySet, generate_queries
 from evaluation.report import write_report as _write
@@ -52,8 +57,9 @@ from services.store.products import get_image
 log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
-# Families scored beside the others but never in "all" (a reference, not a question).
-REFERENCE_FAMILIES = ("misspelling_reference",)
+# Families scored beside the others but never in "all": a reference, not a question; the
+# shoppers' click family (other queries, other judgments: reported beside, never tuned on).
+REFERENCE_FAMILIES = ("misspelling_reference", CLICK_FAMILY)
 DEFAULT_K = 100
 FAST_RECALL_QUERIES = 60
 # The sweep's rankings: the first HNSW candidates re-ranked, nothing more (no deepening, no
@@ -75,6 +81,7 @@ class EvalOutcome:
     per_query: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
+    clicks: dict = field(default_factory=dict)  # the click family: details.clicks
     report_path: Path | None = None
 
 
@@ -121,6 +128,7 @@ def run_evaluation(
     settings=None,
     progress: Callable[[str], None] | None = None,
     understanding: str = "split",
+    clicks: ClickConfig | bool | None = None,
 ) -> int:
     """Evaluate the live index, store the run, return its id (see :func:`evaluate`)."""
     return evaluate(
@@ -138,6 +146,7 @@ def run_evaluation(
         settings=settings,
         progress=progress,
         understanding=understanding,
+        clicks=clicks,
     ).run_id
 
 
@@ -157,9 +166,13 @@ def evaluate(
     settings=None,
     progress=None,
     understanding="split",
+    clicks=None,
 ) -> EvalOutcome:
     """Evaluate the live index (module docstring); ``understanding``: the configuration of
-    query understanding, "split" (held-out: the default), "shipped" or "off"."""
+    query understanding, "split" (held-out: the default), "shipped" or "off"; ``clicks``:
+    the click family's :class:`ClickConfig`, True (the default configuration) or False (not
+    asked); None asks it with the default configuration on a full run (no ``families``) of
+    a reported split (not "tune")."""
     settings = settings or get_settings()
     own = conn is None
     if own:
@@ -180,6 +193,7 @@ def evaluate(
             write_report=write_report,
             progress=progress or log.info,
             understanding=understanding,
+            clicks=_click_config(clicks, families, split),
         )
     finally:
         if own:
@@ -202,6 +216,7 @@ def _evaluate(
     write_report,
     progress,
     understanding,
+    clicks,
 ) -> EvalOutcome:
 
     if families:
@@ -272,6 +287,22 @@ def _evaluate(
             run_understanding=run_u,
         )
         outcome.run_id = run_id
+        t = time.perf_counter()
+        outcome.clicks = _click_family(
+            conn,
+            clicks,
+            version,
+            products,
+            sweep,
+            outcome,
+            k=k,
+            default_alpha=default_alpha,
+            text_weight=text_weight,
+            encode=encode,
+            run_understanding=run_u,
+            progress=progress,
+        )
+        outcome.timings["clicks_s"] = round(time.perf_counter() - t, 2)
         outcome.timings["total_s"] = round(time.perf_counter() - t0, 2)
         storage.store_metrics(conn, run_id, outcome.rows)
         storage.finish_run(
@@ -284,6 +315,7 @@ def _evaluate(
                 "n_queries_scored": len(qs.queries) - len(outcome.skipped),
                 "per_query": outcome.per_query,
                 "diagnostics": outcome.diagnostics,
+                "clicks": outcome.clicks,
             },
         )
     except BaseException as exc:
@@ -295,6 +327,80 @@ def _evaluate(
         outcome.report_path = _write(conn, run_id, settings.reports_dir)
         progress(f"report: {outcome.report_path}")
     return outcome
+
+
+def _click_config(clicks, families, split) -> ClickConfig | None:
+    """What ``evaluate(clicks=...)`` asks for (see there); None: the family is not asked."""
+    if isinstance(clicks, ClickConfig):
+        return clicks
+    if clicks is None:
+        clicks = not families and split != "tune"
+    return ClickConfig() if clicks else None
+
+
+def _click_family(
+    conn,
+    config: ClickConfig | None,
+    version,
+    products,
+    sweep: list[float],
+    outcome: EvalOutcome,
+    *,
+    k: int,
+    default_alpha: float,
+    text_weight: float,
+    encode: CachedEncoder,
+    run_understanding,
+    progress,
+) -> dict:
+    """The shoppers' ``clicks`` family (``evaluation.click_judgments``), searched like the
+    text queries (understood, every alpha; literal at the default alpha) and scored against
+    the click judgments; its rows are added to ``outcome.rows``. Returns ``details.clicks``.
+    Never fails the run for want of clicks: it says why there is no family."""
+    if config is None:
+        return {
+            "evaluated": False,
+            "message": "no click family: not asked (a --families subset or tuning-split run)",
+        }
+    try:
+        family = load_click_family(conn, config, {int(p["id"]) for p in products})
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege) as exc:
+        conn.rollback()
+        message = f"no click family: the analytics tables cannot be read ({exc})".strip()
+        progress(message)
+        return {"evaluated": False, "message": message[:500]}
+    conn.commit()
+    progress(family.message())
+    details = family.details()
+    if not family.qualifies:
+        return details
+    queries = family.queries
+    vecs = _encode(encode, run_understanding, queries, [], {}, text_weight)
+    per_query: dict[tuple[str, str, float], dict[str, float]] = {}
+    ap: dict[str, float] = {}
+
+    def search(qd, qs_, alpha: float) -> list[int]:
+        query = SearchQuery(dense=qd, sparse=qs_, alpha=alpha, k=k, **PLAIN_FAST)
+        return [h.product_id for h in fused_search(conn, query, version)]
+
+    for q in queries:
+        relevant = set(q.judged)
+        for alpha in sweep:
+            m = query_metrics(search(vecs.dense[q.qid], vecs.sparse[q.qid], alpha), relevant)
+            per_query[("hybrid", q.qid, alpha)] = m
+            if alpha == 1.0:
+                per_query[("dense", q.qid, alpha)] = m
+            if alpha == 0.0:
+                per_query[("sparse", q.qid, alpha)] = m
+            if abs(alpha - default_alpha) < 1e-9:
+                ap[q.qid] = round(m[PRIMARY], 4)
+        literal = search(vecs.literal_dense[q.qid], vecs.literal_sparse[q.qid], default_alpha)
+        per_query[("literal", q.qid, default_alpha)] = query_metrics(literal, relevant)
+    conn.commit()
+    outcome.rows.extend(_aggregate(per_query, {q.qid: CLICK_FAMILY for q in queries}))
+    for entry in details["queries"]:
+        entry["ap_default_alpha"] = ap.get(entry["qid"])
+    return details
 
 
 @dataclass

@@ -12,7 +12,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.config import AIRFLOW_ROLE, OWNER_ROLE, PIPELINE_ROLE, SCRATCH_ROLE, SEARCH_ROLE
+from services.config import (
+    AIRFLOW_ROLE,
+    EVENTS_ROLE,
+    OWNER_ROLE,
+    PIPELINE_ROLE,
+    SCRATCH_ROLE,
+    SEARCH_ROLE,
+)
 from services.store import embedded, roles
 
 DENIED = psycopg.errors.InsufficientPrivilege
@@ -129,6 +136,7 @@ def test_the_owner_and_the_scratch_role_are_what_they_say(base):
         OWNER_ROLE: (False, False, False, False),
         PIPELINE_ROLE: (False, False, False, False),
         SEARCH_ROLE: (False, False, False, False),
+        EVENTS_ROLE: (False, False, False, False),
         AIRFLOW_ROLE: (False, False, False, False),
         SCRATCH_ROLE: (True, False, False, False),
     }
@@ -140,7 +148,7 @@ def test_airflow_and_the_catalogue_cannot_reach_each_other(base):
     try:
         with psycopg.connect(base.airflow_db_url(airflow_db), autocommit=True) as conn:
             conn.execute("CREATE TABLE dag_run_probe (id int)")  # its own database: all of it
-        for role in (OWNER_ROLE, PIPELINE_ROLE, SEARCH_ROLE, SCRATCH_ROLE):
+        for role in (OWNER_ROLE, PIPELINE_ROLE, SEARCH_ROLE, EVENTS_ROLE, SCRATCH_ROLE):
             with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
                 psycopg.connect(base.role_url(role, airflow_db), connect_timeout=5)
         with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
