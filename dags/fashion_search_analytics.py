@@ -34,9 +34,12 @@ def fashion_search_analytics():
         from services.analytics.jobs import aggregate_hour
         from services.config import get_settings
 
-        # A scheduled run at hh:05 aggregates the hour that just ended; a manual run, now.
+        # A scheduled run at hh:05 aggregates the hour that just ended; any other (a manual
+        # trigger, dag.test) the hour it runs in.
         logical = context.get("logical_date")
-        hour = logical - timedelta(minutes=5) if logical is not None else datetime.now(UTC)
+        run = context.get("dag_run")
+        scheduled = run is not None and str(run.run_type).endswith("scheduled")
+        hour = logical - timedelta(minutes=5) if scheduled and logical else datetime.now(UTC)
         return aggregate_hour(get_settings(), hour)
 
     partitions() >> aggregate()

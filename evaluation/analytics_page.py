@@ -191,10 +191,15 @@ def _weighted(pairs: Iterable[tuple[float | None, float]]) -> float | None:
     return sum(v * w for v, w in kept) / total if total else None
 
 
+def _shown(r) -> float:
+    """A day's searches that showed products (what its click-through divides)."""
+    return r.searches * (1 - (r.zero_result_rate or 0.0))
+
+
 def summary(data: AnalyticsData) -> list[tuple[str, str]]:
     """The window's headline figures: sums, and the daily rates weighted by what each
-    divides (zero-result rate by searches, click position by clicks, abandonment by searches
-    that showed products; click-through by pages: next pages that show nothing are rare)."""
+    divides (zero-result rate by searches, click position by clicks, click-through and
+    abandonment by searches that showed products: searches x (1 - zero-result rate))."""
     d = data.daily
     searches = sum(r.searches for r in d)
 
@@ -207,7 +212,7 @@ def summary(data: AnalyticsData) -> list[tuple[str, str]]:
         ("pages (next pages included)", f"{sum(r.pages for r in d):,}"),
         ("different queries", f"{data.distinct_queries:,}"),
         ("zero-result rate", pct(zero)),
-        ("click-through rate", pct(_weighted((r.click_through_rate, r.pages) for r in d))),
+        ("click-through rate", pct(_weighted((r.click_through_rate, _shown(r)) for r in d))),
         (
             "mean click position",
             _num(_weighted((r.mean_click_position, r.clicks) for r in d), 2),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from evaluation.queries import FAMILIES, EvalQuery, generate_queries
+from services.analytics.interleave import credit, sign_test, team_draft
 
 # Families whose queries are text only (the simulator sends no photos).
 PHOTO_FAMILIES = ("multimodal",)
@@ -165,3 +166,29 @@ def simulate(
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(one, range(searches)))
     return report
+
+
+def a_a_p_values(
+    pages: Sequence[tuple[Sequence[int], set[int]]],
+    seeds: Sequence[int],
+    model: ClickModel | None = None,
+    k: int = 10,
+) -> list[float]:
+    """A/A replays: each seed interleaves every page (a real ranking and its relevant
+    products) with itself and clicks with ``model``; the sign test's p-value per seed. With
+    identical arms, p < 0.05 should come in about 5 % of seeds (fewer: the test is exact)."""
+    model = model or ClickModel()
+    out = []
+    for seed in seeds:
+        rng = random.Random(seed)
+        wins = losses = 0
+        for ranking, relevant in pages:
+            ids, teams = team_draft(ranking, ranking, k, rng)
+            clicked = [
+                pos - 1 for kind, _, pos in model.events(ids, relevant, rng) if kind == "click"
+            ]
+            outcome = credit(teams, clicked)
+            wins += outcome > 0
+            losses += outcome < 0
+        out.append(sign_test(wins, losses))
+    return out

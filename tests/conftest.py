@@ -202,13 +202,20 @@ def live(app_settings):
 
 
 @pytest.fixture(scope="module")
-def server(live, app_settings):
+def app(live, app_settings):
+    """The real app; its runtime is ``app.state.runtime`` (e.g. the analytics writer, to
+    flush before reading what it wrote)."""
+    from services.api.app import create_app
+
+    return create_app(app_settings)
+
+
+@pytest.fixture(scope="module")
+def server(app):
     """The real app, served by uvicorn on a free loopback port."""
     from api_harness import ServerThread
 
-    from services.api.app import create_app
-
-    srv = ServerThread(create_app(app_settings)).start()
+    srv = ServerThread(app).start()
     srv.wait_ready()
     yield srv
     srv.stop()

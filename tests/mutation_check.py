@@ -387,6 +387,40 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            if key not in _RANGE_KEYS and key not in _VALUE_KEYS:\n",
         ("tests/test_store.py::test_bad_vectors_and_filters_rejected",),
     ),
+    Mutation(
+        "writer-drops-uncounted",
+        "the analytics writer drops a row past its capacity without counting it",
+        "services/analytics/writer.py",
+        "                self._dropped += 1\n",
+        "                pass  # MUTATION\n",
+        (
+            (
+                "tests/test_analytics_writer.py::"
+                "test_a_full_queue_drops_and_counts_exactly_and_never_blocks"
+            ),
+        ),
+    ),
+    Mutation(
+        "event-position-unchecked",
+        "an event's position is not checked against the page its search showed",
+        "services/api/analytics.py",
+        "            if event.position not in sid.positions():\n",
+        "            if False:  # MUTATION\n",
+        ("tests/test_analytics.py::test_bad_events_get_a_4xx_and_nothing_is_kept",),
+    ),
+    Mutation(
+        "interleaving-credit-swapped",
+        "a click on arm A's product credits arm B",
+        "services/store/analytics.py",
+        "               WHERE i.teams[e.position - i.page_offset] = 1) AS a,\n",
+        "               WHERE i.teams[e.position - i.page_offset] = 2) AS a,  -- MUTATION\n",
+        (
+            (
+                "tests/test_analytics.py::"
+                "test_a_session_in_an_experiment_sees_both_rankings_interleaved"
+            ),
+        ),
+    ),
 )
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from api_harness import ServerThread, assert_error, build_live_index
+from api_harness import assert_error, build_live_index
 
 from services.api.analytics import MAX_EVENTS_PER_SEARCH
 from services.store import analytics as store
@@ -25,21 +25,6 @@ SESSION = "shopper-session-0001"
 @pytest.fixture(scope="module")
 def live(app_settings):
     return build_live_index(app_settings, size=200)
-
-
-@pytest.fixture(scope="module")
-def app(live, app_settings):
-    from services.api.app import create_app
-
-    return create_app(app_settings)
-
-
-@pytest.fixture(scope="module")
-def server(app):
-    srv = ServerThread(app).start()
-    srv.wait_ready()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

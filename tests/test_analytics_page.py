@@ -250,9 +250,10 @@ def test_the_page_shows_the_window_s_numbers(analytics_api):
         "1",
     )
     assert clicks["21+"] == "1" and clicks["4"] == "0"
-    # the day: 26 searches (first pages), 27 pages, zero-result rate 4 / 26
+    # the day: 26 searches (first pages), 27 pages, zero-result rate 4 / 26, click-through:
+    # 10 of the 22 searches that showed products
     day = _rows(page, "t-daily")[YESTERDAY.isoformat()]
-    assert day[:6] == ["26", "27", "5", "15.4%", f"{10 / 23:.1%}", "3.80"]
+    assert day[:6] == ["26", "27", "5", "15.4%", f"{10 / 22:.1%}", "3.80"]
     assert day[9:13] == ["10", "1", "1", "1"]  # clicks, carts, purchases, unmatched
     assert set(_rows(page, "t-daily")) == {YESTERDAY.isoformat(), OLD.isoformat()}
 

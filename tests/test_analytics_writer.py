@@ -183,3 +183,22 @@ def test_the_events_role_may_only_insert(settings, statement):
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         c.execute(statement)
+
+
+def test_the_search_role_cannot_read_the_raw_rows(settings):
+    """The API's read-only role reads the aggregates (the analytics page), never the raw
+    searches and events, nor one of their day partitions."""
+    today = datetime.now(UTC).date()
+    for table in (
+        "analytics_searches",
+        "analytics_events",
+        f"analytics_events_{today:%Y%m%d}",
+        "analytics_searches_default",
+    ):
+        with (
+            psycopg.connect(settings.search_url) as c,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            c.execute(f"SELECT count(*) FROM {table}")
+    with psycopg.connect(settings.search_url) as c:
+        assert c.execute("SELECT count(*) >= 0 FROM analytics_daily").fetchone() == (True,)

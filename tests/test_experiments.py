@@ -15,9 +15,9 @@ import random
 import httpx
 import psycopg
 import pytest
-from api_harness import ServerThread, build_live_index
+from api_harness import build_live_index
 
-from evaluation.traffic import ClickModel, simulate, text_queries
+from evaluation.traffic import a_a_p_values, simulate, text_queries
 from services.analytics.interleave import TEAM_A, credit, sign_test, team_draft, verdict
 from services.store import analytics as store
 from services.store.db import connect
@@ -32,22 +32,14 @@ def live(app_settings):
     return build_live_index(app_settings, size=SIZE)
 
 
-@pytest.fixture(scope="module")
-def app(live, app_settings):
+@pytest.fixture(scope="module", autouse=True)
+def _experiments_taken_at_once():
+    """The API reads the running experiment every EXPERIMENT_TTL_S seconds: here at once."""
     from services.api import analytics as api_analytics
-    from services.api.app import create_app
 
-    api_analytics.EXPERIMENT_TTL_S = 0.0  # take a started experiment at once
-    yield create_app(app_settings)
+    api_analytics.EXPERIMENT_TTL_S = 0.0
+    yield
     api_analytics.EXPERIMENT_TTL_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def server(app):
-    srv = ServerThread(app).start()
-    srv.wait_ready()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +113,8 @@ def test_a_a_stays_quiet_in_at_least_95_percent_of_seeded_runs(settings, api, qu
         resp = api.post("/v1/search", json={"text": q.text, "k": 10})
         assert resp.status_code == 200
         pages.append(([r["id"] for r in resp.json()["results"]], relevant))
-    model = ClickModel()
-    quiet = 0
     runs = 200
-    for seed in range(runs):
-        r = random.Random(seed)
-        wins = losses = 0
-        for ranking, relevant in pages:
-            ids, teams = team_draft(ranking, ranking, 10, r)
-            clicked = [
-                pos - 1 for kind, _, pos in model.events(ids, relevant, r) if kind == "click"
-            ]
-            outcome = credit(teams, clicked)
-            wins += outcome > 0
-            losses += outcome < 0
-        quiet += sign_test(wins, losses) > 0.05
+    quiet = sum(p > 0.05 for p in a_a_p_values(pages, range(runs)))
     print(f"A/A: {quiet} of {runs} seeded runs at p > 0.05")
     assert quiet / runs >= 0.95
     assert TEAM_A == 1
@@ -177,3 +156,53 @@ def test_the_experiments_commands(settings, capsys, monkeypatch):
     with psycopg.connect(settings.database_url) as c:
         status = c.execute("SELECT status FROM experiments WHERE name = 'cli-test'").fetchone()
     assert status == ("stopped",)
+
+
+def test_the_analytics_page_shows_the_simulated_queries(settings, api, app, queries):
+    """Simulated traffic (no experiment running) reaches the analytics page once the day is
+    aggregated: its most frequent query is listed, with its searches counted."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from services.analytics.jobs import aggregate_hour
+
+    report = simulate(api, queries, searches=60, seed=23, sessions=20, k=10)
+    assert not report.errors and report.interleaved == 0
+    assert app.state.runtime.analytics.writer.flush(60)
+    aggregate_hour(settings, datetime.now(UTC))
+    with connect(settings.database_url) as c:
+        sent = Counter(
+            q
+            for (q,) in c.execute(
+                "SELECT lower(query) FROM analytics_searches WHERE query IS NOT NULL "
+                "AND page_offset = 0 AND at >= date_trunc('day', now() AT TIME ZONE 'UTC') "
+                "AT TIME ZONE 'UTC'"
+            ).fetchall()
+        )
+    top, count = sent.most_common(1)[0]
+    page = api.get("/analytics?days=1")
+    assert page.status_code == 200
+    assert top in page.text
+    csv_text = api.get("/analytics/top-queries.csv?days=1").text
+    assert any(
+        line.startswith((f"{top},{count},", f'"{top}",{count},')) for line in csv_text.splitlines()
+    ), csv_text[:500]
+
+
+def test_the_analytics_dag_is_hourly_and_thin():
+    import importlib.util
+    from pathlib import Path
+
+    from airflow.sdk import CronTriggerTimetable
+
+    path = Path(__file__).resolve().parent.parent / "dags" / "fashion_search_analytics.py"
+    spec = importlib.util.spec_from_file_location("fashion_search_analytics_dag", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.DAG_OBJECT
+    assert dag.dag_id == "fashion_search_analytics"
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.summary == "5 * * * *"
+    assert set(dag.task_ids) == {"aggregate", "partitions"}
+    assert dag.task_dict["aggregate"].upstream_task_ids == {"partitions"}
+    assert dag.max_active_runs == 1

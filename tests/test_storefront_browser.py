@@ -171,7 +171,7 @@ def test_every_control_is_reachable_by_keyboard_with_a_visible_focus(page, live)
     page.wait_for_selector("#results .card")
     page.locator("#q").focus()
     reached: set[str] = set()
-    for _ in range(80):
+    for _ in range(120):  # 24 cards of 3 stops each (product, "why", "more like this")
         page.keyboard.press("Tab")
         info = page.evaluate(
             """() => { const e = document.activeElement; const s = getComputedStyle(e);
@@ -183,7 +183,7 @@ def test_every_control_is_reachable_by_keyboard_with_a_visible_focus(page, live)
             break
         assert info["outline"] or info["shadow"], f"no visible focus on {info['id']}"
         reached.add(info["id"])
-    for control in ("drop-label", "alpha", "sort", "mode", "more", "go"):
+    for control in ("drop-label", "alpha", "sort", "mode", "more", "go", "name-btn"):
         assert control in reached, f"#{control} is not reachable by Tab"
     alts = page.eval_on_selector_all(
         "#results .card img",

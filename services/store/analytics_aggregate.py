@@ -6,14 +6,17 @@ hour's day and the day before, so events that arrive after midnight are folded i
 
 What each figure means (docs/analytics.md says the same for analysts):
 
-- a **search** is a first page (``page_offset = 0``); a **page** is any search response;
+- a **page** is any search response; a **search** is a first page (``page_offset = 0``)
+  with the next pages the same session asked of the same query after it ("Load more"; a
+  page without a session stands alone);
 - an **event** counts only where its product is the one that page showed at its position
   (others are ``unmatched_events``); events are read up to a day after their search's day;
-- **zero-result rate**: first pages that showed no product;
-- **click-through rate**: pages with products that got at least one click;
+- **zero-result rate**: searches whose first page showed no product;
+- **click-through rate**: searches with products that got at least one click, on any of
+  their pages;
 - **mean click position**: of the clicks, 1-based in the whole ranking;
-- **abandonment**: first pages with products that got no event and were followed by no
-  other search of the same session within 30 minutes (searches without a session: no
+- **abandonment**: searches with products that got no event on any page and were followed
+  by no other search of the same session within 30 minutes (searches without a session: no
   event);
 - **latency** percentiles of every page; **exact share**: pages whose certificate proved
   the ranking exact.
@@ -27,11 +30,19 @@ import psycopg
 
 from services.store.analytics import _OUTCOMES
 
-# The searches of one UTC day, each with its matched events.
+# The pages of one UTC day with their matched events, and the searches they make up.
+# ``search_key`` ties a next page to its first page: the same session and query, after that
+# first page (a page without a session stands alone).
 _PER_SEARCH = """
 WITH s AS (
     SELECT search_id, at, session_hash, lower(query) AS query, page_offset,
-           cardinality(product_ids) AS shown, exact, latency_ms
+           cardinality(product_ids) AS shown, exact, latency_ms,
+           CASE WHEN session_hash IS NULL THEN search_id::text
+                ELSE session_hash || ':' || coalesce(lower(query), '') || ':' ||
+                     count(*) FILTER (WHERE page_offset = 0) OVER (
+                         PARTITION BY session_hash, lower(query) ORDER BY at
+                         ROWS UNBOUNDED PRECEDING)
+           END AS search_key
     FROM analytics_searches WHERE at >= %(lo)s AND at < %(hi)s
 ), e AS (
     SELECT e.search_id, e.kind, e.position,
@@ -39,20 +50,32 @@ WITH s AS (
     FROM analytics_events e JOIN analytics_searches x USING (search_id)
     WHERE e.at >= %(lo)s AND e.at < %(hi)s + interval '1 day'
       AND x.at >= %(lo)s AND x.at < %(hi)s
-), per AS (
+), page AS (
     SELECT s.*,
            coalesce(c.clicks, 0) AS clicks,
            coalesce(c.events, 0) AS events,
-           c.click_position,
-           CASE WHEN s.session_hash IS NOT NULL
-                THEN lead(s.at) OVER (PARTITION BY s.session_hash ORDER BY s.at) END AS next_at
+           coalesce(c.click_sum, 0) AS click_sum
     FROM s LEFT JOIN (
         SELECT search_id,
                count(*) FILTER (WHERE kind = 'click' AND matched) AS clicks,
                count(*) FILTER (WHERE matched) AS events,
-               avg(position) FILTER (WHERE kind = 'click' AND matched) AS click_position
+               sum(position) FILTER (WHERE kind = 'click' AND matched) AS click_sum
         FROM e GROUP BY search_id
     ) c USING (search_id)
+), search AS (
+    SELECT search_key,
+           min(at) FILTER (WHERE page_offset = 0) AS at,
+           max(session_hash) AS session_hash,
+           max(query) FILTER (WHERE page_offset = 0) AS query,
+           max(shown) FILTER (WHERE page_offset = 0) AS shown,
+           sum(clicks) AS clicks, sum(events) AS events, sum(click_sum) AS click_sum
+    FROM page GROUP BY search_key
+    HAVING bool_or(page_offset = 0)
+), per AS (
+    SELECT search.*,
+           CASE WHEN session_hash IS NOT NULL
+                THEN lead(at) OVER (PARTITION BY session_hash ORDER BY at) END AS next_at
+    FROM search
 )
 """
 
@@ -64,14 +87,15 @@ INSERT INTO analytics_daily (
     mean_click_position, abandonment_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms,
     exact_share, clicks, add_to_carts, purchases, unmatched_events)
 SELECT %(day)s,
-       count(*) FILTER (WHERE page_offset = 0),
+       (SELECT count(*) FROM per),
        count(*),
-       count(DISTINCT query) FILTER (WHERE page_offset = 0),
-       avg((shown = 0)::int) FILTER (WHERE page_offset = 0),
-       avg((clicks > 0)::int) FILTER (WHERE shown > 0),
+       (SELECT count(DISTINCT query) FROM per),
+       (SELECT avg((shown = 0)::int) FROM per),
+       (SELECT avg((clicks > 0)::int) FROM per WHERE shown > 0),
        (SELECT avg(position) FROM e WHERE kind = 'click' AND matched),
-       avg((events = 0 AND (next_at IS NULL OR next_at > at + interval '30 minutes'))::int)
-           FILTER (WHERE page_offset = 0 AND shown > 0),
+       (SELECT avg((events = 0 AND (next_at IS NULL
+                                    OR next_at > at + interval '30 minutes'))::int)
+        FROM per WHERE shown > 0),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),
@@ -80,7 +104,7 @@ SELECT %(day)s,
        (SELECT count(*) FROM e WHERE kind = 'add_to_cart' AND matched),
        (SELECT count(*) FROM e WHERE kind = 'purchase' AND matched),
        (SELECT count(*) FROM e WHERE NOT matched OR matched IS NULL)
-FROM per
+FROM page
 HAVING count(*) > 0
 """
 )
@@ -92,8 +116,8 @@ INSERT INTO analytics_queries_daily (
     day, query, searches, zero_results, clicked_searches, clicks, mean_click_position)
 SELECT %(day)s, query, count(*), count(*) FILTER (WHERE shown = 0),
        count(*) FILTER (WHERE clicks > 0), sum(clicks),
-       sum(click_position * clicks) / nullif(sum(clicks), 0)
-FROM per WHERE page_offset = 0 AND query IS NOT NULL
+       sum(click_sum)::real / nullif(sum(clicks), 0)
+FROM per WHERE query IS NOT NULL
 GROUP BY query
 """
 )

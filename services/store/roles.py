@@ -14,7 +14,8 @@ role                   may
 ``fashion_search``     the API: SELECT on the catalogue, index and evaluation tables, nothing
 (:data:`SEARCH`)       else (no INSERT, UPDATE, DELETE, TRUNCATE, DROP, CREATE).
 ``fashion_events``     the API's analytics writer (issue #24): INSERT into ``analytics_searches``
-(:data:`EVENTS`)       and ``analytics_events``, nothing else (not even SELECT).
+(:data:`EVENTS`)       and ``analytics_events``, nothing else (not even SELECT). The search role
+                       reads the analytics aggregates but not these raw rows.
 ``fashion_airflow``    owns Airflow's metadata database and may connect to nothing else of ours;
 (:data:`AIRFLOW`)      the catalogue roles may not connect to Airflow's database.
 ``fashion_scratch``    CREATEDB, for the tests and benchmarks that make scratch databases (each
@@ -175,6 +176,19 @@ def _grant_analytics(conn: psycopg.Connection, db: sql.Identifier) -> None:
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(events))
     for table in EVENT_TABLES:
         conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(sql.Identifier(table), events))
+    # the API's read-only role reads the aggregates, never the raw rows (nor a partition)
+    raw = conn.execute(
+        "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) UNION "
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent IN ('analytics_searches'::regclass, 'analytics_events'::regclass)",
+        (list(EVENT_TABLES),),
+    ).fetchall()
+    for (table,) in raw:
+        conn.execute(
+            sql.SQL("REVOKE ALL ON {} FROM {}").format(
+                sql.Identifier(table), sql.Identifier(SEARCH)
+            )
+        )
     for function in PARTITION_FUNCTIONS:
         conn.execute(
             sql.SQL("GRANT EXECUTE ON FUNCTION " + function + " TO {}").format(

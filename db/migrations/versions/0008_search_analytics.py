@@ -177,6 +177,10 @@ def upgrade() -> None:
                     EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
                                    parent, part, d::timestamp AT TIME ZONE 'UTC',
                                    (d + 1)::timestamp AT TIME ZONE 'UTC');
+                    -- the API's read-only role reads the aggregates, never the raw rows
+                    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fashion_search') THEN
+                        EXECUTE format('REVOKE ALL ON %I FROM fashion_search', part);
+                    END IF;
                     made := made + 1;
                 END LOOP;
             END LOOP;

@@ -189,6 +189,7 @@ class EventsController(Controller):
         summary="The analytics writer's counters",
         description="Rows offered, written, dropped (queue full), rejected, queued, retries.",
         operation_class=DocumentedOperation,
+        responses=error_responses(400),
     )
     async def stats(self, runtime: NamedDependency[Runtime]) -> WriterStatsBody:
         if runtime.analytics is None:

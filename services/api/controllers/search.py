@@ -23,10 +23,12 @@ import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
+from litestar.enums import ParamType
 from litestar.exceptions import ClientException
 from litestar.openapi.spec import Encoding, OpenAPIMediaType, RequestBody
-from litestar.params import HeaderParameter
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 
+from services.analytics.privacy import valid_session_id
 from services.api import search_service
 from services.api.errors import ApiError
 from services.api.runtime import Runtime
@@ -40,6 +42,12 @@ from services.api.schemas import (
     error_responses,
 )
 from services.api.visible import visible_char_class
+
+SESSION_DESCRIPTION = (
+    "the client's session id: 8 to 128 of A-Z a-z 0-9 _ - (a storefront makes a random one "
+    "per visit). Kept only as a hash under a salt that rotates daily; sessions are assigned "
+    "to experiments by it. Optional."
+)
 
 # The filter keys and their meaning, from the product schema (the one place that lists them).
 from services.catalog.schema import filters_doc
@@ -215,6 +223,16 @@ class SearchOperation(DocumentedOperation):
     def __post_init__(self) -> None:
         super().__post_init__()
         # JSON Schema dicts (OpenAPI 3.1 schemas are JSON Schema); Litestar serialises them as is.
+        self.parameters = [
+            *(self.parameters or ()),
+            OpenAPIParameter(
+                name="X-Session-Id",
+                param_in=ParamType.HEADER,
+                required=False,
+                schema={"type": "string", "pattern": SESSION_PATTERN},
+                description=SESSION_DESCRIPTION,
+            ),
+        ]
         self.request_body = RequestBody(
             required=True,
             content={
@@ -365,19 +383,11 @@ class SearchController(Controller):
         self,
         request: Request,
         runtime: NamedDependency[Runtime],
-        session_id: Annotated[
-            str | None,
-            HeaderParameter(
-                name="X-Session-Id",
-                required=False,
-                pattern=SESSION_PATTERN,
-                description="The client's session id (8 to 128 of A-Z a-z 0-9 _ -): kept "
-                "only as a hash under a salt that rotates daily; sessions are assigned to "
-                "experiments by it. Optional.",
-            ),
-        ] = None,
     ) -> Response[SearchResponse]:
         queued = time.perf_counter()
+        session_id = request.headers.get("x-session-id")
+        if session_id is not None and not valid_session_id(session_id):
+            raise ApiError(400, f"X-Session-Id: {SESSION_DESCRIPTION}")
         req, image = await parse_search_request(request, runtime.settings.max_upload_bytes)
         timings: dict[str, float] = {}
         thread: dict[str, float] = {}

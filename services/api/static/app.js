@@ -27,6 +27,45 @@
   let literal = false;
   let understoodFor = null;  // the text the current ignored/literal choices belong to
 
+  // --- search analytics: a random session id per tab, and the shoppers' events ------------------
+  // The id is random (nothing about the shopper), kept in sessionStorage (this tab only), and
+  // sent as X-Session-Id with every search; the server keeps only a salted hash of it.
+  const SESSION_RE = /^[A-Za-z0-9_-]{8,128}$/;
+  const sessionId = (() => {
+    const KEY = "fashion.session";
+    let id = null;
+    try { id = sessionStorage.getItem(KEY); } catch (_) { /* storage off: one id per page load */ }
+    if (id && SESSION_RE.test(id)) return id;
+    try {
+      const bytes = new Uint8Array(16);
+      crypto.getRandomValues(bytes);
+      id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");  // 32 hex digits
+    } catch (_) { return null; }  // no Web Crypto: searches go without a session
+    try { sessionStorage.setItem(KEY, id); } catch (_) { /* kept for this page load only */ }
+    return id;
+  })();
+  const sessionHeaders = sessionId ? { "X-Session-Id": sessionId } : {};
+
+  // POST /v1/events: a beacon (survives leaving the page), else fetch with keepalive. Never
+  // blocks or breaks the page: a failure is dropped silently.
+  function sendEvents(events) {
+    if (!events.length) return;
+    const body = JSON.stringify(sessionId ? { session_id: sessionId, events } : { events });
+    try {
+      if (navigator.sendBeacon && navigator.sendBeacon("/v1/events", new Blob([body], { type: "application/json" }))) return;
+    } catch (_) { /* some browsers refuse a JSON Blob in a beacon: fetch instead */ }
+    try {
+      fetch("/v1/events", { method: "POST", keepalive: true, headers: { "Content-Type": "application/json" }, body })
+        .catch(() => {});
+    } catch (_) { /* nothing to do */ }
+  }
+  // Where a card came from: its search's id and its 1-based place in the whole ranking
+  // (null for "More like this" results, which record nothing).
+  function trackEvent(type, shown) {
+    if (!shown || !shown.searchId) return;
+    sendEvents([{ search_id: shown.searchId, product_id: shown.productId, position: shown.position, type }]);
+  }
+
   // --- errors --------------------------------------------------------------------
   function showError(msg) {
     $("#error-text").textContent = msg;
@@ -58,12 +97,14 @@
   // Every facet value of the index (GET /v1/facets); a search's facet_counts then say how
   // many of its relevant products carry each one (values with none are hidden).
   let facetValues = {};
+  let facetLabels = {};
   async function loadFacets() {
     try {
       const r = await fetch("/v1/facets");
       if (!r.ok) return;
       const f = await r.json();
       facetValues = f.values;
+      facetLabels = f.labels || {};
       const before = $("#sort-label");
       for (const [name, label] of Object.entries(f.labels)) {
         const wrap = document.createElement("label");
@@ -267,9 +308,9 @@
         fd.append(k, typeof v === "object" ? JSON.stringify(v) : String(v));
       }
       fd.append("image", imageFile, imageFile.name || "query.jpg");
-      return { method: "POST", body: fd };
+      return { method: "POST", headers: { ...sessionHeaders }, body: fd };
     }
-    return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(fields) };
+    return { method: "POST", headers: { "Content-Type": "application/json", ...sessionHeaders }, body: JSON.stringify(fields) };
   }
 
   // opts.pages: pages to show at once (back/forward restores them); opts.push: a new history entry.
@@ -290,12 +331,20 @@
     title.textContent = what ? `Results for ${what}` : "Results";
     renderUnderstood(data.understood);
     showFacetCounts(data.facet_counts);
-    render(data.results, data.query.alpha);
+    render(data.results, data.query.alpha, { shown: shownOf(data, data.results) });
     addIds(data.results);
     showPageState();
     for (let p = 1; p < (opts.pages || 1) && view.cursor; p++) await loadMore({ quiet: true });
     remember(opts.push !== false);
     if (opts.scrollY) window.scrollTo(0, opts.scrollY);
+  }
+
+  // Each product's search id and position: its place in the page's own results (a product
+  // hidden because an earlier page showed it still counts), after the page's offset.
+  function shownOf(data, results) {
+    const at = new Map(data.results.map((r, i) => [r.id, i]));
+    const offset = (data.page && data.page.offset) || 0;
+    return new Map(results.map((r) => [r.id, { searchId: data.search_id || null, productId: r.id, position: offset + at.get(r.id) + 1 }]));
   }
 
   function addIds(results) { for (const r of results) view.ids.add(r.id); }
@@ -312,7 +361,7 @@
     const data = await request("/v1/search", requestInit({ ...view.fields, cursor: view.cursor }), { keep: true });
     if (!data) return;
     const fresh = data.results.filter((r) => !view.ids.has(r.id));
-    render(fresh, data.query.alpha, { append: true });
+    render(fresh, data.query.alpha, { append: true, shown: shownOf(data, fresh) });
     addIds(fresh);
     view.cursor = data.page.next_cursor;
     view.pages += 1;
@@ -439,7 +488,13 @@
       node.dataset.id = r.id;
       const img = node.querySelector("img");
       img.src = r.image_url; img.alt = r.name;
-      node.querySelector(".name").textContent = r.name;
+      const nameBtn = node.querySelector(".name-btn");
+      nameBtn.textContent = r.name;
+      const shown = opts.shown ? opts.shown.get(r.id) : null;
+      if (shown) { node.dataset.position = String(shown.position); }
+      const open = () => openProduct(r, shown, nameBtn);
+      nameBtn.addEventListener("click", open);
+      node.querySelector(".thumb").addEventListener("click", open);  // the image too (mouse)
       const m = r.metadata;
       node.querySelector(".meta").textContent = [m.brand, m.gender, m.articleType, m.baseColour, m.season].filter(Boolean).join(" · ");
       node.querySelector(".score-value").textContent = r.score.toFixed(3);
@@ -470,8 +525,46 @@
     }
   }
 
+  // --- product details: a modal <dialog> (focus kept inside, Escape closes) ----------------------
+  const dialog = $("#product");
+  let dialogProduct = null, dialogOpener = null;
+  function openProduct(r, shown, opener) {
+    dialogProduct = { r, shown };
+    dialogOpener = opener;
+    const img = $("#product-img");
+    img.src = r.image_url; img.alt = r.name;
+    $("#product-name").textContent = r.name;
+    const m = r.metadata, rows = [];
+    const labels = { ...facetLabels, year: "Year" };
+    for (const [k, label] of Object.entries(labels)) {
+      if (m[k] === null || m[k] === undefined || m[k] === "") continue;
+      const div = document.createElement("div");
+      const dt = document.createElement("dt"); dt.textContent = label;
+      const dd = document.createElement("dd"); dd.textContent = String(m[k]);
+      div.append(dt, dd);
+      rows.push(div);
+    }
+    $("#product-meta").replaceChildren(...rows);
+    $("#bag-status").textContent = "";
+    if (!dialog.open) dialog.showModal();
+    trackEvent("click", shown);
+  }
+  $("#product-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });  // the backdrop
+  dialog.addEventListener("close", () => {
+    const back = dialogOpener;
+    dialogProduct = null; dialogOpener = null;
+    if (back && back.isConnected) back.focus();
+  });
+  $("#add-to-bag").addEventListener("click", () => {
+    if (!dialogProduct) return;
+    trackEvent("add_to_cart", dialogProduct.shown);
+    $("#bag-status").textContent = `Added “${dialogProduct.r.name}” to your bag.`;
+  });
+
   form.addEventListener("submit", (e) => { e.preventDefault(); search(); });
   document.addEventListener("keydown", (e) => {
+    if (dialog.open) return;
     if (e.key === "/" && document.activeElement !== q && !(e.target instanceof HTMLInputElement)) { e.preventDefault(); q.focus(); }
   });
   showAlpha();
