@@ -202,7 +202,7 @@ def test_the_analytics_dag_is_hourly_and_thin():
     dag = module.DAG_OBJECT
     assert dag.dag_id == "fashion_search_analytics"
     assert isinstance(dag.timetable, CronTriggerTimetable)
-    assert dag.timetable.summary == "5 * * * *"
+    assert dag.timetable.expression == "5 * * * *"
     assert set(dag.task_ids) == {"aggregate", "partitions"}
     assert dag.task_dict["aggregate"].upstream_task_ids == {"partitions"}
     assert dag.max_active_runs == 1
