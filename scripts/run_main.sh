@@ -29,6 +29,6 @@ $fs airflow trigger-reindex --wait --size "${FASHION_CATALOG_SIZE:-10000}"
 step "Evaluation: MAP@10 & co. of dense / sparse / hybrid / multimodal on the live index"
 $fs eval || echo "evaluation failed (see above); the API still starts"
 
-step "API + storefront on http://${FASHION_API_HOST:-127.0.0.1}:${FASHION_API_PORT:-8000}/  (dashboard: /dashboard, OpenAPI: /schema)"
+step "API + storefront on http://${FASHION_API_HOST:-127.0.0.1}:${FASHION_API_PORT:-8000}/  (dashboard: /dashboard, analytics: /analytics, OpenAPI: /schema)"
 $fs airflow status || true
 exec $fs serve
