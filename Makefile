@@ -1,5 +1,5 @@
 # One command per job. `make run` = the main job on the embedded default; `make test` = every test.
-.PHONY: setup run test docs test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads bench-understanding bench-storefront stop lint
+.PHONY: setup run test docs test-order mutation-check bench-search bench-build bench-sync bench-encoders bench-api bench-load-fault bench-fuzz bench-hostile-uploads bench-understanding bench-storefront bench-analytics stop lint
 
 setup:
 	bash scripts/setup.sh
@@ -57,6 +57,9 @@ bench-understanding: setup
 bench-storefront: setup
 	.venv/bin/python benchmarks/bench_storefront.py
 	.venv/bin/python benchmarks/bench_suggest.py
+
+bench-analytics: setup
+	.venv/bin/python benchmarks/bench_analytics.py
 
 # The docs site (docs/, mkdocs.yml; mkdocs + mkdocs-material come with the test extras), built into
 # .fashion/site (git-ignored). --strict: a broken link or anchor fails it, and so `make test`.

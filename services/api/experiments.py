@@ -27,9 +27,9 @@ from services.store.index_versions import IndexVersion
 
 def draft_rng(experiment: Experiment, session_id: str | None, search: str) -> random.Random:
     """The coin of a team draft: the same session asking the same search (``search``: its
-    fingerprint) in the same experiment sees the same page, and a seeded simulation is
-    reproducible."""
-    digest = hashlib.sha256(f"{experiment.id}:{session_id}:{search}".encode()).digest()
+    fingerprint) in the same experiment (by name) sees the same page, and a seeded
+    simulation against an experiment of the same name is reproducible."""
+    digest = hashlib.sha256(f"{experiment.name}:{session_id}:{search}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 

@@ -161,7 +161,7 @@ def running_experiment(conn: psycopg.Connection) -> Experiment | None:
 
 # Per impression (a search of the experiment): the clicks on positions of each team, a
 # click counted once per position and only where the clicked product is the one shown there.
-_OUTCOMES = """
+_CREDITED = """
 WITH imp AS (
     SELECT s.search_id, s.teams, s.product_ids, s.page_offset, s.at
     FROM analytics_searches s
@@ -178,6 +178,10 @@ WITH imp AS (
      AND e.product_id = i.product_ids[e.position - i.page_offset]
     GROUP BY i.search_id
 )
+"""
+_OUTCOMES = (
+    _CREDITED
+    + """
 SELECT (i.at AT TIME ZONE 'UTC')::date AS day,
        count(*) AS impressions,
        count(c.search_id) FILTER (WHERE c.a + c.b > 0) AS clicked,
@@ -187,6 +191,28 @@ SELECT (i.at AT TIME ZONE 'UTC')::date AS day,
 FROM imp i LEFT JOIN credited c USING (search_id)
 GROUP BY 1 ORDER BY 1
 """
+)
+_CREDITS = (
+    _CREDITED
+    + """
+SELECT coalesce(c.a, 0), coalesce(c.b, 0)
+FROM imp i LEFT JOIN credited c USING (search_id)
+ORDER BY i.at, i.search_id
+"""
+)
+
+
+def _window(experiment_id: int, lo: datetime | None, hi: datetime | None) -> dict:
+    return {
+        "experiment": experiment_id,
+        "lo": lo or datetime(1970, 1, 1),
+        "hi": hi or datetime(9999, 1, 1),
+    }
+
+
+def impression_credits(conn: psycopg.Connection, experiment_id: int) -> list[tuple[int, int]]:
+    """Each impression's clicks credited to arm A and to arm B, in the order recorded."""
+    return conn.execute(_CREDITS, _window(experiment_id, None, None)).fetchall()
 
 
 @dataclass(frozen=True)
@@ -208,14 +234,7 @@ def experiment_outcomes(
     hi: datetime | None = None,
 ) -> list[Outcome]:
     """Per day, from the raw rows (between ``lo`` and ``hi`` when given)."""
-    rows = conn.execute(
-        _OUTCOMES,
-        {
-            "experiment": experiment_id,
-            "lo": lo or datetime(1970, 1, 1),
-            "hi": hi or datetime(9999, 1, 1),
-        },
-    ).fetchall()
+    rows = conn.execute(_OUTCOMES, _window(experiment_id, lo, hi)).fetchall()
     return [Outcome(*r) for r in rows]
 
 
