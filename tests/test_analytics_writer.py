@@ -64,7 +64,12 @@ def test_a_full_queue_drops_and_counts_exactly_and_never_blocks(settings):
         assert results.count(True) == 300 and results.count(False) == 700
         assert stats.offered == 1000 and stats.dropped == 700
         assert stats.queued == 300 and stats.written == 0
-        assert "OperationalError" in (stats.last_error or "")
+        for _ in range(100):  # the writer tries (and fails) to connect
+            if writer.stats().last_error:
+                break
+            threading.Event().wait(0.05)
+        assert "OperationalError" in (writer.stats().last_error or "")
+        assert writer.stats().written == 0
         # the database comes back: the 300 queued rows are written, none lost
         proxy.restore()
         assert writer.flush(60), writer.stats()

@@ -2,9 +2,10 @@
 
 A request only puts a row on an in-memory queue (:meth:`AnalyticsWriter.offer`, never
 blocking); at most ``capacity`` rows wait (queued, or in the batch being written): beyond,
-the row is dropped and counted (``dropped`` is exact: one per row refused). One background thread takes what is queued, up to ``batch``
-rows at a time, and COPYs it into the raw tables in one transaction, on its own connection
-(as ``fashion_events``, which may only INSERT there).
+the row is dropped and counted (``dropped`` is exact: one per row refused). One background
+thread takes what is queued, up to ``batch`` rows gathered for at most ``linger_s`` after
+the first, and COPYs it into the raw tables in one transaction, on its own connection (as
+``fashion_events``, which may only INSERT there).
 
 When the database is away (a restart, a failover) the thread keeps the batch it holds and
 retries it with backoff until it is written: rows already queued are not lost; the queue
@@ -50,7 +51,7 @@ class AnalyticsWriter:
         connect: Callable[[], psycopg.Connection],
         capacity: int = 20000,
         batch: int = 2000,
-        linger_s: float = 0.05,
+        linger_s: float = 0.1,
         retry_s: float = 0.2,
         max_retry_s: float = 5.0,
     ):
@@ -125,14 +126,19 @@ class AnalyticsWriter:
 
     # --- the writer thread --------------------------------------------------------------
     def _take(self) -> list[tuple[str, tuple]]:
+        """The next batch: the first row queued, and what follows it within ``linger_s``
+        (up to ``batch`` rows): one transaction for many searches, not one each (a commit
+        per search cost the API ~0.7 ms of CPU a search at 110 searches/s)."""
         try:
-            first = self._queue.get(timeout=self._linger_s)
+            first = self._queue.get(timeout=0.05)  # short: the stop flag is checked between
         except queue.Empty:
             return []
         rows = [first]
+        deadline = time.monotonic() + self._linger_s
         while len(rows) < self._batch:
+            left = deadline - time.monotonic()
             try:
-                rows.append(self._queue.get_nowait())
+                rows.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
             except queue.Empty:
                 break
         return rows
