@@ -28,12 +28,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 import psycopg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evaluation.charts import _cached, _empty, _png
+from evaluation.dashboard import _f as _num
+from evaluation.dashboard import templates
 from services.analytics.interleave import sign_test
 from services.store import analytics_read as read
 from services.understanding.rules import Rule, list_rules
@@ -454,25 +455,11 @@ def csv_text(data: AnalyticsData, table: str) -> str:
 
 
 # --- the page ----------------------------------------------------------------------------
-def _num(v: float | None, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.1%}"
 
 
-# Plain Jinja2, as the MAP dashboard (evaluation.dashboard.TEMPLATES says why).
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("evaluation", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-TEMPLATES.filters["num"] = _num
-TEMPLATES.filters["pct"] = _pct
-TEMPLATES.filters["count"] = lambda v: f"{v:,}"
+TEMPLATES = templates(pct=_pct, count=lambda v: f"{v:,}")
 TEMPLATE = "analytics.html.j2"
 WINDOWS = (7, 28, 90)
 

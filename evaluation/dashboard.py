@@ -17,6 +17,7 @@ but matplotlib (~0.5 s of CPU a chart) runs only when they change.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,17 +173,23 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-# Plain Jinja2 rather than Litestar's TemplateConfig: the controller is mounted in apps that
-# configure no template engine (the API, the tests' bare Litestar apps), and render_page
-# must also render outside a request.
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("evaluation", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-TEMPLATES.filters["num"] = _f
+def templates(**filters: Callable) -> jinja2.Environment:
+    """The analysts' pages' templates (this dashboard, evaluation.analytics_page), with the
+    ``num`` filter and ``filters``. Plain Jinja2 rather than Litestar's TemplateConfig: the
+    controllers are mounted in apps that configure no template engine (the API, the tests'
+    bare Litestar apps), and the pages must also render outside a request."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=_f, **filters)
+    return env
+
+
+TEMPLATES = templates()
 SKIPPED_SHOWN = 50
 
 
