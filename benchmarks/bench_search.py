@@ -340,6 +340,11 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         (f"HNSW dense build {graph}", "", f"{timings['dense']:.1f} s"),
         (f"HNSW sparse build {graph}", "", f"{timings['sparse']:.1f} s"),
         (
+            "sparse postings build (table, impact B-tree, VACUUM)",
+            "",
+            f"{timings['postings']:.1f} s",
+        ),
+        (
             f"B-tree builds ({len(METADATA_FIELDS)} filter columns)",
             "",
             f"{timings['filters']:.1f} s",
@@ -582,13 +587,27 @@ def run(args) -> None:
         print("\n| load step | throughput | time |\n|---|---|---|")
         for r in load_rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} |")
-    measure(conn, version, qs, [args.alpha], args)
+    print_sizes(conn, version)
+    measure(conn, version, qs, args.alpha, args)
     if args.explain:
         qd, qsv = qs[0]
-        query = search.SearchQuery(qd, qsv, args.alpha, 10, candidates=args.candidates[-1])
+        query = search.SearchQuery(qd, qsv, args.alpha[0], 10, candidates=args.candidates[-1])
         for line in search.explain_search(conn, query, version):
             print("    " + line)
     conn.close()
+
+
+def print_sizes(conn: psycopg.Connection, version: iv.IndexVersion) -> None:
+    """The version's table and index sizes (the dense and sparse HNSW graphs, the postings)."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+        "WHERE c.relname LIKE %s AND c.relkind IN ('r', 'i') ORDER BY c.relname",
+        (version.table + "%",),
+    ).fetchall()
+    print("\n| relation | size |\n|---|---:|")
+    for name, size in rows:
+        if name.endswith(("_hnsw", "_postings", "_impact")) or name == version.table:
+            print(f"| {name} | {size / 2**20:,.1f} MiB |")
 
 
 def run_live(args) -> None:
@@ -612,7 +631,9 @@ def main() -> None:
     )
     p.add_argument("--rows", type=int, default=44_072)
     p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument(
+        "--alpha", type=float, nargs="+", default=[0.5], help="alphas to measure (e.g. 0 0.5 1)"
+    )
     p.add_argument(
         "--query-noise",
         type=float,

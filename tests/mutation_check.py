@@ -127,11 +127,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         count=2,  # the fast and the deep stage
     ),
     Mutation(
+        "postings-depth-off-by-one",
+        "a term's postings read to depth m count as read whole: the bound on the products "
+        "they did not meet drops to 0 (a bound from the wrong posting depth)",
+        "services/store/sql/search.sql",
+        "CASE WHEN x.cnt < %(m)s THEN 0",
+        "CASE WHEN x.cnt <= %(m)s THEN 0",
+        ("tests/test_postings.py::test_sparse_answers_proven_by_the_postings_are_the_exact_ones",),
+    ),
+    Mutation(
         "hnsw-claims-exact",
         "an answer from HNSW candidates that meets the threshold is called exact (unproven)",
         "services/search/ranking.py",
-        "        exact=not hnsw,\n",
-        '        exact=not hnsw or bool(first["threshold_met"]),  # MUTATION\n',
+        '    exact = scanned or (met and not p.params["use_dense"])\n',
+        "    exact = scanned or met  # MUTATION\n",
         (
             (
                 "tests/test_store.py::"

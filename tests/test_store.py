@@ -315,7 +315,7 @@ def _first_stage_outcomes(conn, dense, sparse, alpha, candidates, version=None) 
         c = ranking.certificate
         assert c.path == "fast" and c.candidates == candidates and c.estimated_rows == N
         outcomes[c.threshold_met] += 1
-        assert not c.exact and c.reason == "dense and sparse sides from HNSW", c
+        assert not c.exact and c.reason == "dense side from HNSW", c
         if c.threshold_met:
             assert c.kth_score >= c.bound
             assert _ids(ranking.hits) == _exact(conn, qd, qs, alpha)
@@ -382,23 +382,27 @@ def test_side_top_ids_exact_is_the_true_order_and_hnsw_finds_it_here(live):
         side_top_ids(conn, version, "both", qd, n, exact=True)
 
 
-def test_an_unproven_answer_names_the_hnsw_sides_it_used(live):
-    """exact only where every row was scored; otherwise the reason names the sides whose
-    HNSW lists the answer came from: a side the query does not use is not named."""
+def test_an_unproven_answer_says_why(live):
+    """exact where every row was scored; an answer with dense weight from HNSW candidates is
+    never exact and says so; a sparse-only one is exact when the postings' bound is met,
+    else it names the depth read."""
     conn, _, dense, sparse = live
     qd, qs = next(_queries(dense, sparse))
-    for alpha, d, s, reason in (
-        (0.5, qd, qs, "dense and sparse sides from HNSW"),
-        (1.0, qd, qs, "dense side from HNSW"),
-        (0.0, qd, qs, "sparse side from HNSW"),
-        (0.5, qd, None, "dense side from HNSW"),  # no sparse query: alpha forced to 1
-        (0.5, None, qs, "sparse side from HNSW"),
-    ):
+    for alpha, d, s in ((0.5, qd, qs), (1.0, qd, qs), (0.5, qd, None)):
         q = search.SearchQuery(d, s, alpha, 10, exact_max_rows=0)
         c = search.certified_search(conn, q).certificate
-        assert c.path != "exact" and not c.exact and c.reason == reason, (alpha, c)
+        assert c.path != "exact" and not c.exact and c.reason == "dense side from HNSW", c
+        assert c.hnsw_recall is None  # this version has no build check report
         c = search.certified_search(conn, replace(q, exact=True)).certificate
         assert c.path == "exact" and c.exact and c.reason is None, (alpha, c)
+    for alpha, d in ((0.0, qd), (0.5, None)):  # no dense weight: the sparse side alone
+        q = search.SearchQuery(d, qs, alpha, 10, candidates=5, budget=5, exact_max_rows=0)
+        c = search.certified_search(conn, q).certificate
+        assert c.path == "fast"
+        if c.exact:
+            assert c.threshold_met and c.reason is None
+        else:
+            assert c.reason == "sparse bound not met at 20 postings per term", c
 
 
 def test_deepening_certifies_what_the_first_candidates_could_not(live):

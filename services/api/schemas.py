@@ -189,19 +189,22 @@ class Certificate(msgspec.Struct):
     """What is proven about the ranking, and how it was found.
 
     ``exact``: the ranking IS the exact fused top k, proven: every product that passes the
-    filters was scored (``path`` "exact"). An answer from HNSW candidates is never called
-    exact: an HNSW scan may miss products of its own top n, and no bound rules that out.
-    ``reason``: why it is not proven (null when exact), e.g. "dense and sparse sides from
-    HNSW"; ``hnsw_recall``: how often those sides found their true top n when the index
-    was built (null on the exact path or for an older index). ``threshold_met``: no product
-    outside the candidates can score above the k-th result IF each HNSW list held its
-    side's true top n (the threshold bound ``alpha * d_N + (1 - alpha) * s_N`` of the
-    lowest candidate scores is at most the k-th score); it decides whether the search
-    deepens or falls back to the exact scan. ``path``: "fast" (the first candidates of each
-    HNSW index), "deepened" (``budget`` candidates per index) or "exact" (selective filters
-    go there at once; a small table when the threshold is not met). ``bound`` and
-    ``kth_score`` are null on the exact path; ``routed``: the exact path was taken at once
-    (``exact`` asked for, or a filter estimated to pass few rows), not as a fallback."""
+    filters was scored (``path`` "exact"), or the dense side carries no weight (alpha 0) and
+    the bound from the sparse side's impact-ordered postings is met. An answer with dense
+    HNSW candidates is never called exact: an HNSW scan may miss products of its own top n,
+    and no bound rules that out. ``reason``: why it is not proven (null when exact): "dense
+    side from HNSW", or "sparse bound not met at m postings per term"; ``hnsw_recall``: how
+    often the HNSW sides found their true top n when the index was built (quoted when the
+    dense side came from HNSW; null for an older index). ``threshold_met``: no product
+    outside the candidates can score above the k-th result, IF the dense HNSW list held its
+    side's true top n (the bound ``alpha * d_N + (1 - alpha) * s_B``: the lowest dense
+    candidate score and the sparse postings' proven bound, at most the k-th score); it
+    decides whether the search deepens or falls back to the exact scan. ``path``: "fast"
+    (the first candidates: the dense and sparse HNSW indexes and the postings), "deepened"
+    (``budget`` candidates per side) or "exact" (selective filters go there at once; a small
+    table when the threshold is not met). ``bound`` and ``kth_score`` are null on the exact
+    path; ``routed``: the exact path was taken at once (``exact`` asked for, or a filter
+    estimated to pass few rows), not as a fallback."""
 
     exact: bool
     reason: str | None

@@ -139,7 +139,7 @@ def check_and_mark_ready(
         if rows != expected_rows:
             problems.append(f"row count {rows} != {expected_rows} valid catalogue rows")
         if not iv.has_indexes(conn, version_id):
-            problems.append("HNSW indexes are missing")
+            problems.append("HNSW indexes or sparse postings are missing")
         sample = iv.product_names(conn, version_id)
         conn.commit()
         picks = random.Random(seed).sample(sample, min(RECALL_QUERIES, len(sample)))

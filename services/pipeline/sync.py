@@ -201,7 +201,7 @@ def _check(
     if rows != diff.valid:
         problems.append(f"row count {rows} != {diff.valid} valid catalogue rows")
     if not iv.has_indexes(conn, live.id):
-        problems.append("HNSW indexes are missing")
+        problems.append("HNSW indexes or sparse postings are missing")
     left = store.present_ids(conn, live.id, diff.removed + diff.withdrawn)
     if left:
         problems.append(f"{len(left)} removed products are still in the live version: {left[:10]}")

@@ -257,16 +257,18 @@ class SearchHit:
 class Certificate:
     """How a ranking was found and what is proven about it.
 
-    ``exact``: PROVEN to be the exact fused top k. Today only the exact path proves it (every
-    filtered row scored); an answer from HNSW candidates is never called exact, because an
-    HNSW scan can miss rows of its own top n, which no bound can rule out. ``reason``: why an
-    answer is not proven (None when it is), e.g. "dense and sparse sides from HNSW".
+    ``exact``: PROVEN to be the exact fused top k: on the exact path (every filtered row
+    scored), or when the dense side carries no weight (alpha 0, e.g. the sparse mode) and
+    the sparse side's bound from the impact-ordered postings is met. An answer with
+    dense HNSW candidates is never called exact: an HNSW scan can miss rows of its own top n,
+    which no bound can rule out. ``reason``: why an answer is not proven (None when it is):
+    "dense side from HNSW", or "sparse bound not met at m postings per term".
     ``threshold_met``: the threshold test passed (the k-th fused score of the candidates is
-    at least ``bound``, services/store/sql/search.sql): the answer IS exact if each HNSW list
-    held its side's true top n; it decides whether to deepen or fall back, it proves nothing.
-    ``hnsw_recall``: the version's measured recall of each HNSW side's top n against that
-    side's exact top n, from its build check ({"dense": .., "sparse": .., "n": ..}; None
-    when the version predates it). ``path``: "fast" (the first candidates), "deepened"
+    at least ``bound``, services/store/sql/search.sql): with dense weight it means exact IF
+    the dense HNSW list held its side's true top n; it decides whether to deepen or fall
+    back. ``hnsw_recall``: quoted when the dense side came from HNSW: the version's measured
+    recall of that side's top n against its exact top n, from its build check
+    ({"dense": .., "n": ..}; None when the version predates it). ``path``: "fast" (the first candidates), "deepened"
     (``budget`` candidates per index) or "exact". ``candidates``: per index at the stage
     that answered (None on the exact path). ``bound`` / ``kth_score``: None on the exact
     path. ``estimated_rows``: the rows the filters pass, estimated from per-value counts

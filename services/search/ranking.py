@@ -3,12 +3,15 @@
 ``score = alpha * dense_ip + (1 - alpha) * sparse_ip``, both sides unit vectors (CLIP is
 L2-normalised by its encoder, SPLADE after pruning), so each inner product is a cosine and
 ``alpha`` means what it says. The statement is ``services/store/sql/search.sql``: up to three
-stages (fast: the first candidates of each HNSW index; deep: more candidates; exact: every
-filtered row); the threshold bound decides whether a stage's answer stands. Only the
-exact path proves its answer exact (``Certificate.exact``); an answer from HNSW candidates
-says which sides it came from and quotes their recall measured at build. This module decides the
-statement's parameters (:func:`plan`: candidates, budget, routing a selective filter to the
-exact scan, the fallback), runs it (:func:`certified_search`) and reads the certificate back.
+stages (fast: the first candidates of the dense HNSW index and of the sparse postings; deep:
+more of each; exact: every filtered row); the threshold bound decides whether a stage's answer
+stands. What is proven is said (``Certificate.exact``): the exact path, and an answer whose
+dense side carries no weight when the postings' bound is met (the sparse side's bound is
+sound: impact-ordered postings, Fagin's threshold algorithm). An answer with dense HNSW
+candidates is never called exact (HNSW can miss rows of its own top n): it says so and quotes
+the dense side's recall measured at build. This module decides the statement's parameters
+(:func:`plan`: candidates, postings depth, budget, routing a selective filter to the exact
+scan, the fallback), runs it (:func:`certified_search`) and reads the certificate back.
 Recall against exact is measured in the benchmarks, not assumed.
 """
 
@@ -56,6 +59,16 @@ ROUTE_FACTOR = 6.0
 # beat the list's lowest by the rounding, at most 2 * 2^-11 * |q| * |d| for unit vectors
 # (each component rounded to 11 significant bits): the bound adds this much to that side.
 HALFVEC_SLACK = 1e-3
+# pgvector sums a sparse inner product in float4; the bound is summed in float8: a row's
+# computed score may exceed its true value by float4 rounding (~1e-7 per term). The sparse
+# bound adds this much so that rounding never makes an unproven answer look proven.
+SPARSE_SLACK = 1e-5
+# Postings read per query term, per candidate taken from them: index-only reads are cheap,
+# and a deeper read lowers the bound on the products it did not meet (docs/benchmarks.md,
+# "exact sparse side": at 10,000 rows, 4x proves 41 % of sparse answers at the first stage
+# against 21 % at 1x, for ~5 ms).
+POSTINGS_PER_CANDIDATE = 4
+VERIFY_PER_CANDIDATE = 8
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,13 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         k=depth,
         n=n,
         budget=budget,
+        # Postings read per query term (the deep stage reads down to its share of the fast
+        # answer's k-th sparse score, at most m_deep).
+        m=POSTINGS_PER_CANDIDATE * n,
+        m_deep=POSTINGS_PER_CANDIDATE * budget,
+        # Products the deep stage met that it scores on the sparse side alone (cheap: the
+        # dense vector stays in TOAST), to bound those it leaves by their exact score.
+        verify=VERIFY_PER_CANDIDATE * budget,
         # Where the exact scan is the fallback (few filtered rows), an uncertified answer
         # goes straight to it: there it costs less than the deep stage (docs/benchmarks.md,
         # "storefront pages": 14-18 ms vs 30-45 ms at 10,000 rows), and its answer is proven.
@@ -135,6 +155,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
         fallback_exact=fallback,
         estimated_rows=rows,
         dense_slack=HALFVEC_SLACK if dense_index(version) == "halfvec" else 0.0,
+        sparse_slack=SPARSE_SLACK,
         version_id=version.id,
         has_after=query.after is not None,
         **{f"after_{i}": v for i, v in enumerate(query.after or (None,) * 3)},
@@ -165,19 +186,23 @@ def certified_search(
         rows = run_search(conn, p.statement, p.params)
     first = rows[0]
     n, budget = p.params["n"], p.params["budget"]
-    hnsw = first["path"] != "exact"
+    scanned = first["path"] == "exact"
+    met = bool(first["threshold_met"])
+    # Proven: every filtered row scored, or the threshold met with the sparse side alone
+    # (its bound comes from the postings; a dense HNSW list proves nothing).
+    exact = scanned or (met and not p.params["use_dense"])
     certificate = Certificate(
         path=first["path"],
-        exact=not hnsw,
-        reason=_unproven(p.params) if hnsw else None,
-        threshold_met=bool(first["threshold_met"]),
+        exact=exact,
+        reason=None if exact else _unproven(p.params),
+        threshold_met=met,
         candidates={"fast": n, "deepened": budget}.get(first["path"]),
         budget=budget,
-        bound=first["bound"] if hnsw else None,
-        kth_score=first["kth"] if hnsw else None,
+        bound=None if scanned else first["bound"],
+        kth_score=None if scanned else first["kth"],
         estimated_rows=p.params["estimated_rows"],
         routed=p.params["route_exact"],
-        hnsw_recall=_hnsw_recall(p.version) if hnsw else None,
+        hnsw_recall=_hnsw_recall(p.version) if p.params["use_dense"] and not exact else None,
     )
     return Ranking(
         [_hit(row) for row in rows if row["product_id"] is not None],
@@ -231,9 +256,11 @@ def facet_counts(
 
 
 def _unproven(params: dict[str, Any]) -> str:
-    """Why an answer from HNSW candidates is not proven exact: the sides it used."""
-    sides = [side for side in ("dense", "sparse") if params[f"use_{side}"]]
-    return f"{' and '.join(sides) or 'no'} side{'s' if len(sides) > 1 else ''} from HNSW"
+    """Why an answer from candidates is not proven exact: its dense side came from HNSW,
+    or (sparse alone) the postings' bound was not met at the depth read."""
+    if params["use_dense"]:
+        return "dense side from HNSW"
+    return f"sparse bound not met at {params['m_deep'] if params['deepen'] else params['m']} postings per term"
 
 
 def _hnsw_recall(version: IndexVersion) -> dict | None:

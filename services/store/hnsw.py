@@ -1,4 +1,5 @@
-"""A version's indexes: both HNSW graphs (dense, sparse) and the filter columns' B-trees.
+"""A version's indexes: both HNSW graphs (dense, sparse), the filter columns' B-trees and the
+sparse postings (services.store.postings).
 
 HNSW builds fast only while the graph fits in ``maintenance_work_mem`` (``FASHION_BUILD_MEMORY``;
 docs/capacity.md); the parallel workers, the halfvec variant and their measured effect are in
@@ -14,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from services.store.index_versions import METADATA_COLUMNS, get_version, table_name
+from services.store.postings import build_postings, postings_exist
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -31,8 +33,9 @@ def build_indexes(
     parallel_workers: int | None = None,
     dense_index: str = "vector",
 ) -> dict[str, float]:
-    """Create both HNSW indexes and the filter columns' B-trees (idempotent); returns seconds
-    per index (``dense``, ``sparse``, ``filters``).
+    """Create both HNSW indexes and the filter columns' B-trees, then the sparse postings
+    (services.store.postings), each unless it exists (idempotent); returns seconds per index (``dense``,
+    ``sparse``, ``filters``, ``postings``).
 
     HNSW builds fast only while the graph fits in ``maintenance_work_mem``; give large
     indexes more (a 1M x 512-d graph needs several GB). ``parallel_workers``: processes
@@ -104,4 +107,7 @@ def build_indexes(
     timings["filters"] = time.perf_counter() - start
     conn.execute(sql.SQL("ANALYZE {t}").format(t=sql.Identifier(t)))
     conn.commit()
+    # The postings as the table holds them now; once built, the trigger keeps them so.
+    exists = postings_exist(conn, version_id)
+    timings["postings"] = 0.0 if exists else build_postings(conn, version_id)
     return timings

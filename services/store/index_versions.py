@@ -92,6 +92,20 @@ def table_name(version_id: int) -> str:
     return f"index_v{int(version_id)}"
 
 
+def postings_name(version_id: int) -> str:
+    """The version's impact-ordered postings table (services.store.postings)."""
+    return f"index_v{int(version_id)}_postings"
+
+
+def _drop_version_tables(conn: psycopg.Connection, version_id: int) -> None:
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS {p}, {t}").format(
+            p=sql.Identifier(postings_name(version_id)),
+            t=sql.Identifier(table_name(version_id)),
+        )
+    )
+
+
 def _versions(conn: psycopg.Connection, where: str = "", params: tuple = ()) -> list[IndexVersion]:
     query = sql.SQL("SELECT {cols} FROM index_versions {where} ORDER BY id").format(
         cols=_VERSION_COLS, where=sql.SQL(where)
@@ -283,11 +297,14 @@ def product_metadata(conn: psycopg.Connection, version_id: int) -> list[dict]:
 
 
 def has_indexes(conn: psycopg.Connection, version_id: int) -> bool:
+    """Whether the version has what its search reads: both HNSW graphs and the sparse
+    postings' impact index (services.store.postings)."""
     n = conn.execute(
-        "SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexdef ILIKE '%%USING hnsw%%'",
-        (table_name(version_id),),
-    ).fetchone()[0]
-    return n == 2
+        "SELECT count(*) FILTER (WHERE tablename = %s AND indexdef ILIKE '%%USING hnsw%%'), "
+        "count(*) FILTER (WHERE tablename = %s AND indexname = %s) FROM pg_indexes",
+        (table_name(version_id), postings_name(version_id), postings_name(version_id) + "_impact"),
+    ).fetchone()
+    return n == (2, 1)
 
 
 def mark_ready(conn: psycopg.Connection, version_id: int, report: dict) -> None:
@@ -392,9 +409,7 @@ def retire_old(
         ).fetchall()
         retired = [r[0] for r in rows]
         for vid in retired:
-            conn.execute(
-                sql.SQL("DROP TABLE IF EXISTS {t}").format(t=sql.Identifier(table_name(vid)))
-            )
+            _drop_version_tables(conn, vid)
             conn.execute(
                 "UPDATE index_versions SET status = CASE WHEN status = 'failed' THEN 'failed' "
                 "ELSE 'retired' END, retired_at = now() WHERE id = %s",
@@ -412,8 +427,6 @@ def drop_all_versions_and_products(conn: psycopg.Connection, *, truncate: bool =
     but it waits for every other session reading ``products``) instead of ``DELETE``."""
     with _tx(conn):
         for v in list_versions(conn):
-            conn.execute(
-                sql.SQL("DROP TABLE IF EXISTS {t}").format(t=sql.Identifier(table_name(v.id)))
-            )
+            _drop_version_tables(conn, v.id)
         conn.execute("DELETE FROM index_versions")
         conn.execute("TRUNCATE products CASCADE" if truncate else "DELETE FROM products")

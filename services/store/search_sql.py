@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from services.catalog.schema import FACET_FIELDS, METADATA_FIELDS
-from services.store.index_versions import IndexVersion
+from services.store.index_versions import IndexVersion, postings_name
 
 SEARCH_SQL_PATH = Path(__file__).with_name("sql") / "search.sql"
 SEARCH_SQL = SEARCH_SQL_PATH.read_text(encoding="utf-8")
@@ -121,6 +121,7 @@ def search_statement(
             sql.SQL(SEARCH_SQL)
             .format(
                 t=sql.Identifier(version.table),
+                postings=sql.Identifier(postings_name(version.id)),
                 filters=where,
                 metadata=HIT_METADATA,
                 hit_metadata=PAGE_METADATA,

@@ -5,6 +5,8 @@
 --
 -- Identifier slots, filled from the index version before the statement is prepared:
 --   {t}            the version's table (alias e)
+--   {postings}     its impact-ordered postings (term, weight, product_id), B-tree on
+--                  (term, weight DESC, product_id) (services.store.postings)
 --   {sort_key}     the page's sort key, a row compared ascending: ROW(-h.score,
 --                  h.product_id) for relevance; a sort by a field puts -coalesce(p.<field>, 0)
 --                  first (newest: the latest year first, a missing year last)
@@ -18,8 +20,9 @@
 --   {dense_query}  the dense query vector cast the same way
 -- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k (how deep
 -- the ranking goes: the page's offset + size, or the relevant set for another sort), n
--- (first candidates per index), budget (deepened candidates), deepen, use_dense,
--- use_sparse, route_exact, fallback_exact, dense_slack (the halfvec rounding), version_id,
+-- (first candidates per side), m (postings read per query term), budget and m_deep (the
+-- same, deepened), deepen, use_dense, use_sparse, route_exact, fallback_exact, dense_slack
+-- (the halfvec rounding), sparse_slack (float4 rounding of sparse scores), version_id,
 -- the page's has_after / after_<i> (a cursor's key) and shown (the products the earlier
 -- pages showed after that key), skip (an offset without a cursor),
 -- k_page (the page's size), with_vectors (return the hits' sparse vectors), and one
@@ -27,27 +30,33 @@
 --
 -- Stages; a stage runs only when the one before could not certify its answer (its scans sit
 -- under a gating condition, which PostgreSQL evaluates once, before touching an index):
---   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
---      filtered), their union re-ranked by the exact fused score;
---   2. deep: the same with budget candidates per index (pgvector's iterative scans go past
---      ef_search), when budget > n and the exact fallback does not apply (`deepen`: where
---      it applies, the exact scan is cheaper than this stage; services.search.ranking);
+--   1. fast: n candidates from the dense HNSW index (filtered), and the sparse side from the
+--      postings: the top m postings of each query term, the products met there ranked by
+--      an upper bound of their sparse score (ub), the n highest (filtered) taken; their
+--      union re-ranked by the exact fused score of the stored vectors;
+--   2. deep: the same with budget candidates and m_deep postings per term (pgvector's
+--      iterative scans go past ef_search), when budget > n and the exact fallback does not
+--      apply (`deepen`: where it applies, the exact scan is cheaper than this stage;
+--      services.search.ranking);
 --   3. exact: every row that passes the filters, when the query asked for it, when its
 --      filter is selective (routed here at once: stages 1-2 skipped), or when stages 1-2
 --      left the answer uncertified and the filtered rows are few enough to scan.
 --
--- The certificate (the threshold algorithm, Fagin et al. 2001): a row outside both candidate
--- lists has a dense score <= d_N and a sparse score <= s_N, the lowest scores of the lists,
--- so its fused score is <= bound = alpha * d_N + (1 - alpha) * s_N. If the union holds k
--- rows and the k-th fused score is >= bound, no row outside can enter the top k: the answer
--- equals the exact one, up to the HNSW order (each list being the true top n of its side).
--- That is a test, not a proof: an HNSW scan may miss rows of its own top n. The statement
--- reports it as threshold_met (it decides deepening and the fallback); an answer is called
--- exact only on the exact path (services.search.ranking, Certificate.exact).
--- A side that returned fewer than n rows gives no such bound (its scan may have stopped
--- early): its bound is its score's maximum, 1 (both sides are unit vectors). A side the
--- query does not use (weight 0) adds nothing. On a halfvec index d_N is a half-precision
--- score: dense_slack is added to it; candidates are re-ranked at full precision.
+-- The certificate (the threshold algorithm, Fagin et al. 2001). Sparse side: a product no
+-- list of m postings met has, for each query term, a weight at most the m-th posting's (0
+-- once the term's list is read whole), so its sparse score is at most the sum of query
+-- weight x that weight; a product met but not taken is at most its ub (its met terms exact,
+-- the others bounded the same way). s_B, the larger of the two, is PROVEN (SPLADE weights
+-- are >= 0: a query with a negative weight gets no sparse bound, 1). Dense side: a row
+-- outside the HNSW list has a dense score <= d_N, the list's lowest, IF the list is its
+-- side's true top n, which HNSW never guarantees. bound = alpha * d_N + (1 - alpha) * s_B;
+-- the stage's answer stands (threshold_met) when the union holds k rows and the k-th fused
+-- score is >= bound. It is proven exact when the dense side carries no weight (the sparse
+-- bound alone) or on the exact path (services.search.ranking, Certificate.exact).
+-- A dense list with fewer than n rows gives no bound (its scan may have stopped early): its
+-- bound is the score's maximum, 1 (unit vectors). A side the query does not use (weight 0)
+-- adds nothing. On a halfvec index d_N is a half-precision score: dense_slack is added to
+-- it; candidates are re-ranked at full precision.
 --
 --   4. the page: the ranking's rows in the page's sort order that the earlier pages did not
 --      show (a cursor says which: those sorting at or before its key, and `shown`), or those
@@ -65,7 +74,32 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
     WHERE {filters} AND %(use_dense)s AND NOT %(route_exact)s
     ORDER BY {dense_key} <#> {dense_query}
     LIMIT %(n)s
-), fast_s AS MATERIALIZED (          -- the sparse candidates
+), q_terms AS MATERIALIZED (         -- the sparse query's terms and weights
+    SELECT term, weight::float8 AS qw FROM sparse_terms(%(qs)s::sparsevec)
+    WHERE %(use_sparse)s AND NOT %(route_exact)s
+), fast_post AS MATERIALIZED (       -- the sparse side: the top m postings of each query
+    SELECT q.term, q.qw, x.product_id, x.weight,   -- term, and the term's share tb of the
+           CASE WHEN x.cnt < %(m)s THEN 0          -- score of a product it did not meet: 0
+                ELSE greatest(0, q.qw * x.last) END AS tb  -- once its list is read whole
+    FROM q_terms q CROSS JOIN LATERAL (
+        SELECT product_id, weight, count(*) OVER () AS cnt, min(weight) OVER () AS last
+        FROM (SELECT product_id, weight FROM {postings} x
+              WHERE x.term = q.term
+              ORDER BY x.weight DESC, x.product_id
+              LIMIT %(m)s) x) x
+), fast_tb AS MATERIALIZED (         -- the sum of tb: a bound on any product no list met
+    SELECT coalesce(sum(tb), 0) AS tb FROM (SELECT DISTINCT term, tb FROM fast_post) t
+), fast_ub AS MATERIALIZED (         -- a met product's sparse score is at most its ub
+    SELECT product_id, sum(qw * weight - tb) + (SELECT tb FROM fast_tb) AS ub
+    FROM fast_post
+    GROUP BY product_id
+), fast_p AS MATERIALIZED (          -- the postings' candidates: the n met products of highest ub
+    SELECT product_id, dense, sparse, NULL::float8 AS side
+    FROM {t} e
+    WHERE {filters}
+      AND e.product_id IN (SELECT product_id FROM fast_ub ORDER BY ub DESC, product_id
+                           LIMIT %(n)s)
+), fast_s AS MATERIALIZED (          -- the sparse HNSW candidates
     SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side
     FROM {t} e
     WHERE {filters} AND %(use_sparse)s AND NOT %(route_exact)s
@@ -78,7 +112,8 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
            -(dense <#> %(qd)s::vector) AS dense_score,
            -(sparse <#> %(qs)s::sparsevec) AS sparse_score
     FROM (SELECT DISTINCT ON (product_id) product_id, dense, sparse
-          FROM (SELECT * FROM fast_d UNION ALL SELECT * FROM fast_s) u) c
+          FROM (SELECT * FROM fast_d UNION ALL SELECT * FROM fast_s
+                UNION ALL SELECT * FROM fast_p) u) c
     ORDER BY score DESC, product_id
     LIMIT %(k)s
 ), fast_c AS MATERIALIZED (          -- its certificate
@@ -88,8 +123,11 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                              WHEN (SELECT count(*) FROM fast_d) < %(n)s THEN 1
                              ELSE (SELECT min(side) FROM fast_d) + %(dense_slack)s END
           + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
-                             WHEN (SELECT count(*) FROM fast_s) < %(n)s THEN 1
-                             ELSE (SELECT min(side) FROM fast_s) END AS bound) b,
+                             WHEN EXISTS (SELECT 1 FROM q_terms WHERE qw < 0) THEN 1
+                             ELSE greatest((SELECT tb FROM fast_tb),
+                                           (SELECT ub FROM fast_ub ORDER BY ub DESC, product_id
+                                            OFFSET %(n)s LIMIT 1))
+                                  + %(sparse_slack)s END AS bound) b,
          (SELECT count(*) AS found, min(score) AS kth FROM fast_r) r
 ), deep_d AS MATERIALIZED (          -- 2. deep: the same with budget candidates
     SELECT product_id, dense, sparse, -({dense_key} <#> {dense_query}) AS side
@@ -98,6 +136,47 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
       AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
     ORDER BY {dense_key} <#> {dense_query}
     LIMIT %(budget)s
+), fast_theta AS MATERIALIZED (      -- theta: a sparse score k products reach (less the
+    SELECT coalesce(min(sparse_score), 0) - 2 * %(sparse_slack)s AS theta,  -- slack), and
+           (SELECT nullif(sum(qw * maxw), 0)                 -- sc: the sum of the terms' most
+            FROM (SELECT qw, max(weight) AS maxw FROM fast_post  -- a product can get from
+                  WHERE qw > 0 GROUP BY term, qw) t) AS sc       -- each (its first posting)
+    FROM fast_r
+), term_max AS MATERIALIZED (       -- each term's first (largest) posting weight
+    SELECT term, max(weight) AS maxw FROM fast_post GROUP BY term
+), deep_post AS MATERIALIZED (       -- 2. deep, sparse side: each term's postings down to
+    SELECT q.term, q.qw, x.product_id, x.weight  -- its share of theta, in proportion to
+    FROM q_terms q JOIN term_max t USING (term)  -- its most (at most m_deep)
+    CROSS JOIN fast_theta f CROSS JOIN LATERAL (
+        SELECT product_id, weight FROM {postings} x
+        WHERE x.term = q.term AND q.qw > 0 AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
+          AND x.weight >= f.theta * t.maxw / f.sc
+        ORDER BY x.weight DESC, x.product_id
+        LIMIT %(m_deep)s) x
+), deep_tb AS MATERIALIZED (         -- a list cut at m_deep: the last weight read; else every
+    SELECT q.term,                   -- posting left has query weight x weight under its share
+           CASE WHEN q.qw <= 0 THEN 0
+                WHEN count(x.product_id) >= %(m_deep)s THEN greatest(0, q.qw * min(x.weight))
+                ELSE greatest(0, (SELECT theta / sc FROM fast_theta) * q.qw * t.maxw)
+           END AS tb
+    FROM q_terms q LEFT JOIN term_max t USING (term) LEFT JOIN deep_post x USING (term)
+    GROUP BY q.term, q.qw, t.maxw
+), deep_ub AS MATERIALIZED (
+    SELECT x.product_id,
+           sum(x.qw * x.weight) + (SELECT sum(tb) FROM deep_tb) - sum(b.tb) AS ub
+    FROM deep_post x JOIN deep_tb b ON b.term = x.term
+    GROUP BY x.product_id
+), deep_v AS MATERIALIZED (         -- the met products of highest ub (verify of them),
+    SELECT product_id, -(e.sparse <#> %(qs)s::sparsevec) AS s    -- scored on the sparse side
+    FROM {t} e                       -- alone (the dense vector stays in TOAST)
+    WHERE {filters}
+      AND e.product_id IN (SELECT product_id FROM deep_ub ORDER BY ub DESC, product_id
+                           LIMIT %(verify)s)
+), deep_p AS MATERIALIZED (          -- the postings' candidates: budget of them by that score
+    SELECT product_id, dense, sparse, NULL::float8 AS side
+    FROM {t} e
+    WHERE e.product_id IN (SELECT product_id FROM deep_v ORDER BY s DESC, product_id
+                           LIMIT %(budget)s)
 ), deep_s AS MATERIALIZED (
     SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side
     FROM {t} e
@@ -112,7 +191,8 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
            -(dense <#> %(qd)s::vector) AS dense_score,
            -(sparse <#> %(qs)s::sparsevec) AS sparse_score
     FROM (SELECT DISTINCT ON (product_id) product_id, dense, sparse
-          FROM (SELECT * FROM deep_d UNION ALL SELECT * FROM deep_s) u) c
+          FROM (SELECT * FROM deep_d UNION ALL SELECT * FROM deep_s
+                UNION ALL SELECT * FROM deep_p) u) c
     ORDER BY score DESC, product_id
     LIMIT %(k)s
 ), deep_c AS MATERIALIZED (
@@ -122,8 +202,13 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                              WHEN (SELECT count(*) FROM deep_d) < %(budget)s THEN 1
                              ELSE (SELECT min(side) FROM deep_d) + %(dense_slack)s END
           + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
-                             WHEN (SELECT count(*) FROM deep_s) < %(budget)s THEN 1
-                             ELSE (SELECT min(side) FROM deep_s) END AS bound) b,
+                             WHEN EXISTS (SELECT 1 FROM q_terms WHERE qw < 0) THEN 1
+                             ELSE greatest((SELECT coalesce(sum(tb), 0) FROM deep_tb),
+                                           (SELECT ub FROM deep_ub ORDER BY ub DESC, product_id
+                                            OFFSET %(verify)s LIMIT 1),
+                                           (SELECT s FROM deep_v ORDER BY s DESC, product_id
+                                            OFFSET %(budget)s LIMIT 1))
+                                  + %(sparse_slack)s END AS bound) b,
          (SELECT count(*) AS found, min(score) AS kth FROM deep_r) r
 ), exact_r AS MATERIALIZED (         -- 3. exact: every filtered row scored
     SELECT product_id, sparse,
