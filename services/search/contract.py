@@ -202,7 +202,8 @@ class SearchQuery:
     filters: Filters = field(default_factory=Filters)
     exact: bool = False
     candidates: int | None = None  # per index in fast mode; default max(k, DEFAULT_CANDIDATES)
-    # Per index when deepening; default max(candidates, DEFAULT_BUDGET); <= candidates: none.
+    # Per side when deepening; default max(candidates, DEFAULT_BUDGET); <= candidates: none.
+    # A ranking by the sparse side alone deepens only when this is set (services.search.ranking).
     budget: int | None = None
     # hnsw.ef_search of both scans; default max(40, min(candidates, 1000)) (pgvector's range
     # is 1..1000). The certificate assumes each list is its side's true top n: a larger

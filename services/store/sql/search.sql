@@ -21,8 +21,9 @@
 -- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k (how deep
 -- the ranking goes: the page's offset + size, or the relevant set for another sort), n
 -- (first candidates per side), m (postings read per query term), budget and m_deep (the
--- same, deepened), deepen, use_dense, use_sparse, route_exact, fallback_exact, dense_slack
--- (the halfvec rounding), sparse_slack (float4 rounding of sparse scores), version_id,
+-- same, deepened), verify (met products the deep stage scores on the sparse side),
+-- deepen, use_dense, use_sparse, route_exact, fallback_exact, dense_slack (the halfvec
+-- rounding), sparse_slack (float4 rounding of sparse scores), version_id,
 -- the page's has_after / after_<i> (a cursor's key) and shown (the products the earlier
 -- pages showed after that key), skip (an offset without a cursor),
 -- k_page (the page's size), with_vectors (return the hits' sparse vectors), and one
@@ -30,30 +31,34 @@
 --
 -- Stages; a stage runs only when the one before could not certify its answer (its scans sit
 -- under a gating condition, which PostgreSQL evaluates once, before touching an index):
---   1. fast: n candidates from the dense HNSW index (filtered), and the sparse side from the
---      postings: the top m postings of each query term, the products met there ranked by
---      an upper bound of their sparse score (ub), the n highest (filtered) taken; their
---      union re-ranked by the exact fused score of the stored vectors;
---   2. deep: the same with budget candidates and m_deep postings per term (pgvector's
---      iterative scans go past ef_search), when budget > n and the exact fallback does not
---      apply (`deepen`: where it applies, the exact scan is cheaper than this stage;
---      services.search.ranking);
+--   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
+--      filtered); for a ranking by the sparse side alone (use_dense false) also the
+--      postings: the top m postings of each query term, the products met there ranked by an
+--      upper bound of their sparse score (ub), the n highest (filtered) taken; their union
+--      re-ranked by the exact fused score of the stored vectors;
+--   2. deep: the same with budget candidates per side (pgvector's iterative scans go past
+--      ef_search); the postings of each term read down to its share of the fast answer's
+--      k-th sparse score theta (in proportion to the term's largest weight; at most m_deep),
+--      the verify met products of highest ub scored on the sparse side alone, the budget
+--      best of those taken. Run when `deepen` (services.search.ranking: budget > n, the
+--      exact fallback does not apply, and a sparse-only query asked for a budget);
 --   3. exact: every row that passes the filters, when the query asked for it, when its
 --      filter is selective (routed here at once: stages 1-2 skipped), or when stages 1-2
 --      left the answer uncertified and the filtered rows are few enough to scan.
 --
--- The certificate (the threshold algorithm, Fagin et al. 2001). Sparse side: a product no
--- list of m postings met has, for each query term, a weight at most the m-th posting's (0
--- once the term's list is read whole), so its sparse score is at most the sum of query
+-- The certificate (the threshold algorithm, Fagin et al. 2001). Sparse side alone: a product
+-- no list of m postings met has, for each query term, a weight at most the m-th posting's
+-- (0 once the term's list is read whole), so its sparse score is at most the sum of query
 -- weight x that weight; a product met but not taken is at most its ub (its met terms exact,
--- the others bounded the same way). s_B, the larger of the two, is PROVEN (SPLADE weights
--- are >= 0: a query with a negative weight gets no sparse bound, 1). Dense side: a row
--- outside the HNSW list has a dense score <= d_N, the list's lowest, IF the list is its
--- side's true top n, which HNSW never guarantees. bound = alpha * d_N + (1 - alpha) * s_B;
--- the stage's answer stands (threshold_met) when the union holds k rows and the k-th fused
--- score is >= bound. It is proven exact when the dense side carries no weight (the sparse
--- bound alone) or on the exact path (services.search.ranking, Certificate.exact).
--- A dense list with fewer than n rows gives no bound (its scan may have stopped early): its
+-- the others bounded the same way) or, in the deep stage, its exact sparse score. s_B, the
+-- largest of these plus sparse_slack, is PROVEN (SPLADE weights are >= 0: a query with a
+-- negative weight gets no bound, 1). Hybrid: a row outside both HNSW lists has a dense score
+-- <= d_N and a sparse score <= s_N, the lists' lowest, IF each list is its side's true top n,
+-- which HNSW never guarantees. bound = alpha * d_N + (1 - alpha) * (s_N, or s_B alone); the
+-- stage's answer stands (threshold_met) when the union holds k rows and the k-th fused score
+-- is >= bound. It is proven exact when the dense side carries no weight (s_B) or on the
+-- exact path (services.search.ranking, Certificate.exact).
+-- An HNSW list with fewer than n rows gives no bound (its scan may have stopped early): its
 -- bound is the score's maximum, 1 (unit vectors). A side the query does not use (weight 0)
 -- adds nothing. On a halfvec index d_N is a half-precision score: dense_slack is added to
 -- it; candidates are re-ranked at full precision.
@@ -74,9 +79,10 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
     WHERE {filters} AND %(use_dense)s AND NOT %(route_exact)s
     ORDER BY {dense_key} <#> {dense_query}
     LIMIT %(n)s
-), q_terms AS MATERIALIZED (         -- the sparse query's terms and weights
-    SELECT term, weight::float8 AS qw FROM sparse_terms(%(qs)s::sparsevec)
-    WHERE %(use_sparse)s AND NOT %(route_exact)s
+), q_terms AS MATERIALIZED (         -- the sparse query's terms and weights, when the
+    SELECT term, weight::float8 AS qw   -- ranking is the sparse side's alone (postings)
+    FROM sparse_terms(%(qs)s::sparsevec)
+    WHERE %(use_sparse)s AND NOT %(use_dense)s AND NOT %(route_exact)s
 ), fast_post AS MATERIALIZED (       -- the sparse side: the top m postings of each query
     SELECT q.term, q.qw, x.product_id, x.weight,   -- term, and the term's share tb of the
            CASE WHEN x.cnt < %(m)s THEN 0          -- score of a product it did not meet: 0
@@ -123,6 +129,9 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                              WHEN (SELECT count(*) FROM fast_d) < %(n)s THEN 1
                              ELSE (SELECT min(side) FROM fast_d) + %(dense_slack)s END
           + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
+                             WHEN %(use_dense)s THEN  -- hybrid: the HNSW list's lowest
+                                  CASE WHEN (SELECT count(*) FROM fast_s) < %(n)s THEN 1
+                                       ELSE (SELECT min(side) FROM fast_s) END
                              WHEN EXISTS (SELECT 1 FROM q_terms WHERE qw < 0) THEN 1
                              ELSE greatest((SELECT tb FROM fast_tb),
                                            (SELECT ub FROM fast_ub ORDER BY ub DESC, product_id
@@ -202,6 +211,9 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                              WHEN (SELECT count(*) FROM deep_d) < %(budget)s THEN 1
                              ELSE (SELECT min(side) FROM deep_d) + %(dense_slack)s END
           + (1 - %(alpha)s) * CASE WHEN NOT %(use_sparse)s THEN 0
+                             WHEN %(use_dense)s THEN
+                                  CASE WHEN (SELECT count(*) FROM deep_s) < %(budget)s THEN 1
+                                       ELSE (SELECT min(side) FROM deep_s) END
                              WHEN EXISTS (SELECT 1 FROM q_terms WHERE qw < 0) THEN 1
                              ELSE greatest((SELECT coalesce(sum(tb), 0) FROM deep_tb),
                                            (SELECT ub FROM deep_ub ORDER BY ub DESC, product_id
