@@ -17,12 +17,9 @@ from dataclasses import replace
 
 import pytest
 from conftest import scratch_db
-from test_search_scale import DIM, VOCAB, _queries, _synth
+from test_search_scale import _queries, build_scale_version
 
 from services import search
-from services.store import hnsw, migrate, products
-from services.store import index_versions as iv
-from services.store.db import connect
 
 N_ROWS = 100_000
 N_QUERIES = 40
@@ -34,20 +31,9 @@ def large(settings):
         pytest.skip("needs the embedded server to create a scratch database")
     with scratch_db(settings, "fashion_cert100k") as url:
         start = time.perf_counter()
-        migrate.upgrade("head", url)
-        conn = connect(url)
-        rows, dense, sparse = _synth(N_ROWS, seed=25)
-        products.upsert_products(conn, rows, source="certificate-test")
-        vid = iv.create_version(
-            conn, dense_model="synthetic", dense_dim=DIM, sparse_model="synthetic", sparse_dim=VOCAB
+        conn, version, dense, sparse, timings = build_scale_version(
+            url, N_ROWS, seed=25, test="certificate-100k", batch=10_000, memory="512MB"
         )
-        for lo in range(0, N_ROWS, 10_000):
-            hi = min(N_ROWS, lo + 10_000)
-            iv.load_embeddings(conn, vid, list(range(lo, hi)), dense[lo:hi], sparse[lo:hi])
-        timings = hnsw.build_indexes(conn, vid, maintenance_work_mem="512MB")
-        iv.mark_ready(conn, vid, {"test": "certificate-100k"})
-        version = iv.swap_live(conn, vid)
-        conn.commit()
         print(
             f"\n100k fixture built in {time.perf_counter() - start:.1f} s "
             f"(indexes: {', '.join(f'{k} {v:.1f} s' for k, v in timings.items())})"

@@ -121,29 +121,40 @@ def _queries(dense: np.ndarray, sparse: list[SparseVector], count: int, seed: in
     return out
 
 
+def build_scale_version(
+    url: str, n_rows: int, *, seed: int, test: str, batch: int = 5000, memory: str = "256MB"
+):
+    """Migrate the scratch database ``url``, load ``n_rows`` synthetic products (``_synth``)
+    through the real store code, build the version's indexes and swap it live; returns the
+    connection, the version, the vectors and the seconds per index."""
+    migrate.upgrade("head", url)
+    conn = connect(url)
+    rows, dense, sparse = _synth(n_rows, seed)
+    products.upsert_products(conn, rows, source=test)
+    vid = iv.create_version(
+        conn, dense_model="synthetic", dense_dim=DIM, sparse_model="synthetic", sparse_dim=VOCAB
+    )
+    for lo in range(0, n_rows, batch):
+        hi = min(n_rows, lo + batch)
+        iv.load_embeddings(conn, vid, list(range(lo, hi)), dense[lo:hi], sparse[lo:hi])
+    timings = hnsw.build_indexes(conn, vid, maintenance_work_mem=memory)
+    iv.mark_ready(conn, vid, {"test": test})
+    version = iv.swap_live(conn, vid)
+    conn.commit()
+    return conn, version, dense, sparse, timings
+
+
 @pytest.fixture(scope="module")
 def scale(settings):
     """A scratch database with N_ROWS products and a live, indexed version: a connection, the
     version and the vectors (dense, sparse) by product id; dropped at the end."""
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs the embedded server to create a scratch database")
-    conn = None
     with scratch_db(settings, "fashion_scale") as url:
         start = time.perf_counter()
-        migrate.upgrade("head", url)
-        conn = connect(url)
-        rows, dense, sparse = _synth(N_ROWS)
-        products.upsert_products(conn, rows, source="scale-test")
-        vid = iv.create_version(
-            conn, dense_model="synthetic", dense_dim=DIM, sparse_model="synthetic", sparse_dim=VOCAB
+        conn, version, dense, sparse, timings = build_scale_version(
+            url, N_ROWS, seed=SEED, test="scale"
         )
-        for lo in range(0, N_ROWS, 5000):
-            hi = min(N_ROWS, lo + 5000)
-            iv.load_embeddings(conn, vid, list(range(lo, hi)), dense[lo:hi], sparse[lo:hi])
-        timings = hnsw.build_indexes(conn, vid, maintenance_work_mem="256MB")
-        iv.mark_ready(conn, vid, {"test": "scale"})
-        version = iv.swap_live(conn, vid)
-        conn.commit()
         print(
             f"\nscale fixture: {N_ROWS} rows built in {time.perf_counter() - start:.1f} s "
             f"(indexes: {', '.join(f'{k} {v:.1f} s' for k, v in timings.items())})"

@@ -145,17 +145,16 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
       AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
     ORDER BY {dense_key} <#> {dense_query}
     LIMIT %(budget)s
+), term_max AS MATERIALIZED (        -- each term's first (largest) posting weight
+    SELECT term, qw, max(weight) AS maxw FROM fast_post GROUP BY term, qw
 ), fast_theta AS MATERIALIZED (      -- theta: a sparse score k products reach (less the
     SELECT coalesce(min(sparse_score), 0) - 2 * %(sparse_slack)s AS theta,  -- slack), and
-           (SELECT nullif(sum(qw * maxw), 0)                 -- sc: the sum of the terms' most
-            FROM (SELECT qw, max(weight) AS maxw FROM fast_post  -- a product can get from
-                  WHERE qw > 0 GROUP BY term, qw) t) AS sc       -- each (its first posting)
+           (SELECT nullif(sum(qw * maxw), 0) FROM term_max  -- sc: the most a product can
+            WHERE qw > 0) AS sc                             -- get from all the terms
     FROM fast_r
-), term_max AS MATERIALIZED (       -- each term's first (largest) posting weight
-    SELECT term, max(weight) AS maxw FROM fast_post GROUP BY term
 ), deep_post AS MATERIALIZED (       -- 2. deep, sparse side: each term's postings down to
     SELECT q.term, q.qw, x.product_id, x.weight  -- its share of theta, in proportion to
-    FROM q_terms q JOIN term_max t USING (term)  -- its most (at most m_deep)
+    FROM q_terms q JOIN term_max t ON t.term = q.term  -- its most (at most m_deep)
     CROSS JOIN fast_theta f CROSS JOIN LATERAL (
         SELECT product_id, weight FROM {postings} x
         WHERE x.term = q.term AND q.qw > 0 AND %(deepen)s AND NOT (SELECT ok FROM fast_c)
@@ -168,7 +167,8 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                 WHEN count(x.product_id) >= %(m_deep)s THEN greatest(0, q.qw * min(x.weight))
                 ELSE greatest(0, (SELECT theta / sc FROM fast_theta) * q.qw * t.maxw)
            END AS tb
-    FROM q_terms q LEFT JOIN term_max t USING (term) LEFT JOIN deep_post x USING (term)
+    FROM q_terms q LEFT JOIN term_max t ON t.term = q.term
+                   LEFT JOIN deep_post x ON x.term = q.term
     GROUP BY q.term, q.qw, t.maxw
 ), deep_ub AS MATERIALIZED (
     SELECT x.product_id,
