@@ -69,6 +69,9 @@ class AnalyticsWriter:
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
+        # The transaction id of the batch being written: when the connection breaks at its
+        # COMMIT, the client cannot tell whether it committed; PostgreSQL can.
+        self._xid: str | None = None
         self._thread = threading.Thread(target=self._run, name="analytics-writer", daemon=True)
 
     # --- the request side ---------------------------------------------------------------
@@ -151,12 +154,23 @@ class AnalyticsWriter:
 
     def _write_until_done(self, rows: list[tuple[str, tuple]]) -> None:
         wait = self._retry_s
+        unsure: str | None = None  # the xid of an attempt whose COMMIT may have landed
         while True:
             try:
+                if unsure is not None:
+                    status = self._xact_status(unsure)
+                    if status == "committed":  # the break came after the commit
+                        self._done(len(rows), 0)
+                        return
+                    if status is None or status == "in progress":
+                        raise psycopg.OperationalError(f"transaction {unsure} not settled yet")
+                    unsure = None  # aborted (or unknown to the server): write it again
                 self._write(rows)
                 return
             except psycopg.OperationalError as exc:  # the connection, not the rows
                 self._failed(exc)
+                unsure = unsure or self._xid
+                self._xid = None
                 if self._stop.is_set():
                     return
                 time.sleep(wait)
@@ -168,19 +182,31 @@ class AnalyticsWriter:
                 self._write_one_by_one(rows)
                 return
 
+    def _xact_status(self, xid: str) -> str | None:
+        """``pg_xact_status`` of ``xid`` asked on a new connection ("committed", "aborted",
+        "in progress"); None when the server cannot be reached."""
+        try:
+            with self._connect() as conn:
+                return conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+        except psycopg.OperationalError:
+            return None
+
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self._connect()
         return self._conn
 
     def _write(self, rows: list[tuple[str, tuple]]) -> None:
+        self._xid = None
         conn = self._connection()
         by_table: dict[str, list[tuple]] = {}
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
         with conn.transaction():
+            self._xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
             for table, table_rows in by_table.items():
                 copy_rows(conn, table, table_rows)
+        self._xid = None
         self._done(len(rows), 0)
 
     def _write_one_by_one(self, rows: list[tuple[str, tuple]]) -> None:
