@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from services.store.analytics import TABLES, copy_rows
+from services.store.analytics import TABLES, copy_rows, current_xact_id, xact_status
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class AnalyticsWriter:
         "in progress"); None when the server cannot be reached."""
         try:
             with self._connect() as conn:
-                return conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+                return xact_status(conn, xid)
         except psycopg.OperationalError:
             return None
 
@@ -203,7 +203,7 @@ class AnalyticsWriter:
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
         with conn.transaction():
-            self._xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+            self._xid = current_xact_id(conn)
             for table, table_rows in by_table.items():
                 copy_rows(conn, table, table_rows)
         self._xid = None

@@ -56,6 +56,17 @@ def copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[tuple]) -> in
     return len(rows)
 
 
+def current_xact_id(conn: psycopg.Connection) -> str:
+    """The id of ``conn``'s open transaction, kept so that a write whose connection broke at
+    COMMIT can later ask whether it landed (:func:`xact_status`)."""
+    return conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+
+
+def xact_status(conn: psycopg.Connection, xid: str) -> str | None:
+    """``pg_xact_status`` of ``xid``: "committed", "aborted", "in progress" or None."""
+    return conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+
+
 def ensure_partitions(conn: psycopg.Connection, first_day: date, days: int) -> int:
     """The day partitions of both raw tables from ``first_day`` for ``days`` days (rows
     already waiting in the default partition for one of them are moved in). Returns how
