@@ -410,6 +410,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        "writer-rewrites-committed",
+        "the analytics writer writes a batch again after the break at its COMMIT, although"
+        " the server committed it",
+        "services/analytics/writer.py",
+        '                    if status == "committed":  # the break came after the commit\n',
+        "                    if False:  # MUTATION\n",
+        (
+            (
+                "tests/test_analytics_writer.py::"
+                "test_a_batch_whose_commit_reply_is_lost_is_written_once"
+            ),
+        ),
+    ),
+    Mutation(
         "event-position-unchecked",
         "an event's position is not checked against the page its search showed",
         "services/api/analytics.py",

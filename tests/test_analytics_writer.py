@@ -6,6 +6,7 @@ refuses for itself is set aside without holding the others back.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,53 @@ from api_harness import TcpProxy
 
 from services.analytics.writer import AnalyticsWriter
 from services.store import analytics as store
+
+
+class CommitReplyDropper(TcpProxy):
+    """A TcpProxy that, once ``armed``, lets the next COMMIT reach the server and drops the
+    server's reply: the connection breaks after the server committed and before the client
+    heard so (``broken`` is set then). Disarms itself after one break."""
+
+    def __init__(self, target_port: int):
+        super().__init__(target_port)
+        self.armed = threading.Event()
+        self.broken = threading.Event()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            with self._lock:
+                self._conns += [client, upstream]
+            committing = threading.Event()  # this connection's COMMIT went to the server
+            threading.Thread(
+                target=self._forward, args=(client, upstream, committing, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._forward, args=(upstream, client, committing, False), daemon=True
+            ).start()
+
+    def _forward(self, src, dst, committing: threading.Event, to_server: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if to_server and self.armed.is_set() and b"COMMIT" in data:
+                    self.armed.clear()
+                    committing.set()  # set before the server can answer
+                elif not to_server and committing.is_set():
+                    self.broken.set()  # the server's answer to COMMIT: it committed
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def _event(i: int, at: datetime | None = None, session: str = "s") -> tuple:
@@ -117,6 +165,28 @@ def test_an_outage_under_load_loses_no_queued_row(settings):
     assert stats.retries >= 1, "the cut never reached the writer"
     assert stats.written == offered
     assert _count(settings, "outage") == offered
+
+
+def test_a_batch_whose_commit_reply_is_lost_is_written_once(settings):
+    """The connection breaks after the server committed a batch and before the writer heard
+    it (the reply to COMMIT is lost): the writer asks the server (pg_xact_status) and does
+    not write the batch again. Deterministic: the proxy drops exactly that reply."""
+    proxy = CommitReplyDropper(settings.pg_port)
+    proxy.restore()
+    url = settings.events_url.replace(f":{settings.pg_port}/", f":{proxy.port}/")
+    writer = _writer(url, batch=500, retry_s=0.05, max_retry_s=0.2).start()
+    proxy.armed.set()
+    try:
+        for i in range(300):
+            writer.offer("analytics_events", _event(i, session="reply-lost"))
+        assert writer.flush(60), writer.stats()
+    finally:
+        stats = writer.close()
+        proxy.cut()
+    assert proxy.broken.is_set(), "no reply to a COMMIT was dropped"
+    assert stats.retries >= 1 and stats.dropped == 0 and stats.rejected == 0
+    assert stats.written == 300
+    assert _count(settings, "reply-lost") == 300
 
 
 def test_a_row_the_database_refuses_is_set_aside_alone(settings):
