@@ -210,6 +210,7 @@ def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkey
     the version's params from the build session itself); a malformed size is refused."""
     from services.config import Settings, get_settings
     from services.pipeline import stages
+    from services.store import hnsw
     from services.store.index_versions import get_version
 
     with pytest.raises(ValueError, match="FASHION_BUILD_MEMORY"):
@@ -225,7 +226,10 @@ def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkey
         stages.encode_sparse_shard(shard, None)
         stages.load_shard_into_version(vid, shard)
         stages.build_version_indexes(vid)
-        assert get_version(fresh, vid).params["maintenance_work_mem"] == "96MB"
+        params = get_version(fresh, vid).params
+        assert params["maintenance_work_mem"] == "96MB"
+        graph = {"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION}
+        assert params["hnsw"] == {"dense": graph, "sparse": graph}
         stages.mark_version_failed(vid, "test done")
     finally:
         monkeypatch.delenv("FASHION_BUILD_MEMORY")

@@ -396,10 +396,11 @@ def test_a_halfvec_rounding_inversion_is_never_certified_as_exact(empty_db):
         conn, dense_model="synthetic", dense_dim=dim, sparse_model="synthetic", sparse_dim=16
     )
     iv.load_embeddings(conn, vid, list(range(n)), dense, sparse)
-    hnsw.build_indexes(conn, vid, dense_index="halfvec")
+    hnsw.build_indexes(conn, vid, dense_index="halfvec", m=8, ef_construction=24)
     iv.mark_ready(conn, vid, {"test": "halfvec"})
     version = iv.get_version(conn, vid)
     assert search.dense_index(version) == "halfvec"
+    assert version.params["hnsw"]["dense"] == {"m": 8, "ef_construction": 24}  # as built
     q = np.asarray(HALF_Q, np.float32)
 
     # The inversion, as the database computes it.

@@ -13,6 +13,7 @@ import time
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from services.store.index_versions import METADATA_COLUMNS, get_version, table_name
 from services.store.postings import build_postings, postings_exist
@@ -21,6 +22,22 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 # The dense HNSW index's kinds (build_indexes) and their operator classes.
 DENSE_INDEXES = {"vector": "vector_ip_ops", "halfvec": "halfvec_ip_ops"}
+
+
+def graph_options(conn: psycopg.Connection, version_id: int) -> dict[str, dict[str, int]]:
+    """The build options of the version's HNSW graphs as PostgreSQL holds them (an index kept
+    from an earlier build keeps its own): {"dense": {"m": 16, "ef_construction": 64}, ...}."""
+    t = table_name(version_id)
+    rows = conn.execute(
+        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+        ([f"{t}_{col}_hnsw" for col in ("dense", "sparse")],),
+    ).fetchall()
+    options: dict[str, dict[str, int]] = {}
+    for name, reloptions in rows:
+        pairs = (o.split("=", 1) for o in reloptions or [])
+        side = name.removeprefix(f"{t}_").removesuffix("_hnsw")
+        options[side] = {k: int(v) for k, v in pairs if k in ("m", "ef_construction")}
+    return options
 
 
 def build_indexes(
@@ -43,7 +60,8 @@ def build_indexes(
     ``dense_index``: "vector" (float32 graph) or "halfvec" (the dense column's half-precision
     copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
     rounding error to its bound). What was built is recorded in the version's params
-    (``dense_index``, which the search reads, and the ``maintenance_work_mem`` it had)."""
+    (``dense_index``, which the search reads, the ``maintenance_work_mem`` it had, and each
+    graph's ``m`` and ``ef_construction`` under ``hnsw``)."""
     if dense_index not in DENSE_INDEXES:
         raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
     t = table_name(version_id)
@@ -89,8 +107,14 @@ def build_indexes(
     memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
     conn.execute(
         "UPDATE index_versions SET params = params || jsonb_build_object("
-        "'dense_index', %s::text, 'maintenance_work_mem', %s::text) WHERE id = %s",
-        ("halfvec" if "halfvec_ip_ops" in built else "vector", memory, version_id),
+        "'dense_index', %s::text, 'maintenance_work_mem', %s::text, 'hnsw', %s::jsonb)"
+        " WHERE id = %s",
+        (
+            "halfvec" if "halfvec_ip_ops" in built else "vector",
+            memory,
+            Jsonb(graph_options(conn, version_id)),
+            version_id,
+        ),
     )
     conn.commit()
     # B-tree indexes on the filter columns: with a selective filter the planner can take the
