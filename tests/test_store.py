@@ -8,6 +8,7 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector import SparseVector
+from psycopg import sql
 from synthetic import build_version, unit_vectors
 
 from services import search
@@ -151,6 +152,38 @@ def test_wrong_dimension_refused_on_load(empty_db):
 
 
 # --- versions and swap ---------------------------------------------------------------
+
+
+def test_a_version_rows_lie_in_the_catalogue_hierarchy_order_and_a_built_one_stays(live):
+    """Before its graphs are built a version's table is rewritten in CLUSTER_COLUMNS order
+    (a storefront filter's rows on adjacent pages); a version that has its graphs (maybe live)
+    is never rewritten again."""
+    conn, vid, _, _ = live
+    t = sql.Identifier(iv.table_name(vid))
+    key = sql.SQL(", ").join(map(sql.Identifier, (*hnsw.CLUSTER_COLUMNS, "product_id")))
+    physical = [
+        r[0] for r in conn.execute(sql.SQL("SELECT product_id FROM {} ORDER BY ctid").format(t))
+    ]
+    ordered = [
+        r[0] for r in conn.execute(sql.SQL("SELECT product_id FROM {} ORDER BY {}").format(t, key))
+    ]
+    assert physical == ordered and physical != sorted(physical)  # _rows cycle their values
+    brin = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+        (f"{iv.table_name(vid)}_hierarchy_brin",),
+    ).fetchone()[0]
+    assert "USING brin (gender, master_category, sub_category, article_type, base_colour)" in brin
+    # Built: build_indexes again neither rewrites it nor waits for a lock.
+    conn.execute(sql.SQL("UPDATE {} SET gender = 'Women' WHERE product_id = 0").format(t))
+    conn.commit()
+    before = conn.execute(
+        sql.SQL("SELECT ctid::text FROM {} WHERE product_id = 0").format(t)
+    ).fetchone()
+    assert hnsw.build_indexes(conn, vid)["cluster"] == 0.0
+    after = conn.execute(
+        sql.SQL("SELECT ctid::text FROM {} WHERE product_id = 0").format(t)
+    ).fetchone()
+    assert before == after
 
 
 def test_swap_keeps_one_live_and_previous_for_rollback(live):
