@@ -1,0 +1,216 @@
+"""The dense side at scale (issue #25, item 3): recall of the dense HNSW list against the exact
+dense ranking, by ef_search, candidates and graph, on the benchmark database's live version.
+
+    fashion-search db start
+    .venv/bin/python benchmarks/bench_search.py --realistic --rows 1000000   # builds the rows
+    .venv/bin/python benchmarks/bench_dense_params.py --ef-search 150 300 600 1000
+    .venv/bin/python benchmarks/bench_dense_params.py --rebuild 16 64 halfvec --ef-search 300
+
+The rows are ``bench_search``'s (``fashion_bench``, its live version, built first by it); the
+queries its realistic ones (the evaluation's text queries, encoded by the live index's models).
+They are split in two halves, alternately: the *tune* half picks the setting, the *report* half
+is measured with it (a setting is never chosen on the queries it is reported on).
+
+Per setting, on both halves: p50/p95 of the service's statement at alpha 1 (dense only, plain:
+no deepening, no exact fallback) and at alpha 0.5, recall@10 of each against the exact ranking
+of the same alpha (the exact path, computed once per query), and the HNSW list's own recall:
+the share of the exact dense top n that one HNSW scan of n rows returns (what the hybrid
+ranking's dense side can hold at best).
+
+``--rebuild M EF_CONSTRUCTION KIND`` drops the version's dense HNSW index and builds it again
+with those options (KIND: vector or halfvec) before measuring, and prints the build's time
+and size; the version's params record what was built (``hnsw``, ``dense_index``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import realistic
+from benchmarks.bench_db import use_bench_database
+from benchmarks.tables import pct, table
+from services import search
+from services.store import hnsw
+from services.store import index_versions as iv
+from services.store.db import connect
+
+TOP_K = 10
+
+
+def exact_ids(conn, version, qs, alpha: float) -> list[list[int]]:
+    """The exact top 10 of each query at ``alpha`` (every row scored)."""
+    out = []
+    for dense, sparse in qs:
+        q = search.SearchQuery(dense, sparse, alpha, TOP_K, exact=True, with_vectors=False)
+        out.append([h.product_id for h in search.certified_search(conn, q, version).hits])
+    return out
+
+
+def exact_dense_top(conn, version, dense: np.ndarray, n: int) -> set[int]:
+    """The exact dense top n (an ORDER BY of the inner product over every row, no index)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        rows = conn.execute(
+            sql.SQL("SELECT product_id FROM {t} ORDER BY dense <#> %s::vector LIMIT %s").format(
+                t=sql.Identifier(version.table)
+            ),
+            (dense, n),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def hnsw_list(conn, version, dense: np.ndarray, n: int, ef: int) -> set[int]:
+    """One HNSW scan of n rows at ef_search ``ef``, as the statement's dense list reads it."""
+    key = (
+        sql.SQL("dense::halfvec({d}) <#> %s::vector::halfvec({d})").format(
+            d=sql.Literal(version.dense_dim)
+        )
+        if search.dense_index(version) == "halfvec"
+        else sql.SQL("dense <#> %s::vector")
+    )
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
+        # At a large ef_search the planner may prefer a parallel scan of every row (exact,
+        # ~0.5 s at 1M): this column measures the graph, so the graph it is.
+        conn.execute("SET LOCAL enable_seqscan = off")
+        rows = conn.execute(
+            sql.SQL("SELECT product_id FROM {t} ORDER BY {k} LIMIT %s").format(
+                t=sql.Identifier(version.table), k=key
+            ),
+            (dense, n),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def rebuild(conn, version, m: int, ef_construction: int, kind: str, memory: str) -> list:
+    conn.execute(
+        sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{version.table}_dense_hnsw"))
+    )
+    conn.commit()
+    start = time.perf_counter()
+    hnsw.build_indexes(
+        conn,
+        version.id,
+        m=m,
+        ef_construction=ef_construction,
+        maintenance_work_mem=memory,
+        dense_index=kind,
+    )
+    seconds = time.perf_counter() - start
+    size = conn.execute(
+        "SELECT pg_relation_size(%s::regclass)", (f"{version.table}_dense_hnsw",)
+    ).fetchone()[0]
+    return [
+        f"m={m}, ef_construction={ef_construction}, {kind}",
+        f"{seconds:.1f} s",
+        f"{size / 2**20:,.1f} MiB",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--candidates", type=int, nargs="+", default=[search.DEFAULT_CANDIDATES])
+    p.add_argument("--ef-search", type=int, nargs="+", default=[150, 300, 600, 1000])
+    p.add_argument("--alpha", type=float, nargs="+", default=[1.0, 0.5])
+    p.add_argument(
+        "--rebuild",
+        nargs=3,
+        metavar=("M", "EF_CONSTRUCTION", "KIND"),
+        help="rebuild the dense HNSW index with these options first",
+    )
+    p.add_argument("--maintenance-work-mem", default="8GB")
+    args = p.parse_args()
+
+    main_conn = connect()
+    try:
+        cat = realistic.read_live(main_conn)
+    finally:
+        main_conn.close()
+    conn = connect(use_bench_database("fashion_bench").database_url)
+    version = iv.live_version(conn)
+    if version is None:
+        raise SystemExit("no bench index: run bench_search.py --realistic first")
+    print(
+        f"# bench_dense_params: fashion_bench v{version.id} ({version.row_count:,} rows, "
+        f"{version.report.get('mode')}), graph {version.params.get('hnsw', 'not recorded')}, "
+        f"dense index {search.dense_index(version)}; {args.queries} realistic queries"
+    )
+    if args.rebuild:
+        m, efc, kind = int(args.rebuild[0]), int(args.rebuild[1]), args.rebuild[2]
+        row = rebuild(conn, version, m, efc, kind, args.maintenance_work_mem)
+        version = iv.get_version(conn, version.id)
+        table("Dense HNSW rebuild", ["graph", "build", "size"], [row])
+    qs = realistic.encoded_queries(cat.version, cat.metadata, args.queries)
+    halves = {"tune": qs[0::2], "report": qs[1::2]}
+    start = time.perf_counter()
+    truth = {
+        (alpha, half): exact_ids(conn, version, hq, alpha)
+        for alpha in args.alpha
+        for half, hq in halves.items()
+    }
+    tops = {
+        (half, n): [exact_dense_top(conn, version, d, n) for d, _ in hq]
+        for half, hq in halves.items()
+        for n in args.candidates
+    }
+    print(f"\n(exact references: {time.perf_counter() - start:.0f} s)")
+
+    columns = ["candidates n", "ef_search", "queries", "HNSW list recall of the dense top n"]
+    for alpha in args.alpha:
+        columns += [f"alpha {alpha}: p50 / p95 ms", f"alpha {alpha}: recall@10"]
+    # Each row printed as it is measured (a large ef_search can take seconds a query).
+    table(
+        f"Dense side, {len(halves['tune'])} tune + {len(halves['report'])} report queries "
+        "(plain policy: no deepening, no exact fallback)",
+        columns,
+        [],
+        left=3,
+    )
+    for n in args.candidates:
+        for ef in args.ef_search:
+            for half, hq in halves.items():
+                lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
+                list_recall = np.mean(
+                    [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
+                )
+                cells = [n, ef, half, f"{list_recall:.3f}"]
+                for alpha in args.alpha:
+                    lat, recalls = [], []
+                    for (dense, sparse), want in zip(hq, truth[alpha, half]):
+                        q = search.SearchQuery(
+                            dense,
+                            sparse,
+                            alpha,
+                            TOP_K,
+                            candidates=n,
+                            budget=n,
+                            ef_search=ef,
+                            exact_max_rows=0,
+                            with_vectors=False,
+                        )
+                        t = time.perf_counter()
+                        got = search.certified_search(conn, q, version).hits
+                        lat.append((time.perf_counter() - t) * 1000)
+                        recalls.append(len({h.product_id for h in got} & set(want)) / len(want))
+                    cells += [
+                        f"{statistics.median(lat):.1f} / {pct(lat, 95):.1f}",
+                        f"{np.mean(recalls):.3f}",
+                    ]
+                print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()
