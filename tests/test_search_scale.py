@@ -288,8 +288,9 @@ def test_selective_filter_fills_k_in_fast_mode(scale):
 
 
 def test_selective_filter_through_the_hnsw_iterative_scan(scale):
-    """The same filter with the planner's way around the graphs taken away (the filter
-    columns' B-trees dropped and sequential scans disabled, in a transaction rolled back):
+    """The same filter with the planner's ways around the graphs taken away (the filter
+    columns' B-trees and the hierarchy BRIN dropped, sequential scans disabled, in a
+    transaction rolled back):
     both HNSW scans must keep going past the ~99.7% non-matching rows (pgvector's iterative
     scan) to fill k; a plain HNSW scan stops after ef_search rows, of which ~0 match. The
     service would send this selective filter to the exact scan (``route_exact``):
@@ -301,7 +302,7 @@ def test_selective_filter_through_the_hnsw_iterative_scan(scale):
     dense_idx, sparse_idx = _hnsw(version)
     conn.rollback()
     with conn.transaction(force_rollback=True):
-        for column in ("base_colour", "gender"):
+        for column in ("base_colour", "gender", "hierarchy_brin"):
             conn.execute(
                 sql.SQL("DROP INDEX {}").format(sql.Identifier(f"{version.table}_{column}"))
             )
