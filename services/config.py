@@ -66,6 +66,19 @@ def _memory(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _graph(env: Mapping[str, str], m_name: str, ef_name: str) -> tuple[int, int]:
+    """An HNSW graph's (m, ef_construction), in the bounds pgvector accepts (m 2-100,
+    ef_construction 4-1000 and at least 2 m); the defaults are the project's 16 and 64."""
+    m = _number(env, m_name, "16", int, 2)
+    ef = _number(env, ef_name, "64", int, 4)
+    if m > 100 or ef > 1000 or ef < 2 * m:
+        raise ValueError(
+            f"{m_name} must be 2-100 and {ef_name} 4-1000 and at least 2 x {m_name}, "
+            f"got {m} and {ef}"
+        )
+    return m, ef
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration (environment variable in brackets). Build with
@@ -97,6 +110,9 @@ class Settings:
     rules_check_s: float  # FASHION_RULES_CHECK_S: how often the API looks for changed rules
     dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
     build_memory: str  # FASHION_BUILD_MEMORY: maintenance_work_mem of HNSW builds (e.g. 8GB)
+    dense_graph: tuple[
+        int, int
+    ]  # FASHION_DENSE_HNSW_M, _EF_CONSTRUCTION: new versions' dense graph
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression
@@ -158,6 +174,7 @@ class Settings:
             rules_check_s=_number(env, "FASHION_RULES_CHECK_S", "2", float, 0.1),
             dense_index=_choice(env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec")),
             build_memory=_memory(env, "FASHION_BUILD_MEMORY", "1GB"),
+            dense_graph=_graph(env, "FASHION_DENSE_HNSW_M", "FASHION_DENSE_HNSW_EF_CONSTRUCTION"),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),
             encoder_workers=max(0, int(workers)) if workers else None,
             eval_map_margin=_number(env, "FASHION_EVAL_MAP_MARGIN", "0.02", float, 0),

@@ -424,6 +424,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        "dense-graph-setting-ignored",
+        "the reindex builds the dense graph with the defaults, not FASHION_DENSE_HNSW_M /"
+        " _EF_CONSTRUCTION",
+        "services/pipeline/stages.py",
+        "            dense_graph=settings.dense_graph,\n",
+        "",
+        (
+            (
+                "tests/test_pipeline.py::"
+                "test_index_builds_use_the_configured_build_memory_and_dense_graph"
+            ),
+        ),
+    ),
+    Mutation(
         "event-position-unchecked",
         "an event's position is not checked against the page its search showed",
         "services/api/analytics.py",

@@ -205,9 +205,13 @@ def test_failure_keeps_live_version_and_rerun_finishes(fresh, dense_model, monke
     assert get_version(fresh, live_before.id).status == "previous"
 
 
-def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkeypatch):
+def test_index_builds_use_the_configured_build_memory_and_dense_graph(
+    fresh, dense_model, monkeypatch
+):
     """FASHION_BUILD_MEMORY is the maintenance_work_mem the HNSW builds ran with (recorded in
-    the version's params from the build session itself); a malformed size is refused."""
+    the version's params from the build session itself); FASHION_DENSE_HNSW_M and
+    _EF_CONSTRUCTION are the dense graph's options (read back from the built index), the sparse
+    graph keeps the defaults; a malformed size or graph is refused before any build."""
     from services.config import Settings, get_settings
     from services.pipeline import stages
     from services.store import hnsw
@@ -216,7 +220,18 @@ def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkey
     with pytest.raises(ValueError, match="FASHION_BUILD_MEMORY"):
         Settings.from_env({"FASHION_BUILD_MEMORY": "lots"})
     assert Settings.from_env({}).build_memory == "1GB"
+    for bad in (
+        {"FASHION_DENSE_HNSW_M": "1"},
+        {"FASHION_DENSE_HNSW_M": "many"},
+        {"FASHION_DENSE_HNSW_M": "32", "FASHION_DENSE_HNSW_EF_CONSTRUCTION": "40"},
+        {"FASHION_DENSE_HNSW_EF_CONSTRUCTION": "1001"},
+    ):
+        with pytest.raises(ValueError, match="FASHION_DENSE_HNSW_"):
+            Settings.from_env(bad)
+    assert Settings.from_env({}).dense_graph == (hnsw.HNSW_M, hnsw.HNSW_EF_CONSTRUCTION)
     monkeypatch.setenv("FASHION_BUILD_MEMORY", "96MB")
+    monkeypatch.setenv("FASHION_DENSE_HNSW_M", "8")
+    monkeypatch.setenv("FASHION_DENSE_HNSW_EF_CONSTRUCTION", "40")
     get_settings.cache_clear()
     try:
         paths = stages.fetch_catalog("offline", SIZE, 20)
@@ -229,10 +244,15 @@ def test_index_builds_use_the_configured_build_memory(fresh, dense_model, monkey
         params = get_version(fresh, vid).params
         assert params["maintenance_work_mem"] == "96MB"
         graph = {"m": hnsw.HNSW_M, "ef_construction": hnsw.HNSW_EF_CONSTRUCTION}
-        assert params["hnsw"] == {"dense": graph, "sparse": graph}
+        assert params["hnsw"] == {"dense": {"m": 8, "ef_construction": 40}, "sparse": graph}
         stages.mark_version_failed(vid, "test done")
     finally:
-        monkeypatch.delenv("FASHION_BUILD_MEMORY")
+        for name in (
+            "FASHION_BUILD_MEMORY",
+            "FASHION_DENSE_HNSW_M",
+            "FASHION_DENSE_HNSW_EF_CONSTRUCTION",
+        ):
+            monkeypatch.delenv(name)
         get_settings.cache_clear()
 
 

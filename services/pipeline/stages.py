@@ -274,7 +274,8 @@ def load_shard_into_version(version_id: int, shard_ref: str) -> int:
 
 
 def build_version_indexes(version_id: int) -> dict:
-    """Build both HNSW indexes of the version (idempotent); returns seconds per index."""
+    """Build both HNSW indexes of the version (idempotent), the dense graph with
+    ``FASHION_DENSE_HNSW_M`` / ``_EF_CONSTRUCTION``; returns seconds per index."""
     with _connect() as conn:
         require_building(conn, version_id)
         settings = get_settings()
@@ -282,6 +283,7 @@ def build_version_indexes(version_id: int) -> dict:
             conn,
             version_id,
             dense_index=settings.dense_index,
+            dense_graph=settings.dense_graph,
             maintenance_work_mem=settings.build_memory,
         )
     return {k: round(v, 3) for k, v in timings.items()}

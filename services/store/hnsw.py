@@ -81,6 +81,7 @@ def build_indexes(
     maintenance_work_mem: str = "1GB",
     parallel_workers: int | None = None,
     dense_index: str = "vector",
+    dense_graph: tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Create both HNSW indexes and the filter columns' B-trees, then the sparse postings
     (services.store.postings), each unless it exists (idempotent); returns seconds per index (``dense``,
@@ -93,7 +94,10 @@ def build_indexes(
     copy, ``(dense::halfvec(D)) halfvec_ip_ops``: half the index; the search adds the
     rounding error to its bound). What was built is recorded in the version's params
     (``dense_index``, which the search reads, the ``maintenance_work_mem`` it had, and each
-    graph's ``m`` and ``ef_construction`` under ``hnsw``)."""
+    graph's ``m`` and ``ef_construction`` under ``hnsw``). ``dense_graph``: the dense graph's
+    own (m, ef_construction), when it should differ from the sparse one's (``m``,
+    ``ef_construction``): a denser dense graph buys recall for build time
+    (docs/benchmarks.md, "The dense side at 1M")."""
     if dense_index not in DENSE_INDEXES:
         raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
     t = table_name(version_id)
@@ -113,9 +117,10 @@ def build_indexes(
         if dense_index == "halfvec"
         else sql.Identifier("dense")
     )
-    for col, target, opclass in (
-        ("dense", dense_target, DENSE_INDEXES[dense_index]),
-        ("sparse", sql.Identifier("sparse"), "sparsevec_ip_ops"),
+    dense_m, dense_ef = dense_graph or (m, ef_construction)
+    for col, target, opclass, graph_m, graph_ef in (
+        ("dense", dense_target, DENSE_INDEXES[dense_index], dense_m, dense_ef),
+        ("sparse", sql.Identifier("sparse"), "sparsevec_ip_ops", m, ef_construction),
     ):
         start = time.perf_counter()
         conn.execute(
@@ -127,8 +132,8 @@ def build_indexes(
                 t=sql.Identifier(t),
                 target=target,
                 opclass=sql.SQL(opclass),
-                m=sql.Literal(int(m)),
-                ef=sql.Literal(int(ef_construction)),
+                m=sql.Literal(int(graph_m)),
+                ef=sql.Literal(int(graph_ef)),
             )
         )
         conn.commit()
