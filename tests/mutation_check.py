@@ -87,7 +87,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "hnsw-dense-dropped",
         "the dense HNSW index is never built",
         "services/store/hnsw.py",
-        '        ("dense", dense_target, DENSE_INDEXES[dense_index]),\n',
+        '        ("dense", dense_target, DENSE_INDEXES[dense_index], dense_m, dense_ef),\n',
         "",
         ("tests/test_index_versions.py::test_a_built_version_has_both_hnsw_indexes_and_uses_them",),
         # and the build does not trip over the missing index when it records its kind
