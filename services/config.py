@@ -110,9 +110,8 @@ class Settings:
     rules_check_s: float  # FASHION_RULES_CHECK_S: how often the API looks for changed rules
     dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
     build_memory: str  # FASHION_BUILD_MEMORY: maintenance_work_mem of HNSW builds (e.g. 8GB)
-    dense_graph: tuple[
-        int, int
-    ]  # FASHION_DENSE_HNSW_M, _EF_CONSTRUCTION: new versions' dense graph
+    # FASHION_DENSE_HNSW_M, _EF_CONSTRUCTION: new versions' dense graph (m, ef_construction)
+    dense_graph: tuple[int, int]
     build_lock_timeout: str  # FASHION_BUILD_LOCK_TIMEOUT (a PostgreSQL interval)
     encoder_workers: int | None  # FASHION_ENCODER_WORKERS (default: cores - 1, at most 8)
     eval_map_margin: float  # FASHION_EVAL_MAP_MARGIN: MAP drop that counts as a regression

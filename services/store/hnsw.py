@@ -97,7 +97,7 @@ def build_indexes(
     graph's ``m`` and ``ef_construction`` under ``hnsw``). ``dense_graph``: the dense graph's
     own (m, ef_construction), when it should differ from the sparse one's (``m``,
     ``ef_construction``): a denser dense graph buys recall for build time
-    (docs/benchmarks.md, "The dense side at 1M")."""
+    (docs/benchmarks.md, "The dense graph at 100k rows")."""
     if dense_index not in DENSE_INDEXES:
         raise ValueError(f"dense_index must be one of {sorted(DENSE_INDEXES)}, got {dense_index!r}")
     t = table_name(version_id)
