@@ -22,6 +22,15 @@ holds some copy of (a miss that is another copy of the same product is a near-ti
 product), and *10th score short*, how far the answer's 10th score falls below the exact 10th
 score, relative to it.
 
+``--sparse-side hnsw both postings`` measures each row with the statement's hybrid sparse
+candidates taken three ways: ``hnsw``, the statement as it is (the sparse HNSW list of n);
+``both``, that list and the postings' n (the top m postings of each query term, the n met
+products of highest upper bound, as a sparse-only ranking reads them); ``postings``, the
+postings' n alone, no sparse HNSW scan in a hybrid ranking (so ``hnsw.ef_search`` serves the
+dense graph only). The two variants are search.sql with its gates changed here
+(``statement_variant``), for this process only: a measure of what such a statement would do,
+not a change of the service.
+
 ``--rebuild M EF_CONSTRUCTION KIND`` drops the version's dense HNSW index and builds it again
 with those options (KIND: vector or halfvec) before measuring, and prints the build's time
 and size; the version's params record what was built (``hnsw``, ``dense_index``).
@@ -30,6 +39,7 @@ and size; the version's params record what was built (``hnsw``, ``dense_index``)
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -44,7 +54,7 @@ from benchmarks import realistic
 from benchmarks.bench_db import use_bench_database
 from benchmarks.tables import pct, table
 from services import search
-from services.store import hnsw
+from services.store import hnsw, search_sql
 from services.store import index_versions as iv
 from services.store.db import connect
 
@@ -110,6 +120,35 @@ def hnsw_list(conn, version, dense: np.ndarray, n: int, ef: int) -> set[int]:
     return {r[0] for r in rows}
 
 
+SPARSE_SIDES = ("hnsw", "both", "postings")
+
+
+def statement_variant(text: str, side: str) -> str:
+    """search.sql with a hybrid ranking's sparse candidates taken as ``side`` says (module
+    docstring); raises if the statement no longer has the gates this edits."""
+    if side == "hnsw":
+        return text
+    gate = "WHERE %(use_sparse)s AND NOT %(use_dense)s AND NOT %(route_exact)s"
+    if text.count(gate) != 1:
+        raise SystemExit("search.sql's q_terms gate changed: update statement_variant")
+    text = text.replace(gate, "WHERE %(use_sparse)s AND NOT %(route_exact)s")
+    if side == "postings":
+        scan = "WHERE {filters} AND %(use_sparse)s AND NOT %(route_exact)s"
+        if text.count(scan) != 2:
+            raise SystemExit("search.sql's sparse HNSW scans changed: update statement_variant")
+        text = text.replace(scan, scan + " AND NOT %(use_dense)s")
+    return text
+
+
+def use_statement(side: str) -> None:
+    """Make this process's searches run the ``side`` variant of search.sql."""
+    search_sql.SEARCH_SQL = statement_variant(ORIGINAL_SQL, side)
+    search_sql._STATEMENTS.clear()  # the filled texts of the previous variant
+
+
+ORIGINAL_SQL = search_sql.SEARCH_SQL
+
+
 def rebuild(conn, version, m: int, ef_construction: int, kind: str, memory: str) -> list:
     conn.execute(
         sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{version.table}_dense_hnsw"))
@@ -149,6 +188,14 @@ def main() -> None:
         help="rebuild the dense HNSW index with these options first",
     )
     p.add_argument("--maintenance-work-mem", default="8GB")
+    p.add_argument(
+        "--sparse-side",
+        nargs="+",
+        choices=SPARSE_SIDES,
+        default=["hnsw"],
+        help="a hybrid ranking's sparse candidates: the statement as it is (hnsw), or a "
+        "variant (module docstring)",
+    )
     args = p.parse_args()
 
     main_conn = connect()
@@ -185,7 +232,13 @@ def main() -> None:
     }
     print(f"\n(exact references: {time.perf_counter() - start:.0f} s)")
 
-    columns = ["candidates n", "ef_search", "queries", "HNSW list recall of the dense top n"]
+    columns = [
+        "candidates n",
+        "ef_search",
+        "sparse side",
+        "queries",
+        "HNSW list recall of the dense top n",
+    ]
     for alpha in args.alpha:
         columns += [
             f"alpha {alpha}: p50 / p95 ms",
@@ -199,43 +252,45 @@ def main() -> None:
         "(plain policy: no deepening, no exact fallback)",
         columns,
         [],
-        left=3,
+        left=4,
     )
-    for n in args.candidates:
-        for ef in args.ef_search:
-            for half, hq in halves.items():
-                lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
-                list_recall = np.mean(
-                    [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
+    for n, ef, side, half in itertools.product(
+        args.candidates, args.ef_search, args.sparse_side, halves
+    ):
+        use_statement(side)
+        hq = halves[half]
+        lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
+        list_recall = np.mean(
+            [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
+        )
+        cells = [n, ef, side, half, f"{list_recall:.3f}"]
+        for alpha in args.alpha:
+            lat, recalls, near = [], [], []
+            for (dense, sparse), want in zip(hq, truth[alpha, half]):
+                q = search.SearchQuery(
+                    dense,
+                    sparse,
+                    alpha,
+                    TOP_K,
+                    candidates=n,
+                    budget=n,
+                    ef_search=ef,
+                    exact_max_rows=0,
+                    with_vectors=False,
                 )
-                cells = [n, ef, half, f"{list_recall:.3f}"]
-                for alpha in args.alpha:
-                    lat, recalls, near = [], [], []
-                    for (dense, sparse), want in zip(hq, truth[alpha, half]):
-                        q = search.SearchQuery(
-                            dense,
-                            sparse,
-                            alpha,
-                            TOP_K,
-                            candidates=n,
-                            budget=n,
-                            ef_search=ef,
-                            exact_max_rows=0,
-                            with_vectors=False,
-                        )
-                        t = time.perf_counter()
-                        got = search.certified_search(conn, q, version).hits
-                        lat.append((time.perf_counter() - t) * 1000)
-                        want_ids = {pid for pid, _ in want}
-                        recalls.append(len({h.product_id for h in got} & want_ids) / len(want))
-                        near.append(near_miss(got, want, len(cat.metadata)))
-                    cells += [
-                        f"{statistics.median(lat):.1f} / {pct(lat, 95):.1f}",
-                        f"{np.mean(recalls):.3f}",
-                        f"{np.mean([a for a, _ in near]):.3f}",
-                        f"{100 * np.mean([b for _, b in near]):.2f} %",
-                    ]
-                print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
+                t = time.perf_counter()
+                got = search.certified_search(conn, q, version).hits
+                lat.append((time.perf_counter() - t) * 1000)
+                want_ids = {pid for pid, _ in want}
+                recalls.append(len({h.product_id for h in got} & want_ids) / len(want))
+                near.append(near_miss(got, want, len(cat.metadata)))
+            cells += [
+                f"{statistics.median(lat):.1f} / {pct(lat, 95):.1f}",
+                f"{np.mean(recalls):.3f}",
+                f"{np.mean([a for a, _ in near]):.3f}",
+                f"{100 * np.mean([b for _, b in near]):.2f} %",
+            ]
+        print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
     conn.close()
 
 
