@@ -121,6 +121,7 @@ def hnsw_list(conn, version, dense: np.ndarray, n: int, ef: int) -> set[int]:
 
 
 SPARSE_SIDES = ("hnsw", "both", "postings")
+ORIGINAL_SQL = search_sql.SEARCH_SQL
 
 
 def statement_variant(text: str, side: str) -> str:
@@ -144,9 +145,6 @@ def use_statement(side: str) -> None:
     """Make this process's searches run the ``side`` variant of search.sql."""
     search_sql.SEARCH_SQL = statement_variant(ORIGINAL_SQL, side)
     search_sql._STATEMENTS.clear()  # the filled texts of the previous variant
-
-
-ORIGINAL_SQL = search_sql.SEARCH_SQL
 
 
 def rebuild(conn, version, m: int, ef_construction: int, kind: str, memory: str) -> list:
@@ -254,15 +252,18 @@ def main() -> None:
         [],
         left=4,
     )
+    list_recalls: dict[tuple[int, int, str], float] = {}  # the same for every sparse side
     for n, ef, side, half in itertools.product(
         args.candidates, args.ef_search, args.sparse_side, halves
     ):
         use_statement(side)
         hq = halves[half]
-        lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
-        list_recall = np.mean(
-            [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
-        )
+        if (n, ef, half) not in list_recalls:
+            lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
+            list_recalls[n, ef, half] = np.mean(
+                [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
+            )
+        list_recall = list_recalls[n, ef, half]
         cells = [n, ef, side, half, f"{list_recall:.3f}"]
         for alpha in args.alpha:
             lat, recalls, near = [], [], []

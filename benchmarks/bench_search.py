@@ -319,6 +319,7 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         copy_p += t2 - t1
         copy_e += t3 - t2
         t0 = time.perf_counter()
+    dense_m, dense_ef = args.dense_graph or (args.m, args.ef_construction)
     timings = hnsw.build_indexes(
         conn,
         vid,
@@ -326,12 +327,11 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
         ef_construction=args.ef_construction,
         maintenance_work_mem=args.maintenance_work_mem,
         dense_index=args.dense_index,
-        dense_graph=tuple(args.dense_graph) if args.dense_graph else None,
+        dense_graph=(dense_m, dense_ef),
     )
     iv.mark_ready(conn, vid, {"benchmark": True, "mode": source.key})
     iv.swap_live(conn, vid)
     graph = f"(m={args.m}, ef_c={args.ef_construction})"
-    dense_m, dense_ef = args.dense_graph or (args.m, args.ef_construction)
     dense_graph = f"(m={dense_m}, ef_c={dense_ef}, {args.dense_index})"
     load_rows = [
         (f"generate rows ({source.mode})", f"{args.rows / gen_s:,.0f} rows/s", f"{gen_s:.1f} s"),
