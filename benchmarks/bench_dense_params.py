@@ -5,6 +5,7 @@ dense ranking, by ef_search, candidates and graph, on the benchmark database's l
     .venv/bin/python benchmarks/bench_search.py --realistic --rows 1000000   # builds the rows
     .venv/bin/python benchmarks/bench_dense_params.py --ef-search 150 300 600 1000
     .venv/bin/python benchmarks/bench_dense_params.py --rebuild 16 64 halfvec --ef-search 300
+    .venv/bin/python benchmarks/bench_dense_params.py --ivfflat 1000 --probes 10 20 40 --ef-search
 
 The rows are ``bench_search``'s (``fashion_bench``, its live version, built first by it); the
 queries its realistic ones (the evaluation's text queries, encoded by the live index's models).
@@ -34,15 +35,28 @@ not a change of the service.
 ``--rebuild M EF_CONSTRUCTION KIND`` drops the version's dense HNSW index and builds it again
 with those options (KIND: vector or halfvec) before measuring, and prints the build's time
 and size; the version's params record what was built (``hnsw``, ``dense_index``).
+
+``--ivfflat LISTS --probes P ...`` measures another dense side: pgvector's IVFFlat index on the
+dense column (``vector_ip_ops``, LISTS k-means lists; built once, its time and size printed, and
+kept beside the HNSW graph for later runs). Its rows read the dense candidates from LISTS' P
+nearest lists (``ivfflat.probes``) with the same statement: in each row's transaction the
+dense HNSW index is dropped, so the planner's only dense index is the IVF one, and the
+transaction is rolled back (the graph is never lost). The service does not build this index;
+these rows measure whether it should. ``--ef-search`` with no value measures IVF rows only.
+
+``--database NAME`` reads another benchmark database than ``fashion_bench`` (the one
+``bench_search.py --database NAME`` built).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +161,74 @@ def use_statement(side: str) -> None:
     search_sql._STATEMENTS.clear()  # the filled texts of the previous variant
 
 
+def ivf_name(version) -> str:
+    return f"{version.table}_dense_ivf"
+
+
+def build_ivf(conn, version, lists: int, memory: str) -> list:
+    """The IVFFlat index of ``lists`` lists on the version's dense column (kept if one of that
+    many lists exists): a row for the build table."""
+    name = ivf_name(version)
+    have = conn.execute(
+        "SELECT reloptions FROM pg_class WHERE relname = %s AND relkind = 'i'", (name,)
+    ).fetchone()
+    seconds = None
+    if have is None or f"lists={lists}" not in (have[0] or []):
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(memory)))
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        start = time.perf_counter()
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX {i} ON {t} USING ivfflat (dense vector_ip_ops) WITH (lists = {n})"
+            ).format(
+                i=sql.Identifier(name),
+                t=sql.Identifier(version.table),
+                n=sql.Literal(lists),
+            )
+        )
+        conn.commit()
+        seconds = time.perf_counter() - start
+    size = conn.execute("SELECT pg_relation_size(%s::regclass)", (name,)).fetchone()[0]
+    conn.commit()
+    built = f"{seconds:.1f} s" if seconds is not None else "kept from an earlier run"
+    return [f"ivfflat lists={lists}", built, f"{size / 2**20:,.1f} MiB"]
+
+
+@contextlib.contextmanager
+def dense_scan(conn, version, kind: str, value: int) -> Iterator[None]:
+    """Searches inside read the dense candidates as ``kind`` says: the HNSW graph (the
+    statement's own settings), or the IVFFlat index at ``value`` probes: in a transaction that
+    drops the dense HNSW index and is rolled back after."""
+    if kind == "hnsw":
+        yield
+        return
+    conn.commit()
+    try:
+        conn.execute(
+            sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{version.table}_dense_hnsw"))
+        )
+        conn.execute(sql.SQL("SET LOCAL ivfflat.probes = {}").format(sql.Literal(value)))
+        yield
+    finally:
+        conn.rollback()
+
+
+def dense_list(conn, version, dense: np.ndarray, n: int, kind: str, value: int) -> set[int]:
+    """One scan of the dense index for n rows, as the statement's dense list reads it."""
+    if kind == "hnsw":
+        return hnsw_list(conn, version, dense, n, value)
+    with dense_scan(conn, version, kind, value):
+        conn.execute("SET LOCAL enable_seqscan = off")
+        rows = conn.execute(
+            sql.SQL("SELECT product_id FROM {t} ORDER BY dense <#> %s::vector LIMIT %s").format(
+                t=sql.Identifier(version.table)
+            ),
+            (dense, n),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def rebuild(conn, version, m: int, ef_construction: int, kind: str, memory: str) -> list:
     conn.execute(
         sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{version.table}_dense_hnsw"))
@@ -177,7 +259,16 @@ def main() -> None:
     )
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--candidates", type=int, nargs="+", default=[search.DEFAULT_CANDIDATES])
-    p.add_argument("--ef-search", type=int, nargs="+", default=[150, 300, 600, 1000])
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="*",
+        default=[150, 300, 600, 1000],
+        help="HNSW rows at these ef_search values (none: IVF rows only)",
+    )
+    p.add_argument("--ivfflat", type=int, metavar="LISTS", help="also measure an IVFFlat index")
+    p.add_argument("--probes", type=int, nargs="+", default=[10, 20, 40])
+    p.add_argument("--database", default="fashion_bench")
     p.add_argument("--alpha", type=float, nargs="+", default=[1.0, 0.5])
     p.add_argument(
         "--rebuild",
@@ -195,18 +286,20 @@ def main() -> None:
         "variant (module docstring)",
     )
     args = p.parse_args()
+    if not args.database.startswith("fashion_bench"):
+        raise SystemExit("--database: a benchmark database's name starts with fashion_bench")
 
     main_conn = connect()
     try:
         cat = realistic.read_live(main_conn)
     finally:
         main_conn.close()
-    conn = connect(use_bench_database("fashion_bench").database_url)
+    conn = connect(use_bench_database(args.database).database_url)
     version = iv.live_version(conn)
     if version is None:
         raise SystemExit("no bench index: run bench_search.py --realistic first")
     print(
-        f"# bench_dense_params: fashion_bench v{version.id} ({version.row_count:,} rows, "
+        f"# bench_dense_params: {args.database} v{version.id} ({version.row_count:,} rows, "
         f"{version.report.get('mode')}), graph {version.params.get('hnsw', 'not recorded')}, "
         f"dense index {search.dense_index(version)}; {args.queries} realistic queries"
     )
@@ -215,6 +308,11 @@ def main() -> None:
         row = rebuild(conn, version, m, efc, kind, args.maintenance_work_mem)
         version = iv.get_version(conn, version.id)
         table("Dense HNSW rebuild", ["graph", "build", "size"], [row])
+    scans = [("hnsw", ef) for ef in args.ef_search]
+    if args.ivfflat:
+        row = build_ivf(conn, version, args.ivfflat, args.maintenance_work_mem)
+        table("Dense IVFFlat index", ["index", "build", "size"], [row])
+        scans += [("ivfflat", p) for p in args.probes]
     qs = realistic.encoded_queries(cat.version, cat.metadata, args.queries)
     halves = {"tune": qs[0::2], "report": qs[1::2]}
     start = time.perf_counter()
@@ -232,10 +330,10 @@ def main() -> None:
 
     columns = [
         "candidates n",
-        "ef_search",
+        "dense scan",
         "sparse side",
         "queries",
-        "HNSW list recall of the dense top n",
+        "list recall of the dense top n",
     ]
     for alpha in args.alpha:
         columns += [
@@ -252,39 +350,42 @@ def main() -> None:
         [],
         left=4,
     )
-    list_recalls: dict[tuple[int, int, str], float] = {}  # the same for every sparse side
-    for n, ef, side, half in itertools.product(
-        args.candidates, args.ef_search, args.sparse_side, halves
+    list_recalls: dict[tuple, float] = {}  # the same for every sparse side
+    for n, (kind, value), side, half in itertools.product(
+        args.candidates, scans, args.sparse_side, halves
     ):
         use_statement(side)
         hq = halves[half]
-        if (n, ef, half) not in list_recalls:
-            lists = [hnsw_list(conn, version, d, n, ef) for d, _ in hq]
-            list_recalls[n, ef, half] = np.mean(
+        if (n, kind, value, half) not in list_recalls:
+            lists = [dense_list(conn, version, d, n, kind, value) for d, _ in hq]
+            list_recalls[n, kind, value, half] = np.mean(
                 [len(got & want) / len(want) for got, want in zip(lists, tops[half, n])]
             )
-        list_recall = list_recalls[n, ef, half]
-        cells = [n, ef, side, half, f"{list_recall:.3f}"]
+        list_recall = list_recalls[n, kind, value, half]
+        label = f"HNSW ef_search {value}" if kind == "hnsw" else f"IVF probes {value}"
+        cells = [n, label, side, half, f"{list_recall:.3f}"]
         for alpha in args.alpha:
             lat, recalls, near = [], [], []
-            for (dense, sparse), want in zip(hq, truth[alpha, half]):
-                q = search.SearchQuery(
-                    dense,
-                    sparse,
-                    alpha,
-                    TOP_K,
-                    candidates=n,
-                    budget=n,
-                    ef_search=ef,
-                    exact_max_rows=0,
-                    with_vectors=False,
-                )
-                t = time.perf_counter()
-                got = search.certified_search(conn, q, version).hits
-                lat.append((time.perf_counter() - t) * 1000)
-                want_ids = {pid for pid, _ in want}
-                recalls.append(len({h.product_id for h in got} & want_ids) / len(want))
-                near.append(near_miss(got, want, len(cat.metadata)))
+            with dense_scan(conn, version, kind, value):
+                for (dense, sparse), want in zip(hq, truth[alpha, half]):
+                    q = search.SearchQuery(
+                        dense,
+                        sparse,
+                        alpha,
+                        TOP_K,
+                        candidates=n,
+                        budget=n,
+                        ef_search=value if kind == "hnsw" else None,
+                        probes=value if kind == "ivfflat" else None,
+                        exact_max_rows=0,
+                        with_vectors=False,
+                    )
+                    t = time.perf_counter()
+                    got = search.certified_search(conn, q, version).hits
+                    lat.append((time.perf_counter() - t) * 1000)
+                    want_ids = {pid for pid, _ in want}
+                    recalls.append(len({h.product_id for h in got} & want_ids) / len(want))
+                    near.append(near_miss(got, want, len(cat.metadata)))
             cells += [
                 f"{statistics.median(lat):.1f} / {pct(lat, 95):.1f}",
                 f"{np.mean(recalls):.3f}",

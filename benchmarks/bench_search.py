@@ -285,7 +285,7 @@ def realistic_source(args) -> Source:
 def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersion, list]:
     """The bench database's connection and its live version holding ``source``'s rows (built
     unless --reuse finds one of the same size and mode), with the load steps' timings."""
-    url = use_bench_database("fashion_bench").database_url
+    url = use_bench_database(args.database).database_url
     conn = connect(url)
     pg, vec = server_versions(conn)
     print(f"# bench_search ({source.mode}): {source.description}, PostgreSQL {pg}, pgvector {vec}")
@@ -332,7 +332,12 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
     iv.mark_ready(conn, vid, {"benchmark": True, "mode": source.key})
     iv.swap_live(conn, vid)
     graph = f"(m={args.m}, ef_c={args.ef_construction})"
-    dense_graph = f"(m={dense_m}, ef_c={dense_ef}, {args.dense_index})"
+    lists = hnsw.ivf_lists(args.rows)
+    dense_build = (
+        f"IVFFlat (lists={lists}, probes={hnsw.ivf_probes(lists)})"
+        if args.dense_index == "ivfflat"
+        else f"HNSW (m={dense_m}, ef_c={dense_ef}, {args.dense_index})"
+    )
     load_rows = [
         (f"generate rows ({source.mode})", f"{args.rows / gen_s:,.0f} rows/s", f"{gen_s:.1f} s"),
         (
@@ -346,7 +351,7 @@ def open_bench(args, source: Source) -> tuple[psycopg.Connection, iv.IndexVersio
             f"{copy_e:.1f} s",
         ),
         ("rows into hierarchy order (CLUSTER)", "", f"{timings['cluster']:.1f} s"),
-        (f"HNSW dense build {dense_graph}", "", f"{timings['dense']:.1f} s"),
+        (f"{dense_build} dense build", "", f"{timings['dense']:.1f} s"),
         (f"HNSW sparse build {graph}", "", f"{timings['sparse']:.1f} s"),
         (
             "sparse postings build (table, impact B-tree, VACUUM)",
@@ -625,7 +630,7 @@ def run(args) -> None:
 
 
 def print_sizes(conn: psycopg.Connection, version: iv.IndexVersion) -> None:
-    """The version's table and index sizes (the dense and sparse HNSW graphs, the postings)."""
+    """The version's table and index sizes (the dense and sparse indexes, the postings)."""
     rows = conn.execute(
         "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
         "WHERE c.relname LIKE %s AND c.relkind IN ('r', 'i') ORDER BY c.relname",
@@ -633,7 +638,7 @@ def print_sizes(conn: psycopg.Connection, version: iv.IndexVersion) -> None:
     ).fetchall()
     print("\n| relation | size |\n|---|---:|")
     for name, size in rows:
-        if name.endswith(("_hnsw", "_postings", "_impact")) or name == version.table:
+        if name.endswith(("_hnsw", "_ivf", "_postings", "_impact")) or name == version.table:
             print(f"| {name} | {size / 2**20:,.1f} MiB |")
 
 
@@ -702,7 +707,8 @@ def main() -> None:
         "--dense-index",
         choices=sorted(hnsw.DENSE_INDEXES),
         default="vector",
-        help="the dense HNSW index: float32 vector, or the column's halfvec copy",
+        help="the dense index: an HNSW graph of the float32 column (vector) or of its halfvec "
+        "copy, or IVFFlat lists (hnsw.ivf_lists, searched with hnsw.ivf_probes)",
     )
     p.add_argument(
         "--reuse", action="store_true", help="reuse a live bench index of the same size and mode"
@@ -730,7 +736,14 @@ def main() -> None:
         help="measure on the live index with real encoded queries",
     )
     p.add_argument("--live-alphas", type=float, nargs="+", default=[0.3, 0.7])
+    p.add_argument(
+        "--database",
+        default="fashion_bench",
+        help="the benchmark database to (re)build (never the main one)",
+    )
     args = p.parse_args()
+    if not args.database.startswith("fashion_bench"):
+        raise SystemExit("--database: a benchmark database's name starts with fashion_bench")
     run_live(args) if args.live else run(args)
 
 

@@ -108,7 +108,8 @@ class Settings:
     understanding: bool  # FASHION_UNDERSTANDING: query understanding in the API (off: literal)
     query_runtime: str  # FASHION_QUERY_RUNTIME: "onnx" (ONNX Runtime query towers) or "torch"
     rules_check_s: float  # FASHION_RULES_CHECK_S: how often the API looks for changed rules
-    dense_index: str  # FASHION_DENSE_INDEX: "vector" or "halfvec" HNSW for new versions' dense side
+    # FASHION_DENSE_INDEX: new versions' dense index: "vector" or "halfvec" HNSW, or "ivfflat"
+    dense_index: str
     build_memory: str  # FASHION_BUILD_MEMORY: maintenance_work_mem of HNSW builds (e.g. 8GB)
     # FASHION_DENSE_HNSW_M, _EF_CONSTRUCTION: new versions' dense graph (m, ef_construction)
     dense_graph: tuple[int, int]
@@ -171,7 +172,9 @@ class Settings:
             understanding=_choice(env, "FASHION_UNDERSTANDING", "on", ("on", "off")) == "on",
             query_runtime=_choice(env, "FASHION_QUERY_RUNTIME", "onnx", ("onnx", "torch")),
             rules_check_s=_number(env, "FASHION_RULES_CHECK_S", "2", float, 0.1),
-            dense_index=_choice(env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec")),
+            dense_index=_choice(
+                env, "FASHION_DENSE_INDEX", "vector", ("vector", "halfvec", "ivfflat")
+            ),
             build_memory=_memory(env, "FASHION_BUILD_MEMORY", "1GB"),
             dense_graph=_graph(env, "FASHION_DENSE_HNSW_M", "FASHION_DENSE_HNSW_EF_CONSTRUCTION"),
             build_lock_timeout=_get(env, "FASHION_BUILD_LOCK_TIMEOUT", "15min"),

@@ -87,17 +87,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         "hnsw-dense-dropped",
         "the dense HNSW index is never built",
         "services/store/hnsw.py",
-        '        ("dense", dense_target, DENSE_INDEXES[dense_index], dense_m, dense_ef),\n',
-        "",
+        "        start = time.perf_counter()\n        name = dense_index_name(",
+        '        if col == "dense":\n            continue  # MUTATION\n'
+        "        start = time.perf_counter()\n        name = dense_index_name(",
         ("tests/test_index_versions.py::test_a_built_version_has_both_hnsw_indexes_and_uses_them",),
         # and the build does not trip over the missing index when it records its kind
         more=(
             (
-                "    ).fetchone()[0]\n    memory = ",
-                '    ).fetchone() or ("",)\n    built = built[0]  # MUTATION\n    memory = ',
+                "    ).fetchone()\n    kind = next(",
+                '    ).fetchone() or ("", None)  # MUTATION\n    kind = next(',
                 1,
             ),
         ),
+    ),
+    Mutation(
+        "ivf-probes-ignored",
+        "an IVFFlat dense index is read at pgvector's default of one list, whatever is asked",
+        "services/store/search_sql.py",
+        '        settings["ivfflat.probes"] = str(probes or recorded)\n',
+        "        pass  # MUTATION: probes never set\n",
+        ("tests/test_store.py::test_an_ivfflat_dense_index_reads_its_probes_and_says_so",),
     ),
     Mutation(
         "fast-is-exact",

@@ -45,7 +45,7 @@ def _vectors(n: int = N, seed: int = 0):
 
 
 def _build_version(
-    conn, n: int = N, seed: int = 0, swap: bool = True, dense_index: str = "vector"
+    conn, n: int = N, seed: int = 0, swap: bool = True, dense_index: str = "vector", **options
 ) -> int:
     products.upsert_products(conn, _rows(n), source="test")
     dense, sparse = _vectors(n, seed)
@@ -57,6 +57,7 @@ def _build_version(
         {"test": True},
         models=("test-dense", "test-sparse"),
         dense_index=dense_index,
+        **options,
     )
     if swap:
         iv.swap_live(conn, vid)
@@ -390,6 +391,59 @@ def test_a_halfvec_dense_index_keeps_certified_answers_exact(empty_db, alpha, ca
     assert outcomes[True], outcomes
     with pytest.raises(ValueError, match="dense_index"):
         hnsw.build_indexes(conn, vid, dense_index="float16")
+
+
+def test_an_ivfflat_dense_index_reads_its_probes_and_says_so(empty_db):
+    """A version whose dense index is IVFFlat (12 lists of ~50 rows): the plan scans it, the
+    version records its lists and the lists a search reads (pgvector's sqrt(lists) rule, 4),
+    an answer from it is never called exact and says why; reading all 12 lists gives the
+    exact dense top 10 for every query, reading one list does not (the probes reach the scan)."""
+    from services.store.search_sql import scan_settings
+
+    conn = empty_db
+    vid = _build_version(conn, dense_index="ivfflat", lists=12)
+    version = iv.get_version(conn, vid)
+    assert search.dense_index(version) == "ivfflat"
+    assert version.params["ivfflat"] == {"lists": 12, "probes": 4}, version.params
+    assert iv.has_indexes(conn, vid)
+    assert scan_settings(conn, version, 10).get("ivfflat.probes") == "4"
+    hnsw.build_indexes(conn, vid, dense_index="vector")  # a retried build keeps its kind
+    assert iv.get_version(conn, vid).params["dense_index"] == "ivfflat"
+    assert not conn.execute("SELECT to_regclass(%s)", (f"{version.table}_dense_hnsw",)).fetchone()[
+        0
+    ]
+    dense, sparse = _vectors()
+    conn.execute("SET enable_seqscan = off")  # 600 rows: the planner would sort them instead
+    conn.commit()
+    q = search.SearchQuery(dense[1], None, 1.0, 10, exact_max_rows=0)
+    plan = "\n".join(search.explain_search(conn, q, version, analyze=False))
+    assert f"Index Scan using {version.table}_dense_ivf" in plan, plan
+    exact_found: dict[int, list[bool]] = {}
+    for probes in (1, 12):
+        exact_found[probes] = []
+        for qd, _ in _queries(dense, sparse):
+            ranking = search.certified_search(
+                conn,
+                search.SearchQuery(
+                    qd, None, 1.0, 10, candidates=10, budget=10, exact_max_rows=0, probes=probes
+                ),
+                version,
+            )
+            c = ranking.certificate
+            assert c.path == "fast" and not c.exact, c
+            assert c.reason == "dense side from IVFFlat", c
+            found = set(_ids(ranking.hits)) == set(_exact(conn, qd, None, 1.0))
+            exact_found[probes].append(found)
+    assert all(exact_found[12]), exact_found[12]
+    assert not all(exact_found[1]), "one list of 12 held every query's exact top 10"
+    # A filter passing a quarter of the rows: the scan reads further lists until 10 pass.
+    red = search.Filters.from_mapping({"baseColour": ["Red"]})
+    for qd, _ in _queries(dense, sparse, count=10):
+        q = search.SearchQuery(qd, None, 1.0, 10, red, candidates=10, exact_max_rows=0)
+        ranking = search.certified_search(conn, q, version)
+        assert ranking.certificate.path == "fast", ranking.certificate
+        assert len(ranking.hits) == 10
+        assert {h.metadata["base_colour"] for h in ranking.hits} == {"Red"}
 
 
 def test_side_top_ids_exact_is_the_true_order_and_hnsw_finds_it_here(live):

@@ -193,9 +193,10 @@ class Certificate(msgspec.Struct):
     the bound from the sparse side's impact-ordered postings is met. An answer with dense
     HNSW candidates is never called exact: an HNSW scan may miss products of its own top n,
     and no bound rules that out. ``reason``: why it is not proven (null when exact): "dense
-    side from HNSW", or "sparse bound not met at m postings per term"; ``hnsw_recall``: how
-    often the HNSW sides found their true top n when the index was built (quoted when the
-    dense side came from HNSW; null for an older index). ``threshold_met``: no product
+    side from HNSW" ("from IVFFlat" on a version whose dense index is IVFFlat lists), or "sparse
+    bound not met at m postings per term"; ``hnsw_recall``: how often each side's index (the
+    dense one HNSW or IVFFlat) found its true top n when the index was built (quoted when the
+    dense side came from its index; null for an older index). ``threshold_met``: no product
     outside the candidates can score above the k-th result, IF the dense HNSW list held its
     side's true top n (the bound ``alpha * d_N + (1 - alpha) * s_B``: the lowest dense
     candidate score and the sparse postings' proven bound, at most the k-th score); it

@@ -209,6 +209,8 @@ class SearchQuery:
     # is 1..1000). The certificate assumes each list is its side's true top n: a larger
     # ef_search makes that likelier (bench_search.py --ef-search measures it).
     ef_search: int | None = None
+    # ivfflat.probes of an IVFFlat dense index; default the version's (hnsw.ivf_probes).
+    probes: int | None = None
     # Fall back to the exact scan when uncertified and the filtered rows are at most this
     # many; 0 also turns off routing selective filters to it (ranking.route_exact).
     exact_max_rows: int = EXACT_MAX_ROWS
@@ -263,11 +265,14 @@ class Certificate:
     the sparse side's bound from the impact-ordered postings is met. An answer with
     dense HNSW candidates is never called exact: an HNSW scan can miss rows of its own top n,
     which no bound can rule out. ``reason``: why an answer is not proven (None when it is):
-    "dense side from HNSW", or "sparse bound not met at m postings per term".
+    "dense side from HNSW" (or "from IVFFlat", a version whose dense index is IVFFlat lists:
+    the lists it reads may miss rows of the top n alike), or "sparse bound not met at m
+    postings per term".
     ``threshold_met``: the threshold test passed (the k-th fused score of the candidates is
     at least ``bound``, services/store/sql/search.sql): with dense weight it means exact IF
     the dense HNSW list held its side's true top n; it decides whether to deepen or fall
-    back. ``hnsw_recall``: quoted when the dense side came from HNSW: the version's measured
+    back. ``hnsw_recall``: quoted when the dense side came from its index (HNSW or IVFFlat,
+    the name kept for clients): the version's measured
     recall of that side's top n against its exact top n, from its build check
     ({"dense": .., "n": ..}; None when the version predates it). ``path``: "fast" (the first candidates), "deepened"
     (``budget`` candidates per index) or "exact". ``candidates``: per index at the stage
@@ -351,6 +356,8 @@ def validate(query: SearchQuery, version: IndexVersion) -> tuple[float, np.ndarr
         raise SearchValidationError(f"budget must be in 1..{MAX_CANDIDATES}")
     if query.ef_search is not None and not 1 <= query.ef_search <= 1000:
         raise SearchValidationError("ef_search must be in 1..1000")
+    if query.probes is not None and not 1 <= query.probes <= 32768:
+        raise SearchValidationError("probes must be in 1..32768")
     dense = None
     if query.dense is not None:
         dense = np.asarray(query.dense, dtype=np.float32).reshape(-1)

@@ -42,9 +42,9 @@ from services.store.search_sql import (
     dense_index,
     explain,
     filters_where,
-    has_iterative_scan,
     run_search,
     run_searches,
+    scan_settings,
     search_session,
     search_statement,
     value_counts,
@@ -171,11 +171,7 @@ def plan(conn: psycopg.Connection, query: SearchQuery, version: IndexVersion | N
     )
     settings: dict[str, str] = {}
     if not params["route_exact"]:
-        # ef_search caps what one HNSW scan returns; iterative scans keep a scan going past
-        # it, until its LIMIT is met (filtered scans, the deep stage; pgvector >= 0.8).
-        settings["hnsw.ef_search"] = str(query.ef_search or max(40, min(n, 1000)))
-        if has_iterative_scan(conn):
-            settings["hnsw.iterative_scan"] = "relaxed_order"
+        settings = scan_settings(conn, version, n, ef_search=query.ef_search, probes=query.probes)
     statement = search_statement(conn, version, where, SORT_COLUMNS.get(query.sort))
     return Plan(statement, params, settings, version)
 
@@ -199,7 +195,7 @@ def certified_search(
     certificate = Certificate(
         path=first["path"],
         exact=exact,
-        reason=None if exact else _unproven(p.params),
+        reason=None if exact else _unproven(p.params, p.version),
         threshold_met=met,
         candidates={"fast": n, "deepened": budget}.get(first["path"]),
         budget=budget,
@@ -260,11 +256,11 @@ def facet_counts(
     return counts
 
 
-def _unproven(params: dict[str, Any]) -> str:
-    """Why an answer from candidates is not proven exact: its dense side came from HNSW,
-    or (sparse alone) the postings' bound was not met at the depth read."""
+def _unproven(params: dict[str, Any], version: IndexVersion) -> str:
+    """Why an answer from candidates is not proven exact: its dense side came from HNSW (or
+    IVFFlat lists), or (sparse alone) the postings' bound was not met at the depth read."""
     if params["use_dense"]:
-        return "dense side from HNSW"
+        return "dense side from " + ("IVFFlat" if dense_index(version) == "ivfflat" else "HNSW")
     return f"sparse bound not met at {params['m_deep'] if params['deepen'] else params['m']} postings per term"
 
 

@@ -297,10 +297,11 @@ def product_metadata(conn: psycopg.Connection, version_id: int) -> list[dict]:
 
 
 def has_indexes(conn: psycopg.Connection, version_id: int) -> bool:
-    """Whether the version has what its search reads: both HNSW graphs and the sparse
-    postings' impact index (services.store.postings)."""
+    """Whether the version has what its search reads: both HNSW graphs (or the sparse one and
+    an IVFFlat dense index) and the sparse postings' impact index (services.store.postings)."""
     n = conn.execute(
-        "SELECT count(*) FILTER (WHERE tablename = %s AND indexdef ILIKE '%%USING hnsw%%'), "
+        "SELECT count(*) FILTER (WHERE tablename = %s AND (indexdef ILIKE '%%USING hnsw%%' "
+        "OR indexdef ILIKE '%%USING ivfflat%%')), "
         "count(*) FILTER (WHERE tablename = %s AND indexname = %s) FROM pg_indexes",
         (table_name(version_id), postings_name(version_id), postings_name(version_id) + "_impact"),
     ).fetchone()

@@ -74,8 +74,34 @@ def filters_where(
 
 
 def dense_index(version: IndexVersion) -> str:
-    """The kind of the version's dense HNSW index: "vector" or "halfvec" (build_indexes)."""
+    """The kind of the version's dense index: "vector" or "halfvec" (an HNSW graph) or
+    "ivfflat" (build_indexes)."""
     return (version.params or {}).get("dense_index", "vector")
+
+
+def scan_settings(
+    conn: psycopg.Connection,
+    version: IndexVersion,
+    n: int,
+    *,
+    ef_search: int | None = None,
+    probes: int | None = None,
+) -> dict[str, str]:
+    """The settings of a search's index scans for ``n`` candidates per side. HNSW:
+    ``hnsw.ef_search`` caps what one scan returns (default max(40, min(n, 1000))); iterative
+    scans keep a scan going past it until its LIMIT is met (filtered scans, the deep stage;
+    pgvector >= 0.8). An IVFFlat dense index: ``ivfflat.probes`` lists read (default the
+    version's, recorded at its build), iteratively more while a filter leaves the LIMIT unmet."""
+    settings = {"hnsw.ef_search": str(ef_search or max(40, min(n, 1000)))}
+    iterative = has_iterative_scan(conn)
+    if iterative:
+        settings["hnsw.iterative_scan"] = "relaxed_order"
+    if dense_index(version) == "ivfflat":
+        recorded = ((version.params or {}).get("ivfflat") or {}).get("probes", 1)
+        settings["ivfflat.probes"] = str(probes or recorded)
+        if iterative:
+            settings["ivfflat.iterative_scan"] = "relaxed_order"
+    return settings
 
 
 # search.sql with its slots filled for a table and a filter condition, as text: psycopg
@@ -345,9 +371,9 @@ def side_top_ids(
     conn: psycopg.Connection, version: IndexVersion, side: str, query: Any, n: int, *, exact: bool
 ) -> list[int]:
     """The top ``n`` product ids of ONE side of ``version`` ("dense" or "sparse") for its
-    query vector: by the side's HNSW index (ef_search as the fused statement sets it for n
-    candidates) or, with ``exact``, by scoring every row. The build check's measure of how
-    often an HNSW list misses rows of its side's true top n."""
+    query vector: by the side's index (HNSW or IVFFlat, set as the fused statement sets them
+    for n candidates) or, with ``exact``, by scoring every row. The build check's measure of
+    how often an index's list misses rows of its side's true top n."""
     if side == "dense":
         dim = sql.Literal(int(version.dense_dim))
         halfvec = dense_index(version) == "halfvec" and not exact
@@ -369,9 +395,6 @@ def side_top_ids(
     ).format(t=sql.Identifier(version.table), order=order)
     with search_session(conn) as apply_settings:
         if not exact:
-            settings = {"hnsw.ef_search": str(max(40, min(n, 1000)))}
-            if has_iterative_scan(conn):
-                settings["hnsw.iterative_scan"] = "relaxed_order"
-            apply_settings(settings)
+            apply_settings(scan_settings(conn, version, n))
         rows = conn.execute(statement, {"q": query, "n": n}).fetchall()
     return [r[0] for r in rows]
