@@ -102,12 +102,18 @@ def exact_dense_top(conn, version, dense: np.ndarray, n: int) -> set[int]:
     """The exact dense top n (an ORDER BY of the inner product over every row, no index)."""
     with conn.transaction():
         conn.execute("SET LOCAL enable_indexscan = off")
-        rows = conn.execute(
-            sql.SQL("SELECT product_id FROM {t} ORDER BY dense <#> %s::vector LIMIT %s").format(
-                t=sql.Identifier(version.table)
-            ),
-            (dense, n),
-        ).fetchall()
+        return dense_ids(conn, version, dense, n)
+
+
+def dense_ids(conn, version, dense: np.ndarray, n: int) -> set[int]:
+    """The n rows of highest float32 inner product with ``dense``, by whatever scan the
+    session's settings leave the planner (the callers set them)."""
+    rows = conn.execute(
+        sql.SQL("SELECT product_id FROM {t} ORDER BY dense <#> %s::vector LIMIT %s").format(
+            t=sql.Identifier(version.table)
+        ),
+        (dense, n),
+    ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -220,13 +226,7 @@ def dense_list(conn, version, dense: np.ndarray, n: int, kind: str, value: int) 
         return hnsw_list(conn, version, dense, n, value)
     with dense_scan(conn, version, kind, value):
         conn.execute("SET LOCAL enable_seqscan = off")
-        rows = conn.execute(
-            sql.SQL("SELECT product_id FROM {t} ORDER BY dense <#> %s::vector LIMIT %s").format(
-                t=sql.Identifier(version.table)
-            ),
-            (dense, n),
-        ).fetchall()
-    return {r[0] for r in rows}
+        return dense_ids(conn, version, dense, n)
 
 
 def rebuild(conn, version, m: int, ef_construction: int, kind: str, memory: str) -> list:
