@@ -145,6 +145,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_postings.py::test_sparse_answers_proven_by_the_postings_are_the_exact_ones",),
     ),
     Mutation(
+        "fast-stage-scores-only-its-n",
+        "the first stage scores only the n met products it takes (not 8 x n): its bound on "
+        "the products it met stays their upper bound, and fewer sparse answers are proven",
+        "services/search/ranking.py",
+        "        verify_fast=VERIFY_PER_CANDIDATE * n,\n",
+        "        verify_fast=n,  # MUTATION\n",
+        (
+            (
+                "tests/test_postings.py::"
+                "test_scoring_the_met_products_proves_what_their_bounds_alone_could_not"
+            ),
+        ),
+    ),
+    Mutation(
         "hnsw-claims-exact",
         "an answer from HNSW candidates that meets the threshold is called exact (unproven)",
         "services/search/ranking.py",

@@ -18,6 +18,7 @@ from pgvector import SparseVector
 from synthetic import build_version, catalogue_rows, unit_vectors
 
 from services import search
+from services.search import ranking as search_ranking
 from services.store import index_versions as iv
 from services.store import products
 from services.store.postings import build_postings, postings_size
@@ -90,7 +91,7 @@ def test_sparse_answers_proven_by_the_postings_are_the_exact_ones(catalogue):
     says exact equals the exact scan's top 10, score for score; some are proven, some are
     not (their k-th score is under the bound), so both sides of the test are exercised."""
     conn, _, _, dense, sparse = catalogue
-    candidates = 50  # 200 postings a term: both outcomes occur here (probed)
+    candidates = 20  # 80 postings a term, 160 met products scored: both outcomes (probed)
     outcomes = {True: 0, False: 0}
     for i, qs in enumerate(_queries(sparse, 40, seed=candidates)):
         qd = dense[i] if i % 2 else None
@@ -109,6 +110,27 @@ def test_sparse_answers_proven_by_the_postings_are_the_exact_ones(catalogue):
             assert c.kth_score < c.bound
             assert c.reason == f"sparse bound not met at {4 * candidates} postings per term"
     assert outcomes[True] and outcomes[False], outcomes
+
+
+def test_scoring_the_met_products_proves_what_their_bounds_alone_could_not(catalogue, monkeypatch):
+    """The first stage scores the met products of highest upper bound (8 x candidates) and
+    takes the best n by their exact sparse score. Scoring only the n it takes (1 x) proves
+    a subset of what scoring more proves (the bound can only fall, the k-th score only
+    rise): every answer proven at 1 x is proven at 8 x, more are, and all are exact."""
+    conn, _, _, _, sparse = catalogue
+    proven = {}
+    for factor in (1, search_ranking.VERIFY_PER_CANDIDATE):
+        monkeypatch.setattr(search_ranking, "VERIFY_PER_CANDIDATE", factor)
+        proven[factor] = set()
+        for i, qs in enumerate(_queries(sparse, 40, seed=20)):
+            query = search.SearchQuery(None, qs, 0.0, 10, candidates=20, exact_max_rows=0)
+            ranking = search.certified_search(conn, query)
+            if ranking.certificate.exact:
+                proven[factor].add(i)
+                exact = search.certified_search(conn, replace(query, exact=True)).hits
+                assert [h.product_id for h in ranking.hits] == [h.product_id for h in exact]
+    one, many = proven.values()
+    assert one <= many and len(many) > len(one), (sorted(one), sorted(many))
 
 
 def test_the_deep_stage_proves_sparse_answers_the_first_could_not(catalogue):

@@ -20,8 +20,9 @@
 --   {dense_query}  the dense query vector cast the same way
 -- Named parameters: alpha, qd (dense query vector), qs (sparse query vector), k (how deep
 -- the ranking goes: the page's offset + size, or the relevant set for another sort), n
--- (first candidates per side), m (postings read per query term), budget and m_deep (the
--- same, deepened), verify (met products the deep stage scores on the sparse side),
+-- (first candidates per side), m (postings read per query term), verify_fast (met
+-- products the fast stage scores on the sparse side), budget and m_deep (the same,
+-- deepened), verify (met products the deep stage scores on the sparse side),
 -- deepen, use_dense, use_sparse, route_exact, fallback_exact, dense_slack (the halfvec
 -- rounding), sparse_slack (float4 rounding of sparse scores), version_id,
 -- the page's has_after / after_<i> (a cursor's key) and shown (the products the earlier
@@ -34,8 +35,9 @@
 --   1. fast: n candidates from the dense HNSW index and n from the sparse one (each
 --      filtered); for a ranking by the sparse side alone (use_dense false) also the
 --      postings: the top m postings of each query term, the products met there ranked by an
---      upper bound of their sparse score (ub), the n highest (filtered) taken; their union
---      re-ranked by the exact fused score of the stored vectors;
+--      upper bound of their sparse score (ub), the verify_fast highest (filtered) scored on
+--      the sparse side alone, the n best of those taken; their union re-ranked by the exact
+--      fused score of the stored vectors;
 --   2. deep: the same with budget candidates per side (pgvector's iterative scans go past
 --      ef_search); the postings of each term read down to its share of the fast answer's
 --      k-th sparse score theta (in proportion to the term's largest weight; at most m_deep),
@@ -49,8 +51,9 @@
 -- The certificate (the threshold algorithm, Fagin et al. 2001). Sparse side alone: a product
 -- no list of m postings met has, for each query term, a weight at most the m-th posting's
 -- (0 once the term's list is read whole), so its sparse score is at most the sum of query
--- weight x that weight; a product met but not taken is at most its ub (its met terms exact,
--- the others bounded the same way) or, in the deep stage, its exact sparse score. s_B, the
+-- weight x that weight; a product met but not scored is at most its ub (its met terms exact,
+-- the others bounded the same way), one scored but not taken at most its exact sparse score
+-- (the best of those left: the n+1-th, budget+1-th in the deep stage). s_B, the
 -- largest of these plus sparse_slack, is PROVEN (SPLADE weights are >= 0: a query with a
 -- negative weight gets no bound, 1). Hybrid: a row outside both HNSW lists has a dense score
 -- <= d_N and a sparse score <= s_N, the lists' lowest, IF each list is its side's true top n,
@@ -99,11 +102,16 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
     SELECT product_id, sum(qw * weight - tb) + (SELECT tb FROM fast_tb) AS ub
     FROM fast_post
     GROUP BY product_id
-), fast_p AS MATERIALIZED (          -- the postings' candidates: the n met products of highest ub
-    SELECT product_id, dense, sparse, NULL::float8 AS side
-    FROM {t} e
+), fast_v AS MATERIALIZED (          -- the met products of highest ub (verify_fast of them),
+    SELECT product_id, -(e.sparse <#> %(qs)s::sparsevec) AS s    -- scored on the sparse side
+    FROM {t} e                       -- alone (the dense vector stays in TOAST)
     WHERE {filters}
       AND e.product_id IN (SELECT product_id FROM fast_ub ORDER BY ub DESC, product_id
+                           LIMIT %(verify_fast)s)
+), fast_p AS MATERIALIZED (          -- the postings' candidates: n of them by that score
+    SELECT product_id, dense, sparse, NULL::float8 AS side
+    FROM {t} e
+    WHERE e.product_id IN (SELECT product_id FROM fast_v ORDER BY s DESC, product_id
                            LIMIT %(n)s)
 ), fast_s AS MATERIALIZED (          -- the sparse HNSW candidates
     SELECT product_id, dense, sparse, -(e.sparse <#> %(qs)s::sparsevec) AS side
@@ -135,6 +143,8 @@ fast_d AS MATERIALIZED (            -- 1. fast: the dense candidates
                              WHEN EXISTS (SELECT 1 FROM q_terms WHERE qw < 0) THEN 1
                              ELSE greatest((SELECT tb FROM fast_tb),
                                            (SELECT ub FROM fast_ub ORDER BY ub DESC, product_id
+                                            OFFSET %(verify_fast)s LIMIT 1),
+                                           (SELECT s FROM fast_v ORDER BY s DESC, product_id
                                             OFFSET %(n)s LIMIT 1))
                                   + %(sparse_slack)s END AS bound) b,
          (SELECT count(*) AS found, min(score) AS kth FROM fast_r) r
