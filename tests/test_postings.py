@@ -118,12 +118,13 @@ def test_scoring_the_met_products_proves_what_their_bounds_alone_could_not(catal
     a subset of what scoring more proves (the bound can only fall, the k-th score only
     rise): every answer proven at 1 x is proven at 8 x, more are, and all are exact."""
     conn, _, _, _, sparse = catalogue
+    candidates = 20  # as in the test above: both outcomes occur at 8 x
     proven = {}
     for factor in (1, search_ranking.VERIFY_PER_CANDIDATE):
         monkeypatch.setattr(search_ranking, "VERIFY_PER_CANDIDATE", factor)
         proven[factor] = set()
-        for i, qs in enumerate(_queries(sparse, 40, seed=20)):
-            query = search.SearchQuery(None, qs, 0.0, 10, candidates=20, exact_max_rows=0)
+        for i, qs in enumerate(_queries(sparse, 40, seed=candidates)):
+            query = search.SearchQuery(None, qs, 0.0, 10, candidates=candidates, exact_max_rows=0)
             ranking = search.certified_search(conn, query)
             if ranking.certificate.exact:
                 proven[factor].add(i)
